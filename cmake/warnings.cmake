@@ -1,0 +1,16 @@
+function(escale_set_warnings target)
+  target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor
+    -Wcast-align -Wunused -Woverloaded-virtual -Wnull-dereference -Wimplicit-fallthrough)
+  if(ESCALE_WERROR)
+    target_compile_options(${target} PRIVATE -Werror)
+  endif()
+  if(ESCALE_NATIVE)
+    target_compile_options(${target} PRIVATE -march=native)
+  endif()
+  if(ESCALE_SANITIZE)
+    string(REPLACE ";" "," _san "${ESCALE_SANITIZE}")
+    target_compile_options(${target} PRIVATE -fsanitize=${_san} -fno-omit-frame-pointer
+      -fno-sanitize-recover=all)
+    target_link_options(${target} PRIVATE -fsanitize=${_san})
+  endif()
+endfunction()

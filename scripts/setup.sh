@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what escale needs from Debian's packages, and nothing else. Idempotent: quiet and fast
+# when everything is present. Runs as root on a fresh Debian 12 (sudo is used when not root).
+set -euo pipefail
+
+PACKAGES=(
+  build-essential g++ make cmake ninja-build pkg-config git
+  nlohmann-json3-dev libcli11-dev libtomlplusplus-dev libpcre2-dev libutf8proc-dev
+  libopenblas-dev libopenblas0-pthread libopenmpi-dev openmpi-bin
+  libgtest-dev libgmock-dev libbenchmark-dev
+  python3 python3-numpy python3-torch
+  fortunes fortunes-zh
+)
+# Optional extras by feature: report tests need chromium (ESCALE_WITH_CHROMIUM=1).
+if [[ "${ESCALE_WITH_CHROMIUM:-0}" == 1 ]]; then PACKAGES+=(chromium); fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+echo "setup: installing ${#missing[@]} Debian packages: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "setup: done"

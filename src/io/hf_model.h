@@ -1,0 +1,65 @@
+// Hugging Face model directories (config.json + safetensors, sharded or not) <-> the canonical
+// config and tensor layout (model/config.h, model/layout.h), for LlamaForCausalLM,
+// Qwen2ForCausalLM, MistralForCausalLM, MixtralForCausalLM and Qwen2MoeForCausalLM.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/status.h"
+#include "core/tensor.h"
+#include "io/safetensors.h"
+#include "model/config.h"
+#include "model/layout.h"
+
+namespace escale {
+
+// config.json <-> ModelConfig. Unknown architectures and unsupported features are refused with
+// the reason; unknown keys are kept in ModelConfig::extra and written back.
+Result<ModelConfig> ParseHfConfig(const nlohmann::json& j);
+Result<ModelConfig> ReadHfConfig(const std::string& dir);
+nlohmann::json HfConfigToJson(const ModelConfig& c);
+
+// The Hugging Face tensor name of a canonical tensor, for the config's architecture.
+std::string HfTensorName(const ModelConfig& c, const TensorSpec& spec);
+
+// A read model: config plus every canonical tensor as a zero-copy view into the mmapped files
+// (transformers-v5 fused expert tensors are split into per-expert views).
+struct HfModel {
+  std::string dir;
+  ModelConfig config;
+  std::map<std::string, Tensor> tensors;  // canonical name -> view
+  std::vector<std::shared_ptr<const SafetensorsFile>> files;
+  uint64_t bytes_on_disk = 0;
+  std::map<std::string, std::string> metadata;  // __metadata__ of the first file
+  const Tensor& at(const std::string& canonical) const { return tensors.at(canonical); }
+};
+Result<HfModel> ReadHfModel(const std::string& dir);
+
+// Produces the bytes of one canonical tensor, already in the output dtype, into `out`
+// (pre-sized to the tensor's byte count).
+using TensorProducer = std::function<Status(const TensorSpec& spec, std::byte* out)>;
+
+struct WriteOptions {
+  DType dtype = DType::kF32;
+  uint64_t max_shard_bytes = 5'000'000'000;
+  std::map<std::string, std::string> metadata;  // recorded in every shard's __metadata__
+  bool overwrite = false;
+  std::string copy_tokenizer_from;  // carry tokenizer files over from this directory, if set
+  bool progress = true;
+};
+
+// Writes config.json, generation_config.json (when given in extra) and the weights of `config`
+// into `dir`, tensor by tensor, through a staging directory renamed into place at the end.
+Status WriteHfModel(const std::string& dir, const ModelConfig& config, const TensorProducer& produce,
+                    const WriteOptions& opt);
+// Convenience: write tensors held in memory (converted to opt.dtype).
+Status WriteHfModel(const std::string& dir, const ModelConfig& config,
+                    const std::map<std::string, Tensor>& tensors, const WriteOptions& opt);
+
+}  // namespace escale

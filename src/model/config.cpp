@@ -1,0 +1,78 @@
+#include "model/config.h"
+
+#include <algorithm>
+
+namespace escale {
+
+std::string_view ArchitectureClassName(Architecture a) {
+  switch (a) {
+    case Architecture::kLlama: return "LlamaForCausalLM";
+    case Architecture::kQwen2: return "Qwen2ForCausalLM";
+    case Architecture::kMistral: return "MistralForCausalLM";
+    case Architecture::kMixtral: return "MixtralForCausalLM";
+    case Architecture::kQwen2Moe: return "Qwen2MoeForCausalLM";
+  }
+  return "?";
+}
+
+std::string_view ArchitectureModelType(Architecture a) {
+  switch (a) {
+    case Architecture::kLlama: return "llama";
+    case Architecture::kQwen2: return "qwen2";
+    case Architecture::kMistral: return "mistral";
+    case Architecture::kMixtral: return "mixtral";
+    case Architecture::kQwen2Moe: return "qwen2_moe";
+  }
+  return "?";
+}
+
+bool IsMoeArchitecture(Architecture a) {
+  return a == Architecture::kMixtral || a == Architecture::kQwen2Moe;
+}
+
+std::string_view RouterTypeName(RouterType r) { return r == RouterType::kMixtral ? "mixtral" : "st"; }
+
+bool ModelConfig::IsMoeLayer(int64_t layer) const {
+  if (!is_moe()) return false;
+  if (std::find(moe.dense_layers.begin(), moe.dense_layers.end(), layer) != moe.dense_layers.end())
+    return false;
+  return moe.every > 0 && (layer + 1) % moe.every == 0;
+}
+
+Status ModelConfig::Validate() const {
+  auto positive = [](const char* name, int64_t v) -> Status {
+    if (v <= 0) return InvalidArgument(std::string(name) + " must be positive, got " + std::to_string(v));
+    return Status::Ok();
+  };
+  ESCALE_RETURN_IF_ERROR(positive("vocab_size", vocab_size));
+  ESCALE_RETURN_IF_ERROR(positive("hidden_size", hidden_size));
+  ESCALE_RETURN_IF_ERROR(positive("num_hidden_layers", num_layers));
+  ESCALE_RETURN_IF_ERROR(positive("num_attention_heads", num_heads));
+  ESCALE_RETURN_IF_ERROR(positive("num_key_value_heads", num_kv_heads));
+  ESCALE_RETURN_IF_ERROR(positive("head_dim", head_dim));
+  if (head_dim % 2 != 0) return InvalidArgument("head_dim must be even for RoPE, got " + std::to_string(head_dim));
+  if (num_heads % num_kv_heads != 0)
+    return InvalidArgument("num_attention_heads (" + std::to_string(num_heads) +
+                           ") must be a multiple of num_key_value_heads (" + std::to_string(num_kv_heads) + ")");
+  if (!(rms_norm_eps > 0)) return InvalidArgument("rms_norm_eps must be positive");
+  if (!(rope_theta > 0)) return InvalidArgument("rope_theta must be positive");
+  const bool needs_dense_ffn = !is_moe() || !moe.dense_layers.empty() || moe.every > 1;
+  if (needs_dense_ffn) ESCALE_RETURN_IF_ERROR(positive("intermediate_size", intermediate_size));
+  if (is_moe()) {
+    if (moe.num_experts < 1) return InvalidArgument("num_experts must be at least 1");
+    if (moe.top_k < 1 || moe.top_k > moe.num_experts)
+      return InvalidArgument("num_experts_per_tok (" + std::to_string(moe.top_k) +
+                             ") must be between 1 and the number of experts (" +
+                             std::to_string(moe.num_experts) + ")");
+    ESCALE_RETURN_IF_ERROR(positive("expert intermediate size", moe.expert_intermediate));
+    if (moe.every < 1) return InvalidArgument("decoder_sparse_step must be at least 1");
+    if (moe.shared_intermediate < 0) return InvalidArgument("shared_expert_intermediate_size must be >= 0");
+    if (moe.capacity_factor < 0) return InvalidArgument("capacity factor must be >= 0 (0 = dropless)");
+    for (int64_t l : moe.dense_layers)
+      if (l < 0 || l >= num_layers)
+        return InvalidArgument("mlp_only_layers entry " + std::to_string(l) + " is not a layer index");
+  }
+  return Status::Ok();
+}
+
+}  // namespace escale

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set up (Debian packages), build, and run the whole test suite through ctest.
+# ESCALE_TEST_PRESETS="release asan" also runs the suite under ASan+UBSan.
+set -euo pipefail
+cd "$(dirname "$0")"
+scripts/setup.sh
+for preset in ${ESCALE_TEST_PRESETS:-release}; do
+  echo "== building ($preset)"
+  scripts/build.sh "$preset"
+  echo "== testing ($preset)"
+  ctest --preset "$preset" -j "$(nproc)"
+done
