@@ -1,6 +1,11 @@
 function(escale_set_warnings target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor
     -Wcast-align -Wunused -Woverloaded-virtual -Wnull-dereference -Wimplicit-fallthrough)
+  # GCC 12 reports false -Wrestrict/-Wstringop-overflow positives inside libstdc++'s string
+  # code at -O3 (GCC bug 105329, 105651); they are not about our code.
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU" AND CMAKE_CXX_COMPILER_VERSION VERSION_LESS 13)
+    target_compile_options(${target} PRIVATE -Wno-restrict -Wno-stringop-overflow)
+  endif()
   if(ESCALE_WERROR)
     target_compile_options(${target} PRIVATE -Werror)
   endif()

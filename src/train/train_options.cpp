@@ -1,0 +1,162 @@
+#include "train/train_options.h"
+
+#include <cmath>
+#include <cstdlib>
+
+#include <toml++/toml.h>
+
+namespace escale {
+
+int64_t TrainOptions::accumulation_steps() const {
+  if (global_batch_tokens <= 0) return 1;
+  return global_batch_tokens / tokens_per_micro_batch();
+}
+
+Status TrainOptions::Validate() const {
+  const int sources = !model_dir.empty() + !from_config.empty() + !init_from.empty();
+  if (sources != 1) return InvalidArgument("give exactly one of --model, --from-config or --init-from");
+  if (!scale_out.empty() && init_from.empty())
+    return InvalidArgument("--scale-out upcycles online and needs --init-from DENSE_DIR");
+  if (!init_from.empty() && scale_out.empty())
+    return InvalidArgument("--init-from needs --scale-out E,K (for a dense start use --model)");
+  if (data.empty()) return InvalidArgument("--data SHARD_DIR is required");
+  if (out.empty()) return InvalidArgument("--out RUN_DIR is required");
+  if (seq_len < 2) return InvalidArgument("--seq-len must be at least 2");
+  if (micro_batch < 1) return InvalidArgument("--micro-batch must be at least 1");
+  if (global_batch_tokens < 0 || (global_batch_tokens > 0 && global_batch_tokens % tokens_per_micro_batch() != 0))
+    return InvalidArgument("--global-batch-tokens (" + std::to_string(global_batch_tokens) +
+                           ") must be a multiple of seq-len x micro-batch (" +
+                           std::to_string(tokens_per_micro_batch()) + ")");
+  if (steps < 0 || token_budget < 0) return InvalidArgument("--steps and --token-budget must not be negative");
+  if (steps == 0 && !(token_budget > 0)) return InvalidArgument("give --steps or --token-budget");
+  if (!(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1)) return InvalidArgument("AdamW betas must be in [0, 1)");
+  if (!(eps > 0)) return InvalidArgument("--eps must be positive");
+  if (!(weight_decay >= 0)) return InvalidArgument("--weight-decay must be >= 0");
+  if (!(clip >= 0)) return InvalidArgument("--clip must be >= 0 (0 disables clipping)");
+  for (double c : {aux_loss, router_max_z, router_z, output_z, output_max_z})
+    if (!(c >= 0) || !std::isfinite(c)) return InvalidArgument("loss coefficients must be finite and >= 0");
+  if (!(capacity_factor >= 0)) return InvalidArgument("--capacity-factor must be >= 0 (0 = dropless)");
+  if (!router.empty() && router != "mixtral" && router != "st")
+    return InvalidArgument("--router must be mixtral or st");
+  if (eval_every < 0 || save_every < 0 || keep_last < 0 || eval_batches < 0)
+    return InvalidArgument("--eval-every, --eval-batches, --save-every and --keep-last must be >= 0");
+  if (threads < 0) return InvalidArgument("--threads must be >= 0");
+  return Status::Ok();
+}
+
+std::vector<OptionSpec> TrainOptionTable(TrainOptions& o) {
+  return {
+      {"model", "Hugging Face model directory to continue training", &o.model_dir},
+      {"from_config", "config.json of a model to train from random initialisation", &o.from_config},
+      {"init_from", "dense checkpoint to upcycle online (with --scale-out)", &o.init_from},
+      {"scale_out", "E,K: experts and top-k for online upcycling", &o.scale_out},
+      {"data", "token shard directory (escale tokenize output)", &o.data},
+      {"out", "run directory (checkpoints, metrics.jsonl)", &o.out},
+      {"resume", "continue the run in --out from its latest complete checkpoint", &o.resume},
+      {"seq_len", "sequence length", &o.seq_len},
+      {"micro_batch", "sequences per forward/backward pass", &o.micro_batch},
+      {"global_batch_tokens", "tokens per optimiser step (multiple of seq_len x micro_batch; 0 = one micro-batch)", &o.global_batch_tokens},
+      {"steps", "optimiser steps (0: from --token-budget)", &o.steps},
+      {"token_budget", "tokens to train on when --steps is 0", &o.token_budget},
+      {"lr", "peak learning rate", &o.lr},
+      {"min_lr", "final learning rate", &o.min_lr},
+      {"warmup", "warmup steps", &o.warmup},
+      {"schedule", "cosine, wsd or constant", &o.schedule},
+      {"wsd_decay_fraction", "WSD: fraction of steps in the final decay", &o.wsd_decay_fraction},
+      {"beta1", "AdamW beta1", &o.beta1},
+      {"beta2", "AdamW beta2", &o.beta2},
+      {"eps", "AdamW epsilon", &o.eps},
+      {"weight_decay", "AdamW decoupled weight decay (not on norms, biases, embeddings)", &o.weight_decay},
+      {"clip", "global gradient-norm clip (0 = off)", &o.clip},
+      {"seed", "random seed (initialisation, data order)", &o.seed},
+      {"aux_loss", "load-balancing loss coefficient (Switch form, SPEC.md §4)", &o.aux_loss},
+      {"router_max_z", "router max-z loss coefficient (AquilaMoE)", &o.router_max_z},
+      {"router_z", "router z-loss coefficient (ST-MoE)", &o.router_z},
+      {"output_z", "output z-loss coefficient (PaLM)", &o.output_z},
+      {"output_max_z", "output max-z loss coefficient (Baichuan 2)", &o.output_max_z},
+      {"capacity_factor", "expert capacity factor (0 = dropless)", &o.capacity_factor},
+      {"router", "routing type override: mixtral or st", &o.router},
+      {"eval_every", "validate every N steps (0 = only at the end)", &o.eval_every},
+      {"eval_batches", "validation micro-batches per evaluation", &o.eval_batches},
+      {"save_every", "checkpoint every N steps (0 = only at the end)", &o.save_every},
+      {"keep_last", "complete checkpoints to keep (0 = all)", &o.keep_last},
+      {"spike_zscore", "skip a step whose loss z-score exceeds this (0 = off)", &o.spike_zscore},
+      {"max_skips", "stop after this many skipped steps in a row", &o.max_skips},
+      {"threads", "worker threads (0 = all cores)", &o.threads},
+  };
+}
+
+Status ApplyOptionText(const OptionSpec& spec, const std::string& text) {
+  const std::string flag = "--" + [&] {
+    std::string k = spec.key;
+    for (char& c : k) if (c == '_') c = '-';
+    return k;
+  }();
+  return std::visit(
+      [&](auto* p) -> Status {
+        using T = std::remove_pointer_t<decltype(p)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          *p = text;
+        } else if constexpr (std::is_same_v<T, bool>) {
+          if (text == "true" || text == "1") *p = true;
+          else if (text == "false" || text == "0") *p = false;
+          else return InvalidArgument(flag + " takes true or false, not '" + text + "'");
+        } else if constexpr (std::is_same_v<T, int64_t>) {
+          char* end = nullptr;
+          const long long v = std::strtoll(text.c_str(), &end, 10);
+          if (text.empty() || *end != '\0') return InvalidArgument(flag + " takes an integer, not '" + text + "'");
+          *p = v;
+        } else {
+          char* end = nullptr;
+          const double v = std::strtod(text.c_str(), &end);
+          if (text.empty() || *end != '\0' || !std::isfinite(v))
+            return InvalidArgument(flag + " takes a number, not '" + text + "'");
+          *p = v;
+        }
+        return Status::Ok();
+      },
+      spec.target);
+}
+
+Status ApplyTomlFile(const std::string& path, const std::vector<OptionSpec>& table) {
+  // Debian builds toml++ with exceptions: parse errors arrive as toml::parse_error.
+  toml::table t;
+  try {
+    t = toml::parse_file(path);
+  } catch (const toml::parse_error& err) {
+    return FormatError(path + ":" + std::to_string(err.source().begin.line) + ": " +
+                       std::string(err.description()));
+  }
+  for (const auto& [key, node] : t) {
+    const std::string k(key.str());
+    const OptionSpec* spec = nullptr;
+    for (const auto& s : table)
+      if (s.key == k) spec = &s;
+    if (spec == nullptr) return InvalidArgument(path + ": unknown option '" + k + "' (see escale train --help)");
+    const std::string where = path + ": option '" + k + "'";
+    Status st = std::visit(
+        [&](auto* p) -> Status {
+          using T = std::remove_pointer_t<decltype(p)>;
+          if constexpr (std::is_same_v<T, std::string>) {
+            if (!node.is_string()) return InvalidArgument(where + " must be a string");
+            *p = std::string(*node.as_string());
+          } else if constexpr (std::is_same_v<T, bool>) {
+            if (!node.is_boolean()) return InvalidArgument(where + " must be true or false");
+            *p = **node.as_boolean();
+          } else if constexpr (std::is_same_v<T, int64_t>) {
+            if (!node.is_integer()) return InvalidArgument(where + " must be an integer");
+            *p = **node.as_integer();
+          } else {
+            if (node.is_integer()) *p = static_cast<double>(**node.as_integer());
+            else if (node.is_floating_point()) *p = **node.as_floating_point();
+            else return InvalidArgument(where + " must be a number");
+          }
+          return Status::Ok();
+        },
+        spec->target);
+    ESCALE_RETURN_IF_ERROR(st);
+  }
+  return Status::Ok();
+}
+
+}  // namespace escale

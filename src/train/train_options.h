@@ -1,0 +1,76 @@
+// Every option of `escale train`, declared once in a table that serves both the TOML file
+// (--config train.toml) and the command-line flags; flags win over the file.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "core/status.h"
+
+namespace escale {
+
+struct TrainOptions {
+  // What to train.
+  std::string model_dir;      // --model: a Hugging Face checkpoint
+  std::string from_config;    // --from-config: config.json, random initialisation
+  std::string init_from;      // --init-from: dense checkpoint to upcycle online
+  std::string scale_out;      // --scale-out "E,K" (with --init-from)
+  std::string data;           // token shard directory (with manifest.json)
+  std::string out;            // run directory
+  bool resume = false;
+  // Batch.
+  int64_t seq_len = 256;
+  int64_t micro_batch = 8;        // sequences per forward/backward
+  int64_t global_batch_tokens = 0;  // 0: one micro-batch per step; else a multiple of micro-batch tokens
+  int64_t steps = 0;              // 0: derive from token_budget
+  double token_budget = 0;        // tokens to train on when steps is 0
+  // Optimiser and schedule.
+  double lr = 3e-4;
+  double min_lr = 3e-5;
+  int64_t warmup = 100;
+  std::string schedule = "cosine";
+  double wsd_decay_fraction = 0.1;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;
+  double clip = 1.0;
+  int64_t seed = 1234;
+  // Losses (SPEC.md §4); AquilaMoE defaults for aux and router max-z.
+  double aux_loss = 0.001;
+  double router_max_z = 0.01;
+  double router_z = 0.0;
+  double output_z = 0.0;
+  double output_max_z = 0.0;
+  // MoE routing at training time.
+  double capacity_factor = 0.0;  // 0: dropless
+  std::string router = "";        // "" keeps the checkpoint's; mixtral or st
+  // Evaluation, checkpoints, faults.
+  int64_t eval_every = 100;
+  int64_t eval_batches = 8;
+  int64_t save_every = 200;
+  int64_t keep_last = 3;
+  double spike_zscore = 6.0;
+  int64_t max_skips = 5;
+  int64_t threads = 0;  // 0: all cores
+
+  int64_t tokens_per_micro_batch() const { return seq_len * micro_batch; }
+  int64_t accumulation_steps() const;
+  Status Validate() const;
+};
+
+struct OptionSpec {
+  std::string key;  // TOML key; the flag is --key with '_' written as '-'
+  std::string help;
+  std::variant<std::string*, int64_t*, double*, bool*> target;
+};
+std::vector<OptionSpec> TrainOptionTable(TrainOptions& o);
+
+// Sets options from a TOML file: unknown keys and wrongly typed values are errors naming the key.
+Status ApplyTomlFile(const std::string& path, const std::vector<OptionSpec>& table);
+// Sets one option from its text form (a flag's value); errors name the flag.
+Status ApplyOptionText(const OptionSpec& spec, const std::string& text);
+
+}  // namespace escale
