@@ -26,4 +26,8 @@ struct RegisteredCommand {
 };
 std::vector<RegisteredCommand>& Registry();
 
+// A command with subcommands of its own ("bench", "tokenizer"): returned if it exists, else
+// added. A registration that adds "bench gemm" calls this and adds its leaf to the group.
+CLI::App* CommandGroup(CLI::App& app, const std::string& name, const std::string& help);
+
 }  // namespace escale::cli

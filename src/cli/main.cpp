@@ -19,7 +19,22 @@ CommandRegistration::CommandRegistration(int order, SetupFn setup) {
   Registry().push_back({order, std::move(setup)});
 }
 
+CLI::App* CommandGroup(CLI::App& app, const std::string& name, const std::string& help) {
+  for (CLI::App* sub : app.get_subcommands({}))
+    if (sub->get_name() == name) return sub;
+  CLI::App* group = app.add_subcommand(name, help);
+  group->require_subcommand(1);
+  return group;
+}
+
 namespace {
+void CollectCommands(CLI::App* app, int depth, std::vector<std::pair<CLI::App*, int>>& out) {
+  for (CLI::App* sub : app->get_subcommands({})) {
+    out.emplace_back(sub, depth);
+    CollectCommands(sub, depth + 1, out);
+  }
+}
+
 int Run(int argc, char** argv) {
   CLI::App app{"escale: grow small dense language models into larger dense and Mixture-of-Experts "
                "models (EfficientScale: scale-up, scale-out, continued pretraining, evaluation)"};
@@ -31,10 +46,18 @@ int Run(int argc, char** argv) {
   std::sort(reg.begin(), reg.end(), [](const auto& a, const auto& b) { return a.order < b.order; });
   std::vector<std::pair<CLI::App*, RunFn>> commands;
   for (auto& c : reg) {
-    const size_t before = app.get_subcommands({}).size();
+    // The command a registration adds is the deepest new one ("bench gemm" may add "bench" too).
+    std::vector<std::pair<CLI::App*, int>> before, after;
+    CollectCommands(&app, 0, before);
     RunFn fn = c.setup(app);
-    auto subs = app.get_subcommands({});
-    if (subs.size() > before) commands.emplace_back(subs.back(), std::move(fn));
+    CollectCommands(&app, 0, after);
+    CLI::App* added = nullptr;
+    int depth = -1;
+    for (auto& [a, d] : after) {
+      const bool is_new = std::none_of(before.begin(), before.end(), [&](auto& b) { return b.first == a; });
+      if (is_new && d > depth) added = a, depth = d;
+    }
+    if (added != nullptr) commands.emplace_back(added, std::move(fn));
   }
   try {
     app.parse(argc, argv);
@@ -53,7 +76,10 @@ int Run(int argc, char** argv) {
     if (!sub->parsed()) continue;
     const Status st = fn();
     if (!st.ok()) {
-      std::fprintf(stderr, "escale %s: error: %s\n", sub->get_name().c_str(), st.message().c_str());
+      std::string name = sub->get_name();
+      for (CLI::App* p = sub->get_parent(); p != nullptr && p->get_parent() != nullptr; p = p->get_parent())
+        name = p->get_name() + " " + name;
+      std::fprintf(stderr, "escale %s: error: %s\n", name.c_str(), st.message().c_str());
       return 1;
     }
     return 0;
