@@ -83,6 +83,8 @@ std::vector<OptionSpec> TrainOptionTable(TrainOptions& o) {
       {"spike_zscore", "skip a step whose loss z-score exceeds this (0 = off)", &o.spike_zscore},
       {"max_skips", "stop after this many skipped steps in a row", &o.max_skips},
       {"threads", "worker threads (0 = all cores)", &o.threads},
+      {"inject_nan_steps", "testing: steps whose gradients are poisoned with NaN (comma list)", &o.inject_nan_steps},
+      {"inject_spike_steps", "testing: steps whose loss is inflated tenfold before judging (comma list)", &o.inject_spike_steps},
   };
 }
 

@@ -55,6 +55,10 @@ struct TrainOptions {
   double spike_zscore = 6.0;
   int64_t max_skips = 5;
   int64_t threads = 0;  // 0: all cores
+  // Testing the fault policy: comma-separated step numbers whose gradients are poisoned with NaN,
+  // or whose loss is inflated tenfold before it is judged.
+  std::string inject_nan_steps;
+  std::string inject_spike_steps;
 
   int64_t tokens_per_micro_batch() const { return seq_len * micro_batch; }
   int64_t accumulation_steps() const;

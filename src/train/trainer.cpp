@@ -1,0 +1,396 @@
+#include "train/trainer.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/atomic_output.h"
+#include "core/progress.h"
+#include "io/hf_model.h"
+#include "io/safetensors.h"
+#include "model/layout.h"
+#include "model/train_model.h"
+#include "train/adamw.h"
+#include "train/checkpoint_store.h"
+#include "train/fault_policy.h"
+#include "train/metrics_log.h"
+#include "train/schedule.h"
+
+namespace escale {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::atomic<int> g_stop_signal{0};
+extern "C" void OnStopSignal(int sig) { g_stop_signal.store(sig); }
+
+// Installs SIGINT/SIGTERM handlers for the lifetime of a run and restores the old ones after.
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal = 0;
+    struct sigaction sa {};
+    sa.sa_handler = OnStopSignal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~StopSignals() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+
+ private:
+  struct sigaction old_int_ {};
+  struct sigaction old_term_ {};
+};
+
+// One trainer per run directory at a time (advisory lock held for the run).
+class RunLock {
+ public:
+  static Result<RunLock> Acquire(const std::string& run_dir) {
+    const std::string path = run_dir + "/.lock";
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return IoError("cannot open " + path);
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd);
+      return InvalidArgument("another escale train is using " + run_dir + "; wait for it or choose another --out");
+    }
+    RunLock l;
+    l.fd_ = fd;
+    return l;
+  }
+  RunLock(RunLock&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  RunLock& operator=(RunLock&&) = delete;
+  ~RunLock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+ private:
+  RunLock() = default;
+  int fd_ = -1;
+};
+
+Result<std::set<int64_t>> ParseStepList(const std::string& text, const char* flag) {
+  std::set<int64_t> out;
+  std::stringstream ss(text);
+  for (std::string item; std::getline(ss, item, ',');) {
+    if (item.empty()) continue;
+    char* end = nullptr;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    if (*end != '\0' || v < 0) return InvalidArgument(std::string(flag) + " takes step numbers, not '" + item + "'");
+    out.insert(v);
+  }
+  return out;
+}
+
+// The options that must not change across a resume (they change the data or the maths).
+nlohmann::json ResumeKey(const TrainOptions& o) {
+  return {{"seq_len", o.seq_len},       {"micro_batch", o.micro_batch}, {"global_batch_tokens", o.global_batch_tokens},
+          {"seed", o.seed},             {"schedule", o.schedule},       {"lr", o.lr},
+          {"min_lr", o.min_lr},         {"warmup", o.warmup},           {"beta1", o.beta1},
+          {"beta2", o.beta2},           {"weight_decay", o.weight_decay}};
+}
+
+struct OptimizerState {
+  std::vector<std::vector<float>> m, v;
+};
+
+Status SaveCheckpoint(const std::string& run_dir, int64_t step, const TrainModel& model, const OptimizerState& opt_state,
+                      const nlohmann::json& state, const TrainerInputs& in, int64_t keep_last) {
+  ESCALE_ASSIGN_OR_RETURN(CheckpointWriter w, CheckpointWriter::Begin(run_dir, step));
+  WriteOptions wo;
+  wo.dtype = DType::kF32;
+  wo.max_shard_bytes = uint64_t{1} << 62;
+  wo.progress = false;
+  wo.copy_tokenizer_from = in.copy_files_from;
+  wo.metadata = {{"escale.step", std::to_string(step)}};
+  ESCALE_RETURN_IF_ERROR(WriteHfModel(w.dir() + "/model", model.config(), model.ExportTensors(), wo));
+  // Optimizer moments as one safetensors file: m.NAME and v.NAME, fp32.
+  std::vector<SafetensorsEntry> entries;
+  const auto params = const_cast<TrainModel&>(model).params();
+  for (const auto& p : params) {
+    const Shape shape{static_cast<int64_t>(p.value.size())};
+    entries.push_back({"m." + p.name, DType::kF32, shape, 0, 0});
+    entries.push_back({"v." + p.name, DType::kF32, shape, 0, 0});
+  }
+  SafetensorsWriter::Options so;
+  so.basename = "optimizer";
+  so.max_shard_bytes = uint64_t{1} << 62;
+  ESCALE_ASSIGN_OR_RETURN(SafetensorsWriter sw, SafetensorsWriter::Create(w.dir(), entries, so));
+  for (size_t i = 0; i < params.size(); ++i) {
+    ESCALE_RETURN_IF_ERROR(sw.Write("m." + params[i].name, opt_state.m[i].data(), opt_state.m[i].size() * 4));
+    ESCALE_RETURN_IF_ERROR(sw.Write("v." + params[i].name, opt_state.v[i].data(), opt_state.v[i].size() * 4));
+  }
+  ESCALE_RETURN_IF_ERROR(sw.Finish());
+  ESCALE_RETURN_IF_ERROR(WriteFileAtomic(w.dir() + "/trainer_state.json", state.dump(2) + "\n"));
+  return w.Commit({{"step", step}, {"description", in.description}}, keep_last);
+}
+
+}  // namespace
+
+Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
+  ESCALE_RETURN_IF_ERROR(opt.Validate());
+  ESCALE_ASSIGN_OR_RETURN(ScheduleKind kind, ParseScheduleKind(opt.schedule));
+  ESCALE_ASSIGN_OR_RETURN(std::set<int64_t> nan_steps, ParseStepList(opt.inject_nan_steps, "--inject-nan-steps"));
+  ESCALE_ASSIGN_OR_RETURN(std::set<int64_t> spike_steps, ParseStepList(opt.inject_spike_steps, "--inject-spike-steps"));
+  ModelConfig config = in.config;
+  if (!config.is_moe() && (opt.capacity_factor > 0 || !opt.router.empty()))
+    return InvalidArgument("--capacity-factor and --router apply to MoE models; this model is dense "
+                           "(upcycle it with --init-from DENSE --scale-out E,K)");
+  if (config.is_moe()) {
+    if (opt.capacity_factor > 0) config.moe.capacity_factor = opt.capacity_factor;
+    if (opt.router == "st") config.moe.router = RouterType::kSt;
+    if (opt.router == "mixtral") config.moe.router = RouterType::kMixtral;
+    if (config.moe.router == RouterType::kMixtral && config.moe.top_k == 1)
+      return InvalidArgument("top-1 with mixtral routing gives the router no gradient; use --router st or k >= 2");
+  }
+  ESCALE_RETURN_IF_ERROR(config.Validate());
+
+  std::error_code ec;
+  fs::create_directories(opt.out, ec);
+  if (ec) return IoError("cannot create run directory " + opt.out + ": " + ec.message());
+  ESCALE_ASSIGN_OR_RETURN(RunLock lock, RunLock::Acquire(opt.out));
+  ESCALE_ASSIGN_OR_RETURN(std::optional<CheckpointInfo> resume_from, FindResumableCheckpoint(opt.out));
+  if (resume_from && !opt.resume)
+    return InvalidArgument(opt.out + " already holds checkpoints (latest: step " + std::to_string(resume_from->step) +
+                           "); pass --resume to continue it or choose a new --out");
+
+  const int64_t accum = opt.accumulation_steps();
+  const int64_t tokens_per_step = opt.tokens_per_micro_batch() * accum;
+  const int64_t total_steps =
+      opt.steps > 0 ? opt.steps : static_cast<int64_t>(std::ceil(opt.token_budget / static_cast<double>(tokens_per_step)));
+  ScheduleConfig sched{kind, opt.lr, opt.min_lr, std::min(opt.warmup, total_steps), total_steps, opt.wsd_decay_fraction};
+  ESCALE_RETURN_IF_ERROR(sched.Validate());
+  const AdamWConfig adamw{opt.beta1, opt.beta2, opt.eps, opt.weight_decay};
+  const LossCoefficients coef{opt.aux_loss, opt.router_max_z, opt.router_z, opt.output_z, opt.output_max_z};
+
+  // Weights and state: from the newest complete checkpoint, or the given initialisation.
+  TensorMap start_weights;
+  HfModel resumed_model;
+  nlohmann::json resumed_state;
+  if (resume_from) {
+    ESCALE_ASSIGN_OR_RETURN(resumed_model, ReadHfModel(resume_from->path + "/model"));
+    start_weights = resumed_model.tensors;
+    ESCALE_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(resume_from->path + "/trainer_state.json"));
+    resumed_state = nlohmann::json::parse(text, nullptr, false);
+    if (resumed_state.is_discarded() || !resumed_state.is_object())
+      return FormatError(resume_from->path + "/trainer_state.json is not valid JSON");
+    if (resumed_state.value("resume_key", nlohmann::json()) != ResumeKey(opt))
+      return InvalidArgument("the options that fix the data order and schedule differ from the run being resumed (" +
+                             resumed_state.value("resume_key", nlohmann::json()).dump() + "); resume with the same options");
+  } else {
+    start_weights = std::move(in.init);
+  }
+  ESCALE_ASSIGN_OR_RETURN(std::unique_ptr<TrainModel> model,
+                          TrainModel::Create(config, start_weights, {opt.micro_batch, opt.seq_len}, coef));
+  start_weights.clear();
+  resumed_model = HfModel();
+
+  auto params = model->params();
+  OptimizerState ost;
+  for (const auto& p : params) {
+    ost.m.emplace_back(p.value.size(), 0.0f);
+    ost.v.emplace_back(p.value.size(), 0.0f);
+  }
+  ESCALE_ASSIGN_OR_RETURN(DataLoader train, DataLoader::Create(std::move(in.train), opt.seq_len, opt.micro_batch,
+                                                                config.vocab_size, static_cast<uint64_t>(opt.seed), true));
+  std::optional<DataLoader> val_template;
+  if (!in.val.empty()) {
+    ESCALE_ASSIGN_OR_RETURN(DataLoader v, DataLoader::Create(std::move(in.val), opt.seq_len, opt.micro_batch,
+                                                            config.vocab_size, 0, false));
+    val_template.emplace(std::move(v));
+  }
+  FaultDetector faults({100, 20, opt.spike_zscore, opt.max_skips});
+  int64_t step = 0, updates = 0;
+  double tokens_seen = 0;
+  if (resume_from) {
+    step = resumed_state.value("step", int64_t{-1});
+    updates = resumed_state.value("updates", int64_t{-1});
+    tokens_seen = resumed_state.value("tokens_seen", 0.0);
+    if (step != resume_from->step || updates < 0 || updates > step)
+      return FormatError(resume_from->path + "/trainer_state.json disagrees with its manifest");
+    ESCALE_RETURN_IF_ERROR(train.Restore({resumed_state["data"].value("epoch", int64_t{-1}),
+                                          resumed_state["data"].value("position", int64_t{-1})}));
+    faults.Restore(resumed_state["faults"]["history"].get<std::deque<double>>(),
+                   resumed_state["faults"].value("consecutive", int64_t{0}),
+                   resumed_state["faults"].value("total", int64_t{0}));
+    ESCALE_ASSIGN_OR_RETURN(SafetensorsFile of, SafetensorsFile::Open(resume_from->path + "/optimizer.safetensors"));
+    for (size_t i = 0; i < params.size(); ++i) {
+      for (int which = 0; which < 2; ++which) {
+        const std::string name = (which == 0 ? "m." : "v.") + params[i].name;
+        ESCALE_ASSIGN_OR_RETURN(Tensor t, of.Get(name));
+        auto& dst = which == 0 ? ost.m[i] : ost.v[i];
+        if (t.dtype() != DType::kF32 || static_cast<size_t>(t.numel()) != dst.size())
+          return FormatError("optimizer state " + name + " has the wrong dtype or size");
+        std::memcpy(dst.data(), t.bytes(), dst.size() * sizeof(float));
+      }
+    }
+  }
+
+  ESCALE_ASSIGN_OR_RETURN(MetricsLog metrics, MetricsLog::Open(opt.out + "/metrics.jsonl", resume_from ? step : -1));
+  const double flops_per_token = TrainingFlopsPerToken(config, opt.seq_len).total();
+  std::vector<int32_t> tokens(static_cast<size_t>(opt.tokens_per_micro_batch()));
+  std::vector<int32_t> targets(tokens.size());
+
+  auto evaluate = [&]() -> Result<double> {
+    if (!val_template) return -1.0;
+    DataLoader val = *val_template;  // always the same first windows: comparable across evals
+    const int64_t batches = std::max<int64_t>(1, std::min<int64_t>(opt.eval_batches, val.windows() / opt.micro_batch));
+    double sum = 0;
+    for (int64_t b = 0; b < batches; ++b) {
+      ESCALE_RETURN_IF_ERROR(val.Next(tokens, targets));
+      ESCALE_ASSIGN_OR_RETURN(LossTerms t, model->Evaluate(tokens, targets));
+      sum += t.ce;
+    }
+    return sum / static_cast<double>(batches);
+  };
+  auto state_json = [&]() {
+    return nlohmann::json{{"step", step},
+                          {"updates", updates},
+                          {"tokens_seen", tokens_seen},
+                          {"data", {{"epoch", train.cursor().epoch}, {"position", train.cursor().position}}},
+                          {"faults", {{"history", faults.history()}, {"consecutive", faults.consecutive_skips()},
+                                      {"total", faults.total_skips()}}},
+                          {"resume_key", ResumeKey(opt)},
+                          {"description", in.description}};
+  };
+
+  TrainSummary summary;
+  summary.start_step = step;
+  StopSignals signals;
+  ESCALE_ASSIGN_OR_RETURN(summary.first_val_loss, evaluate());
+  summary.last_val_loss = summary.first_val_loss;
+  // A resumed run's log already holds the evaluation at its step (if one was due there).
+  if (summary.first_val_loss >= 0 && !resume_from)
+    ESCALE_RETURN_IF_ERROR(metrics.Append({{"event", "eval"}, {"step", step}, {"val_loss", summary.first_val_loss}}));
+
+  Progress progress("train", static_cast<uint64_t>(total_steps), "steps");
+  progress.Update(static_cast<uint64_t>(step));
+  double step_seconds_sum = 0;
+  int64_t timed_steps = 0;
+  std::string last_ckpt = resume_from ? resume_from->path : "";
+  while (step < total_steps) {
+    const auto t0 = std::chrono::steady_clock::now();
+    model->ZeroGrads();
+    LossTerms sum{};
+    for (int64_t a = 0; a < accum; ++a) {
+      ESCALE_RETURN_IF_ERROR(train.Next(tokens, targets));
+      ESCALE_ASSIGN_OR_RETURN(LossTerms t, model->ForwardBackward(tokens, targets, 1.0f / static_cast<float>(accum)));
+      sum.total += t.total / accum;
+      sum.ce += t.ce / accum;
+      sum.aux += t.aux / accum;
+      sum.router_max_z += t.router_max_z / accum;
+      sum.router_z += t.router_z / accum;
+      sum.output_z += t.output_z / accum;
+      sum.output_max_z += t.output_max_z / accum;
+    }
+    if (nan_steps.count(step)) params[0].grad[0] = std::numeric_limits<float>::quiet_NaN();
+    double judged_loss = sum.total;
+    if (spike_steps.count(step)) judged_loss *= 10.0;
+    double sq = 0;
+    for (const auto& p : params) sq += SumOfSquares(p.grad);
+    const double grad_norm = std::sqrt(sq);
+    const StepVerdict verdict = faults.Judge(judged_loss, grad_norm);
+    faults.Record(verdict, judged_loss);
+    const double lr = LearningRate(sched, step);
+    if (verdict == StepVerdict::kAccept) {
+      ++updates;
+      const float clip = static_cast<float>(ClipFactor(grad_norm, opt.clip));
+      for (size_t i = 0; i < params.size(); ++i) {
+        if (clip != 1.0f) Scale(params[i].grad, clip);
+        AdamWUpdate(adamw, updates, lr, params[i].decay, params[i].value, params[i].grad, ost.m[i], ost.v[i]);
+      }
+    }
+    ++step;
+    tokens_seen += static_cast<double>(tokens_per_step);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    step_seconds_sum += dt;
+    ++timed_steps;
+    const double tps = static_cast<double>(tokens_per_step) / dt;
+    nlohmann::json rec = {{"step", step},         {"loss", sum.total},      {"ce", sum.ce},
+                          {"lr", lr},             {"grad_norm", grad_norm}, {"tokens", tokens_seen},
+                          {"tokens_per_s", tps},  {"step_s", dt}};
+    if (in.sgemm_gflops > 0) rec["mfu"] = flops_per_token * tps / (in.sgemm_gflops * 1e9);
+    if (config.is_moe()) {
+      rec["aux"] = sum.aux;
+      rec["router_max_z"] = sum.router_max_z;
+      rec["router_z"] = sum.router_z;
+      nlohmann::json layers = nlohmann::json::array();
+      for (const auto& s : model->moe_stats()) {
+        double mean = 0, var = 0;
+        int64_t lo = INT64_MAX, hi = 0, total = 0;
+        for (int64_t c : s.tokens_per_expert) {
+          mean += static_cast<double>(c);
+          lo = std::min(lo, c);
+          hi = std::max(hi, c);
+          total += c;
+        }
+        mean /= static_cast<double>(s.tokens_per_expert.size());
+        for (int64_t c : s.tokens_per_expert) var += (static_cast<double>(c) - mean) * (static_cast<double>(c) - mean);
+        var /= static_cast<double>(s.tokens_per_expert.size());
+        layers.push_back({{"layer", s.layer}, {"min", lo}, {"max", hi}, {"cv", mean > 0 ? std::sqrt(var) / mean : 0.0},
+                          {"dropped", total > 0 ? static_cast<double>(s.dropped) / static_cast<double>(total) : 0.0},
+                          {"entropy", s.router_entropy}});
+      }
+      rec["expert_load"] = layers;
+    }
+    if (sum.output_z > 0) rec["output_z"] = sum.output_z;
+    if (sum.output_max_z > 0) rec["output_max_z"] = sum.output_max_z;
+    if (verdict != StepVerdict::kAccept) {
+      rec["skipped"] = std::string(StepVerdictName(verdict));
+      std::fprintf(stderr, "\nescale train: step %lld skipped (%s, loss %g, grad norm %g)\n",
+                   static_cast<long long>(step), std::string(StepVerdictName(verdict)).c_str(), judged_loss, grad_norm);
+    }
+    ESCALE_RETURN_IF_ERROR(metrics.Append(rec));
+    summary.last_train_loss = sum.total;
+    if (faults.TooManySkips())
+      return Status(ErrorCode::kInternal,
+                    std::to_string(faults.consecutive_skips()) + " steps in a row were skipped (last: " +
+                        std::string(StepVerdictName(verdict)) + " at step " + std::to_string(step) +
+                        "); stopping. Last good checkpoint: " + (last_ckpt.empty() ? "none" : last_ckpt) +
+                        " (lower --lr or check the data, then --resume)");
+
+    const bool stop = g_stop_signal.load() != 0;
+    const bool last = step == total_steps;
+    if ((opt.eval_every > 0 && step % opt.eval_every == 0) || last) {
+      ESCALE_ASSIGN_OR_RETURN(summary.last_val_loss, evaluate());
+      if (summary.last_val_loss >= 0)
+        ESCALE_RETURN_IF_ERROR(metrics.Append({{"event", "eval"}, {"step", step}, {"val_loss", summary.last_val_loss}}));
+    }
+    if ((opt.save_every > 0 && step % opt.save_every == 0) || last || stop) {
+      ESCALE_RETURN_IF_ERROR(SaveCheckpoint(opt.out, step, *model, ost, state_json(), in, opt.keep_last));
+      last_ckpt = CheckpointsDir(opt.out) + "/" + CheckpointName(step);
+    }
+    char detail[160];
+    std::snprintf(detail, sizeof detail, "loss %.4f lr %.2e %.0f tok/s", sum.total, lr, tps);
+    progress.Update(static_cast<uint64_t>(step), detail);
+    if (stop) {
+      summary.interrupted = true;
+      std::fprintf(stderr, "\nescale train: stopped by signal %d at step %lld; saved %s (continue with --resume)\n",
+                   g_stop_signal.load(), static_cast<long long>(step), last_ckpt.c_str());
+      break;
+    }
+  }
+  progress.Finish();
+  summary.steps_done = step;
+  summary.skipped_steps = faults.total_skips();
+  summary.tokens_per_second = timed_steps > 0 ? static_cast<double>(tokens_per_step) * timed_steps / step_seconds_sum : 0;
+  summary.last_checkpoint = last_ckpt;
+  return summary;
+}
+
+}  // namespace escale
