@@ -1,0 +1,139 @@
+// escale train: continued pretraining of a dense or MoE model (from a checkpoint, from a config,
+// or upcycled online from a dense checkpoint), with bit-exact --resume.
+#include <cstdio>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/command.h"
+#include "core/atomic_output.h"
+#include "io/hf_model.h"
+#include "io/token_shards.h"
+#include "model/init.h"
+#include "ops/cpu/sgemm_rate.h"
+#include "surgery/scale_out.h"
+#include "train/trainer.h"
+
+namespace escale::cli {
+namespace {
+namespace fs = std::filesystem;
+
+struct Args {
+  TrainOptions opt;
+  std::string config_file;
+  std::map<std::string, std::string> flag_values;  // option key -> text given on the command line
+  bool resume_flag = false;
+  bool no_mfu = false;
+};
+
+// The shards of a tokenize output directory (manifest.json must exist: it is written last).
+Result<std::vector<TokenArray>> LoadSplit(const std::string& dir, const std::string& prefix, int64_t vocab) {
+  std::error_code ec;
+  if (!fs::is_regular_file(dir + "/manifest.json", ec))
+    return NotFound(dir + " has no manifest.json: not a finished 'escale tokenize' output (rerun it)");
+  std::vector<std::string> paths;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(prefix + "_", 0) == 0 && e.path().extension() == ".bin") paths.push_back(e.path().string());
+  }
+  std::sort(paths.begin(), paths.end());
+  std::vector<TokenArray> out;
+  for (const auto& p : paths) {
+    ESCALE_ASSIGN_OR_RETURN(tok::TokenShard shard, tok::TokenShard::Open(p, vocab));
+    auto owner = std::make_shared<tok::TokenShard>(std::move(shard));
+    out.push_back({owner->data(), static_cast<int64_t>(owner->size()), owner->token_bytes(), owner});
+  }
+  return out;
+}
+
+Result<std::pair<int64_t, int64_t>> ParseExpertsTopK(const std::string& s) {
+  const auto comma = s.find(',');
+  char* end = nullptr;
+  if (comma == std::string::npos) return InvalidArgument("--scale-out takes E,K (e.g. 8,2), not '" + s + "'");
+  const long long e = std::strtoll(s.substr(0, comma).c_str(), &end, 10);
+  const bool e_ok = *end == '\0';
+  const long long k = std::strtoll(s.substr(comma + 1).c_str(), &end, 10);
+  if (!e_ok || *end != '\0' || e < 1 || k < 1) return InvalidArgument("--scale-out takes E,K (e.g. 8,2), not '" + s + "'");
+  return std::make_pair(static_cast<int64_t>(e), static_cast<int64_t>(k));
+}
+
+Status RunTrain(Args& a) {
+  TrainOptions& o = a.opt;
+  auto table = TrainOptionTable(o);
+  if (!a.config_file.empty()) ESCALE_RETURN_IF_ERROR(ApplyTomlFile(a.config_file, table));
+  for (const auto& spec : table) {
+    auto it = a.flag_values.find(spec.key);
+    if (it != a.flag_values.end() && !it->second.empty()) ESCALE_RETURN_IF_ERROR(ApplyOptionText(spec, it->second));
+  }
+  if (a.resume_flag) o.resume = true;
+  ESCALE_RETURN_IF_ERROR(o.Validate());
+
+  TrainerInputs in;
+  std::string tokenizer_dir;
+  if (!o.model_dir.empty()) {
+    ESCALE_ASSIGN_OR_RETURN(HfModel m, ReadHfModel(o.model_dir));
+    in.config = m.config;
+    for (const auto& [name, t] : m.tensors) in.init.emplace(name, t.Clone());
+    tokenizer_dir = o.model_dir;
+    in.description = "continued pretraining of " + o.model_dir;
+  } else if (!o.from_config.empty()) {
+    ESCALE_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(o.from_config));
+    nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+    if (j.is_discarded()) return FormatError(o.from_config + " is not valid JSON");
+    ESCALE_ASSIGN_OR_RETURN(in.config, ParseHfConfig(j));
+    ESCALE_RETURN_IF_ERROR(in.config.Validate());
+    in.init = RandomInit(in.config, {.seed = static_cast<uint64_t>(o.seed)});
+    in.description = "from scratch (" + o.from_config + ")";
+  } else {
+    ESCALE_ASSIGN_OR_RETURN(auto ek, ParseExpertsTopK(o.scale_out));
+    ESCALE_ASSIGN_OR_RETURN(HfModel dense, ReadHfModel(o.init_from));
+    if (dense.config.is_moe())
+      return InvalidArgument(o.init_from + " is already an MoE; online upcycling starts from a dense checkpoint");
+    surgery::ScaleOutOptions so;
+    so.experts = ek.first;
+    so.top_k = ek.second;
+    so.seed = static_cast<uint64_t>(o.seed);
+    so.capacity_factor = o.capacity_factor;
+    if (o.router == "st") so.router = RouterType::kSt;
+    ESCALE_ASSIGN_OR_RETURN(surgery::ScaleOutPlan plan, surgery::PlanScaleOut(dense.config, so));
+    ESCALE_ASSIGN_OR_RETURN(in.init, surgery::ScaleOutInMemory(plan, surgery::SourceFromMap(dense.tensors), DType::kF32));
+    in.config = plan.target;
+    tokenizer_dir = o.init_from;
+    in.description = "online scale-out " + o.scale_out + " of " + o.init_from;
+  }
+  ESCALE_ASSIGN_OR_RETURN(in.train, LoadSplit(o.data, "train", in.config.vocab_size));
+  if (in.train.empty()) return NotFound(o.data + " holds no train_*.bin shards");
+  ESCALE_ASSIGN_OR_RETURN(in.val, LoadSplit(o.data, "val", in.config.vocab_size));
+  std::error_code ec;
+  if (!tokenizer_dir.empty() && fs::is_regular_file(tokenizer_dir + "/tokenizer.json", ec))
+    in.copy_files_from = tokenizer_dir;
+  if (!a.no_mfu) in.sgemm_gflops = MeasureSgemmRate(512, o.threads > 0 ? static_cast<int>(o.threads) : 0, 0.3).gflops;
+
+  ESCALE_ASSIGN_OR_RETURN(TrainSummary s, RunTraining(o, std::move(in)));
+  std::printf("trained steps %lld..%lld%s: train loss %.4f, validation loss %.4f -> %.4f, %.0f tokens/s, %lld skipped\n",
+              static_cast<long long>(s.start_step), static_cast<long long>(s.steps_done),
+              s.interrupted ? " (interrupted)" : "", s.last_train_loss, s.first_val_loss, s.last_val_loss,
+              s.tokens_per_second, static_cast<long long>(s.skipped_steps));
+  std::printf("checkpoint: %s\n", s.last_checkpoint.c_str());
+  return Status::Ok();
+}
+
+CommandRegistration reg(40, [](CLI::App& app) -> RunFn {
+  auto a = std::make_shared<Args>();
+  CLI::App* c = app.add_subcommand("train", "Continued pretraining (dense or MoE; from a checkpoint, a config, or online upcycling)");
+  c->add_option("--config", a->config_file, "TOML file with any of the options below (flags win)");
+  c->add_flag("--no-mfu", a->no_mfu, "Skip measuring the sgemm rate (no MFU in the metrics)");
+  for (const auto& spec : TrainOptionTable(a->opt)) {
+    std::string flag = "--" + spec.key;
+    for (char& ch : flag) if (ch == '_') ch = '-';
+    if (spec.key == "resume") {
+      c->add_flag(flag, a->resume_flag, spec.help);
+      continue;
+    }
+    c->add_option(flag, a->flag_values[spec.key], spec.help);
+  }
+  return [a] { return RunTrain(*a); };
+});
+
+}  // namespace
+}  // namespace escale::cli
