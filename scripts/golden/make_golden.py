@@ -7,7 +7,9 @@ The model here is written from /work/shared/SPEC.md §1, §3 and §4, not by cal
 Llama-family decoder (RMSNorm, RoPE rotate-half, causal GQA attention with optional QKV bias, SwiGLU,
 final norm, LM head) and Mixtral-style MoE layers (top-k on the router logits, softmax over the k
 selected, capacity ceil(CF*T*k/E) per expert per sequence, overflow dropped by lowest routing weight,
-ties to the earlier assignment). Losses: mean cross entropy over counted targets (target < 0 is not
+ties to the earlier assignment, or the latest positions first with drop_policy "position"); st routing
+(softmax over all E, top-k, no renormalisation); a Qwen2-MoE shared expert sigmoid(s.x)*SwiGLU_s(x);
+layers listed in dense_layers keep a dense FFN. Losses: mean cross entropy over counted targets (target < 0 is not
 counted), Switch aux E*sum_e f_e*P_e (f_e counted before dropping over N*k assignments), router max-z
 mean_t(max_e l)^2, router z mean_t lse(l)^2, output z mean_t lse(y)^2, output max-z mean_t(max_v y)^2;
 router terms averaged over MoE layers. Autograd gives every parameter gradient. Everything is float64.
@@ -16,8 +18,9 @@ File format "escale-golden" version 1 (JSON):
   {"format": "escale-golden", "version": 1, "name": str,
    "config": {vocab_size, hidden_size, intermediate_size, num_layers, num_heads, num_kv_heads,
               head_dim, rope_theta, rms_norm_eps, qkv_bias, tie_word_embeddings,
-              moe: null | {num_experts, top_k, expert_intermediate, router: "mixtral",
-                           capacity_factor, drop_policy: "probability"}},
+              moe: null | {num_experts, top_k, expert_intermediate, router: "mixtral"|"st",
+                           capacity_factor, drop_policy: "probability"|"position",
+                           shared_intermediate, dense_layers: [layer indices]}},
    "loss_coefficients": {aux, router_max_z, router_z, output_z, output_max_z},
    "seq_len": T, "tokens": [B*T ints], "targets": [B*T ints],
    "tensors": {canonical name: array},
@@ -102,16 +105,20 @@ def moe(cfg, p, l, x, stats):
     B, T, H = x.shape
     pre = "layers.%d.moe." % l
     logits = x @ p[pre + "router"].T  # [B, T, E]
-    top_val, top_idx = torch.topk(logits, k, dim=-1)  # descending
-    weights = torch.softmax(top_val, dim=-1)  # softmax over the k selected logits
+    if m["router"] == "mixtral":
+        top_val, top_idx = torch.topk(logits, k, dim=-1)  # descending
+        weights = torch.softmax(top_val, dim=-1)  # softmax over the k selected logits
+    else:
+        weights, top_idx = torch.topk(torch.softmax(logits, dim=-1), k, dim=-1)  # no renormalisation
     keep = torch.ones(B, T, k, dtype=torch.bool)
     if cf > 0:
         cap = math.ceil(cf * T * k / E)
         for b in range(B):
             for e in range(E):
                 assigned = [(t, i) for t in range(T) for i in range(k) if int(top_idx[b, t, i]) == e]
-                # highest weight first; equal weights keep the earlier assignment
-                assigned.sort(key=lambda ti: (-float(weights[b, ti[0], ti[1]]), ti[0] * k + ti[1]))
+                if m["drop_policy"] == "probability":
+                    # highest weight first; equal weights keep the earlier assignment
+                    assigned.sort(key=lambda ti: (-float(weights[b, ti[0], ti[1]]), ti[0] * k + ti[1]))
                 for (t, i) in assigned[cap:]:
                     keep[b, t, i] = False
                     stats["dropped"] += 1
@@ -124,6 +131,9 @@ def moe(cfg, p, l, x, stats):
                 e = int(top_idx[b, t, i])
                 ep = pre + "experts.%d." % e
                 out[b, t] = out[b, t] + weights[b, t, i] * swiglu(x[b, t], p[ep + "gate"], p[ep + "up"], p[ep + "down"])
+    if m["shared_intermediate"] > 0:
+        gate = torch.sigmoid(x @ p[pre + "shared_router"].T)  # [B, T, 1]
+        out = out + gate * swiglu(x, p[pre + "shared.gate"], p[pre + "shared.up"], p[pre + "shared.down"])
     flat = logits.reshape(B * T, E)
     probs = torch.softmax(flat, dim=-1)
     counts = torch.zeros(E)
@@ -137,7 +147,7 @@ def moe(cfg, p, l, x, stats):
 
 
 def is_moe_layer(cfg, l):
-    return cfg["moe"] is not None
+    return cfg["moe"] is not None and l not in cfg["moe"]["dense_layers"]
 
 
 def forward_loss(cfg, p, tokens, targets, coef):
@@ -193,6 +203,11 @@ def canonical_shapes(cfg):
                 ep = pre + "moe.experts.%d." % e
                 Fe = m["expert_intermediate"]
                 shapes[ep + "gate"], shapes[ep + "up"], shapes[ep + "down"] = (Fe, H), (Fe, H), (H, Fe)
+            Fs = m["shared_intermediate"]
+            if Fs > 0:
+                sp = pre + "moe.shared."
+                shapes[sp + "gate"], shapes[sp + "up"], shapes[sp + "down"] = (Fs, H), (Fs, H), (H, Fs)
+                shapes[pre + "moe.shared_router"] = (1, H)
         else:
             F = cfg["intermediate_size"]
             shapes[pre + "ffn.gate"], shapes[pre + "ffn.up"], shapes[pre + "ffn.down"] = (F, H), (F, H), (H, F)
@@ -208,7 +223,7 @@ def make(name, cfg, coef, seed, batch, seq_len):
     for pname, shape in canonical_shapes(cfg).items():
         if pname.endswith("norm"):
             t = 1.0 + 0.1 * torch.randn(shape, generator=gen)
-        elif pname.endswith("router"):
+        elif pname.endswith("router") and not pname.endswith("shared_router"):
             t = 0.5 * torch.randn(shape, generator=gen)
         else:
             t = 0.2 * torch.randn(shape, generator=gen)
@@ -261,9 +276,16 @@ def main():
 
     moe_cfg = dict(base, qkv_bias=False, intermediate_size=0, moe={
         "num_experts": 4, "top_k": 2, "expert_intermediate": 12, "router": "mixtral",
-        "capacity_factor": 1.0, "drop_policy": "probability"})
+        "capacity_factor": 1.0, "drop_policy": "probability", "shared_intermediate": 0, "dense_layers": []})
     moe_coef = dict(zero, aux=1e-2, router_max_z=1e-2, router_z=1e-2)
     make("moe_mixtral_top2", moe_cfg, moe_coef, seed=4321, batch=2, seq_len=6)
+
+    # Qwen2-MoE style: st routing, shared expert, tied head, layer 0 dense, position dropping.
+    st_cfg = dict(base, tie_word_embeddings=True, intermediate_size=20, moe={
+        "num_experts": 4, "top_k": 2, "expert_intermediate": 8, "router": "st",
+        "capacity_factor": 1.0, "drop_policy": "position", "shared_intermediate": 10, "dense_layers": [0]})
+    st_coef = dict(aux=5e-2, router_max_z=1e-2, router_z=2e-2, output_z=1e-3, output_max_z=1e-3)
+    make("moe_st_shared_tied", st_cfg, st_coef, seed=777, batch=2, seq_len=5)
     return 0
 
 

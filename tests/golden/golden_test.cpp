@@ -1,7 +1,8 @@
 // The reference engine against golden files computed by an independent PyTorch implementation
 // (scripts/golden/make_golden.py, format described there): loss terms, logits and the gradient of
 // every canonical tensor for a dense GQA model with QKV bias and a Mixtral-routed MoE model with
-// capacity dropping, aux and router z-losses.
+// capacity dropping, aux and router z-losses, and a Qwen2-MoE-style model (st routing, shared
+// expert, tied head, one dense layer, position dropping) with every loss term on.
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -67,14 +68,15 @@ ModelConfig ConfigOf(const nlohmann::json& j) {
   c.tie_word_embeddings = j.at("tie_word_embeddings");
   const auto& m = j.at("moe");
   if (!m.is_null()) {
-    c.arch = Architecture::kMixtral;
     c.moe.num_experts = m.at("num_experts");
     c.moe.top_k = m.at("top_k");
     c.moe.expert_intermediate = m.at("expert_intermediate");
-    EXPECT_EQ(m.at("router"), "mixtral");
-    c.moe.router = RouterType::kMixtral;
+    c.moe.shared_intermediate = m.at("shared_intermediate");
+    c.moe.dense_layers = m.at("dense_layers").get<std::vector<int64_t>>();
+    c.moe.router = m.at("router") == "st" ? RouterType::kSt : RouterType::kMixtral;
+    c.arch = c.moe.router == RouterType::kSt ? Architecture::kQwen2Moe : Architecture::kMixtral;
     c.moe.capacity_factor = m.at("capacity_factor");
-    EXPECT_EQ(m.at("drop_policy"), "probability");
+    c.moe.drop_policy = m.at("drop_policy") == "position" ? DropPolicy::kPosition : DropPolicy::kProbability;
   }
   return c;
 }
@@ -166,6 +168,8 @@ void RunGolden(const std::string& name, DType weight_dtype, double loss_tol, dou
 TEST(Golden, DenseGqaBiasMatchesPyTorch) { RunGolden("dense_gqa_bias", DType::kF64, 1e-5, 1e-4); }
 
 TEST(Golden, MixtralMoeMatchesPyTorch) { RunGolden("moe_mixtral_top2", DType::kF64, 1e-5, 1e-4); }
+
+TEST(Golden, StMoeSharedExpertTiedMatchesPyTorch) { RunGolden("moe_st_shared_tied", DType::kF64, 1e-5, 1e-4); }
 
 // The golden weights are fp64; as f32 inputs they are rounded, so only a looser match holds. This
 // pins that ReferenceForward and the backward accept f32 checkpoints end to end.
