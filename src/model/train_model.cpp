@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <map>
 
 #include "model/layout.h"
@@ -756,6 +757,30 @@ TensorMap TrainModel::ExportTensors() const {
 const ModelConfig& TrainModel::config() const { return impl_->c; }
 BatchShape TrainModel::shape() const { return impl_->shape; }
 std::span<const float> TrainModel::logits() const { return impl_->logits; }
+
+void TrainModel::PoisonActivationsForTesting() {
+  Impl& s = *impl_;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  auto poison = [nan](Buf& b) { std::fill(b.begin(), b.end(), nan); };
+  for (Layer& L : s.layers) {
+    for (Buf* b : {&L.rstd1, &L.xn1, &L.qkv, &L.att, &L.lse, &L.rstd2, &L.xn2, &L.gu_act, &L.h, &L.rlogits, &L.softmax,
+                   &L.prob, &L.xe, &L.gue, &L.he, &L.oe, &L.sgu, &L.sh, &L.sout, &L.sgate})
+      poison(*b);
+    std::fill(L.expert.begin(), L.expert.end(), -7);
+    std::fill(L.slot_of.begin(), L.slot_of.end(), -7);
+    std::fill(L.slot_row.begin(), L.slot_row.end(), -7);
+    std::fill(L.expert_start.begin(), L.expert_start.end(), -7);
+    std::fill(L.kept.begin(), L.kept.end(), uint8_t{7});
+    std::fill(L.load.begin(), L.load.end(), int64_t{-7});
+  }
+  for (Buf& b : s.res) poison(b);
+  for (Buf& b : s.mid) poison(b);
+  for (Buf* b : {&s.rstd_f, &s.xn_f, &s.logits, &s.dx, &s.dxn, &s.dqkv, &s.datt, &s.dgu, &s.dh, &s.doe, &s.dxe,
+                 &s.dweight, &s.drlogits, &s.dsgate, &s.attn_scratch})
+    poison(*b);
+  std::fill(s.loss_rows.begin(), s.loss_rows.end(), std::numeric_limits<double>::quiet_NaN());
+  std::fill(s.route_scratch.begin(), s.route_scratch.end(), -7);
+}
 
 void TrainModel::SetProfiling(bool on) {
   impl_->profiling = on;

@@ -72,6 +72,10 @@ class TrainModel {
   void SetProfiling(bool on);
   std::vector<std::pair<std::string, double>> Profile() const;  // op name -> seconds
 
+  // Fills every activation and scratch buffer with NaN (weights and gradients untouched), so a
+  // test can show that a step never reads a value it did not write first.
+  void PoisonActivationsForTesting();
+
   struct Impl;
 
  private:
