@@ -254,6 +254,13 @@ Result<std::string> Tokenizer::Decode(const std::vector<int32_t>& ids, bool skip
   return out;
 }
 
+std::string Tokenizer::Normalize(std::string_view text) const {
+  std::string out;
+  if (impl_->nfc) Nfc(text, out);
+  else out.assign(text);
+  return out;
+}
+
 int32_t Tokenizer::vocab_size() const { return static_cast<int32_t>(impl_->id_bytes.size()); }
 
 std::optional<int32_t> Tokenizer::TokenToId(std::string_view token) const {

@@ -49,6 +49,9 @@ class Tokenizer {
 
   // Thread-safe; allocates a scratch Encoder per call. Hot loops should hold an Encoder.
   std::vector<int32_t> Encode(std::string_view text, const EncodeOptions& opts = {}) const;
+  // The text as the normalizer leaves it (NFC for Qwen2; unchanged for Llama 3). Round trip:
+  // Decode(Encode(x)) == Normalize(x) for any bytes x; invalid bytes are kept as they are.
+  std::string Normalize(std::string_view text) const;
   // Exact bytes. Ids out of range are an error, not skipped.
   Result<std::string> Decode(const std::vector<int32_t>& ids, bool skip_special = false) const;
 
