@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/tokenizer.h"
+#include "io/tokenizer_train.h"
 #include "support/test_support.h"
 
 namespace escale::tok {
@@ -103,6 +104,41 @@ TEST_P(GoldenTest, InvalidByteSegmentsLikeReplacementCharacter) {
   expected.push_back(*g.tok->TokenToId("\xc3\xbf"));  // byte 0xFF is its own stand-in, U+00FF
   expected.insert(expected.end(), b.begin(), b.end());
   EXPECT_EQ(ids, expected);
+}
+
+// A tokenizer.json written by escale's trainer encodes identically in Hugging Face tokenizers.
+TEST(TrainedTokenizer, EncodesLikeHuggingFace) {
+  const std::string npm = SourceDir() + "/build/tokenizer-npm/node_modules/@anush008/tokenizers";
+  if (!std::filesystem::exists(npm) || escale::testing::RunShell("node --version").exit_code != 0) {
+    GTEST_SKIP() << "node or " << npm << " is absent: run scripts/tokenizer/fetch_tokenizers.sh";
+  }
+  // Train on the golden texts (varied scripts, digits, whitespace, emoji) and encode them all.
+  const auto golden = nlohmann::json::parse(ReadFile(SourceDir() + "/tests/tokenizer/data/golden_qwen3.json"));
+  std::vector<std::string> docs;
+  std::string all;
+  for (const auto& c : golden["cases"]) {
+    docs.push_back(c["text"].get<std::string>());
+    all += docs.back() + "\n";
+  }
+  TrainOptions o;
+  o.vocab_size = 1500;
+  o.min_frequency = 1;
+  o.progress = false;
+  auto json_text = TrainByteLevelBpeFromTexts(docs, o);
+  ASSERT_TRUE(json_text.ok()) << json_text.status().message();
+  escale::testing::TempDir dir;
+  escale::testing::WriteFile(dir / "tokenizer.json", *json_text);
+  escale::testing::WriteFile(dir / "text.txt", all);
+  auto r = escale::testing::RunShell("NODE_PATH=" + SourceDir() + "/build/tokenizer-npm/node_modules node " +
+                                     SourceDir() + "/scripts/tokenizer/make_golden.mjs --encode " + dir.path() +
+                                     " " + (dir / "text.txt"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto hf = nlohmann::json::parse(r.out).get<std::vector<int32_t>>();
+  auto tok = Tokenizer::FromJson(*json_text);
+  ASSERT_TRUE(tok.ok());
+  const auto ids = (*tok)->Encode(all);
+  EXPECT_GT(ids.size(), 1000u);
+  EXPECT_EQ(ids, hf);
 }
 
 INSTANTIATE_TEST_SUITE_P(RealTokenizers, GoldenTest, ::testing::Values("llama3", "qwen3"));
