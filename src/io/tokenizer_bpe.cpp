@@ -13,6 +13,38 @@ struct CandAfter {
 };
 }  // namespace
 
+void MergeTable::Reserve(size_t n) {
+  size_t cap = 16;
+  while (cap < n * 2) cap <<= 1;
+  if (cap <= slots_.size()) return;
+  std::vector<Slot> old = std::move(slots_);
+  slots_.assign(cap, Slot());
+  mask_ = cap - 1;
+  size_ = 0;
+  for (const Slot& s : old) {
+    if (s.key != kEmpty) InsertOrAssign(s.key, s.v);
+  }
+}
+
+void MergeTable::Grow() { Reserve(std::max<size_t>(size_ + 1, slots_.size())); }
+
+void MergeTable::InsertOrAssign(uint64_t key, MergeInfo v) {
+  if ((size_ + 1) * 2 > slots_.size()) Grow();
+  for (size_t i = Hash(key) & mask_;; i = (i + 1) & mask_) {
+    Slot& s = slots_[i];
+    if (s.key == key) {
+      s.v = v;
+      return;
+    }
+    if (s.key == kEmpty) {
+      s.key = key;
+      s.v = v;
+      ++size_;
+      return;
+    }
+  }
+}
+
 void BpeModel::Tokenize(std::string_view bytes, Scratch& s, std::vector<int32_t>& out) const {
   if (bytes.empty()) return;
   if (bytes.size() == 1) {
@@ -42,7 +74,7 @@ void BpeModel::Tokenize(std::string_view bytes, Scratch& s, std::vector<int32_t>
   const auto count = static_cast<int32_t>(syms.size());
   for (int32_t i = 0; i + 1 < count; ++i) {
     if (const MergeInfo* m = FindMerge(syms[i].id, syms[i + 1].id)) {
-      heap.push_back({m->rank, i, m->new_id, 0});
+      heap.push_back({m->rank, i, m->new_id});
     }
   }
   std::make_heap(heap.begin(), heap.end(), CandAfter());
@@ -62,13 +94,13 @@ void BpeModel::Tokenize(std::string_view bytes, Scratch& s, std::vector<int32_t>
     if (right.next >= 0) syms[right.next].prev = top.pos;
     if (left.prev >= 0) {
       if (const MergeInfo* m = FindMerge(syms[left.prev].id, left.id)) {
-        heap.push_back({m->rank, left.prev, m->new_id, 0});
+        heap.push_back({m->rank, left.prev, m->new_id});
         std::push_heap(heap.begin(), heap.end(), CandAfter());
       }
     }
     if (left.next >= 0) {
       if (const MergeInfo* m = FindMerge(left.id, syms[left.next].id)) {
-        heap.push_back({m->rank, top.pos, m->new_id, 0});
+        heap.push_back({m->rank, top.pos, m->new_id});
         std::push_heap(heap.begin(), heap.end(), CandAfter());
       }
     }

@@ -230,7 +230,7 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
   // Merges: "a b" strings (legacy) or ["a", "b"] pairs; rank = position.
   const json& merges = model.contains("merges") ? model.at("merges") : json::array();
   if (!merges.is_array()) return FormatError("model.merges must be an array");
-  t.bpe.merges.reserve(merges.size());
+  t.bpe.merges.Reserve(merges.size());
   int32_t rank = 0;
   std::string a, b;
   for (const json& m : merges) {
@@ -254,7 +254,7 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
       return FormatError("merge " + std::to_string(rank + 1) + " ('" + a + "' + '" + b +
                          "') uses a token missing from model.vocab");
     }
-    t.bpe.merges.insert_or_assign(BpeModel::Key(ia->second, ib->second), MergeInfo{rank, iab->second});
+    t.bpe.merges.InsertOrAssign(BpeModel::Key(ia->second, ib->second), MergeInfo{rank, iab->second});
     ++rank;
   }
 
