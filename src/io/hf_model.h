@@ -55,10 +55,16 @@ struct WriteOptions {
   bool progress = true;
 };
 
-// Writes config.json, generation_config.json (when given in extra) and the weights of `config`
-// into `dir`, tensor by tensor, through a staging directory renamed into place at the end.
+// Writes config.json and the weights of `config` (Hugging Face v4 per-expert layout) into `dir`,
+// tensor by tensor, through a staging directory renamed into place at the end; with
+// copy_tokenizer_from, also tokenizer.json, tokenizer_config.json, special_tokens_map.json,
+// generation_config.json and the other tokenizer files found there.
 Status WriteHfModel(const std::string& dir, const ModelConfig& config, const TensorProducer& produce,
                     const WriteOptions& opt);
+// A producer that copies (converting to `out` when it differs) each tensor of a read model and
+// then tells the kernel it may drop that tensor's pages, so a model streamed from one
+// directory to another never accumulates in memory. `m` must outlive the producer.
+TensorProducer CopyFromModel(const HfModel& m, DType out);
 // Convenience: write tensors held in memory (converted to opt.dtype).
 Status WriteHfModel(const std::string& dir, const ModelConfig& config,
                     const std::map<std::string, Tensor>& tensors, const WriteOptions& opt);

@@ -54,4 +54,19 @@ Routing RouteTokens(const double* logits, int64_t T, const RoutingParams& p) {
   return r;
 }
 
+void MoeCombineBackward(const double* expert_out, const double* weight, const Routing& r, int64_t H,
+                        const double* dy, double* dexpert_out, double* dweight) {
+  for (int64_t t = 0; t < r.tokens; ++t)
+    for (int64_t i = 0; i < r.top_k; ++i) {
+      const int64_t a = t * r.top_k + i;
+      if (!r.kept[static_cast<size_t>(a)]) continue;
+      double d = 0;
+      for (int64_t h = 0; h < H; ++h) {
+        d += dy[t * H + h] * expert_out[a * H + h];
+        dexpert_out[a * H + h] += weight[a] * dy[t * H + h];
+      }
+      dweight[a] += d;
+    }
+}
+
 }  // namespace escale::ops::ref

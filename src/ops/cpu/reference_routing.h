@@ -62,4 +62,22 @@ std::vector<S> RoutingWeights(const S* logits, const Routing& r, const RoutingPa
   return w;
 }
 
+// y[t] = Σ_i weight[t*k+i] · expert_out[t*k+i] over the kept assignments; expert_out [T*k, H]
+// (rows of dropped assignments are ignored).
+template <class S>
+void MoeCombine(const S* expert_out, const S* weight, const Routing& r, int64_t H, S* y) {
+  for (int64_t t = 0; t < r.tokens; ++t) {
+    for (int64_t h = 0; h < H; ++h) y[t * H + h] = S(0);
+    for (int64_t i = 0; i < r.top_k; ++i) {
+      const int64_t a = t * r.top_k + i;
+      if (!r.kept[static_cast<size_t>(a)]) continue;
+      for (int64_t h = 0; h < H; ++h) y[t * H + h] += weight[a] * expert_out[a * H + h];
+    }
+  }
+}
+
+// Adds into dexpert_out [T*k, H] and dweight [T*k]; dropped assignments receive nothing.
+void MoeCombineBackward(const double* expert_out, const double* weight, const Routing& r, int64_t H,
+                        const double* dy, double* dexpert_out, double* dweight);
+
 }  // namespace escale::ops::ref

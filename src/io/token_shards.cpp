@@ -1,0 +1,160 @@
+#include "io/token_shards.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <limits>
+
+#include "core/atomic_output.h"
+
+namespace escale::tok {
+
+namespace {
+void PutLe32(unsigned char* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<unsigned char>(v >> (8 * i));
+}
+uint32_t GetLe32(const std::byte* p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(std::to_integer<unsigned>(p[i])) << (8 * i);
+  return v;
+}
+}  // namespace
+
+struct ShardWriter::Impl {
+  explicit Impl(AtomicFile f) : file(std::move(f)) {}
+  AtomicFile file;
+  int width = 2;
+  std::vector<unsigned char> buf;
+};
+
+ShardWriter::ShardWriter() = default;
+ShardWriter::ShardWriter(ShardWriter&&) noexcept = default;
+ShardWriter::~ShardWriter() = default;
+
+Result<ShardWriter> ShardWriter::Create(const std::string& path, int token_bytes) {
+  if (token_bytes != 2 && token_bytes != 4) return InvalidArgument("shard token width must be 2 or 4 bytes");
+  ESCALE_ASSIGN_OR_RETURN(AtomicFile f, AtomicFile::Create(path));
+  ShardWriter w;
+  w.impl_ = std::make_unique<Impl>(std::move(f));
+  w.impl_->width = token_bytes;
+  const std::vector<unsigned char> placeholder(kShardHeaderBytes, 0);  // patched in Commit()
+  ESCALE_RETURN_IF_ERROR(w.impl_->file.Write(placeholder.data(), placeholder.size()));
+  return w;
+}
+
+Status ShardWriter::Append(const int32_t* ids, size_t n) {
+  auto& buf = impl_->buf;
+  const int width = impl_->width;
+  const int64_t limit = width == 2 ? 65536 : (int64_t{1} << 32);
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t id = ids[i];
+    if (id < 0 || id >= limit) {
+      return InvalidArgument("token id " + std::to_string(id) + " does not fit a " + std::to_string(width * 8) +
+                             "-bit shard");
+    }
+    const auto v = static_cast<uint32_t>(id);
+    buf.push_back(static_cast<unsigned char>(v));
+    buf.push_back(static_cast<unsigned char>(v >> 8));
+    if (width == 4) {
+      buf.push_back(static_cast<unsigned char>(v >> 16));
+      buf.push_back(static_cast<unsigned char>(v >> 24));
+    }
+  }
+  tokens_ += n;
+  if (buf.size() >= (size_t{1} << 22)) {
+    ESCALE_RETURN_IF_ERROR(impl_->file.Write(buf.data(), buf.size()));
+    buf.clear();
+  }
+  return Status::Ok();
+}
+
+Status ShardWriter::Commit() {
+  if (tokens_ > static_cast<uint64_t>(std::numeric_limits<int32_t>::max())) {
+    return InvalidArgument("a shard holds at most 2^31-1 tokens (llm.c's int32 header); use smaller shards");
+  }
+  auto& buf = impl_->buf;
+  if (!buf.empty()) ESCALE_RETURN_IF_ERROR(impl_->file.Write(buf.data(), buf.size()));
+  buf.clear();
+  unsigned char header[kShardHeaderBytes] = {};
+  const bool wide = impl_->width == 4;
+  PutLe32(header, static_cast<uint32_t>(wide ? kShardMagicU32 : kShardMagicU16));
+  PutLe32(header + 4, static_cast<uint32_t>(wide ? kShardVersionU32 : kShardVersionU16));
+  PutLe32(header + 8, static_cast<uint32_t>(tokens_));
+  // The count is known only now: patch the header through a second descriptor on the temporary
+  // file; AtomicFile::Commit's fsync then covers it (fsync is per file, not per descriptor).
+  const std::string& tmp = impl_->file.temp_path();
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return IoError("cannot reopen " + tmp + ": " + std::strerror(errno));
+  const ssize_t w = ::pwrite(fd, header, sizeof(header), 0);
+  const int e = errno;
+  ::close(fd);
+  if (w != static_cast<ssize_t>(sizeof(header))) {
+    return IoError("cannot write the header of " + tmp + ": " + std::strerror(e));
+  }
+  return impl_->file.Commit();
+}
+
+Result<TokenShard> TokenShard::Open(const std::string& path, std::optional<int64_t> vocab_size) {
+  ESCALE_ASSIGN_OR_RETURN(auto file, MappedFile::Open(path));
+  const size_t size = file->size();
+  if (size < kShardHeaderBytes) {
+    return FormatError(path + ": " + std::to_string(size) + " bytes is too small for the 1024-byte token shard header");
+  }
+  const std::byte* p = file->data();
+  const auto magic = static_cast<int32_t>(GetLe32(p));
+  const auto version = static_cast<int32_t>(GetLe32(p + 4));
+  const auto count = static_cast<int32_t>(GetLe32(p + 8));
+  int width;
+  if (magic == kShardMagicU16) {
+    width = 2;
+    if (version != kShardVersionU16) {
+      return FormatError(path + ": version " + std::to_string(version) + " with magic 20240520 (expected version 1, uint16 tokens)");
+    }
+  } else if (magic == kShardMagicU32) {
+    width = 4;
+    if (version != kShardVersionU32) {
+      return FormatError(path + ": version " + std::to_string(version) + " with magic 20240801 (expected version 7, uint32 tokens)");
+    }
+  } else {
+    return FormatError(path + ": magic " + std::to_string(magic) +
+                       " is not a token shard's (20240520 for uint16 or 20240801 for uint32 llm.c shards)");
+  }
+  if (count < 0) return FormatError(path + ": negative token count " + std::to_string(count) + " in the header");
+  const uint64_t expected = kShardHeaderBytes + static_cast<uint64_t>(count) * static_cast<uint64_t>(width);
+  if (expected != size) {
+    return FormatError(path + ": header says " + std::to_string(count) + " tokens (" + std::to_string(expected) +
+                       " bytes) but the file has " + std::to_string(size) + " bytes: truncated or corrupted");
+  }
+  TokenShard s;
+  s.file_ = std::move(file);
+  s.count_ = static_cast<uint64_t>(count);
+  s.width_ = width;
+  if (vocab_size) {
+    for (uint64_t i = 0; i < s.count_; ++i) {
+      if (static_cast<int64_t>(s[i]) >= *vocab_size) {
+        return FormatError(path + ": token " + std::to_string(s[i]) + " at position " + std::to_string(i) +
+                           " is not below the vocabulary size " + std::to_string(*vocab_size));
+      }
+    }
+  }
+  return s;
+}
+
+uint32_t TokenShard::operator[](uint64_t i) const {
+  const std::byte* p = file_->data() + kShardHeaderBytes + i * static_cast<uint64_t>(width_);
+  if (width_ == 2) return std::to_integer<uint32_t>(p[0]) | (std::to_integer<uint32_t>(p[1]) << 8);
+  return GetLe32(p);
+}
+
+std::vector<int32_t> TokenShard::Slice(uint64_t begin, uint64_t n) const {
+  std::vector<int32_t> out;
+  if (begin >= count_) return out;
+  n = std::min(n, count_ - begin);
+  out.reserve(n);
+  for (uint64_t i = 0; i < n; ++i) out.push_back(static_cast<int32_t>((*this)[begin + i]));
+  return out;
+}
+
+}  // namespace escale::tok

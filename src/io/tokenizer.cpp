@@ -1,0 +1,297 @@
+#include "io/tokenizer.h"
+
+#include <utf8proc.h>
+
+#include <cctype>
+#include <cstdlib>
+#include <cstring>
+#include <unordered_map>
+
+#include "io/tokenizer_bytes.h"
+#include "io/tokenizer_impl.h"
+
+namespace escale::tok {
+
+namespace {
+
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
+};
+
+bool IsAsciiSpace(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+bool IsWordByte(unsigned char c) { return std::isalnum(c) != 0 || c == '_' || c >= 0x80; }
+
+// NFC of `in` into `out`. Invalid bytes pass through untouched; the valid runs between them are
+// normalized. Code points below U+0300 are already NFC, so text without a byte >= 0xCC is copied.
+void Nfc(std::string_view in, std::string& out) {
+  out.clear();
+  bool maybe = false;
+  for (unsigned char c : in) {
+    if (c >= 0xcc) {
+      maybe = true;
+      break;
+    }
+  }
+  if (!maybe) {
+    out.assign(in);
+    return;
+  }
+  size_t i = 0;
+  while (i < in.size()) {
+    size_t j = i;
+    while (j < in.size()) {
+      const size_t len = Utf8SequenceLength(in, j);
+      if (len == 0) break;
+      j += len;
+    }
+    if (j > i) {
+      utf8proc_uint8_t* dst = nullptr;
+      const utf8proc_ssize_t n =
+          utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(in.data() + i),
+                       static_cast<utf8proc_ssize_t>(j - i), &dst,
+                       static_cast<utf8proc_option_t>(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
+      if (n >= 0 && dst != nullptr) {
+        out.append(reinterpret_cast<const char*>(dst), static_cast<size_t>(n));
+      } else {
+        out.append(in.substr(i, j - i));  // allocation failure inside utf8proc: keep the text
+      }
+      std::free(dst);
+    }
+    if (j < in.size()) out.push_back(in[j++]);  // one invalid byte, kept as is
+    i = j;
+  }
+}
+
+}  // namespace
+
+struct Encoder::State {
+  const TokenizerImpl& t;
+  size_t max_cache;
+  std::vector<std::unique_ptr<Regex::Matcher>> matchers;
+  std::unordered_map<std::string, std::pair<uint32_t, uint32_t>, StringHash, std::equal_to<>> cache;
+  std::vector<int32_t> arena;
+  BpeModel::Scratch scratch;
+  std::string normalized;
+  std::string prefixed;
+  SanitizedUtf8 sanitized;
+  std::vector<std::pair<size_t, size_t>> pieces, next, matches;
+
+  State(const TokenizerImpl& impl, size_t max_entries) : t(impl), max_cache(max_entries) {
+    for (const auto& step : t.pretok) matchers.push_back(std::make_unique<Regex::Matcher>(*step.regex));
+  }
+
+  void Word(std::string_view w, std::vector<int32_t>& out) {
+    auto it = cache.find(w);
+    if (it != cache.end()) {
+      out.insert(out.end(), arena.begin() + it->second.first,
+                 arena.begin() + it->second.first + it->second.second);
+      return;
+    }
+    const size_t before = out.size();
+    t.bpe.Tokenize(w, scratch, out);
+    if (cache.size() >= max_cache) {
+      cache.clear();
+      arena.clear();
+    }
+    const auto start = static_cast<uint32_t>(arena.size());
+    arena.insert(arena.end(), out.begin() + static_cast<ptrdiff_t>(before), out.end());
+    cache.emplace(std::string(w), std::make_pair(start, static_cast<uint32_t>(out.size() - before)));
+  }
+
+  // Refines `pieces` (offsets into `text`) by every pre-tokenizer step.
+  void Split(std::string_view text) {
+    pieces.assign(1, {0, text.size()});
+    for (size_t s = 0; s < t.pretok.size(); ++s) {
+      next.clear();
+      const SplitBehavior behavior = t.pretok[s].behavior;
+      for (const auto& [pb, pe] : pieces) {
+        matches.clear();
+        matchers[s]->FindAll(text.substr(pb, pe - pb), matches);
+        size_t cur = pb;
+        bool pending_next = false;  // MergedWithNext: a match waits to start the next piece
+        size_t pending_begin = 0;
+        for (auto [mb, me] : matches) {
+          mb += pb;
+          me += pb;
+          switch (behavior) {
+            case SplitBehavior::kIsolated:
+              if (mb > cur) next.emplace_back(cur, mb);
+              next.emplace_back(mb, me);
+              break;
+            case SplitBehavior::kRemoved:
+              if (mb > cur) next.emplace_back(cur, mb);
+              break;
+            case SplitBehavior::kMergedWithPrevious:
+              next.emplace_back(cur, me);
+              break;
+            case SplitBehavior::kMergedWithNext:
+              if (pending_next) {
+                next.emplace_back(pending_begin, mb);
+              } else if (mb > cur) {
+                next.emplace_back(cur, mb);
+              }
+              pending_next = true;
+              pending_begin = mb;
+              break;
+          }
+          cur = me;
+        }
+        if (pending_next) {
+          next.emplace_back(pending_begin, pe);
+        } else if (pe > cur) {
+          next.emplace_back(cur, pe);
+        }
+      }
+      pieces.swap(next);
+    }
+  }
+
+  void Model(std::string_view seg, std::vector<int32_t>& out) {
+    if (seg.empty()) return;
+    if (t.prefix_space && seg.front() != ' ') {
+      prefixed.assign(1, ' ');
+      prefixed.append(seg);
+      seg = prefixed;
+    }
+    if (IsValidUtf8(seg)) {
+      Split(seg);
+      for (const auto& [b, e] : pieces) Word(seg.substr(b, e - b), out);
+      return;
+    }
+    // Invalid bytes: segment a stand-in where each is U+FFFD, then cut the original bytes.
+    SanitizeUtf8(seg, sanitized);
+    const std::string shadow = sanitized.text;
+    Split(shadow);
+    for (const auto& [b, e] : pieces) {
+      const size_t ob = sanitized.offsets[b], oe = sanitized.offsets[e];
+      Word(seg.substr(ob, oe - ob), out);
+    }
+  }
+
+  void Normalized(std::string_view seg, const EncodeOptions& opts, std::vector<int32_t>& out) {
+    if (!t.nfc) {
+      WithAdded(seg, t.normalized_matcher, opts, out, /*normalized_stage=*/true);
+      return;
+    }
+    std::string norm;
+    Nfc(seg, norm);
+    WithAdded(norm, t.normalized_matcher, opts, out, true);
+  }
+
+  // Splits `text` around added tokens of `m`; text between goes to the next stage.
+  void WithAdded(std::string_view text, const AddedMatcher& m, const EncodeOptions& opts,
+                 std::vector<int32_t>& out, bool normalized_stage) {
+    auto forward = [&](std::string_view part) {
+      if (normalized_stage) Model(part, out);
+      else Normalized(part, opts, out);
+    };
+    if (m.empty()) {
+      forward(text);
+      return;
+    }
+    size_t seg_start = 0;
+    size_t i = 0;
+    while (i < text.size()) {
+      if (!m.first_byte[static_cast<unsigned char>(text[i])]) {
+        ++i;
+        continue;
+      }
+      const AddedToken* hit = nullptr;
+      for (int32_t idx : m.tokens) {  // longest first
+        const AddedToken& a = t.added[idx];
+        if (a.special && !opts.parse_special) continue;
+        if (text.size() - i < a.content.size() || text.compare(i, a.content.size(), a.content) != 0) continue;
+        if (a.single_word) {
+          const bool left_ok = i == 0 || !IsWordByte(static_cast<unsigned char>(text[i - 1]));
+          const size_t e = i + a.content.size();
+          const bool right_ok = e == text.size() || !IsWordByte(static_cast<unsigned char>(text[e]));
+          if (!left_ok || !right_ok) continue;
+        }
+        hit = &a;
+        break;
+      }
+      if (hit == nullptr) {
+        ++i;
+        continue;
+      }
+      size_t mb = i, me = i + hit->content.size();
+      if (hit->lstrip) {
+        while (mb > seg_start && IsAsciiSpace(static_cast<unsigned char>(text[mb - 1]))) --mb;
+      }
+      if (hit->rstrip) {
+        while (me < text.size() && IsAsciiSpace(static_cast<unsigned char>(text[me]))) ++me;
+      }
+      if (mb > seg_start) forward(text.substr(seg_start, mb - seg_start));
+      out.push_back(hit->id);
+      seg_start = me;
+      i = me;
+    }
+    if (seg_start < text.size()) forward(text.substr(seg_start));
+  }
+};
+
+Tokenizer::Tokenizer(std::unique_ptr<TokenizerImpl> impl) : impl_(std::move(impl)) {}
+Tokenizer::~Tokenizer() = default;
+
+std::vector<int32_t> Tokenizer::Encode(std::string_view text, const EncodeOptions& opts) const {
+  Encoder enc(*this, 1u << 12);
+  std::vector<int32_t> out;
+  enc.Encode(text, opts, out);
+  return out;
+}
+
+Result<std::string> Tokenizer::Decode(const std::vector<int32_t>& ids, bool skip_special) const {
+  std::string out;
+  for (int32_t id : ids) {
+    if (id < 0 || id >= vocab_size()) {
+      return InvalidArgument("token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                             std::to_string(vocab_size()) + ")");
+    }
+    if (skip_special && impl_->id_special[id] != 0) continue;
+    out += impl_->id_bytes[id];
+  }
+  return out;
+}
+
+std::string Tokenizer::Normalize(std::string_view text) const {
+  std::string out;
+  if (impl_->nfc) Nfc(text, out);
+  else out.assign(text);
+  return out;
+}
+
+int32_t Tokenizer::vocab_size() const { return static_cast<int32_t>(impl_->id_bytes.size()); }
+
+std::optional<int32_t> Tokenizer::TokenToId(std::string_view token) const {
+  auto it = impl_->token_to_id.find(std::string(token));
+  if (it == impl_->token_to_id.end()) return std::nullopt;
+  return it->second;
+}
+
+std::string Tokenizer::IdToToken(int32_t id) const {
+  return id >= 0 && id < vocab_size() ? impl_->id_token[id] : std::string();
+}
+
+bool Tokenizer::IsSpecial(int32_t id) const {
+  return id >= 0 && id < vocab_size() && impl_->id_special[id] != 0;
+}
+
+const std::vector<AddedToken>& Tokenizer::added_tokens() const { return impl_->added; }
+std::optional<int32_t> Tokenizer::bos_id() const { return impl_->bos; }
+std::optional<int32_t> Tokenizer::eos_id() const { return impl_->eos; }
+bool Tokenizer::template_adds_bos() const { return !impl_->template_prefix.empty(); }
+const std::string& Tokenizer::sha256() const { return impl_->sha256; }
+
+Encoder::Encoder(const Tokenizer& tok, size_t max_cache_entries)
+    : tok_(&tok), st_(std::make_unique<State>(*tok.impl_, max_cache_entries)) {}
+Encoder::~Encoder() = default;
+
+void Encoder::Encode(std::string_view text, const EncodeOptions& opts, std::vector<int32_t>& out) {
+  const TokenizerImpl& t = *tok_->impl_;
+  if (opts.add_special_tokens) out.insert(out.end(), t.template_prefix.begin(), t.template_prefix.end());
+  st_->WithAdded(text, t.raw_matcher, opts, out, /*normalized_stage=*/false);
+  if (opts.add_special_tokens) out.insert(out.end(), t.template_suffix.begin(), t.template_suffix.end());
+}
+
+}  // namespace escale::tok

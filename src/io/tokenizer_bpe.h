@@ -1,0 +1,95 @@
+// The BPE model over raw bytes. tokenizer.json stores tokens in the byte-level alphabet; at load
+// time every token is mapped back to its bytes, so merging runs on bytes with no per-character
+// decoding. Merge order: lowest rank first, leftmost on ties (tokenizers Word::merge_all).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace escale::tok {
+
+struct MergeInfo {
+  int32_t rank;
+  int32_t new_id;
+};
+
+// Open-addressing map (id pair -> merge) probed in the merge loop's innermost step; a flat table
+// of 16-byte slots is several times faster than std::unordered_map here.
+class MergeTable {
+ public:
+  void Reserve(size_t n);
+  void InsertOrAssign(uint64_t key, MergeInfo v);
+  const MergeInfo* Find(uint64_t key) const {
+    if (slots_.empty()) return nullptr;
+    for (size_t i = Hash(key) & mask_;; i = (i + 1) & mask_) {
+      const Slot& s = slots_[i];
+      if (s.key == key) return &s.v;
+      if (s.key == kEmpty) return nullptr;
+    }
+  }
+  size_t size() const { return size_; }
+
+ private:
+  static constexpr uint64_t kEmpty = ~uint64_t{0};  // no real pair: ids are < 2^31
+  struct Slot {
+    uint64_t key = kEmpty;
+    MergeInfo v{0, 0};
+  };
+  static size_t Hash(uint64_t k) {
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdull;
+    k ^= k >> 33;
+    return static_cast<size_t>(k);
+  }
+  void Grow();
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+  size_t size_ = 0;
+};
+
+struct StringViewHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
+};
+
+class BpeModel {
+ public:
+  // Scratch reused across words so the merge loop does not allocate.
+  struct Scratch {
+    struct Sym {
+      int32_t id;
+      int32_t prev;
+      int32_t next;
+      uint32_t len;  // bytes covered; 0 once merged away
+    };
+    struct Cand {
+      int32_t rank;
+      int32_t pos;
+      int32_t new_id;
+    };
+    std::vector<Sym> syms;
+    std::vector<Cand> heap;
+  };
+
+  // `bytes` is one pre-token. Appends its ids to `out`.
+  void Tokenize(std::string_view bytes, Scratch& scratch, std::vector<int32_t>& out) const;
+
+  int32_t IdOfBytes(std::string_view bytes) const {
+    auto it = bytes_to_id.find(bytes);
+    return it == bytes_to_id.end() ? -1 : it->second;
+  }
+  const MergeInfo* FindMerge(int32_t a, int32_t b) const { return merges.Find(Key(a, b)); }
+  static uint64_t Key(int32_t a, int32_t b) {
+    return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+  }
+
+  std::unordered_map<std::string, int32_t, StringViewHash, std::equal_to<>> bytes_to_id;
+  MergeTable merges;
+  int32_t byte_id[256];
+  bool ignore_merges = false;
+};
+
+}  // namespace escale::tok

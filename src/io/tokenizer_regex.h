@@ -1,0 +1,46 @@
+// Pre-tokenizer regexes run verbatim through PCRE2 (UTF + UCP, JIT when available): the Llama 3
+// and Qwen2 patterns need \p{L}, \p{N}, (?i:...), lookahead and leftmost-first alternation.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "core/status.h"
+
+namespace escale::tok {
+
+class Regex {
+ public:
+  static Result<std::shared_ptr<const Regex>> Compile(const std::string& pattern);
+  ~Regex();
+  Regex(const Regex&) = delete;
+  Regex& operator=(const Regex&) = delete;
+  const std::string& pattern() const { return pattern_; }
+
+  // Per-thread match state.
+  class Matcher {
+   public:
+    explicit Matcher(const Regex& re);
+    ~Matcher();
+    Matcher(const Matcher&) = delete;
+    Matcher& operator=(const Matcher&) = delete;
+    // Appends [begin, end) of every non-overlapping match in `text` (valid UTF-8) to `out`.
+    void FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>& out);
+
+   private:
+    const Regex& re_;
+    void* match_data_ = nullptr;
+  };
+
+ private:
+  Regex() = default;
+  std::string pattern_;
+  void* code_ = nullptr;
+  bool jit_ = false;
+};
+
+}  // namespace escale::tok

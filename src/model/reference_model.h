@@ -1,0 +1,47 @@
+// Whole-model reference loss and gradients in fp64 (SPEC.md §1 and §4): the oracle the training
+// engine's backward is checked against. Plain loops; meant for tiny models and tests.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "model/config.h"
+#include "model/reference_forward.h"
+
+namespace escale {
+
+// loss = CE + aux·L_aux + router_max_z·L_rmaxz + router_z·L_rz + output_z·L_oz + output_max_z·L_omaxz.
+// Router terms are averaged over MoE layers; each per-layer term is a mean over all tokens of the
+// batch. Output terms are means over the counted positions (target >= 0), like CE.
+struct LossCoefficients {
+  double aux = 0.0;           // Switch load balancing E·Σ f_e P_e (uniform routing = 1)
+  double router_max_z = 0.0;  // mean_t (max_e router_logit)^2
+  double router_z = 0.0;      // mean_t logsumexp_e(router_logit)^2
+  double output_z = 0.0;      // mean_t logsumexp_v(y)^2
+  double output_max_z = 0.0;  // mean_t (max_v y)^2
+};
+
+struct LossTerms {
+  double total = 0, ce = 0, aux = 0, router_max_z = 0, router_z = 0, output_z = 0, output_max_z = 0;
+};
+
+struct ReferenceModelResult {
+  LossTerms loss;
+  std::vector<double> logits;                          // [B*T, V]
+  std::map<std::string, std::vector<double>> grads;    // canonical name -> dloss/dtensor, row-major
+  std::vector<std::vector<int64_t>> expert_load;       // per layer (empty when dense), before dropping
+  int64_t dropped_assignments = 0;                     // over all MoE layers
+};
+
+// tokens and targets: B sequences of seq_len each, concatenated. A target < 0 is not counted.
+// Capacity limits apply per sequence (SPEC.md §3: T tokens of the sequence).
+Result<ReferenceModelResult> ReferenceLossAndGradients(const ModelConfig& config, const TensorMap& tensors,
+                                                       std::span<const int32_t> tokens,
+                                                       std::span<const int32_t> targets, int64_t seq_len,
+                                                       const LossCoefficients& coef);
+
+}  // namespace escale

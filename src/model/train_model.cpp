@@ -1,0 +1,796 @@
+#include "model/train_model.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <map>
+
+#include "model/layout.h"
+#include "model/rope.h"
+#include "ops/cpu/fast_attention.h"
+#include "ops/cpu/fast_kernels.h"
+#include "ops/cpu/fast_loss.h"
+#include "ops/cpu/fast_routing.h"
+
+namespace escale {
+namespace {
+
+namespace fast = ops::fast;
+size_t Z(int64_t i) { return static_cast<size_t>(i); }
+
+enum Op : int {
+  kEmbedF, kNormF, kQkvF, kRopeF, kAttnF, kWoF, kFfnGemmF, kSwiGluF, kRouterF, kPermuteF, kExpertGemmF, kHeadF,
+  kLossF, kHeadB, kNormB, kQkvB, kRopeB, kAttnB, kWoB, kFfnGemmB, kSwiGluB, kRouterB, kPermuteB, kExpertGemmB,
+  kEmbedB, kOpCount
+};
+constexpr std::array<const char*, kOpCount> kOpNames = {
+    "embed.fwd",  "rmsnorm.fwd", "qkv_gemm.fwd",  "rope.fwd",       "attention.fwd", "wo_gemm.fwd",
+    "ffn_gemm.fwd", "swiglu.fwd", "router.fwd",   "moe_permute.fwd", "expert_gemm.fwd", "lm_head_gemm.fwd",
+    "loss_softmax", "lm_head_gemm.bwd", "rmsnorm.bwd", "qkv_gemm.bwd", "rope.bwd",   "attention.bwd",
+    "wo_gemm.bwd", "ffn_gemm.bwd", "swiglu.bwd",  "router.bwd",     "moe_permute.bwd", "expert_gemm.bwd",
+    "embed.bwd"};
+
+using Buf = std::vector<float>;
+
+// Pointers into the flat weight (w) and gradient (g) buffers for one tensor.
+struct WG {
+  float* w = nullptr;
+  float* g = nullptr;
+};
+
+struct Layer {
+  bool moe = false;
+  WG attn_norm, wqkv, bqkv, wo, ffn_norm, gu, down;          // gu: gate then up, [2F, H]
+  WG router, shared_gu, shared_down, shared_router;          // MoE
+  std::vector<WG> expert_gu, expert_down;
+  // Activations kept for the backward.
+  Buf rstd1, xn1, qkv, att, lse, rstd2, xn2;
+  Buf gu_act, h;                                             // dense FFN [N,2F], [N,F]
+  Buf rlogits, softmax, prob, xe, gue, he, oe;               // MoE
+  std::vector<int32_t> expert, slot_of, slot_row, expert_start;
+  std::vector<uint8_t> kept;
+  std::vector<int64_t> load;
+  Buf sgu, sh, sout, sgate;                                  // shared expert
+  fast::RoutingBuffers rb() {
+    return {expert.data(), prob.data(), kept.data(), softmax.data(), load.data()};
+  }
+};
+
+}  // namespace
+
+struct TrainModel::Impl {
+  ModelConfig c;
+  BatchShape shape;
+  LossCoefficients coef;
+  int64_t N = 0, H = 0, V = 0, qd = 0, kvd = 0, qkvd = 0, F = 0, E = 0, K = 0, Fe = 0, Fs = 0;
+  int threads = 1;
+  Buf weights, grads;
+  std::vector<TensorSpec> specs;
+  std::vector<size_t> offsets;
+  std::vector<Param> params;
+  WG embed, final_norm, head;
+  std::vector<Layer> layers;
+  std::vector<MoeLayerStats> stats;
+  fast::RouterSpec router;
+  // Residual stream: res[l] enters layer l, mid[l] is after its attention, res[L] is final.
+  std::vector<Buf> res, mid;
+  Buf rstd_f, xn_f, logits;
+  Buf rope_cos, rope_sin;
+  // Backward scratch, shared by all layers.
+  Buf dx, dxn, dqkv, datt, dgu, dh, doe, dxe, dweight, drlogits, dsgate, attn_scratch;
+  std::vector<double> loss_rows;
+  std::vector<int32_t> route_scratch;
+  bool profiling = false;
+  std::array<double, kOpCount> prof{};
+
+  struct Timer {
+    Impl* m;
+    Op op;
+    std::chrono::steady_clock::time_point t0;
+    Timer(Impl* impl, Op o) : m(impl), op(o) {
+      if (m->profiling) t0 = std::chrono::steady_clock::now();
+    }
+    ~Timer() {
+      if (m->profiling) m->prof[op] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+  };
+
+  WG At(size_t i) { return {weights.data() + offsets[i], grads.data() + offsets[i]}; }
+
+  Status CheckBatch(std::span<const int32_t> tokens, std::span<const int32_t> targets) const;
+  void Forward(std::span<const int32_t> tokens);
+  void AttentionForward(Layer& L, const float* x, float* out);
+  void DenseFfnForward(Layer& L, float* out);
+  void MoeForward(int64_t l, Layer& L, float* out);
+  LossTerms Losses(std::span<const int32_t> targets, bool write_grad, float grad_scale);
+  void Backward(std::span<const int32_t> tokens, float grad_scale);
+  void MoeBackward(Layer& L, float grad_scale);
+};
+
+namespace {
+
+int64_t MoeLayerCount(const ModelConfig& c) {
+  int64_t n = 0;
+  for (int64_t l = 0; l < c.num_layers; ++l) n += c.IsMoeLayer(l) ? 1 : 0;
+  return n;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<TrainModel>> TrainModel::Create(const ModelConfig& config, const TensorMap& init,
+                                                       BatchShape shape, const LossCoefficients& coef) {
+  ESCALE_RETURN_IF_ERROR(config.Validate());
+  if (shape.micro_batch <= 0 || shape.seq_len <= 0)
+    return InvalidArgument("micro-batch size and sequence length must be positive (got " +
+                           std::to_string(shape.micro_batch) + " x " + std::to_string(shape.seq_len) + ")");
+  if (config.head_dim % 2 != 0) return InvalidArgument("head_dim must be even for RoPE");
+  if (config.is_moe() && config.moe.router == RouterType::kMixtral && config.moe.top_k == 1)
+    return InvalidArgument("mixtral routing with top-k = 1 gives the router no gradient; use k >= 2 or st routing");
+  const int64_t N = shape.micro_batch * shape.seq_len;
+  if (N > (int64_t{1} << 30) / std::max<int64_t>(1, config.moe.top_k))
+    return InvalidArgument("micro-batch of " + std::to_string(N) + " tokens is too large");
+
+  auto m = std::make_unique<Impl>();
+  Impl& s = *m;
+  s.c = config;
+  s.shape = shape;
+  s.coef = coef;
+  s.N = N;
+  s.H = config.hidden_size;
+  s.V = config.vocab_size;
+  s.qd = config.q_dim();
+  s.kvd = config.kv_dim();
+  s.qkvd = s.qd + 2 * s.kvd;
+  s.F = config.intermediate_size;
+  s.E = config.moe.num_experts;
+  s.K = config.moe.top_k;
+  s.Fe = config.moe.expert_intermediate;
+  s.Fs = config.moe.shared_intermediate;
+  s.threads = std::max(1, omp_get_max_threads());
+  s.router = {s.E, s.K, config.moe.router == RouterType::kMixtral, config.moe.capacity_factor,
+              config.moe.drop_policy == DropPolicy::kPosition};
+
+  // Flat buffers in canonical order: wq/wk/wv, bq/bk/bv and gate/up are adjacent by construction.
+  s.specs = CanonicalTensors(config);
+  size_t total = 0;
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < s.specs.size(); ++i) {
+    s.offsets.push_back(total);
+    index[s.specs[i].name] = i;
+    total += Z(ShapeNumel(s.specs[i].shape));
+  }
+  s.weights.assign(total, 0.0f);
+  s.grads.assign(total, 0.0f);
+  for (size_t i = 0; i < s.specs.size(); ++i) {
+    const TensorSpec& spec = s.specs[i];
+    auto it = init.find(spec.name);
+    if (it == init.end()) return NotFound("tensor '" + spec.name + "' is missing from the initial weights");
+    if (it->second.shape() != spec.shape)
+      return FormatError("tensor '" + spec.name + "' has shape " + ShapeToString(it->second.shape()) +
+                         ", the config needs " + ShapeToString(spec.shape));
+    Status st = ConvertToF32(it->second.dtype(), it->second.bytes(), Z(ShapeNumel(spec.shape)),
+                             s.weights.data() + s.offsets[i]);
+    if (!st.ok()) return st.WithContext("tensor '" + spec.name + "'");
+    const size_t n = Z(ShapeNumel(spec.shape));
+    const bool no_decay = spec.role == TensorRole::kEmbed || spec.role == TensorRole::kAttnNorm ||
+                          spec.role == TensorRole::kFfnNorm || spec.role == TensorRole::kFinalNorm ||
+                          spec.role == TensorRole::kBq || spec.role == TensorRole::kBk || spec.role == TensorRole::kBv;
+    s.params.push_back({spec.name, std::span<float>(s.weights.data() + s.offsets[i], n),
+                        std::span<float>(s.grads.data() + s.offsets[i], n), !no_decay});
+  }
+  auto at = [&](const std::string& name) { return s.At(index.at(name)); };
+  s.embed = at("embed");
+  s.final_norm = at("norm");
+  s.head = config.tie_word_embeddings ? s.embed : at("lm_head");
+
+  const int64_t L = config.num_layers, H = s.H;
+  s.layers.resize(Z(L));
+  s.res.assign(Z(L + 1), Buf(Z(N * H)));
+  s.mid.assign(Z(L), Buf(Z(N * H)));
+  int64_t max_ffn = 0;  // largest [rows, F] of any SwiGLU, for the shared backward scratch
+  for (int64_t l = 0; l < L; ++l) {
+    Layer& ly = s.layers[Z(l)];
+    auto lt = [&](const char* suffix) { return at(LayerTensorName(l, suffix)); };
+    ly.attn_norm = lt("attn_norm");
+    ly.wqkv = lt("wq");
+    if (config.qkv_bias) ly.bqkv = lt("bq");
+    ly.wo = lt("wo");
+    ly.ffn_norm = lt("ffn_norm");
+    ly.rstd1.assign(Z(N), 0);
+    ly.xn1.assign(Z(N * H), 0);
+    ly.qkv.assign(Z(N * s.qkvd), 0);
+    ly.att.assign(Z(N * s.qd), 0);
+    ly.lse.assign(Z(N * config.num_heads), 0);
+    ly.rstd2.assign(Z(N), 0);
+    ly.xn2.assign(Z(N * H), 0);
+    ly.moe = config.IsMoeLayer(l);
+    if (!ly.moe) {
+      ly.gu = lt("ffn.gate");
+      ly.down = lt("ffn.down");
+      ly.gu_act.assign(Z(N * 2 * s.F), 0);
+      ly.h.assign(Z(N * s.F), 0);
+      max_ffn = std::max(max_ffn, N * s.F);
+      continue;
+    }
+    const int64_t A = N * s.K;
+    ly.router = lt("moe.router");
+    for (int64_t e = 0; e < s.E; ++e) {
+      ly.expert_gu.push_back(at(ExpertTensorName(l, e, "gate")));
+      ly.expert_down.push_back(at(ExpertTensorName(l, e, "down")));
+    }
+    ly.rlogits.assign(Z(N * s.E), 0);
+    ly.softmax.assign(Z(N * s.E), 0);
+    ly.prob.assign(Z(A), 0);
+    ly.expert.assign(Z(A), 0);
+    ly.kept.assign(Z(A), 0);
+    ly.load.assign(Z(s.E), 0);
+    ly.slot_of.assign(Z(A), -1);
+    ly.slot_row.assign(Z(A), 0);
+    ly.expert_start.assign(Z(s.E + 1), 0);
+    ly.xe.assign(Z(A * H), 0);
+    ly.gue.assign(Z(A * 2 * s.Fe), 0);
+    ly.he.assign(Z(A * s.Fe), 0);
+    ly.oe.assign(Z(A * H), 0);
+    max_ffn = std::max(max_ffn, A * s.Fe);
+    if (s.Fs > 0) {
+      ly.shared_gu = lt("moe.shared.gate");
+      ly.shared_down = lt("moe.shared.down");
+      ly.shared_router = lt("moe.shared_router");
+      ly.sgu.assign(Z(N * 2 * s.Fs), 0);
+      ly.sh.assign(Z(N * s.Fs), 0);
+      ly.sout.assign(Z(N * H), 0);
+      ly.sgate.assign(Z(N), 0);
+      max_ffn = std::max(max_ffn, N * s.Fs);
+    }
+    MoeLayerStats st;
+    st.layer = l;
+    st.tokens_per_expert.assign(Z(s.E), 0);
+    s.stats.push_back(std::move(st));
+  }
+  s.rstd_f.assign(Z(N), 0);
+  s.xn_f.assign(Z(N * H), 0);
+  s.logits.assign(Z(N * s.V), 0);
+  s.dx.assign(Z(N * H), 0);
+  s.dxn.assign(Z(N * H), 0);
+  s.dqkv.assign(Z(N * s.qkvd), 0);
+  s.datt.assign(Z(N * s.qd), 0);
+  s.dgu.assign(Z(2 * max_ffn), 0);
+  s.dh.assign(Z(max_ffn), 0);
+  if (config.is_moe()) {
+    const int64_t A = N * s.K;
+    s.doe.assign(Z(std::max(A, N) * H), 0);
+    s.dxe.assign(Z(A * H), 0);
+    s.dweight.assign(Z(A), 0);
+    s.drlogits.assign(Z(N * s.E), 0);
+    s.dsgate.assign(Z(N), 0);
+    s.route_scratch.assign(Z(shape.seq_len * s.K + s.E + 1), 0);
+  }
+  s.attn_scratch.assign(Z(2 * shape.seq_len * s.threads), 0);
+  s.loss_rows.assign(Z(3 * N), 0);
+
+  ESCALE_ASSIGN_OR_RETURN(const RopeFrequencies rope, ComputeRopeFrequencies(config, shape.seq_len));
+  const int64_t half = config.head_dim / 2;
+  s.rope_cos.assign(Z(shape.seq_len * half), 0);
+  s.rope_sin.assign(Z(shape.seq_len * half), 0);
+  for (int64_t t = 0; t < shape.seq_len; ++t)
+    for (int64_t j = 0; j < half; ++j) {
+      const double a = double(t) * rope.inv_freq[Z(j)];
+      s.rope_cos[Z(t * half + j)] = static_cast<float>(std::cos(a) * rope.attention_factor);
+      s.rope_sin[Z(t * half + j)] = static_cast<float>(std::sin(a) * rope.attention_factor);
+    }
+  return std::unique_ptr<TrainModel>(new TrainModel(std::move(m)));
+}
+
+TrainModel::TrainModel(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+TrainModel::~TrainModel() = default;
+
+Status TrainModel::Impl::CheckBatch(std::span<const int32_t> tokens, std::span<const int32_t> targets) const {
+  if (static_cast<int64_t>(tokens.size()) != N || static_cast<int64_t>(targets.size()) != N)
+    return InvalidArgument("a micro-batch needs " + std::to_string(N) + " tokens and targets (" +
+                           std::to_string(shape.micro_batch) + " x " + std::to_string(shape.seq_len) + "), got " +
+                           std::to_string(tokens.size()) + " and " + std::to_string(targets.size()));
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i] < 0 || tokens[i] >= V)
+      return InvalidArgument("token " + std::to_string(tokens[i]) + " at position " + std::to_string(i) +
+                             " is outside the vocabulary [0, " + std::to_string(V) + ")");
+    if (targets[i] >= V)
+      return InvalidArgument("target " + std::to_string(targets[i]) + " at position " + std::to_string(i) +
+                             " is outside the vocabulary [0, " + std::to_string(V) + ")");
+  }
+  return Status::Ok();
+}
+
+void TrainModel::Impl::AttentionForward(Layer& L, const float* x, float* out) {
+  {
+    Timer tm(this, kNormF);
+    fast::RmsNormForward(x, N, H, L.attn_norm.w, static_cast<float>(c.rms_norm_eps), L.xn1.data(), L.rstd1.data());
+  }
+  {
+    Timer tm(this, kQkvF);
+    fast::LinearForward(L.xn1.data(), N, H, L.wqkv.w, qkvd, L.qkv.data());
+    if (c.qkv_bias) fast::AddBias(L.qkv.data(), N, qkvd, qkvd, L.bqkv.w);
+  }
+  {
+    Timer tm(this, kRopeF);
+    fast::RopeForward(L.qkv.data(), N, qkvd, c.num_heads, c.head_dim, shape.seq_len, rope_cos.data(), rope_sin.data());
+    fast::RopeForward(L.qkv.data() + qd, N, qkvd, c.num_kv_heads, c.head_dim, shape.seq_len, rope_cos.data(),
+                      rope_sin.data());
+  }
+  {
+    Timer tm(this, kAttnF);
+    fast::AttentionShape as{shape.micro_batch, shape.seq_len, c.num_heads, c.num_kv_heads, c.head_dim,
+                            qkvd, qkvd, qd, std::min(threads, omp_get_max_threads())};
+    fast::CausalAttentionForward(as, L.qkv.data(), L.qkv.data() + qd, L.qkv.data() + qd + kvd, L.att.data(),
+                                 L.lse.data(), attn_scratch.data());
+  }
+  {
+    Timer tm(this, kWoF);
+    std::memcpy(out, x, Z(N * H) * sizeof(float));
+    fast::LinearForward(L.att.data(), N, qd, L.wo.w, H, out, 1.0f);
+  }
+}
+
+void TrainModel::Impl::DenseFfnForward(Layer& L, float* out) {
+  {
+    Timer tm(this, kFfnGemmF);
+    fast::LinearForward(L.xn2.data(), N, H, L.gu.w, 2 * F, L.gu_act.data());
+  }
+  {
+    Timer tm(this, kSwiGluF);
+    fast::SwiGluForward(L.gu_act.data(), N, F, L.h.data());
+  }
+  Timer tm(this, kFfnGemmF);
+  fast::LinearForward(L.h.data(), N, F, L.down.w, H, out, 1.0f);
+}
+
+void TrainModel::Impl::MoeForward(int64_t l, Layer& L, float* out) {
+  (void)l;
+  const int64_t A = N * K;
+  {
+    Timer tm(this, kRouterF);
+    fast::LinearForward(L.xn2.data(), N, H, L.router.w, E, L.rlogits.data());
+    fast::RouteTokens(L.rlogits.data(), N, shape.seq_len, router, L.rb(), route_scratch.data());
+  }
+  {
+    Timer tm(this, kPermuteF);
+    // Kept assignments grouped by expert, in assignment order within each expert.
+    int32_t* start = L.expert_start.data();
+    for (int64_t e = 0; e <= E; ++e) start[e] = 0;
+    for (int64_t a = 0; a < A; ++a)
+      if (L.kept[Z(a)]) ++start[L.expert[Z(a)] + 1];
+    for (int64_t e = 0; e < E; ++e) start[e + 1] += start[e];
+    for (int64_t a = 0; a < A; ++a) {
+      if (!L.kept[Z(a)]) {
+        L.slot_of[Z(a)] = -1;
+        continue;
+      }
+      const int32_t slot = start[L.expert[Z(a)]]++;
+      L.slot_of[Z(a)] = slot;
+      L.slot_row[Z(slot)] = static_cast<int32_t>(a / K);
+    }
+    for (int64_t e = E; e > 0; --e) start[e] = start[e - 1];
+    start[0] = 0;
+    const int64_t used = start[E];
+    const float* xn = L.xn2.data();
+    float* xe = L.xe.data();
+    const int32_t* rows = L.slot_row.data();
+    const int64_t Hh = H;
+#pragma omp parallel for schedule(static)
+    for (int64_t sl = 0; sl < used; ++sl) std::memcpy(xe + sl * Hh, xn + rows[sl] * Hh, Z(Hh) * sizeof(float));
+  }
+  const int32_t* start = L.expert_start.data();
+  const int64_t used = start[E];
+  {
+    Timer tm(this, kExpertGemmF);
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t n = start[e + 1] - start[e];
+      if (n == 0) continue;
+      fast::LinearForward(L.xe.data() + start[e] * H, n, H, L.expert_gu[Z(e)].w, 2 * Fe,
+                          L.gue.data() + start[e] * 2 * Fe);
+    }
+  }
+  {
+    Timer tm(this, kSwiGluF);
+    fast::SwiGluForward(L.gue.data(), used, Fe, L.he.data());
+  }
+  {
+    Timer tm(this, kExpertGemmF);
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t n = start[e + 1] - start[e];
+      if (n == 0) continue;
+      fast::LinearForward(L.he.data() + start[e] * Fe, n, Fe, L.expert_down[Z(e)].w, H, L.oe.data() + start[e] * H);
+    }
+  }
+  if (Fs > 0) {
+    {
+      Timer tm(this, kFfnGemmF);
+      fast::LinearForward(L.xn2.data(), N, H, L.shared_gu.w, 2 * Fs, L.sgu.data());
+    }
+    {
+      Timer tm(this, kSwiGluF);
+      fast::SwiGluForward(L.sgu.data(), N, Fs, L.sh.data());
+    }
+    Timer tm(this, kFfnGemmF);
+    fast::LinearForward(L.sh.data(), N, Fs, L.shared_down.w, H, L.sout.data());
+    fast::LinearForward(L.xn2.data(), N, H, L.shared_router.w, 1, L.sgate.data());
+  }
+  Timer tm(this, kPermuteF);
+  const int64_t k = K, Hh = H;
+  const bool shared = Fs > 0;
+  const float* oe = L.oe.data();
+  const float* prob = L.prob.data();
+  const int32_t* slot_of = L.slot_of.data();
+  const float* sout = shared ? L.sout.data() : nullptr;
+  const float* sgate = shared ? L.sgate.data() : nullptr;
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < N; ++t) {
+    float* o = out + t * Hh;
+    for (int64_t i = 0; i < k; ++i) {
+      const int32_t sl = slot_of[t * k + i];
+      if (sl < 0) continue;
+      const float w = prob[t * k + i];
+      const float* src = oe + int64_t{sl} * Hh;
+#pragma omp simd
+      for (int64_t h = 0; h < Hh; ++h) o[h] += w * src[h];
+    }
+    if (shared) {
+      const float g = 1.0f / (1.0f + std::exp(-sgate[t]));
+      const float* src = sout + t * Hh;
+#pragma omp simd
+      for (int64_t h = 0; h < Hh; ++h) o[h] += g * src[h];
+    }
+  }
+}
+
+void TrainModel::Impl::Forward(std::span<const int32_t> tokens) {
+  {
+    Timer tm(this, kEmbedF);
+    float* x = res[0].data();
+    const float* emb = embed.w;
+    const int64_t Hh = H;
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < N; ++t)
+      std::memcpy(x + t * Hh, emb + int64_t{tokens[Z(t)]} * Hh, Z(Hh) * sizeof(float));
+  }
+  size_t moe_index = 0;
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    Layer& L = layers[Z(l)];
+    AttentionForward(L, res[Z(l)].data(), mid[Z(l)].data());
+    {
+      Timer tm(this, kNormF);
+      fast::RmsNormForward(mid[Z(l)].data(), N, H, L.ffn_norm.w, static_cast<float>(c.rms_norm_eps), L.xn2.data(),
+                           L.rstd2.data());
+    }
+    float* out = res[Z(l + 1)].data();
+    std::memcpy(out, mid[Z(l)].data(), Z(N * H) * sizeof(float));
+    if (!L.moe) {
+      DenseFfnForward(L, out);
+      continue;
+    }
+    MoeForward(l, L, out);
+    MoeLayerStats& st = stats[moe_index++];
+    st.dropped = 0;
+    for (int64_t a = 0; a < N * K; ++a) st.dropped += L.kept[Z(a)] ? 0 : 1;
+    for (int64_t e = 0; e < E; ++e) st.tokens_per_expert[Z(e)] = L.load[Z(e)];
+  }
+  {
+    Timer tm(this, kNormF);
+    fast::RmsNormForward(res[Z(c.num_layers)].data(), N, H, final_norm.w, static_cast<float>(c.rms_norm_eps),
+                         xn_f.data(), rstd_f.data());
+  }
+  Timer tm(this, kHeadF);
+  fast::LinearForward(xn_f.data(), N, H, head.w, V, logits.data());
+}
+
+LossTerms TrainModel::Impl::Losses(std::span<const int32_t> targets, bool write_grad, float grad_scale) {
+  LossTerms r;
+  {
+    Timer tm(this, kLossF);
+    fast::OutputLossGrad g;
+    g.write = write_grad;
+    g.scale = grad_scale;
+    g.output_z = coef.output_z;
+    g.output_max_z = coef.output_max_z;
+    const fast::OutputLossValues ov =
+        fast::OutputLossForwardBackward(logits.data(), N, V, targets.data(), g, loss_rows.data());
+    r.ce = ov.ce;
+    r.output_z = ov.output_z;
+    r.output_max_z = ov.output_max_z;
+  }
+  Timer tm(this, kRouterF);
+  const int64_t moe_layers = MoeLayerCount(c);
+  size_t moe_index = 0;
+  for (Layer& L : layers) {
+    if (!L.moe) continue;
+    const fast::RouterLossValues rv = fast::ComputeRouterLosses(L.rlogits.data(), N, router, L.rb());
+    r.aux += rv.aux;
+    r.router_max_z += rv.router_max_z;
+    r.router_z += rv.router_z;
+    stats[moe_index++].router_entropy = rv.entropy;
+  }
+  if (moe_layers > 0) {
+    r.aux /= double(moe_layers);
+    r.router_max_z /= double(moe_layers);
+    r.router_z /= double(moe_layers);
+  }
+  r.total = r.ce + coef.aux * r.aux + coef.router_max_z * r.router_max_z + coef.router_z * r.router_z +
+            coef.output_z * r.output_z + coef.output_max_z * r.output_max_z;
+  return r;
+}
+
+void TrainModel::Impl::MoeBackward(Layer& L, float grad_scale) {
+  const int64_t k = K, Hh = H;
+  const int32_t* start = L.expert_start.data();
+  const int64_t used = start[E];
+  {
+    Timer tm(this, kPermuteB);
+    const float* dy = dx.data();
+    const float* oe = L.oe.data();
+    const float* prob = L.prob.data();
+    const int32_t* slot_of = L.slot_of.data();
+    float* dw = dweight.data();
+    float* doe_ = doe.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < N; ++t) {
+      const float* d = dy + t * Hh;
+      for (int64_t i = 0; i < k; ++i) {
+        const int32_t sl = slot_of[t * k + i];
+        if (sl < 0) {
+          dw[t * k + i] = 0;
+          continue;
+        }
+        const float* o = oe + int64_t{sl} * Hh;
+        float* g = doe_ + int64_t{sl} * Hh;
+        const float w = prob[t * k + i];
+        float acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t h = 0; h < Hh; ++h) {
+          acc += d[h] * o[h];
+          g[h] = w * d[h];
+        }
+        dw[t * k + i] = acc;
+      }
+    }
+  }
+  {
+    Timer tm(this, kExpertGemmB);
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t n = start[e + 1] - start[e];
+      if (n == 0) continue;
+      fast::LinearBackwardInput(doe.data() + start[e] * H, n, H, L.expert_down[Z(e)].w, Fe, dh.data() + start[e] * Fe);
+      fast::LinearBackwardWeight(doe.data() + start[e] * H, n, H, L.he.data() + start[e] * Fe, Fe,
+                                 L.expert_down[Z(e)].g);
+    }
+  }
+  {
+    Timer tm(this, kSwiGluB);
+    fast::SwiGluBackward(L.gue.data(), dh.data(), used, Fe, dgu.data());
+  }
+  {
+    Timer tm(this, kExpertGemmB);
+    for (int64_t e = 0; e < E; ++e) {
+      const int64_t n = start[e + 1] - start[e];
+      if (n == 0) continue;
+      const float* dg = dgu.data() + start[e] * 2 * Fe;
+      fast::LinearBackwardWeight(dg, n, 2 * Fe, L.xe.data() + start[e] * H, H, L.expert_gu[Z(e)].g);
+      fast::LinearBackwardInput(dg, n, 2 * Fe, L.expert_gu[Z(e)].w, H, dxe.data() + start[e] * H);
+    }
+  }
+  {
+    Timer tm(this, kPermuteB);
+    const float* dxe_ = dxe.data();
+    const int32_t* slot_of = L.slot_of.data();
+    float* out = dxn.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < N; ++t) {
+      float* o = out + t * Hh;
+      for (int64_t h = 0; h < Hh; ++h) o[h] = 0;
+      for (int64_t i = 0; i < k; ++i) {
+        const int32_t sl = slot_of[t * k + i];
+        if (sl < 0) continue;
+        const float* src = dxe_ + int64_t{sl} * Hh;
+#pragma omp simd
+        for (int64_t h = 0; h < Hh; ++h) o[h] += src[h];
+      }
+    }
+  }
+  {
+    Timer tm(this, kRouterB);
+    const double per_layer = double(grad_scale) / double(MoeLayerCount(c));
+    const fast::RouterGradScales gs{coef.aux * per_layer, coef.router_max_z * per_layer, coef.router_z * per_layer};
+    fast::RouterBackward(L.rlogits.data(), N, router, L.rb(), dweight.data(), gs, drlogits.data());
+    fast::LinearBackwardWeight(drlogits.data(), N, E, L.xn2.data(), H, L.router.g);
+    fast::LinearBackwardInput(drlogits.data(), N, E, L.router.w, H, dxn.data(), 1.0f);
+  }
+  if (Fs > 0) {
+    {
+      Timer tm(this, kPermuteB);
+      const float* dy = dx.data();
+      const float* sout = L.sout.data();
+      const float* sgate = L.sgate.data();
+      float* ds = doe.data();
+      float* dg = dsgate.data();
+#pragma omp parallel for schedule(static)
+      for (int64_t t = 0; t < N; ++t) {
+        const float g = 1.0f / (1.0f + std::exp(-sgate[t]));
+        float acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t h = 0; h < Hh; ++h) {
+          acc += dy[t * Hh + h] * sout[t * Hh + h];
+          ds[t * Hh + h] = g * dy[t * Hh + h];
+        }
+        dg[t] = acc * g * (1.0f - g);
+      }
+    }
+    {
+      Timer tm(this, kFfnGemmB);
+      fast::LinearBackwardWeight(dsgate.data(), N, 1, L.xn2.data(), H, L.shared_router.g);
+      fast::LinearBackwardInput(dsgate.data(), N, 1, L.shared_router.w, H, dxn.data(), 1.0f);
+      fast::LinearBackwardInput(doe.data(), N, H, L.shared_down.w, Fs, dh.data());
+      fast::LinearBackwardWeight(doe.data(), N, H, L.sh.data(), Fs, L.shared_down.g);
+    }
+    {
+      Timer tm(this, kSwiGluB);
+      fast::SwiGluBackward(L.sgu.data(), dh.data(), N, Fs, dgu.data());
+    }
+    Timer tm(this, kFfnGemmB);
+    fast::LinearBackwardWeight(dgu.data(), N, 2 * Fs, L.xn2.data(), H, L.shared_gu.g);
+    fast::LinearBackwardInput(dgu.data(), N, 2 * Fs, L.shared_gu.w, H, dxn.data(), 1.0f);
+  }
+}
+
+void TrainModel::Impl::Backward(std::span<const int32_t> tokens, float grad_scale) {
+  {
+    Timer tm(this, kHeadB);
+    // logits now hold d(loss)/d(logits).
+    fast::LinearBackwardInput(logits.data(), N, V, head.w, H, dxn.data());
+    fast::LinearBackwardWeight(logits.data(), N, V, xn_f.data(), H, head.g);
+  }
+  {
+    Timer tm(this, kNormB);
+    std::fill(dx.begin(), dx.end(), 0.0f);
+    fast::RmsNormBackward(res[Z(c.num_layers)].data(), rstd_f.data(), N, H, final_norm.w, dxn.data(), dx.data(),
+                          final_norm.g);
+  }
+  for (int64_t l = c.num_layers - 1; l >= 0; --l) {
+    Layer& L = layers[Z(l)];
+    // dx is the gradient of res[l+1]; the FFN branch adds its input gradient through ffn_norm.
+    if (L.moe) {
+      MoeBackward(L, grad_scale);
+    } else {
+      {
+        Timer tm(this, kFfnGemmB);
+        fast::LinearBackwardInput(dx.data(), N, H, L.down.w, F, dh.data());
+        fast::LinearBackwardWeight(dx.data(), N, H, L.h.data(), F, L.down.g);
+      }
+      {
+        Timer tm(this, kSwiGluB);
+        fast::SwiGluBackward(L.gu_act.data(), dh.data(), N, F, dgu.data());
+      }
+      Timer tm(this, kFfnGemmB);
+      fast::LinearBackwardWeight(dgu.data(), N, 2 * F, L.xn2.data(), H, L.gu.g);
+      fast::LinearBackwardInput(dgu.data(), N, 2 * F, L.gu.w, H, dxn.data());
+    }
+    {
+      Timer tm(this, kNormB);
+      fast::RmsNormBackward(mid[Z(l)].data(), L.rstd2.data(), N, H, L.ffn_norm.w, dxn.data(), dx.data(),
+                            L.ffn_norm.g);
+    }
+    // dx is now the gradient of mid[l] = res[l] + wo·attention.
+    {
+      Timer tm(this, kWoB);
+      fast::LinearBackwardInput(dx.data(), N, H, L.wo.w, qd, datt.data());
+      fast::LinearBackwardWeight(dx.data(), N, H, L.att.data(), qd, L.wo.g);
+    }
+    {
+      Timer tm(this, kAttnB);
+      fast::AttentionShape as{shape.micro_batch, shape.seq_len, c.num_heads, c.num_kv_heads, c.head_dim,
+                              qkvd, qkvd, qd, std::min(threads, omp_get_max_threads())};
+      fast::CausalAttentionBackward(as, L.qkv.data(), L.qkv.data() + qd, L.qkv.data() + qd + kvd, L.att.data(),
+                                    L.lse.data(), datt.data(), dqkv.data(), dqkv.data() + qd, dqkv.data() + qd + kvd,
+                                    attn_scratch.data());
+    }
+    {
+      Timer tm(this, kRopeB);
+      fast::RopeBackward(dqkv.data(), N, qkvd, c.num_heads, c.head_dim, shape.seq_len, rope_cos.data(),
+                         rope_sin.data());
+      fast::RopeBackward(dqkv.data() + qd, N, qkvd, c.num_kv_heads, c.head_dim, shape.seq_len, rope_cos.data(),
+                         rope_sin.data());
+    }
+    {
+      Timer tm(this, kQkvB);
+      if (c.qkv_bias) fast::ColumnSumAccumulate(dqkv.data(), N, qkvd, qkvd, L.bqkv.g);
+      fast::LinearBackwardWeight(dqkv.data(), N, qkvd, L.xn1.data(), H, L.wqkv.g);
+      fast::LinearBackwardInput(dqkv.data(), N, qkvd, L.wqkv.w, H, dxn.data());
+    }
+    Timer tm(this, kNormB);
+    fast::RmsNormBackward(res[Z(l)].data(), L.rstd1.data(), N, H, L.attn_norm.w, dxn.data(), dx.data(), L.attn_norm.g);
+  }
+  Timer tm(this, kEmbedB);
+  // Sequential: rows with the same token add into the same embedding row in a fixed order.
+  for (int64_t t = 0; t < N; ++t) {
+    float* g = embed.g + int64_t{tokens[Z(t)]} * H;
+    const float* d = dx.data() + t * H;
+    for (int64_t h = 0; h < H; ++h) g[h] += d[h];
+  }
+}
+
+Result<LossTerms> TrainModel::ForwardBackward(std::span<const int32_t> tokens, std::span<const int32_t> targets,
+                                              float grad_scale) {
+  Impl& s = *impl_;
+  ESCALE_RETURN_IF_ERROR(s.CheckBatch(tokens, targets));
+  s.Forward(tokens);
+  const LossTerms r = s.Losses(targets, /*write_grad=*/true, grad_scale);
+  s.Backward(tokens, grad_scale);
+  return r;
+}
+
+Result<LossTerms> TrainModel::Evaluate(std::span<const int32_t> tokens, std::span<const int32_t> targets) {
+  Impl& s = *impl_;
+  ESCALE_RETURN_IF_ERROR(s.CheckBatch(tokens, targets));
+  s.Forward(tokens);
+  return s.Losses(targets, /*write_grad=*/false, 1.0f);
+}
+
+void TrainModel::ZeroGrads() { std::fill(impl_->grads.begin(), impl_->grads.end(), 0.0f); }
+
+std::span<TrainModel::Param> TrainModel::params() { return impl_->params; }
+
+const std::vector<MoeLayerStats>& TrainModel::moe_stats() const { return impl_->stats; }
+
+TensorMap TrainModel::ExportTensors() const {
+  TensorMap m;
+  for (size_t i = 0; i < impl_->specs.size(); ++i) {
+    const TensorSpec& spec = impl_->specs[i];
+    Tensor t = Tensor::Zeros(DType::kF32, spec.shape);
+    std::memcpy(t.mutable_bytes(), impl_->weights.data() + impl_->offsets[i], t.nbytes());
+    m.emplace(spec.name, std::move(t));
+  }
+  return m;
+}
+
+const ModelConfig& TrainModel::config() const { return impl_->c; }
+BatchShape TrainModel::shape() const { return impl_->shape; }
+std::span<const float> TrainModel::logits() const { return impl_->logits; }
+
+void TrainModel::PoisonActivationsForTesting() {
+  Impl& s = *impl_;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  auto poison = [nan](Buf& b) { std::fill(b.begin(), b.end(), nan); };
+  for (Layer& L : s.layers) {
+    for (Buf* b : {&L.rstd1, &L.xn1, &L.qkv, &L.att, &L.lse, &L.rstd2, &L.xn2, &L.gu_act, &L.h, &L.rlogits, &L.softmax,
+                   &L.prob, &L.xe, &L.gue, &L.he, &L.oe, &L.sgu, &L.sh, &L.sout, &L.sgate})
+      poison(*b);
+    std::fill(L.expert.begin(), L.expert.end(), -7);
+    std::fill(L.slot_of.begin(), L.slot_of.end(), -7);
+    std::fill(L.slot_row.begin(), L.slot_row.end(), -7);
+    std::fill(L.expert_start.begin(), L.expert_start.end(), -7);
+    std::fill(L.kept.begin(), L.kept.end(), uint8_t{7});
+    std::fill(L.load.begin(), L.load.end(), int64_t{-7});
+  }
+  for (Buf& b : s.res) poison(b);
+  for (Buf& b : s.mid) poison(b);
+  for (Buf* b : {&s.rstd_f, &s.xn_f, &s.logits, &s.dx, &s.dxn, &s.dqkv, &s.datt, &s.dgu, &s.dh, &s.doe, &s.dxe,
+                 &s.dweight, &s.drlogits, &s.dsgate, &s.attn_scratch})
+    poison(*b);
+  std::fill(s.loss_rows.begin(), s.loss_rows.end(), std::numeric_limits<double>::quiet_NaN());
+  std::fill(s.route_scratch.begin(), s.route_scratch.end(), -7);
+}
+
+void TrainModel::SetProfiling(bool on) {
+  impl_->profiling = on;
+  if (on) impl_->prof.fill(0.0);
+}
+
+std::vector<std::pair<std::string, double>> TrainModel::Profile() const {
+  std::vector<std::pair<std::string, double>> out;
+  for (int i = 0; i < kOpCount; ++i) out.emplace_back(kOpNames[Z(i)], impl_->prof[Z(i)]);
+  return out;
+}
+
+}  // namespace escale

@@ -1,0 +1,86 @@
+// The fp32 training model of the CPU fast path: forward, the SPEC.md §4 losses and the backward of
+// a dense or MoE Llama-family model on micro-batches of a fixed shape. Checked against the fp64
+// reference (model/reference_model.h) by tests/model/train_model_test.cpp.
+//
+// Design: fp32 master weights and gradients live in two flat buffers in canonical order, so q/k/v
+// (and gate/up) of a layer are adjacent and run as one sgemm. Every activation and scratch buffer
+// for the BatchShape is allocated in Create; ForwardBackward and Evaluate allocate nothing.
+// Results are deterministic for a fixed OpenMP/OpenBLAS thread count.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/status.h"
+#include "model/config.h"
+#include "model/reference_forward.h"
+#include "model/reference_model.h"
+
+namespace escale {
+
+struct BatchShape {
+  int64_t micro_batch = 1, seq_len = 1;
+};
+
+struct MoeLayerStats {
+  int64_t layer = 0;
+  std::vector<int64_t> tokens_per_expert;  // assignments before capacity dropping
+  int64_t dropped = 0;                     // assignments dropped by the capacity limit
+  double router_entropy = 0;               // mean over tokens of the router softmax entropy (nats)
+};
+
+class TrainModel {
+ public:
+  // Copies `init` (canonical names -> tensors of any float dtype; other names are ignored) into fp32
+  // master weights and allocates everything a step of `shape` needs.
+  static Result<std::unique_ptr<TrainModel>> Create(const ModelConfig& config, const TensorMap& init, BatchShape shape,
+                                                    const LossCoefficients& coef);
+  ~TrainModel();
+  TrainModel(const TrainModel&) = delete;
+  TrainModel& operator=(const TrainModel&) = delete;
+
+  // One micro-batch of micro_batch*seq_len tokens and targets (target < 0: not counted): forward,
+  // loss terms, backward. The gradient of grad_scale·total is ADDED to the grad buffers (pass
+  // 1/accumulation_steps to average micro-batches). The returned terms are unscaled.
+  Result<LossTerms> ForwardBackward(std::span<const int32_t> tokens, std::span<const int32_t> targets,
+                                    float grad_scale = 1.0f);
+  // Forward and loss terms only; gradients untouched.
+  Result<LossTerms> Evaluate(std::span<const int32_t> tokens, std::span<const int32_t> targets);
+  void ZeroGrads();
+
+  struct Param {
+    std::string name;
+    std::span<float> value;
+    std::span<float> grad;
+    bool decay;  // false for norms, biases, embeddings
+  };
+  std::span<Param> params();  // canonical names and order
+  const std::vector<MoeLayerStats>& moe_stats() const;  // of the last forward (MoE layers only)
+  TensorMap ExportTensors() const;                      // fp32 copies, canonical names and shapes
+  const ModelConfig& config() const;
+  BatchShape shape() const;
+  // Logits [micro_batch*seq_len, V] of the last Evaluate (ForwardBackward overwrites them with
+  // their gradient).
+  std::span<const float> logits() const;
+
+  // Wall time per op (forward and backward separately), accumulated while profiling is on; for
+  // `escale bench train`. Costs two clock reads per op.
+  void SetProfiling(bool on);
+  std::vector<std::pair<std::string, double>> Profile() const;  // op name -> seconds
+
+  // Fills every activation and scratch buffer with NaN (weights and gradients untouched), so a
+  // test can show that a step never reads a value it did not write first.
+  void PoisonActivationsForTesting();
+
+  struct Impl;
+
+ private:
+  explicit TrainModel(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace escale

@@ -1,0 +1,28 @@
+// Causal grouped-query attention for the fp32 training path. The forward keeps only the per-row
+// log-sum-exp of the scores; the backward recomputes the probabilities row by row from it, so no
+// T x T matrix is stored. Query head h reads KV head h / (heads / kv_heads); scale 1/sqrt(hd).
+#pragma once
+
+#include <cstdint>
+
+namespace escale::ops::fast {
+
+struct AttentionShape {
+  int64_t batch = 0, seq_len = 0, heads = 0, kv_heads = 0, head_dim = 0;
+  int64_t q_ld = 0;    // row stride of q and dq
+  int64_t kv_ld = 0;   // row stride of k, v, dk and dv
+  int64_t o_ld = 0;    // row stride of out and dout
+  int threads = 1;     // OpenMP threads; the scratch holds this many slices
+};
+
+// Rows are token b*seq_len + t. out [rows, heads*hd] (stride o_ld), lse [batch, heads, seq_len].
+// scratch: seq_len floats per thread.
+void CausalAttentionForward(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
+                            float* lse, float* scratch);
+
+// Writes dq, dk, dv (every element of their heads) from dout. out and lse from the forward.
+// scratch: 2*seq_len floats per thread.
+void CausalAttentionBackward(const AttentionShape& s, const float* q, const float* k, const float* v, const float* out,
+                             const float* lse, const float* dout, float* dq, float* dk, float* dv, float* scratch);
+
+}  // namespace escale::ops::fast
