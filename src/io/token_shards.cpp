@@ -142,6 +142,8 @@ Result<TokenShard> TokenShard::Open(const std::string& path, std::optional<int64
   return s;
 }
 
+const void* TokenShard::data() const { return file_->data() + kShardHeaderBytes; }
+
 uint32_t TokenShard::operator[](uint64_t i) const {
   const std::byte* p = file_->data() + kShardHeaderBytes + i * static_cast<uint64_t>(width_);
   if (width_ == 2) return std::to_integer<uint32_t>(p[0]) | (std::to_integer<uint32_t>(p[1]) << 8);

@@ -56,6 +56,8 @@ class TokenShard {
   uint64_t size() const { return count_; }
   int token_bytes() const { return width_; }
   uint32_t operator[](uint64_t i) const;
+  // The ids in place (uint16 or uint32 per token_bytes()), valid while this shard lives.
+  const void* data() const;
   std::vector<int32_t> Slice(uint64_t begin, uint64_t n) const;
 
  private:
