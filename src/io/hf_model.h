@@ -23,7 +23,8 @@ namespace escale {
 // the reason; unknown keys are kept in ModelConfig::extra and written back.
 Result<ModelConfig> ParseHfConfig(const nlohmann::json& j);
 Result<ModelConfig> ReadHfConfig(const std::string& dir);
-nlohmann::json HfConfigToJson(const ModelConfig& c);
+// Fails when the architecture cannot express the config (e.g. Mixtral with a shared expert).
+Result<nlohmann::json> HfConfigToJson(const ModelConfig& c);
 
 // The Hugging Face tensor name of a canonical tensor, for the config's architecture.
 std::string HfTensorName(const ModelConfig& c, const TensorSpec& spec);

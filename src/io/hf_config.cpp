@@ -1,0 +1,340 @@
+// config.json <-> ModelConfig (formats-and-eval.md §2.2; our choices in docs/formats.md).
+#include <cmath>
+#include <set>
+
+#include "core/atomic_output.h"
+#include "io/hf_model.h"
+
+namespace escale {
+namespace {
+
+using json = nlohmann::json;
+
+Status Cfg(const std::string& what) { return FormatError("config.json: " + what); }
+Status CfgUnsupported(const std::string& what) { return Unsupported("config.json: " + what); }
+
+// Keys this file interprets; every other key goes to ModelConfig::extra unchanged.
+const std::set<std::string>& ConsumedKeys() {
+  static const std::set<std::string> k = {
+      "architectures", "model_type", "vocab_size", "hidden_size", "intermediate_size",
+      "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+      "max_position_embeddings", "rope_theta", "rope_scaling", "rope_parameters", "rms_norm_eps",
+      "tie_word_embeddings", "torch_dtype", "dtype", "hidden_act", "attention_bias", "mlp_bias",
+      "qkv_bias", "num_local_experts", "num_experts", "num_experts_per_tok",
+      "router_aux_loss_coef", "moe_intermediate_size", "shared_expert_intermediate_size",
+      "decoder_sparse_step", "mlp_only_layers", "norm_topk_prob", "partial_rotary_factor",
+      "escale"};
+  return k;
+}
+
+Result<int64_t> GetInt(const json& j, const char* key, std::optional<int64_t> dflt) {
+  if (!j.contains(key) || j[key].is_null()) {
+    if (dflt) return *dflt;
+    return Cfg(std::string("required field '") + key + "' is missing");
+  }
+  const json& v = j[key];
+  if (v.is_number_integer()) return v.get<int64_t>();
+  if (v.is_number_float()) {
+    const double d = v.get<double>();
+    if (std::floor(d) == d && std::abs(d) < 9e15) return static_cast<int64_t>(d);
+  }
+  return Cfg(std::string("field '") + key + "' must be an integer, got " + v.dump());
+}
+
+Result<double> GetNumber(const json& j, const char* key, double dflt) {
+  if (!j.contains(key) || j[key].is_null()) return dflt;
+  if (!j[key].is_number()) return Cfg(std::string("field '") + key + "' must be a number, got " + j[key].dump());
+  return j[key].get<double>();
+}
+
+Result<bool> GetBool(const json& j, const char* key, bool dflt) {
+  if (!j.contains(key) || j[key].is_null()) return dflt;
+  if (!j[key].is_boolean()) return Cfg(std::string("field '") + key + "' must be true or false, got " + j[key].dump());
+  return j[key].get<bool>();
+}
+
+struct ArchDefaults {
+  Architecture arch;
+  int64_t max_pos;
+  double rope_theta;
+  double eps;
+};
+
+Result<ArchDefaults> DetectArchitecture(const json& j) {
+  static const ArchDefaults kTable[] = {
+      {Architecture::kLlama, 2048, 10000.0, 1e-6},   {Architecture::kQwen2, 32768, 10000.0, 1e-6},
+      {Architecture::kMistral, 32768, 10000.0, 1e-6}, {Architecture::kMixtral, 131072, 1e6, 1e-5},
+      {Architecture::kQwen2Moe, 32768, 10000.0, 1e-6}};
+  std::string name;
+  if (j.contains("architectures") && !j["architectures"].is_null()) {
+    const json& a = j["architectures"];
+    if (!a.is_array() || a.size() != 1 || !a[0].is_string())
+      return Cfg("'architectures' must be a list with one class name, got " + a.dump());
+    name = a[0].get<std::string>();
+    for (const auto& d : kTable)
+      if (ArchitectureClassName(d.arch) == name) return d;
+  } else if (j.contains("model_type") && j["model_type"].is_string()) {
+    name = j["model_type"].get<std::string>();
+    for (const auto& d : kTable)
+      if (ArchitectureModelType(d.arch) == name) return d;
+  } else {
+    return Cfg("required field 'architectures' is missing");
+  }
+  return CfgUnsupported("architecture '" + name +
+                        "' is not supported; escale reads LlamaForCausalLM, Qwen2ForCausalLM, "
+                        "MistralForCausalLM, MixtralForCausalLM and Qwen2MoeForCausalLM");
+}
+
+std::optional<DType> ParseTorchDtype(const std::string& s) {
+  if (s == "float32" || s == "float") return DType::kF32;
+  if (s == "bfloat16") return DType::kBF16;
+  if (s == "float16" || s == "half") return DType::kF16;
+  if (s == "float64" || s == "double") return DType::kF64;
+  return std::nullopt;
+}
+
+std::string TorchDtypeName(DType t) {
+  switch (t) {
+    case DType::kBF16: return "bfloat16";
+    case DType::kF16: return "float16";
+    case DType::kF64: return "float64";
+    default: return "float32";
+  }
+}
+
+// Normalises the three RoPE spellings (top-level rope_theta + rope_scaling, v5 rope_parameters)
+// into rope_theta plus a scaling object without rope_theta (null for plain RoPE).
+Status ParseRope(const json& j, ModelConfig& c, double default_theta) {
+  json scaling = nullptr;
+  for (const char* key : {"rope_scaling", "rope_parameters"}) {
+    if (!j.contains(key) || j[key].is_null()) continue;
+    if (!j[key].is_object()) return Cfg(std::string("'") + key + "' must be an object, got " + j[key].dump());
+    if (!scaling.is_null() && scaling != j[key])
+      return Cfg("'rope_scaling' and 'rope_parameters' disagree; keep one of them");
+    scaling = j[key];
+  }
+  ESCALE_ASSIGN_OR_RETURN(c.rope_theta, GetNumber(j, "rope_theta", default_theta));
+  if (scaling.is_object() && scaling.contains("rope_theta")) {
+    ESCALE_ASSIGN_OR_RETURN(c.rope_theta, GetNumber(scaling, "rope_theta", c.rope_theta));
+    scaling.erase("rope_theta");
+  }
+  if (scaling.is_null()) {
+    c.rope_scaling = nullptr;
+    return Status::Ok();
+  }
+  std::string type = "default";
+  for (const char* key : {"rope_type", "type"})
+    if (scaling.contains(key) && scaling[key].is_string()) type = scaling[key].get<std::string>();
+  if (type == "default") {
+    c.rope_scaling = nullptr;
+    return Status::Ok();
+  }
+  if (type == "linear") {
+    if (!scaling.contains("factor") || !scaling["factor"].is_number())
+      return Cfg("rope_scaling of type linear needs a numeric 'factor'");
+  } else if (type == "llama3") {
+    for (const char* k : {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"})
+      if (!scaling.contains(k) || !scaling[k].is_number())
+        return Cfg(std::string("rope_scaling of type llama3 needs a numeric '") + k + "'");
+  } else {
+    return CfgUnsupported("RoPE scaling type '" + type +
+                          "' is not supported; escale handles default, linear and llama3");
+  }
+  c.rope_scaling = scaling;
+  return Status::Ok();
+}
+
+Status ParseEscaleKeys(const json& j, ModelConfig& c) {
+  if (!j.contains("escale")) return Status::Ok();
+  const json& e = j["escale"];
+  if (!e.is_object()) return Cfg("'escale' must be an object");
+  for (auto it = e.begin(); it != e.end(); ++it)
+    if (it.key() != "router" && it.key() != "capacity_factor" && it.key() != "drop_policy")
+      return Cfg("unknown key 'escale." + it.key() + "' (known: router, capacity_factor, drop_policy)");
+  if (!c.is_moe()) return Cfg("'escale' MoE settings given for a dense model");
+  if (e.contains("router")) {
+    const std::string r = e["router"].is_string() ? e["router"].get<std::string>() : "";
+    RouterType rt;
+    if (r == "mixtral") rt = RouterType::kMixtral;
+    else if (r == "st") rt = RouterType::kSt;
+    else return Cfg("escale.router must be \"mixtral\" or \"st\", got " + e["router"].dump());
+    if (c.arch == Architecture::kQwen2Moe && rt != c.moe.router)
+      return Cfg("escale.router disagrees with norm_topk_prob (true means mixtral, false means st)");
+    c.moe.router = rt;
+  }
+  ESCALE_ASSIGN_OR_RETURN(c.moe.capacity_factor, GetNumber(e, "capacity_factor", 0.0));
+  if (e.contains("drop_policy")) {
+    const std::string d = e["drop_policy"].is_string() ? e["drop_policy"].get<std::string>() : "";
+    if (d == "probability") c.moe.drop_policy = DropPolicy::kProbability;
+    else if (d == "position") c.moe.drop_policy = DropPolicy::kPosition;
+    else return Cfg("escale.drop_policy must be \"probability\" or \"position\", got " + e["drop_policy"].dump());
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<ModelConfig> ParseHfConfig(const json& j) {
+  if (!j.is_object()) return Cfg("must hold a JSON object");
+  ESCALE_ASSIGN_OR_RETURN(ArchDefaults ad, DetectArchitecture(j));
+  ModelConfig c;
+  c.arch = ad.arch;
+  const Architecture a = ad.arch;
+
+  if (j.contains("quantization_config"))
+    return CfgUnsupported("quantized checkpoints (quantization_config) are not supported; "
+                          "use the unquantized model");
+  if (j.contains("hidden_act") && j["hidden_act"] != "silu")
+    return CfgUnsupported("hidden_act " + j["hidden_act"].dump() + " is not supported; escale uses silu (SwiGLU)");
+  ESCALE_ASSIGN_OR_RETURN(double prf, GetNumber(j, "partial_rotary_factor", 1.0));
+  if (prf != 1.0) return CfgUnsupported("partial_rotary_factor other than 1 is not supported");
+  if (a == Architecture::kLlama) {
+    ESCALE_ASSIGN_OR_RETURN(bool ab, GetBool(j, "attention_bias", false));
+    if (ab)
+      return CfgUnsupported("attention_bias true (Llama with q/k/v/o biases) is not supported: escale "
+                            "has no o_proj bias; convert q/k/v-bias models as Qwen2ForCausalLM");
+    ESCALE_ASSIGN_OR_RETURN(bool mb, GetBool(j, "mlp_bias", false));
+    if (mb) return CfgUnsupported("mlp_bias true is not supported: escale's SwiGLU FFN has no biases");
+  }
+
+  ESCALE_ASSIGN_OR_RETURN(c.vocab_size, GetInt(j, "vocab_size", std::nullopt));
+  ESCALE_ASSIGN_OR_RETURN(c.hidden_size, GetInt(j, "hidden_size", std::nullopt));
+  ESCALE_ASSIGN_OR_RETURN(c.intermediate_size, GetInt(j, "intermediate_size", std::nullopt));
+  ESCALE_ASSIGN_OR_RETURN(c.num_layers, GetInt(j, "num_hidden_layers", std::nullopt));
+  ESCALE_ASSIGN_OR_RETURN(c.num_heads, GetInt(j, "num_attention_heads", std::nullopt));
+  ESCALE_ASSIGN_OR_RETURN(c.num_kv_heads, GetInt(j, "num_key_value_heads", c.num_heads));
+  if (!j.contains("head_dim") || j["head_dim"].is_null()) {
+    if (c.num_heads <= 0 || c.hidden_size % c.num_heads != 0)
+      return Cfg("head_dim is missing and hidden_size (" + std::to_string(c.hidden_size) +
+                 ") is not a multiple of num_attention_heads (" + std::to_string(c.num_heads) + ")");
+    c.head_dim = c.hidden_size / c.num_heads;
+  } else {
+    ESCALE_ASSIGN_OR_RETURN(c.head_dim, GetInt(j, "head_dim", std::nullopt));
+  }
+  ESCALE_ASSIGN_OR_RETURN(c.max_position_embeddings, GetInt(j, "max_position_embeddings", ad.max_pos));
+  ESCALE_ASSIGN_OR_RETURN(c.rms_norm_eps, GetNumber(j, "rms_norm_eps", ad.eps));
+  ESCALE_RETURN_IF_ERROR(ParseRope(j, c, ad.rope_theta));
+  ESCALE_ASSIGN_OR_RETURN(c.tie_word_embeddings, GetBool(j, "tie_word_embeddings", false));
+  for (const char* key : {"dtype", "torch_dtype"}) {
+    if (!j.contains(key) || j[key].is_null()) continue;
+    const auto d = j[key].is_string() ? ParseTorchDtype(j[key].get<std::string>()) : std::nullopt;
+    if (!d) return CfgUnsupported(std::string("'") + key + "' " + j[key].dump() +
+                                  " is not supported; use float32, bfloat16 or float16");
+    c.dtype = *d;
+    break;
+  }
+
+  c.qkv_bias = a == Architecture::kQwen2;
+  if (a == Architecture::kQwen2Moe) {
+    ESCALE_ASSIGN_OR_RETURN(c.qkv_bias, GetBool(j, "qkv_bias", true));
+  }
+
+  if (a == Architecture::kMixtral) {
+    const char* ekey = j.contains("num_local_experts") ? "num_local_experts" : "num_experts";
+    if (!j.contains(ekey)) return Cfg("required field 'num_local_experts' is missing");
+    ESCALE_ASSIGN_OR_RETURN(c.moe.num_experts, GetInt(j, ekey, std::nullopt));
+    ESCALE_ASSIGN_OR_RETURN(c.moe.top_k, GetInt(j, "num_experts_per_tok", 2));
+    c.moe.expert_intermediate = c.intermediate_size;
+    ESCALE_ASSIGN_OR_RETURN(c.moe.aux_loss_coef, GetNumber(j, "router_aux_loss_coef", 0.001));
+    c.moe.router = RouterType::kMixtral;
+    if (c.moe.num_experts <= 0) return Cfg("num_local_experts must be positive");
+  } else if (a == Architecture::kQwen2Moe) {
+    ESCALE_ASSIGN_OR_RETURN(c.moe.num_experts, GetInt(j, "num_experts", std::nullopt));
+    ESCALE_ASSIGN_OR_RETURN(c.moe.top_k, GetInt(j, "num_experts_per_tok", 4));
+    ESCALE_ASSIGN_OR_RETURN(c.moe.expert_intermediate, GetInt(j, "moe_intermediate_size", std::nullopt));
+    ESCALE_ASSIGN_OR_RETURN(c.moe.shared_intermediate,
+                            GetInt(j, "shared_expert_intermediate_size", std::nullopt));
+    ESCALE_ASSIGN_OR_RETURN(c.moe.every, GetInt(j, "decoder_sparse_step", 1));
+    if (j.contains("mlp_only_layers") && !j["mlp_only_layers"].is_null()) {
+      const json& m = j["mlp_only_layers"];
+      if (!m.is_array()) return Cfg("'mlp_only_layers' must be a list of layer indices");
+      for (const json& v : m) {
+        if (!v.is_number_integer()) return Cfg("'mlp_only_layers' must be a list of layer indices");
+        c.moe.dense_layers.push_back(v.get<int64_t>());
+      }
+    }
+    ESCALE_ASSIGN_OR_RETURN(bool norm, GetBool(j, "norm_topk_prob", false));
+    c.moe.router = norm ? RouterType::kMixtral : RouterType::kSt;
+    ESCALE_ASSIGN_OR_RETURN(c.moe.aux_loss_coef, GetNumber(j, "router_aux_loss_coef", 0.001));
+    if (c.moe.num_experts <= 0) return Cfg("num_experts must be positive");
+  }
+  ESCALE_RETURN_IF_ERROR(ParseEscaleKeys(j, c));
+
+  for (auto it = j.begin(); it != j.end(); ++it)
+    if (!ConsumedKeys().count(it.key())) c.extra[it.key()] = *it;
+  const Status v = c.Validate();
+  if (!v.ok()) return Cfg(v.message());
+  return c;
+}
+
+Result<ModelConfig> ReadHfConfig(const std::string& dir) {
+  const std::string path = dir + "/config.json";
+  ESCALE_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path));
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return FormatError(path + " is not valid JSON; fix or re-download it");
+  auto c = ParseHfConfig(j);
+  if (!c.ok()) return c.status().WithContext(dir);
+  return c;
+}
+
+Result<json> HfConfigToJson(const ModelConfig& c) {
+  ESCALE_RETURN_IF_ERROR(c.Validate());
+  const Architecture a = c.arch;
+  const std::string cls(ArchitectureClassName(a));
+  if (IsMoeArchitecture(a) != c.is_moe())
+    return InvalidArgument(cls + (c.is_moe() ? " cannot hold MoE layers; write MixtralForCausalLM or Qwen2MoeForCausalLM"
+                                             : " needs experts; write a dense architecture"));
+  if (c.qkv_bias && (a == Architecture::kLlama || a == Architecture::kMistral || a == Architecture::kMixtral))
+    return Unsupported(cls + " cannot express q/k/v biases without an o_proj bias; write Qwen2ForCausalLM or Qwen2MoeForCausalLM");
+  if (!c.qkv_bias && a == Architecture::kQwen2)
+    return Unsupported("Qwen2ForCausalLM always has q/k/v biases; write LlamaForCausalLM for a bias-free model");
+  if (a == Architecture::kMixtral &&
+      (c.moe.shared_intermediate > 0 || c.moe.every != 1 || !c.moe.dense_layers.empty()))
+    return Unsupported("MixtralForCausalLM has no shared expert or dense layers; write Qwen2MoeForCausalLM");
+
+  json j = c.extra.is_object() ? c.extra : json::object();
+  j["architectures"] = json::array({cls});
+  j["model_type"] = std::string(ArchitectureModelType(a));
+  j["vocab_size"] = c.vocab_size;
+  j["hidden_size"] = c.hidden_size;
+  j["intermediate_size"] = a == Architecture::kMixtral ? c.moe.expert_intermediate : c.intermediate_size;
+  j["num_hidden_layers"] = c.num_layers;
+  j["num_attention_heads"] = c.num_heads;
+  j["num_key_value_heads"] = c.num_kv_heads;
+  j["head_dim"] = c.head_dim;
+  j["max_position_embeddings"] = c.max_position_embeddings;
+  j["rope_theta"] = c.rope_theta;
+  if (!c.rope_scaling.is_null()) j["rope_scaling"] = c.rope_scaling;
+  j["rms_norm_eps"] = c.rms_norm_eps;
+  j["tie_word_embeddings"] = c.tie_word_embeddings;
+  j["torch_dtype"] = TorchDtypeName(c.dtype);
+  j["hidden_act"] = "silu";
+  if (a == Architecture::kLlama) {
+    j["attention_bias"] = false;
+    j["mlp_bias"] = false;
+  }
+  if (a == Architecture::kMixtral) {
+    j["num_local_experts"] = c.moe.num_experts;
+    j["num_experts_per_tok"] = c.moe.top_k;
+    j["router_aux_loss_coef"] = c.moe.aux_loss_coef;
+  }
+  if (a == Architecture::kQwen2Moe) {
+    j["num_experts"] = c.moe.num_experts;
+    j["num_experts_per_tok"] = c.moe.top_k;
+    j["moe_intermediate_size"] = c.moe.expert_intermediate;
+    j["shared_expert_intermediate_size"] = c.moe.shared_intermediate;
+    j["decoder_sparse_step"] = c.moe.every;
+    j["mlp_only_layers"] = c.moe.dense_layers;
+    j["norm_topk_prob"] = c.moe.router == RouterType::kMixtral;
+    j["router_aux_loss_coef"] = c.moe.aux_loss_coef;
+    j["qkv_bias"] = c.qkv_bias;
+  }
+  if (c.is_moe()) {
+    j["escale"] = {{"router", std::string(RouterTypeName(c.moe.router))},
+                   {"capacity_factor", c.moe.capacity_factor},
+                   {"drop_policy", c.moe.drop_policy == DropPolicy::kPosition ? "position" : "probability"}};
+  }
+  return j;
+}
+
+}  // namespace escale

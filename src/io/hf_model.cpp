@@ -1,0 +1,315 @@
+// Hugging Face model directories: canonical <-> HF tensor names, reading single-file or sharded
+// checkpoints as zero-copy views, writing through a staging directory (docs/formats.md).
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <set>
+
+#include "core/atomic_output.h"
+#include "core/progress.h"
+#include "io/hf_model.h"
+
+namespace escale {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+std::string LayerPrefix(int64_t l) { return "model.layers." + std::to_string(l) + "."; }
+
+std::string MoePrefix(const ModelConfig& c, int64_t l) {
+  return LayerPrefix(l) + (c.arch == Architecture::kMixtral ? "block_sparse_moe." : "mlp.");
+}
+
+// Where a tensor was found: the file and the name inside it.
+struct Located {
+  const SafetensorsFile* file = nullptr;
+  std::string name;
+};
+
+std::string BaseName(const std::string& p) { return fs::path(p).filename().string(); }
+
+// The set of tensor names on disk and the file holding each, after checking the index.
+struct Checkpoint {
+  std::vector<std::shared_ptr<const SafetensorsFile>> files;
+  std::map<std::string, Located> tensors;
+  uint64_t bytes = 0;
+};
+
+Result<Checkpoint> OpenCheckpoint(const std::string& dir) {
+  Checkpoint ck;
+  const std::string single = dir + "/model.safetensors";
+  const std::string index_path = dir + "/model.safetensors.index.json";
+  std::error_code ec;
+  auto open = [&](const std::string& path) -> Result<const SafetensorsFile*> {
+    ESCALE_ASSIGN_OR_RETURN(SafetensorsFile f, SafetensorsFile::Open(path));
+    ck.bytes += f.file()->size();
+    ck.files.push_back(std::make_shared<const SafetensorsFile>(std::move(f)));
+    return ck.files.back().get();
+  };
+  if (fs::is_regular_file(single, ec)) {  // transformers also prefers the single file
+    ESCALE_ASSIGN_OR_RETURN(const SafetensorsFile* f, open(single));
+    for (const auto& e : f->entries()) ck.tensors[e.name] = {f, e.name};
+    return ck;
+  }
+  if (!fs::is_regular_file(index_path, ec))
+    return NotFound(dir + " holds neither model.safetensors nor model.safetensors.index.json; "
+                          "is it a Hugging Face safetensors model directory?");
+  ESCALE_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(index_path));
+  const json index = json::parse(text, nullptr, false);
+  if (index.is_discarded() || !index.is_object() || !index.contains("weight_map") ||
+      !index["weight_map"].is_object())
+    return FormatError(index_path + " is not a valid index (needs a \"weight_map\" object); re-download it");
+  std::map<std::string, const SafetensorsFile*> by_file;
+  for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
+    if (!it->is_string())
+      return FormatError(index_path + ": weight_map entry for '" + it.key() + "' must be a file name");
+    const std::string shard = it->get<std::string>();
+    if (shard.empty() || shard.find('/') != std::string::npos || shard == "." || shard == "..")
+      return FormatError(index_path + ": shard name '" + shard + "' must be a plain file name in the directory");
+    if (!by_file.count(shard)) {
+      const std::string path = dir + "/" + shard;
+      if (!fs::is_regular_file(path, ec))
+        return NotFound("shard " + shard + " named in " + index_path +
+                        " is missing; the download is incomplete");
+      ESCALE_ASSIGN_OR_RETURN(by_file[shard], open(path));
+    }
+    const SafetensorsFile* f = by_file[shard];
+    if (f->Find(it.key()) == nullptr)
+      return FormatError("tensor '" + it.key() + "' is mapped to " + shard + " by the index but is not in it");
+    ck.tensors[it.key()] = {f, it.key()};
+  }
+  for (const auto& [shard, f] : by_file)
+    for (const auto& e : f->entries()) {
+      const auto it = ck.tensors.find(e.name);
+      if (it == ck.tensors.end() || it->second.file != f)
+        return FormatError("tensor '" + e.name + "' in " + shard +
+                           " is not assigned to that file by model.safetensors.index.json");
+    }
+  return ck;
+}
+
+// Per-expert views into a transformers-v5 fused tensor: [E, 2I, H] (gate rows then up rows)
+// or [E, H, I] (down). `part` 0 = gate, 1 = up, 2 = down.
+Tensor ExpertSlice(const Tensor& fused, int64_t e, int part, const Shape& shape) {
+  const int64_t per = ShapeNumel(shape);
+  const int64_t elems_per_expert = fused.numel() / fused.dim(0);
+  const int64_t start = e * elems_per_expert + (part == 1 ? per : 0);
+  const size_t esz = static_cast<size_t>(DTypeSize(fused.dtype()));
+  auto keep = std::make_shared<const Tensor>(fused);
+  return Tensor::View(fused.dtype(), shape, fused.bytes() + static_cast<size_t>(start) * esz, keep);
+}
+
+}  // namespace
+
+std::string HfTensorName(const ModelConfig& c, const TensorSpec& s) {
+  const bool mixtral = c.arch == Architecture::kMixtral;
+  const std::string lp = s.layer >= 0 ? LayerPrefix(s.layer) : "";
+  switch (s.role) {
+    case TensorRole::kEmbed: return "model.embed_tokens.weight";
+    case TensorRole::kAttnNorm: return lp + "input_layernorm.weight";
+    case TensorRole::kWq: return lp + "self_attn.q_proj.weight";
+    case TensorRole::kWk: return lp + "self_attn.k_proj.weight";
+    case TensorRole::kWv: return lp + "self_attn.v_proj.weight";
+    case TensorRole::kBq: return lp + "self_attn.q_proj.bias";
+    case TensorRole::kBk: return lp + "self_attn.k_proj.bias";
+    case TensorRole::kBv: return lp + "self_attn.v_proj.bias";
+    case TensorRole::kWo: return lp + "self_attn.o_proj.weight";
+    case TensorRole::kFfnNorm: return lp + "post_attention_layernorm.weight";
+    case TensorRole::kFfnGate: return lp + "mlp.gate_proj.weight";
+    case TensorRole::kFfnUp: return lp + "mlp.up_proj.weight";
+    case TensorRole::kFfnDown: return lp + "mlp.down_proj.weight";
+    case TensorRole::kRouter: return MoePrefix(c, s.layer) + "gate.weight";
+    case TensorRole::kExpertGate:
+    case TensorRole::kExpertUp:
+    case TensorRole::kExpertDown: {
+      const std::string ep = MoePrefix(c, s.layer) + "experts." + std::to_string(s.expert) + ".";
+      if (mixtral)
+        return ep + (s.role == TensorRole::kExpertGate ? "w1" : s.role == TensorRole::kExpertUp ? "w3" : "w2") + ".weight";
+      return ep + (s.role == TensorRole::kExpertGate ? "gate_proj" : s.role == TensorRole::kExpertUp ? "up_proj" : "down_proj") + ".weight";
+    }
+    case TensorRole::kSharedGate: return lp + "mlp.shared_expert.gate_proj.weight";
+    case TensorRole::kSharedUp: return lp + "mlp.shared_expert.up_proj.weight";
+    case TensorRole::kSharedDown: return lp + "mlp.shared_expert.down_proj.weight";
+    case TensorRole::kSharedRouter: return lp + "mlp.shared_expert_gate.weight";
+    case TensorRole::kFinalNorm: return "model.norm.weight";
+    case TensorRole::kLmHead: return "lm_head.weight";
+  }
+  return "?";
+}
+
+Result<HfModel> ReadHfModel(const std::string& dir) {
+  HfModel m;
+  m.dir = dir;
+  ESCALE_ASSIGN_OR_RETURN(m.config, ReadHfConfig(dir));
+  auto ck_or = OpenCheckpoint(dir);
+  if (!ck_or.ok()) return ck_or.status();
+  Checkpoint ck = std::move(ck_or).value();
+  m.files = ck.files;
+  m.bytes_on_disk = ck.bytes;
+  if (!ck.files.empty()) m.metadata = ck.files.front()->metadata();
+  const ModelConfig& c = m.config;
+  const std::string cls(ArchitectureClassName(c.arch));
+
+  std::set<std::string> used;
+  auto get = [&](const std::string& hf, const Shape& want, const std::string& canonical) -> Result<Tensor> {
+    const Located& loc = ck.tensors.at(hf);
+    const SafetensorsEntry* e = loc.file->Find(loc.name);
+    if (e->shape != want)
+      return FormatError("tensor " + hf + " (" + canonical + ") in " + BaseName(loc.file->path()) +
+                         " has shape " + ShapeToString(e->shape) + " but config.json implies " +
+                         ShapeToString(want) + "; config and weights do not match");
+    if (!IsConvertibleToF32(e->dtype))
+      return Unsupported("tensor " + hf + " is " + std::string(DTypeName(e->dtype)) +
+                         "; escale reads F32, F16, BF16 or F64 weights (quantized checkpoints are not supported)");
+    used.insert(hf);
+    return loc.file->Get(loc.name);
+  };
+  auto present = [&](const std::string& hf) { return ck.tensors.count(hf) > 0; };
+
+  // Fused v5 expert tensors, loaded once per layer and sliced per expert.
+  std::map<int64_t, std::pair<Tensor, Tensor>> fused;
+  auto fused_for = [&](int64_t l) -> Result<const std::pair<Tensor, Tensor>*> {
+    if (auto it = fused.find(l); it != fused.end()) return &it->second;
+    const std::string p = LayerPrefix(l) + "mlp.experts.";
+    const int64_t E = c.moe.num_experts, I = c.moe.expert_intermediate, H = c.hidden_size;
+    if (!present(p + "gate_up_proj") || !present(p + "down_proj"))
+      return NotFound("layer " + std::to_string(l) + " has neither per-expert tensors (" +
+                      MoePrefix(c, l) + "experts.{e}...) nor fused " + p + "gate_up_proj/down_proj");
+    const SafetensorsEntry* gu = ck.tensors.at(p + "gate_up_proj").file->Find(p + "gate_up_proj");
+    if (gu->shape == Shape{E, H, 2 * I} && H != 2 * I)
+      return Unsupported(p + "gate_up_proj is stored [E, H, 2I] (transposed fused layout); "
+                             "re-save the model in the [E, 2I, H] or per-expert layout");
+    ESCALE_ASSIGN_OR_RETURN(Tensor g, get(p + "gate_up_proj", {E, 2 * I, H}, "layers." + std::to_string(l) + ".moe.experts gate+up"));
+    ESCALE_ASSIGN_OR_RETURN(Tensor d, get(p + "down_proj", {E, H, I}, "layers." + std::to_string(l) + ".moe.experts down"));
+    return &(fused[l] = {std::move(g), std::move(d)});
+  };
+
+  for (const TensorSpec& s : CanonicalTensors(c)) {
+    std::string hf = HfTensorName(c, s);
+    if (s.role == TensorRole::kRouter && !present(hf) && c.arch == Architecture::kMixtral &&
+        present(LayerPrefix(s.layer) + "mlp.gate.weight"))
+      hf = LayerPrefix(s.layer) + "mlp.gate.weight";  // v5 Mixtral module path
+    const bool expert = s.role == TensorRole::kExpertGate || s.role == TensorRole::kExpertUp ||
+                        s.role == TensorRole::kExpertDown;
+    if (expert && !present(hf)) {
+      ESCALE_ASSIGN_OR_RETURN(const auto* f, fused_for(s.layer));
+      const int part = s.role == TensorRole::kExpertGate ? 0 : s.role == TensorRole::kExpertUp ? 1 : 2;
+      m.tensors[s.name] = ExpertSlice(part == 2 ? f->second : f->first, s.expert, part, s.shape);
+      continue;
+    }
+    if (!present(hf)) {
+      if (s.role == TensorRole::kLmHead)
+        return NotFound("lm_head.weight is missing and tie_word_embeddings is false; set "
+                        "\"tie_word_embeddings\": true in config.json if the head is tied");
+      return NotFound("tensor " + hf + " (" + s.name + ", shape " + ShapeToString(s.shape) + ") is missing from " +
+                      dir + "; the checkpoint does not match config.json (" + cls + ")");
+    }
+    ESCALE_ASSIGN_OR_RETURN(m.tensors[s.name], get(hf, s.shape, s.name));
+  }
+  for (const auto& [name, loc] : ck.tensors) {
+    if (used.count(name)) continue;
+    if (name == "lm_head.weight" && c.tie_word_embeddings) continue;  // tied: the embedding wins
+    if (name.ends_with("rotary_emb.inv_freq")) continue;  // a buffer, recomputed from rope_theta
+    return FormatError("unexpected tensor " + name + " in " + BaseName(loc.file->path()) + ": it is not part of a " +
+                       cls + " with this config.json (wrong architecture or layer/expert counts?)");
+  }
+  // config.json without a dtype: report the weights' own dtype.
+  {
+    ESCALE_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(dir + "/config.json"));
+    const json j = json::parse(text, nullptr, false);
+    if (!j.contains("torch_dtype") && !j.contains("dtype")) m.config.dtype = m.tensors.at("embed").dtype();
+  }
+  return m;
+}
+
+Status WriteHfModel(const std::string& dir, const ModelConfig& config, const TensorProducer& produce,
+                    const WriteOptions& opt) {
+  if (opt.dtype != DType::kF32 && opt.dtype != DType::kBF16 && opt.dtype != DType::kF16 && opt.dtype != DType::kF64)
+    return InvalidArgument("cannot write weights as " + std::string(DTypeName(opt.dtype)) + "; choose f32, bf16 or f16");
+  ModelConfig out_cfg = config;
+  out_cfg.dtype = opt.dtype;
+  ESCALE_ASSIGN_OR_RETURN(json cj, HfConfigToJson(out_cfg));
+
+  std::error_code ec;
+  if (!opt.copy_tokenizer_from.empty() && !fs::is_directory(opt.copy_tokenizer_from, ec))
+    return NotFound("tokenizer source " + opt.copy_tokenizer_from + " is not a directory");
+
+  ESCALE_ASSIGN_OR_RETURN(StagingDir staging, StagingDir::Create(dir, opt.overwrite));
+  const std::vector<TensorSpec> specs = CanonicalTensors(out_cfg);
+  std::vector<SafetensorsEntry> declared;
+  declared.reserve(specs.size());
+  size_t max_bytes = 0;
+  for (const TensorSpec& s : specs) {
+    declared.push_back({HfTensorName(out_cfg, s), opt.dtype, s.shape, 0, 0});
+    max_bytes = std::max(max_bytes, static_cast<size_t>(ShapeNumel(s.shape)) * static_cast<size_t>(DTypeSize(opt.dtype)));
+  }
+  SafetensorsWriter::Options wo;
+  wo.max_shard_bytes = opt.max_shard_bytes;
+  wo.metadata = opt.metadata;
+  ESCALE_ASSIGN_OR_RETURN(SafetensorsWriter w, SafetensorsWriter::Create(staging.path(), declared, wo));
+
+  // One reusable buffer the size of the largest tensor: memory holds one tensor, never the model.
+  // uint64_t storage keeps it aligned for every output dtype.
+  std::vector<uint64_t> buf((max_bytes + 7) / 8);
+  Progress progress("writing " + dir, w.total_bytes(), "B", opt.progress);
+  uint64_t done = 0;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const size_t n = static_cast<size_t>(declared[i].end - declared[i].begin);
+    auto* p = reinterpret_cast<std::byte*>(buf.data());
+    ESCALE_RETURN_IF_ERROR(produce(specs[i], p).WithContext("producing " + specs[i].name));
+    ESCALE_RETURN_IF_ERROR(w.Write(declared[i].name, p, n));
+    done += n;
+    progress.Update(done, specs[i].name);
+  }
+  ESCALE_RETURN_IF_ERROR(w.Finish());
+  ESCALE_RETURN_IF_ERROR(WriteFileAtomic(staging.path() + "/config.json", cj.dump(2) + "\n"));
+  if (!opt.copy_tokenizer_from.empty()) {
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                          "generation_config.json", "tokenizer.model", "vocab.json", "merges.txt",
+                          "added_tokens.json", "chat_template.jinja"}) {
+      const std::string src = opt.copy_tokenizer_from + "/" + f;
+      if (fs::is_regular_file(src, ec))
+        ESCALE_RETURN_IF_ERROR(CopyFileAtomic(src, staging.path() + "/" + f));
+    }
+  }
+  ESCALE_RETURN_IF_ERROR(staging.Commit());
+  progress.Finish();
+  return Status::Ok();
+}
+
+Status WriteHfModel(const std::string& dir, const ModelConfig& config,
+                    const std::map<std::string, Tensor>& tensors, const WriteOptions& opt) {
+  std::set<std::string> expected;
+  ModelConfig out_cfg = config;
+  for (const TensorSpec& s : CanonicalTensors(out_cfg)) expected.insert(s.name);
+  for (const auto& [name, t] : tensors)
+    if (!expected.count(name))
+      return InvalidArgument("tensor '" + name + "' is not part of the " +
+                             std::string(ArchitectureClassName(config.arch)) + " layout of this config");
+  std::vector<float> scratch;
+  auto produce = [&](const TensorSpec& s, std::byte* out) -> Status {
+    const auto it = tensors.find(s.name);
+    if (it == tensors.end()) return NotFound("tensor '" + s.name + "' is missing");
+    const Tensor& t = it->second;
+    if (t.shape() != s.shape)
+      return InvalidArgument("tensor '" + s.name + "' has shape " + ShapeToString(t.shape()) +
+                             ", the config needs " + ShapeToString(s.shape));
+    if (t.dtype() == opt.dtype) {
+      if (t.nbytes()) std::memcpy(out, t.bytes(), t.nbytes());
+      return Status::Ok();
+    }
+    if (opt.dtype == DType::kF64) {
+      std::vector<double> d(static_cast<size_t>(t.numel()));
+      ESCALE_RETURN_IF_ERROR(ConvertToF64(t.dtype(), t.bytes(), d.size(), d.data()));
+      if (!d.empty()) std::memcpy(out, d.data(), d.size() * sizeof(double));
+      return Status::Ok();
+    }
+    scratch.resize(static_cast<size_t>(t.numel()));
+    ESCALE_RETURN_IF_ERROR(ConvertToF32(t.dtype(), t.bytes(), scratch.size(), scratch.data()));
+    return ConvertFromF32(scratch.data(), scratch.size(), opt.dtype, out);
+  };
+  return WriteHfModel(dir, config, produce, opt);
+}
+
+}  // namespace escale
