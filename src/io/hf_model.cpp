@@ -255,7 +255,7 @@ Status WriteHfModel(const std::string& dir, const ModelConfig& config, const Ten
   Progress progress("writing " + dir, w.total_bytes(), "B", opt.progress);
   uint64_t done = 0;
   for (size_t i = 0; i < specs.size(); ++i) {
-    const size_t n = static_cast<size_t>(declared[i].end - declared[i].begin);
+    const size_t n = static_cast<size_t>(ShapeNumel(specs[i].shape)) * static_cast<size_t>(DTypeSize(opt.dtype));
     auto* p = reinterpret_cast<std::byte*>(buf.data());
     ESCALE_RETURN_IF_ERROR(produce(specs[i], p).WithContext("producing " + specs[i].name));
     ESCALE_RETURN_IF_ERROR(w.Write(declared[i].name, p, n));
