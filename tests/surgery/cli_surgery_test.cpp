@@ -227,7 +227,7 @@ TEST(CliSurgery, PaperShapesDryRunFromConfigOnly) {
   TempDir tmp;
   WriteConfigOnly(tmp / "1.3b", AquilaConfig(24, 2048, 5504, 16, 16));
   auto r = RunEscale("scale-up " + tmp / "1.3b" + " " + tmp / "7b" +
-                     " --method aki-pro --hidden 4096 --intermediate 14336 --layers 32 --dry-run");
+                     " --method aki-pro --hidden 4096 --intermediate 14336 --layers 32 --kv-heads 32 --dry-run");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("M(32, 4096): heads 32, kv heads 32, head_dim 128, FFN 14336"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("layers (target <- source"), std::string::npos);
