@@ -18,14 +18,20 @@ Result<DType> OutputDType(const ModelConfig& src, const ConvertOptions& conv) {
 }
 
 // Computes one tensor in fp32 (fp64 when the output is fp64) and stores it in the output dtype.
+// WriteHfModel's buffer is 8-byte aligned, so f32/f64 results are written into it directly.
+struct Buffers {
+  Scratch<float> f;
+  Scratch<double> d;
+};
+
 template <class Produce>
-Status Emit(DType dtype, Produce&& produce_as, std::byte* out) {
-  if (dtype == DType::kF64) {
-    ESCALE_ASSIGN_OR_RETURN(std::vector<double> v, produce_as(double{}));
-    return ConvertFromF64(v.data(), v.size(), dtype, out);
-  }
-  ESCALE_ASSIGN_OR_RETURN(std::vector<float> v, produce_as(float{}));
-  return ConvertFromF32(v.data(), v.size(), dtype, out);
+Status Emit(DType dtype, int64_t numel, Buffers& b, Produce&& produce, std::byte* out) {
+  const auto n = static_cast<size_t>(numel);
+  if (dtype == DType::kF64) return produce(reinterpret_cast<double*>(out), b.d);
+  if (dtype == DType::kF32) return produce(reinterpret_cast<float*>(out), b.f);
+  if (b.f.out.size() < n) b.f.out.resize(n);
+  ESCALE_RETURN_IF_ERROR(produce(b.f.out.data(), b.f));
+  return ConvertFromF32(b.f.out.data(), n, dtype, out);
 }
 
 template <class Plan>
@@ -61,11 +67,13 @@ Result<std::string> ScaleUpModel(const std::string& src, const std::string& dst,
   if (checked.recipes.size() != plan.recipes.size()) return InternalError("config.json was read two different ways");
   const SourceFn source = SourceFromMap(model.tensors);
   const auto index = IndexRecipes(plan);
+  Buffers buffers;
   auto produce = [&](const TensorSpec& spec, std::byte* out) -> Status {
     auto it = index.find(spec.name);
     if (it == index.end()) return InternalError("no scale-up recipe for " + spec.name);
     const UpRecipe& r = plan.recipes[it->second];
-    return Emit(dtype, [&](auto zero) { return ProduceScaleUp<decltype(zero)>(plan, r, source); }, out);
+    return Emit(dtype, ShapeNumel(spec.shape), buffers,
+                [&](auto* to, auto& scratch) { return ProduceScaleUpInto(plan, r, source, to, scratch); }, out);
   };
   WriteOptions wo;
   wo.dtype = dtype;
@@ -91,11 +99,13 @@ Result<std::string> ScaleOutModel(const std::string& src, const std::string& dst
   ESCALE_ASSIGN_OR_RETURN(HfModel model, ReadHfModel(src));
   const SourceFn source = SourceFromMap(model.tensors);
   const auto index = IndexRecipes(plan);
+  Buffers buffers;
   auto produce = [&](const TensorSpec& spec, std::byte* out) -> Status {
     auto it = index.find(spec.name);
     if (it == index.end()) return InternalError("no scale-out recipe for " + spec.name);
     const OutRecipe& r = plan.recipes[it->second];
-    return Emit(dtype, [&](auto zero) { return ProduceScaleOut<decltype(zero)>(plan, r, source); }, out);
+    return Emit(dtype, ShapeNumel(spec.shape), buffers,
+                [&](auto* to, auto& scratch) { return ProduceScaleOutInto(plan, r, source, to, scratch); }, out);
   };
   WriteOptions wo;
   wo.dtype = dtype;

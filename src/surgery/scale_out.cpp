@@ -177,36 +177,40 @@ Result<ScaleOutPlan> PlanScaleOut(const ModelConfig& src, const ScaleOutOptions&
 }
 
 template <class T>
-Result<std::vector<T>> ProduceScaleOut(const ScaleOutPlan& p, const OutRecipe& r, const SourceFn& source) {
+Status ProduceScaleOutInto(const ScaleOutPlan& p, const OutRecipe& r, const SourceFn& source, T* out,
+                           Scratch<T>& scratch) {
   const int64_t n = ShapeNumel(r.target.shape);
-  std::vector<T> out(static_cast<size_t>(n), T(0));
   const int64_t H = p.target.hidden_size, fe = p.target.moe.expert_intermediate, G = p.options.granularity;
   switch (r.kind) {
-    case OutKind::kZero: return out;
+    case OutKind::kZero:
+      std::fill(out, out + n, T(0));
+      return Status::Ok();
     case OutKind::kRouter: {
       const int64_t groups = p.target.moe.num_experts / G;
       const std::vector<double> base = RouterBaseWeights(p.options.seed, r.target.layer, groups, H, p.options.router_std);
       for (int64_t e = 0; e < p.target.moe.num_experts; ++e)
         for (int64_t j = 0; j < H; ++j)
-          out[static_cast<size_t>(e * H + j)] = static_cast<T>(base[static_cast<size_t>((e / G) * H + j)]);
-      return out;
+          out[e * H + j] = static_cast<T>(base[static_cast<size_t>((e / G) * H + j)]);
+      return Status::Ok();
     }
     case OutKind::kCopy: {
-      ESCALE_ASSIGN_OR_RETURN(out, LoadSource<T>(source, r.source, r.source_shape));
-      return out;
+      ESCALE_RETURN_IF_ERROR(LoadSourceInto<T>(source, r.source, r.source_shape, scratch.a));
+      std::copy(scratch.a.begin(), scratch.a.begin() + n, out);
+      return Status::Ok();
     }
     case OutKind::kExpertRows:
     case OutKind::kExpertCols: break;
   }
-  ESCALE_ASSIGN_OR_RETURN(std::vector<T> w, LoadSource<T>(source, r.source, r.source_shape));
+  ESCALE_RETURN_IF_ERROR(LoadSourceInto<T>(source, r.source, r.source_shape, scratch.a));
+  const T* w = scratch.a.data();
   const bool rows = r.kind == OutKind::kExpertRows;
   const int64_t f = p.source.intermediate_size;
   const T scale = static_cast<T>(r.scale);
   for (int64_t a = 0; a < fe; ++a)
     for (int64_t j = 0; j < H; ++j) {
       // gate/up [fe, H] <- rows s*fe+a of [f, H]; down [H, fe] <- columns s*fe+a of [H, f].
-      if (rows) out[static_cast<size_t>(a * H + j)] = w[static_cast<size_t>((r.slice * fe + a) * H + j)];
-      else out[static_cast<size_t>(j * fe + a)] = w[static_cast<size_t>(j * f + r.slice * fe + a)] * scale;
+      if (rows) out[a * H + j] = w[(r.slice * fe + a) * H + j];
+      else out[j * fe + a] = w[j * f + r.slice * fe + a] * scale;
     }
   const int64_t layer = r.target.layer, expert = r.target.expert;
   const char* which = r.target.role == TensorRole::kExpertGate ? "gate"
@@ -215,21 +219,33 @@ Result<std::vector<T>> ProduceScaleOut(const ScaleOutPlan& p, const OutRecipe& r
     // Drop-Upcycling: the chosen neurons' rows (gate, up) or columns (down) are drawn from a normal
     // with this expert matrix's own mean and standard deviation.
     double mean = 0, sq = 0;
-    for (T v : out) mean += static_cast<double>(v);
+    for (int64_t i = 0; i < n; ++i) mean += static_cast<double>(out[i]);
     mean /= static_cast<double>(n);
-    for (T v : out) sq += (static_cast<double>(v) - mean) * (static_cast<double>(v) - mean);
+    for (int64_t i = 0; i < n; ++i) sq += (static_cast<double>(out[i]) - mean) * (static_cast<double>(out[i]) - mean);
     const double sd = std::sqrt(sq / static_cast<double>(n));
     const std::vector<uint8_t> mask = ReinitMask(p.options.seed, layer, expert, fe, p.options.reinit_ratio);
     Rng rng = Rng::Stream(p.options.seed, StreamName("reinit-values", layer, expert, which));
     for (int64_t idx = 0; idx < n; ++idx) {
       const int64_t neuron = rows ? idx / H : idx % fe;
-      if (mask[static_cast<size_t>(neuron)]) out[static_cast<size_t>(idx)] = static_cast<T>(mean + sd * rng.NextNormal());
+      if (mask[static_cast<size_t>(neuron)]) out[idx] = static_cast<T>(mean + sd * rng.NextNormal());
     }
   }
   if (p.options.expert_noise > 0) {
     Rng rng = Rng::Stream(p.options.seed, StreamName("noise", layer, expert, which));
-    for (T& v : out) v += static_cast<T>(p.options.expert_noise * rng.NextNormal());
+    for (int64_t i = 0; i < n; ++i) out[i] += static_cast<T>(p.options.expert_noise * rng.NextNormal());
   }
+  return Status::Ok();
+}
+template Status ProduceScaleOutInto<float>(const ScaleOutPlan&, const OutRecipe&, const SourceFn&, float*,
+                                           Scratch<float>&);
+template Status ProduceScaleOutInto<double>(const ScaleOutPlan&, const OutRecipe&, const SourceFn&, double*,
+                                            Scratch<double>&);
+
+template <class T>
+Result<std::vector<T>> ProduceScaleOut(const ScaleOutPlan& p, const OutRecipe& r, const SourceFn& source) {
+  std::vector<T> out(static_cast<size_t>(ShapeNumel(r.target.shape)));
+  Scratch<T> scratch;
+  ESCALE_RETURN_IF_ERROR(ProduceScaleOutInto<T>(p, r, source, out.data(), scratch));
   return out;
 }
 template Result<std::vector<float>> ProduceScaleOut<float>(const ScaleOutPlan&, const OutRecipe&, const SourceFn&);

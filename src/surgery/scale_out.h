@@ -67,6 +67,10 @@ struct ScaleOutPlan {
 
 Result<ScaleOutPlan> PlanScaleOut(const ModelConfig& dense, const ScaleOutOptions& opt);
 
+// The target tensor of `r` in T (float for files, double for tests), into out[0..numel).
+template <class T>
+Status ProduceScaleOutInto(const ScaleOutPlan& plan, const OutRecipe& r, const SourceFn& source, T* out,
+                           Scratch<T>& scratch);
 template <class T>
 Result<std::vector<T>> ProduceScaleOut(const ScaleOutPlan& plan, const OutRecipe& r, const SourceFn& source);
 

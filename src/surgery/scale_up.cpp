@@ -111,6 +111,8 @@ Result<ScaleUpPlan> PlanScaleUp(const ModelConfig& src, const ScaleUpOptions& op
   p.vocab = std::make_shared<DimMap>(IdentityMap(src.vocab_size));
 
   const bool aki = opt.method != ScaleUpMethod::kFpi;
+  std::map<const DimMap*, bool> fresh;
+  for (const DimMapPtr& m : {p.hidden, p.ffn, p.q_rows, p.kv_rows, p.vocab}) fresh[m.get()] = m->any_fresh();
   const auto src_shapes = ShapesOf(src);
   for (const TensorSpec& spec : CanonicalTensors(t)) {
     UpRecipe r;
@@ -163,7 +165,10 @@ Result<ScaleUpPlan> PlanScaleUp(const ModelConfig& src, const ScaleUpOptions& op
       default:
         return InternalError("scale-up has no rule for tensor " + spec.name);
     }
-    if (aki && spec.layer >= 0 && layer_matrix && s + 1 < l1) r.next = LayerTensorName(s + 1, Suffix(spec.name));
+    // Only tensors with new units take anything from the next layer.
+    const bool has_fresh = fresh.at(r.rows.get()) || (r.cols && fresh.at(r.cols.get()));
+    if (aki && spec.layer >= 0 && layer_matrix && s + 1 < l1 && has_fresh)
+      r.next = LayerTensorName(s + 1, Suffix(spec.name));
     auto it = src_shapes.find(r.source);
     if (it == src_shapes.end()) return InternalError("scale-up: no source tensor " + r.source + " for " + spec.name);
     r.source_shape = it->second;
@@ -192,38 +197,74 @@ Result<ScaleUpPlan> PlanScaleUp(const ModelConfig& src, const ScaleUpOptions& op
 }
 
 template <class T>
-Result<std::vector<T>> ProduceScaleUp(const ScaleUpPlan& plan, const UpRecipe& r, const SourceFn& source) {
+Status ProduceScaleUpInto(const ScaleUpPlan& plan, const UpRecipe& r, const SourceFn& source, T* out,
+                          Scratch<T>& scratch) {
   (void)plan;
   const int64_t n = ShapeNumel(r.target.shape);
-  std::vector<T> out(static_cast<size_t>(n), T(0));
-  if (r.zero) return out;
-  ESCALE_ASSIGN_OR_RETURN(std::vector<T> w, LoadSource<T>(source, r.source, r.source_shape));
-  std::vector<T> nx;
+  if (r.zero) {
+    std::fill(out, out + n, T(0));
+    return Status::Ok();
+  }
+  ESCALE_RETURN_IF_ERROR(LoadSourceInto<T>(source, r.source, r.source_shape, scratch.a));
+  const T* w = scratch.a.data();
+  const T* nx = w;
   if (!r.next.empty()) {
-    ESCALE_ASSIGN_OR_RETURN(nx, LoadSource<T>(source, r.next, r.source_shape));
+    ESCALE_RETURN_IF_ERROR(LoadSourceInto<T>(source, r.next, r.source_shape, scratch.b));
+    nx = scratch.b.data();
   }
   const DimMap& rows = *r.rows;
   const int64_t src_cols = r.cols ? r.cols->n_src : 1;
   const int64_t dst_cols = r.cols ? r.cols->n_dst : 1;
   ESCALE_CHECK(rows.n_dst * dst_cols == n);
-  ESCALE_CHECK(rows.n_src * src_cols == static_cast<int64_t>(w.size()));
-  std::vector<int64_t> single(1);
+  ESCALE_CHECK(rows.n_src * src_cols == ShapeNumel(r.source_shape));
+  // Per target column: its source column, the divisor of input expansion, and whether it is new.
+  std::vector<int64_t> csrc(static_cast<size_t>(dst_cols), 0);
+  std::vector<T> cdiv(static_cast<size_t>(dst_cols), T(1));
+  std::vector<uint8_t> cfresh(static_cast<size_t>(dst_cols), 0);
+  if (r.cols)
+    for (int64_t j = 0; j < dst_cols; ++j) {
+      const auto ju = static_cast<size_t>(j);
+      csrc[ju] = r.cols->src[ju];
+      cfresh[ju] = r.cols->fresh[ju];
+      if (r.divide_cols) cdiv[ju] = static_cast<T>(r.cols->count[static_cast<size_t>(csrc[ju])]);
+    }
   for (int64_t i = 0; i < rows.n_dst; ++i) {
     const auto iu = static_cast<size_t>(i);
-    single[0] = rows.src[iu];
-    const std::vector<int64_t>& srows = rows.pooled() ? rows.pool[iu] : single;
-    const T inv_pool = T(1) / static_cast<T>(srows.size());
+    T* o = out + i * dst_cols;
+    if (!rows.pooled()) {
+      const T* rw = w + rows.src[iu] * src_cols;
+      const T* rn = nx + rows.src[iu] * src_cols;
+      if (rows.fresh[iu]) {
+        for (int64_t j = 0; j < dst_cols; ++j) o[j] = rn[csrc[static_cast<size_t>(j)]] / cdiv[static_cast<size_t>(j)];
+      } else {
+        for (int64_t j = 0; j < dst_cols; ++j) {
+          const auto ju = static_cast<size_t>(j);
+          o[j] = (cfresh[ju] ? rn : rw)[csrc[ju]] / cdiv[ju];
+        }
+      }
+      continue;
+    }
+    // Mean-pooled K/V heads: never new units, never input-expanded columns of a fresh row.
+    const std::vector<int64_t>& srows = rows.pool[iu];
     for (int64_t j = 0; j < dst_cols; ++j) {
-      const int64_t sc = r.cols ? r.cols->src[static_cast<size_t>(j)] : 0;
-      const bool fresh = rows.fresh[iu] || (r.cols && r.cols->fresh[static_cast<size_t>(j)]);
-      const std::vector<T>& m = (fresh && !nx.empty()) ? nx : w;
+      const auto ju = static_cast<size_t>(j);
+      const T* m = cfresh[ju] ? nx : w;
       T acc = 0;
-      for (int64_t sr : srows) acc += m[static_cast<size_t>(sr * src_cols + sc)];
-      if (srows.size() > 1) acc *= inv_pool;
-      if (r.divide_cols) acc /= static_cast<T>(r.cols->count[static_cast<size_t>(sc)]);
-      out[static_cast<size_t>(i * dst_cols + j)] = acc;
+      for (int64_t sr : srows) acc += m[sr * src_cols + csrc[ju]];
+      o[j] = acc / static_cast<T>(srows.size()) / cdiv[ju];
     }
   }
+  return Status::Ok();
+}
+template Status ProduceScaleUpInto<float>(const ScaleUpPlan&, const UpRecipe&, const SourceFn&, float*, Scratch<float>&);
+template Status ProduceScaleUpInto<double>(const ScaleUpPlan&, const UpRecipe&, const SourceFn&, double*,
+                                           Scratch<double>&);
+
+template <class T>
+Result<std::vector<T>> ProduceScaleUp(const ScaleUpPlan& plan, const UpRecipe& r, const SourceFn& source) {
+  std::vector<T> out(static_cast<size_t>(ShapeNumel(r.target.shape)));
+  Scratch<T> scratch;
+  ESCALE_RETURN_IF_ERROR(ProduceScaleUpInto<T>(plan, r, source, out.data(), scratch));
   return out;
 }
 template Result<std::vector<float>> ProduceScaleUp<float>(const ScaleUpPlan&, const UpRecipe&, const SourceFn&);

@@ -65,7 +65,10 @@ struct ScaleUpPlan {
 
 Result<ScaleUpPlan> PlanScaleUp(const ModelConfig& source, const ScaleUpOptions& opt);
 
-// The target tensor of `r`, computed in T (float for files, double for tests).
+// The target tensor of `r`, computed in T (float for files, double for tests), into out[0..numel).
+template <class T>
+Status ProduceScaleUpInto(const ScaleUpPlan& plan, const UpRecipe& r, const SourceFn& source, T* out,
+                          Scratch<T>& scratch);
 template <class T>
 Result<std::vector<T>> ProduceScaleUp(const ScaleUpPlan& plan, const UpRecipe& r, const SourceFn& source);
 

@@ -18,7 +18,17 @@ using SourceFn = std::function<Result<Tensor>(const std::string& canonical)>;
 // A SourceFn over a map of tensors (tests, `escale verify`, in-memory pipelines).
 SourceFn SourceFromMap(const std::map<std::string, Tensor>& tensors);
 
-// Loads `name` and checks its shape against `expected`, converted to T (float or double).
+// Buffers reused from tensor to tensor: a fresh multi-megabyte allocation per tensor is page-faulted
+// and zeroed every time, which costs more than the surgery itself.
+template <class T>
+struct Scratch {
+  std::vector<T> a, b, out;
+};
+
+// Loads `name`, checks its shape against `expected` and converts it to T (float or double) into
+// `buf` (grown when too small; its first numel elements are the tensor).
+template <class T>
+Status LoadSourceInto(const SourceFn& source, const std::string& name, const Shape& expected, std::vector<T>& buf);
 template <class T>
 Result<std::vector<T>> LoadSource(const SourceFn& source, const std::string& name, const Shape& expected);
 
