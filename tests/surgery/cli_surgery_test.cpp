@@ -264,3 +264,36 @@ TEST(CliSurgery, PaperShapesDryRunFromConfigOnly) {
 
 }  // namespace
 }  // namespace escale::surgery
+
+namespace escale::surgery {
+namespace {
+
+TEST(CliSurgery, TiedModelsThroughFilesAndBf16) {
+  TempDir tmp;
+  WriteModel(tmp / "tied", testing::TinyConfig({true, false, true}, 2), 36);
+  // Scale-out keeps the tie (no lm_head tensor); width growth unties (lm_head appears).
+  auto r = RunEscale("scale-out " + tmp / "tied" + " " + tmp / "moe" + " --experts 2 --top-k 2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(ReadJson(tmp / "moe/config.json")["tie_word_embeddings"], true);
+  EXPECT_EQ(TensorNames(tmp / "moe").count("lm_head.weight"), 0u);
+  EXPECT_LE(Verify(tmp / "tied", tmp / "moe")["max_abs_logit_diff"].get<double>(), 1e-4);
+  r = RunEscale("scale-up " + tmp / "tied" + " " + tmp / "wide" + " --hidden 32");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(ReadJson(tmp / "wide/config.json")["tie_word_embeddings"], false);
+  EXPECT_EQ(TensorNames(tmp / "wide").count("lm_head.weight"), 1u);
+  EXPECT_LE(Verify(tmp / "tied", tmp / "wide")["max_abs_logit_diff"].get<double>(), 1e-4);
+  // bf16: copies and halvings of bf16 values are exact, so a bf16 source grown into bf16 is exact
+  // too; the same plan from the fp32 source rounds every weight once.
+  r = RunEscale("scale-up " + tmp / "tied" + " " + tmp / "bf16" + " --intermediate 48 --dtype bf16");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(ReadJson(tmp / "bf16/config.json")["torch_dtype"], "bfloat16");
+  r = RunEscale("scale-up " + tmp / "bf16" + " " + tmp / "bf16w" + " --hidden 32 --intermediate 96");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_LE(Verify(tmp / "bf16", tmp / "bf16w")["max_abs_logit_diff"].get<double>(), 1e-4);
+  const double rounding = Verify(tmp / "tied", tmp / "bf16")["max_abs_logit_diff"].get<double>();
+  EXPECT_GT(rounding, 1e-5);
+  EXPECT_LT(rounding, 0.1);
+}
+
+}  // namespace
+}  // namespace escale::surgery
