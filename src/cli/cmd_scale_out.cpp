@@ -1,0 +1,73 @@
+// escale scale-out SRC DST: sparse upcycling of a dense model into an MoE (SPEC.md §3).
+#include <cstdio>
+#include <memory>
+
+#include "cli/command.h"
+#include "surgery/convert.h"
+
+namespace escale::cli {
+namespace {
+
+struct ScaleOutArgs {
+  std::string src, dst;
+  std::string router = "mixtral", format = "auto", drop_by = "probability", dtype;
+  surgery::ScaleOutOptions opt;
+  bool dry_run = false, overwrite = false;
+};
+
+Status RunScaleOut(ScaleOutArgs& a) {
+  a.opt.router = a.router == "st" ? RouterType::kSt : RouterType::kMixtral;
+  a.opt.format = a.format == "mixtral"     ? surgery::MoeFormat::kMixtral
+                 : a.format == "qwen2-moe" ? surgery::MoeFormat::kQwen2Moe
+                                           : surgery::MoeFormat::kAuto;
+  a.opt.drop_policy = a.drop_by == "position" ? DropPolicy::kPosition : DropPolicy::kProbability;
+  surgery::ConvertOptions conv;
+  if (!a.dtype.empty()) {
+    ESCALE_ASSIGN_OR_RETURN(conv.dtype, surgery::ParseOutputDType(a.dtype));
+  }
+  conv.dry_run = a.dry_run;
+  conv.overwrite = a.overwrite;
+  if (!a.dry_run && a.dst.empty()) return InvalidArgument("give the output directory DST (or --dry-run)");
+  ESCALE_ASSIGN_OR_RETURN(std::string text, surgery::ScaleOutModel(a.src, a.dst, a.opt, conv));
+  std::fputs(text.c_str(), stdout);
+  if (!a.dry_run) std::printf("wrote %s\n", a.dst.c_str());
+  return Status::Ok();
+}
+
+CommandRegistration reg(30, [](CLI::App& app) -> RunFn {
+  auto a = std::make_shared<ScaleOutArgs>();
+  CLI::App* sub = app.add_subcommand("scale-out", "Upcycle a dense model into a Mixture-of-Experts");
+  sub->add_option("src", a->src, "Dense model directory (config.json alone is enough for --dry-run)")->required();
+  sub->add_option("dst", a->dst, "Output model directory (must not exist)");
+  sub->add_option("--experts", a->opt.experts, "Copies of each dense FFN (E >= 2)")->required();
+  sub->add_option("--top-k", a->opt.top_k, "Experts per token (k; 1 needs --router st)")->required();
+  sub->add_option("--router", a->router, "mixtral: softmax over the k selected (exact at init); st: softmax over "
+                                         "all, top-k, no renormalisation")
+      ->check(CLI::IsMember({"mixtral", "st"}))->capture_default_str();
+  sub->add_option("--router-init-std", a->opt.router_std, "Router weights ~ N(0, std^2)")->capture_default_str();
+  sub->add_option("--seed", a->opt.seed, "Seed of the router, noise and re-initialisation streams")
+      ->capture_default_str();
+  sub->add_option("--capacity-factor", a->opt.capacity_factor, "Capacity per expert ceil(CF*T*k/E); 0 = dropless")
+      ->capture_default_str();
+  sub->add_option("--drop-by", a->drop_by, "Which assignments over capacity are dropped first")
+      ->check(CLI::IsMember({"probability", "position"}))->capture_default_str();
+  sub->add_option("--moe-every", a->opt.every, "Layer i becomes MoE iff (i+1) % N == 0")->capture_default_str();
+  sub->add_option("--format", a->format, "Output architecture: mixtral, qwen2-moe, auto (mixtral when it can hold "
+                                         "the model)")
+      ->check(CLI::IsMember({"mixtral", "qwen2-moe", "auto"}))->capture_default_str();
+  sub->add_option("--granularity", a->opt.granularity, "Split each FFN into G slices: E*G experts, top k*G")
+      ->capture_default_str();
+  sub->add_flag("--shared-experts", a->opt.shared_expert, "Add a Qwen2-MoE shared expert (dense FFN copy)");
+  sub->add_option("--expert-noise", a->opt.expert_noise, "Std of Gaussian noise added to expert weights (not exact)")
+      ->capture_default_str();
+  sub->add_option("--reinit-ratio", a->opt.reinit_ratio, "Drop-Upcycling: fraction of each expert's neurons "
+                                                         "re-initialised (not exact)")
+      ->capture_default_str();
+  sub->add_option("--dtype", a->dtype, "Output dtype: f32, bf16, f16, f64 (default: the source's)");
+  sub->add_flag("--dry-run", a->dry_run, "Print the plan without reading any weight");
+  sub->add_flag("--overwrite", a->overwrite, "Replace DST if it exists");
+  return [a]() { return RunScaleOut(*a); };
+});
+
+}  // namespace
+}  // namespace escale::cli

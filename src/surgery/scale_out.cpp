@@ -1,0 +1,344 @@
+#include "surgery/scale_out.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+#include "core/check.h"
+#include "surgery/plan_report.h"
+#include "surgery/rng.h"
+
+namespace escale::surgery {
+
+const OutRecipe* ScaleOutPlan::Find(const std::string& target_name) const {
+  for (const OutRecipe& r : recipes)
+    if (r.target.name == target_name) return &r;
+  return nullptr;
+}
+
+namespace {
+
+std::string D(int64_t v) { return std::to_string(v); }
+
+std::string Num(double v) {
+  std::ostringstream o;
+  o << v;
+  return o.str();
+}
+
+std::string StreamName(const char* what, int64_t layer, int64_t expert, const char* which) {
+  return std::string(what) + "/layer/" + D(layer) + "/expert/" + D(expert) + "/" + which;
+}
+
+// Drop-Upcycling: the neurons of expert e of layer l to re-initialise, one set shared by gate, up
+// and down (the paper's description), drawn by a partial Fisher-Yates shuffle.
+std::vector<uint8_t> ReinitMask(uint64_t seed, int64_t layer, int64_t expert, int64_t fe, double ratio) {
+  std::vector<int64_t> idx(static_cast<size_t>(fe));
+  for (int64_t i = 0; i < fe; ++i) idx[static_cast<size_t>(i)] = i;
+  const auto n = static_cast<int64_t>(std::llround(ratio * static_cast<double>(fe)));
+  Rng rng = Rng::Stream(seed, StreamName("reinit-set", layer, expert, "ffn"));
+  std::vector<uint8_t> mask(static_cast<size_t>(fe), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    const auto j = i + static_cast<int64_t>(rng.NextBelow(static_cast<uint64_t>(fe - i)));
+    std::swap(idx[static_cast<size_t>(i)], idx[static_cast<size_t>(j)]);
+    mask[static_cast<size_t>(idx[static_cast<size_t>(i)])] = 1;
+  }
+  return mask;
+}
+
+}  // namespace
+
+std::vector<double> RouterBaseWeights(uint64_t seed, int64_t layer, int64_t rows, int64_t cols, double std_dev) {
+  Rng rng = Rng::Stream(seed, "router/layer/" + D(layer));
+  std::vector<double> w(static_cast<size_t>(rows * cols));
+  for (double& x : w) x = rng.NextNormal() * std_dev;
+  return w;
+}
+
+Result<ScaleOutPlan> PlanScaleOut(const ModelConfig& src, const ScaleOutOptions& opt) {
+  ESCALE_RETURN_IF_ERROR(src.Validate().WithContext("source config"));
+  if (src.is_moe())
+    return Unsupported("scale-out takes a dense model; the source is already " +
+                       std::string(ArchitectureClassName(src.arch)) + " (growing an existing MoE is not supported)");
+  const int64_t E = opt.experts, k = opt.top_k, G = opt.granularity, f = src.intermediate_size;
+  if (E < 2) return InvalidArgument("--experts must be at least 2 (got " + D(E) + ")");
+  if (k < 1 || k > E) return InvalidArgument("--top-k must be between 1 and --experts " + D(E) + " (got " + D(k) + ")");
+  if (k == 1 && opt.router == RouterType::kMixtral)
+    return InvalidArgument("--top-k 1 with mixtral routing gives the router no gradient (softmax over one selected "
+                           "expert is always 1); use --top-k 2 or more, or --router st");
+  if (G < 1) return InvalidArgument("--granularity must be at least 1 (got " + D(G) + ")");
+  if (f % G != 0)
+    return InvalidArgument("--granularity " + D(G) + " does not divide the FFN size " + D(f));
+  if (opt.every < 1 || opt.every > src.num_layers)
+    return InvalidArgument("--moe-every must be between 1 and the number of layers " + D(src.num_layers));
+  if (!(opt.router_std >= 0) || !std::isfinite(opt.router_std))
+    return InvalidArgument("--router-init-std must be a finite number >= 0");
+  if (!(opt.capacity_factor >= 0) || !std::isfinite(opt.capacity_factor))
+    return InvalidArgument("--capacity-factor must be >= 0 (0 = dropless)");
+  if (!(opt.expert_noise >= 0) || !std::isfinite(opt.expert_noise))
+    return InvalidArgument("--expert-noise must be >= 0");
+  if (!(opt.reinit_ratio >= 0 && opt.reinit_ratio <= 1))
+    return InvalidArgument("--reinit-ratio must be between 0 and 1");
+
+  ScaleOutPlan p;
+  p.source = src;
+  p.options = opt;
+  // Mixtral cannot express QKV bias, a shared expert, un-renormalised (st) routing or dense layers
+  // between MoE layers; Qwen2-MoE can express all of them.
+  std::string needs_qwen;
+  if (src.qkv_bias) needs_qwen = "the source has q/k/v biases";
+  else if (opt.shared_expert) needs_qwen = "--shared-experts";
+  else if (opt.router == RouterType::kSt) needs_qwen = "--router st (Mixtral always renormalises the top-k)";
+  else if (opt.every > 1) needs_qwen = "--moe-every " + D(opt.every) + " (Mixtral makes every layer MoE)";
+  if (opt.format == MoeFormat::kMixtral && !needs_qwen.empty())
+    return InvalidArgument("--format mixtral cannot hold this model: " + needs_qwen + "; use --format qwen2-moe");
+  p.format = opt.format == MoeFormat::kAuto ? (needs_qwen.empty() ? MoeFormat::kMixtral : MoeFormat::kQwen2Moe)
+                                            : opt.format;
+
+  ModelConfig& t = p.target;
+  t = src;
+  const int64_t fe = f / G;
+  t.arch = p.format == MoeFormat::kMixtral ? Architecture::kMixtral : Architecture::kQwen2Moe;
+  t.moe.num_experts = E * G;
+  t.moe.top_k = k * G;
+  t.moe.expert_intermediate = fe;
+  t.moe.shared_intermediate = opt.shared_expert ? f : 0;
+  t.moe.every = opt.every;
+  t.moe.dense_layers.clear();
+  t.moe.router = opt.router;
+  t.moe.capacity_factor = opt.capacity_factor;
+  t.moe.drop_policy = opt.drop_policy;
+  // Mixtral's intermediate_size is the expert size; every layer is MoE so no dense FFN remains.
+  if (p.format == MoeFormat::kMixtral) t.intermediate_size = fe;
+  // Qwen2-MoE attention has q/k/v biases (hard-coded in older transformers): zeros keep the function.
+  if (p.format == MoeFormat::kQwen2Moe) t.qkv_bias = true;
+  ESCALE_RETURN_IF_ERROR(t.Validate().WithContext("target config"));
+
+  // With mixtral routing the k selected groups' weights sum to 1 and each group's G slices share one
+  // router row, so each slice gets weight w/G: down_proj times G restores the dense output. A
+  // shared expert gated by sigmoid(0) = 1/2 carries half of the dense FFN, the experts the other half.
+  p.expert_down_scale = static_cast<double>(G) * (opt.shared_expert ? 0.5 : 1.0);
+
+  const auto src_shapes = ShapesOf(src);
+  for (const TensorSpec& spec : CanonicalTensors(t)) {
+    OutRecipe r;
+    r.target = spec;
+    const std::string l = spec.layer >= 0 ? "layers." + D(spec.layer) + "." : "";
+    switch (spec.role) {
+      case TensorRole::kRouter: r.kind = OutKind::kRouter; break;
+      case TensorRole::kExpertGate:
+      case TensorRole::kExpertUp:
+        r.kind = OutKind::kExpertRows;
+        r.source = l + (spec.role == TensorRole::kExpertGate ? "ffn.gate" : "ffn.up");
+        r.slice = spec.expert % G;
+        break;
+      case TensorRole::kExpertDown:
+        r.kind = OutKind::kExpertCols;
+        r.source = l + "ffn.down";
+        r.slice = spec.expert % G;
+        r.scale = p.expert_down_scale;
+        break;
+      case TensorRole::kSharedGate: r.source = l + "ffn.gate"; break;
+      case TensorRole::kSharedUp: r.source = l + "ffn.up"; break;
+      case TensorRole::kSharedDown: r.source = l + "ffn.down"; break;
+      case TensorRole::kSharedRouter: r.kind = OutKind::kZero; break;
+      case TensorRole::kBq:
+      case TensorRole::kBk:
+      case TensorRole::kBv:
+        if (src.qkv_bias) r.source = spec.name;
+        else r.kind = OutKind::kZero;
+        break;
+      case TensorRole::kLmHead:
+        r.source = src.tie_word_embeddings ? "embed" : "lm_head";
+        break;
+      default: r.source = spec.name; break;
+    }
+    if (!r.source.empty()) {
+      auto it = src_shapes.find(r.source);
+      if (it == src_shapes.end()) return InternalError("scale-out: no dense tensor " + r.source + " for " + spec.name);
+      r.source_shape = it->second;
+    }
+    p.recipes.push_back(std::move(r));
+  }
+
+  if (opt.router == RouterType::kSt)
+    p.inexact.push_back("st routing (softmax over all " + D(E * G) +
+                        " experts, top-k, no renormalisation) multiplies each MoE FFN output by the selected "
+                        "probability mass (about k/E = " + Num(static_cast<double>(k) / static_cast<double>(E)) +
+                        " at init)");
+  if (opt.expert_noise > 0)
+    p.inexact.push_back("--expert-noise " + Num(opt.expert_noise) + " makes the experts differ from the dense FFN");
+  if (opt.reinit_ratio > 0)
+    p.inexact.push_back("--reinit-ratio " + Num(opt.reinit_ratio) + " re-initialises part of every expert (Drop-Upcycling)");
+  if (opt.capacity_factor > 0)
+    p.conditions.push_back("capacity factor " + Num(opt.capacity_factor) + ": exact only while no expert receives more "
+                           "than ceil(CF*T*k/E) assignments; a dropped assignment contributes nothing");
+  return p;
+}
+
+template <class T>
+Status ProduceScaleOutInto(const ScaleOutPlan& p, const OutRecipe& r, const SourceFn& source, T* out,
+                           Scratch<T>& scratch) {
+  const int64_t n = ShapeNumel(r.target.shape);
+  const int64_t H = p.target.hidden_size, fe = p.target.moe.expert_intermediate, G = p.options.granularity;
+  switch (r.kind) {
+    case OutKind::kZero:
+      std::fill(out, out + n, T(0));
+      return Status::Ok();
+    case OutKind::kRouter: {
+      const int64_t groups = p.target.moe.num_experts / G;
+      const std::vector<double> base = RouterBaseWeights(p.options.seed, r.target.layer, groups, H, p.options.router_std);
+      for (int64_t e = 0; e < p.target.moe.num_experts; ++e)
+        for (int64_t j = 0; j < H; ++j)
+          out[e * H + j] = static_cast<T>(base[static_cast<size_t>((e / G) * H + j)]);
+      return Status::Ok();
+    }
+    case OutKind::kCopy: {
+      ESCALE_RETURN_IF_ERROR(LoadSourceInto<T>(source, r.source, r.source_shape, scratch.a));
+      std::copy(scratch.a.begin(), scratch.a.begin() + n, out);
+      return Status::Ok();
+    }
+    case OutKind::kExpertRows:
+    case OutKind::kExpertCols: break;
+  }
+  ESCALE_RETURN_IF_ERROR(LoadSourceInto<T>(source, r.source, r.source_shape, scratch.a));
+  const T* w = scratch.a.data();
+  const bool rows = r.kind == OutKind::kExpertRows;
+  const int64_t f = p.source.intermediate_size;
+  const T scale = static_cast<T>(r.scale);
+  for (int64_t a = 0; a < fe; ++a)
+    for (int64_t j = 0; j < H; ++j) {
+      // gate/up [fe, H] <- rows s*fe+a of [f, H]; down [H, fe] <- columns s*fe+a of [H, f].
+      if (rows) out[a * H + j] = w[(r.slice * fe + a) * H + j];
+      else out[j * fe + a] = w[j * f + r.slice * fe + a] * scale;
+    }
+  const int64_t layer = r.target.layer, expert = r.target.expert;
+  const char* which = r.target.role == TensorRole::kExpertGate ? "gate"
+                      : r.target.role == TensorRole::kExpertUp ? "up" : "down";
+  if (p.options.reinit_ratio > 0) {
+    // Drop-Upcycling: the chosen neurons' rows (gate, up) or columns (down) are drawn from a normal
+    // with this expert matrix's own mean and standard deviation.
+    double mean = 0, sq = 0;
+    for (int64_t i = 0; i < n; ++i) mean += static_cast<double>(out[i]);
+    mean /= static_cast<double>(n);
+    for (int64_t i = 0; i < n; ++i) sq += (static_cast<double>(out[i]) - mean) * (static_cast<double>(out[i]) - mean);
+    const double sd = std::sqrt(sq / static_cast<double>(n));
+    const std::vector<uint8_t> mask = ReinitMask(p.options.seed, layer, expert, fe, p.options.reinit_ratio);
+    Rng rng = Rng::Stream(p.options.seed, StreamName("reinit-values", layer, expert, which));
+    for (int64_t idx = 0; idx < n; ++idx) {
+      const int64_t neuron = rows ? idx / H : idx % fe;
+      if (mask[static_cast<size_t>(neuron)]) out[idx] = static_cast<T>(mean + sd * rng.NextNormal());
+    }
+  }
+  if (p.options.expert_noise > 0) {
+    Rng rng = Rng::Stream(p.options.seed, StreamName("noise", layer, expert, which));
+    for (int64_t i = 0; i < n; ++i) out[i] += static_cast<T>(p.options.expert_noise * rng.NextNormal());
+  }
+  return Status::Ok();
+}
+template Status ProduceScaleOutInto<float>(const ScaleOutPlan&, const OutRecipe&, const SourceFn&, float*,
+                                           Scratch<float>&);
+template Status ProduceScaleOutInto<double>(const ScaleOutPlan&, const OutRecipe&, const SourceFn&, double*,
+                                            Scratch<double>&);
+
+template <class T>
+Result<std::vector<T>> ProduceScaleOut(const ScaleOutPlan& p, const OutRecipe& r, const SourceFn& source) {
+  std::vector<T> out(static_cast<size_t>(ShapeNumel(r.target.shape)));
+  Scratch<T> scratch;
+  ESCALE_RETURN_IF_ERROR(ProduceScaleOutInto<T>(p, r, source, out.data(), scratch));
+  return out;
+}
+template Result<std::vector<float>> ProduceScaleOut<float>(const ScaleOutPlan&, const OutRecipe&, const SourceFn&);
+template Result<std::vector<double>> ProduceScaleOut<double>(const ScaleOutPlan&, const OutRecipe&, const SourceFn&);
+
+Result<std::map<std::string, Tensor>> ScaleOutInMemory(const ScaleOutPlan& plan, const SourceFn& source, DType dtype) {
+  std::map<std::string, Tensor> out;
+  for (const OutRecipe& r : plan.recipes) {
+    ESCALE_ASSIGN_OR_RETURN(std::vector<double> v, ProduceScaleOut<double>(plan, r, source));
+    Tensor t = Tensor::Zeros(dtype, r.target.shape);
+    ESCALE_RETURN_IF_ERROR(ConvertFromF64(v.data(), v.size(), dtype, t.mutable_bytes()));
+    out.emplace(r.target.name, std::move(t));
+  }
+  return out;
+}
+
+std::map<std::string, std::string> ScaleOutMetadata(const ScaleOutPlan& p) {
+  const ScaleOutOptions& o = p.options;
+  std::map<std::string, std::string> m;
+  m["escale.operation"] = "scale-out";
+  m["escale.method"] = "sparse-upcycling";
+  m["escale.experts"] = D(o.experts);
+  m["escale.top_k"] = D(o.top_k);
+  m["escale.granularity"] = D(o.granularity);
+  m["escale.router"] = std::string(RouterTypeName(o.router));
+  m["escale.router_init"] = "normal(mean=0, std=" + Num(o.router_std) + "), one row per dense copy, repeated " +
+                            D(o.granularity) + "x (granularity groups)";
+  m["escale.rng"] = "splitmix64 streams (seed, \"router/layer/<l>\"), Marsaglia polar normals (escale surgery/rng.h v1)";
+  m["escale.seed"] = std::to_string(o.seed);
+  m["escale.capacity_factor"] = Num(o.capacity_factor);
+  m["escale.drop_policy"] = o.drop_policy == DropPolicy::kProbability ? "probability" : "position";
+  m["escale.moe_every"] = D(o.every);
+  m["escale.shared_expert"] = o.shared_expert ? "dense FFN copy, gate weights 0 (sigmoid = 1/2), experts' down_proj halved" : "none";
+  m["escale.expert_noise"] = Num(o.expert_noise);
+  m["escale.reinit_ratio"] = Num(o.reinit_ratio);
+  m["escale.expert_down_scale"] = Num(p.expert_down_scale);
+  m["escale.source_shape"] = ShapeLine(p.source);
+  std::string status = ExactnessLine(p.inexact);
+  for (const std::string& c : p.conditions) status += " (" + c + ")";
+  m["escale.function_preserving"] = status;
+  return m;
+}
+
+std::string DescribeScaleOut(const ScaleOutPlan& p, DType out_dtype) {
+  std::ostringstream o;
+  const ScaleOutOptions& op = p.options;
+  o << "scale-out plan (sparse upcycling to " << ArchitectureClassName(p.target.arch) << ", router "
+    << RouterTypeName(op.router) << " init N(0, " << op.router_std << "^2), seed " << op.seed << ")\n";
+  o << "  source: " << ShapeLine(p.source) << "\n";
+  o << "  target: " << ShapeLine(p.target) << "\n";
+  o << "layers: ";
+  int64_t moe_layers = 0;
+  for (int64_t l = 0; l < p.target.num_layers; ++l) moe_layers += p.target.IsMoeLayer(l) ? 1 : 0;
+  o << moe_layers << " of " << p.target.num_layers << " become MoE (each MoE layer l <- dense layer l)\n";
+  o << "experts: " << p.target.moe.num_experts << " = " << op.experts << " copies x granularity " << op.granularity
+    << "; expert e = slice (e mod " << op.granularity << ") of the dense FFN, down_proj x " << p.expert_down_scale
+    << "\n";
+  o << "tensors of the first MoE layer (target shape <- source):\n";
+  int64_t first = -1;
+  for (int64_t l = 0; l < p.target.num_layers && first < 0; ++l)
+    if (p.target.IsMoeLayer(l)) first = l;
+  for (const OutRecipe& r : p.recipes) {
+    if (r.target.layer != first) continue;
+    if (r.target.expert > 1) continue;  // experts 0 and 1 stand for all
+    o << "  " << r.target.name << " " << ShapeToString(r.target.shape) << " <- ";
+    switch (r.kind) {
+      case OutKind::kCopy: o << r.source; break;
+      case OutKind::kZero: o << "zeros"; break;
+      case OutKind::kRouter: o << "N(0, " << op.router_std << "^2)"; break;
+      case OutKind::kExpertRows: o << r.source << " rows of slice " << r.slice; break;
+      case OutKind::kExpertCols: o << r.source << " columns of slice " << r.slice << " x " << r.scale; break;
+    }
+    o << "\n";
+  }
+  if (p.target.moe.num_experts > 2) o << "  ... (experts 2.." << p.target.moe.num_experts - 1 << " likewise)\n";
+  const ParameterCounts before = CountParameters(p.source), after = CountParameters(p.target);
+  o << "parameters: " << HumanCount(before.total) << " -> " << HumanCount(after.total) << "; active per token "
+    << HumanCount(before.active) << " -> " << HumanCount(after.active) << "\n";
+  uint64_t bytes = 0, peak = 0;
+  const uint64_t esize = static_cast<uint64_t>(DTypeSize(out_dtype));
+  for (const OutRecipe& r : p.recipes) {
+    const auto n = static_cast<uint64_t>(ShapeNumel(r.target.shape));
+    bytes += n * esize;
+    const uint64_t sn = r.source.empty() ? 0 : static_cast<uint64_t>(ShapeNumel(r.source_shape));
+    peak = std::max(peak, sn * 4 + n * 4 + n * esize);
+  }
+  o << "bytes to write: " << HumanBytes(bytes) << " (" << DTypeName(out_dtype) << ")\n";
+  o << "peak memory: about " << HumanBytes(peak) << " (one dense tensor and one target tensor; source weights are "
+    << "memory-mapped)\n";
+  o << "function preservation: " << ExactnessLine(p.inexact);
+  for (const std::string& c : p.conditions) o << " (" << c << ")";
+  o << "\n";
+  return o.str();
+}
+
+}  // namespace escale::surgery

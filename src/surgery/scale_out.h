@@ -1,0 +1,87 @@
+// Scale-out (SPEC.md §3): sparse upcycling of a dense model into an MoE. A plan from the dense
+// config and the options (validated before any weight is read), then one target tensor at a time.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "core/tensor.h"
+#include "model/config.h"
+#include "model/layout.h"
+#include "surgery/source.h"
+
+namespace escale::surgery {
+
+enum class MoeFormat { kAuto, kMixtral, kQwen2Moe };
+
+struct ScaleOutOptions {
+  int64_t experts = 0;      // E: copies of each dense FFN (routed experts = E * granularity)
+  int64_t top_k = 0;        // k (routed top-k = k * granularity)
+  RouterType router = RouterType::kMixtral;
+  double router_std = 0.02; // router weights ~ N(0, router_std^2)
+  uint64_t seed = 0;
+  double capacity_factor = 0.0;  // 0: dropless
+  DropPolicy drop_policy = DropPolicy::kProbability;
+  int64_t every = 1;        // layer i is MoE iff (i+1) % every == 0
+  MoeFormat format = MoeFormat::kAuto;
+  int64_t granularity = 1;  // G: each FFN split into G slices of f/G (Megatron granular upcycling)
+  bool shared_expert = false;  // Qwen2-MoE shared expert (a copy of the dense FFN)
+  double expert_noise = 0.0;   // std of Gaussian noise added to every expert weight
+  double reinit_ratio = 0.0;   // Drop-Upcycling: fraction of each expert's neurons re-initialised
+};
+
+// How one target tensor is made.
+enum class OutKind {
+  kCopy,          // the same tensor of the dense model
+  kZero,          // zeros (q/k/v biases a Qwen2-MoE target needs; the shared expert's gate)
+  kRouter,        // N(0, std^2) rows from the seeded stream of this layer, repeated per group
+  kExpertRows,    // gate / up: rows [s*fe, (s+1)*fe) of the dense tensor
+  kExpertCols,    // down: columns [s*fe, (s+1)*fe) of the dense tensor, times down_scale
+};
+
+struct OutRecipe {
+  TensorSpec target;
+  OutKind kind = OutKind::kCopy;
+  std::string source;  // canonical dense name
+  Shape source_shape;
+  int64_t slice = 0;   // granularity slice s of the dense FFN
+  double scale = 1.0;  // multiplies the whole tensor (down_proj of experts / shared expert)
+};
+
+struct ScaleOutPlan {
+  ModelConfig source;
+  ModelConfig target;
+  ScaleOutOptions options;
+  MoeFormat format = MoeFormat::kMixtral;
+  double expert_down_scale = 1.0;
+  std::vector<OutRecipe> recipes;
+  std::vector<std::string> inexact;     // why the MoE does not compute the dense function
+  std::vector<std::string> conditions;  // when an otherwise exact plan stops being exact
+
+  bool exact() const { return inexact.empty(); }
+  const OutRecipe* Find(const std::string& target_name) const;
+};
+
+Result<ScaleOutPlan> PlanScaleOut(const ModelConfig& dense, const ScaleOutOptions& opt);
+
+// The target tensor of `r` in T (float for files, double for tests), into out[0..numel).
+template <class T>
+Status ProduceScaleOutInto(const ScaleOutPlan& plan, const OutRecipe& r, const SourceFn& source, T* out,
+                           Scratch<T>& scratch);
+template <class T>
+Result<std::vector<T>> ProduceScaleOut(const ScaleOutPlan& plan, const OutRecipe& r, const SourceFn& source);
+
+Result<std::map<std::string, Tensor>> ScaleOutInMemory(const ScaleOutPlan& plan, const SourceFn& source,
+                                                       DType dtype);
+
+// The rows x cols router matrix of `layer` before per-group repetition: N(0, std^2), row-major,
+// from Rng::Stream(seed, "router/layer/<layer>").
+std::vector<double> RouterBaseWeights(uint64_t seed, int64_t layer, int64_t rows, int64_t cols, double std_dev);
+
+std::map<std::string, std::string> ScaleOutMetadata(const ScaleOutPlan& plan);
+std::string DescribeScaleOut(const ScaleOutPlan& plan, DType out_dtype);
+
+}  // namespace escale::surgery

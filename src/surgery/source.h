@@ -1,0 +1,38 @@
+// Where producers read source tensors from: a function from canonical name to a tensor (a view
+// into an mmapped checkpoint, or an in-memory tensor in tests), converted on demand.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "core/tensor.h"
+#include "model/layout.h"
+
+namespace escale::surgery {
+
+using SourceFn = std::function<Result<Tensor>(const std::string& canonical)>;
+
+// A SourceFn over a map of tensors (tests, `escale verify`, in-memory pipelines).
+SourceFn SourceFromMap(const std::map<std::string, Tensor>& tensors);
+
+// Buffers reused from tensor to tensor: a fresh multi-megabyte allocation per tensor is page-faulted
+// and zeroed every time, which costs more than the surgery itself.
+template <class T>
+struct Scratch {
+  std::vector<T> a, b, out;
+};
+
+// Loads `name`, checks its shape against `expected` and converts it to T (float or double) into
+// `buf` (grown when too small; its first numel elements are the tensor).
+template <class T>
+Status LoadSourceInto(const SourceFn& source, const std::string& name, const Shape& expected, std::vector<T>& buf);
+template <class T>
+Result<std::vector<T>> LoadSource(const SourceFn& source, const std::string& name, const Shape& expected);
+
+// Canonical name -> shape of every tensor of `c`.
+std::map<std::string, Shape> ShapesOf(const ModelConfig& c);
+
+}  // namespace escale::surgery
