@@ -44,20 +44,24 @@ int Run(int argc, char** argv) {
   app.add_flag("-q,--quiet", quiet, "No progress display");
   auto& reg = Registry();
   std::sort(reg.begin(), reg.end(), [](const auto& a, const auto& b) { return a.order < b.order; });
-  std::vector<std::pair<CLI::App*, RunFn>> commands;
+  // Every command a registration adds (a group and its leaves) runs that registration's function;
+  // at run time the deepest parsed command wins, so "bench gemm" and "bench train" can come from
+  // two files while "tokenizer" can dispatch its own subcommands.
+  struct Entry {
+    CLI::App* app;
+    int depth;
+    std::shared_ptr<RunFn> fn;
+  };
+  std::vector<Entry> commands;
   for (auto& c : reg) {
-    // The command a registration adds is the deepest new one ("bench gemm" may add "bench" too).
     std::vector<std::pair<CLI::App*, int>> before, after;
     CollectCommands(&app, 0, before);
-    RunFn fn = c.setup(app);
+    auto fn = std::make_shared<RunFn>(c.setup(app));
     CollectCommands(&app, 0, after);
-    CLI::App* added = nullptr;
-    int depth = -1;
     for (auto& [a, d] : after) {
       const bool is_new = std::none_of(before.begin(), before.end(), [&](auto& b) { return b.first == a; });
-      if (is_new && d > depth) added = a, depth = d;
+      if (is_new) commands.push_back({a, d, fn});
     }
-    if (added != nullptr) commands.emplace_back(added, std::move(fn));
   }
   try {
     app.parse(argc, argv);
@@ -72,9 +76,12 @@ int Run(int argc, char** argv) {
     return 2;
   }
   Progress::SetGloballyEnabled(!quiet);
-  for (auto& [sub, fn] : commands) {
-    if (!sub->parsed()) continue;
-    const Status st = fn();
+  const Entry* chosen = nullptr;
+  for (const Entry& e : commands)
+    if (e.app->parsed() && (chosen == nullptr || e.depth > chosen->depth)) chosen = &e;
+  if (chosen != nullptr) {
+    CLI::App* sub = chosen->app;
+    const Status st = (*chosen->fn)();
     if (!st.ok()) {
       std::string name = sub->get_name();
       for (CLI::App* p = sub->get_parent(); p != nullptr && p->get_parent() != nullptr; p = p->get_parent())
