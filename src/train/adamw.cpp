@@ -33,12 +33,14 @@ double SumOfSquares(std::span<const float> x) {
   // Reused across calls: the training step must not allocate once warmed up.
   thread_local std::vector<double> partial;
   if (partial.size() < static_cast<size_t>(blocks)) partial.resize(static_cast<size_t>(blocks));
+  // OpenMP workers have thread_locals of their own: hand them this thread's buffer.
+  double* const out = partial.data();
 #pragma omp parallel for schedule(static) if (blocks > 8)
   for (int64_t b = 0; b < blocks; ++b) {
     double s = 0;
     const int64_t end = std::min(n, (b + 1) * kBlock);
     for (int64_t i = b * kBlock; i < end; ++i) s += static_cast<double>(x[i]) * x[i];
-    partial[static_cast<size_t>(b)] = s;
+    out[b] = s;
   }
   double total = 0;
   for (int64_t b = 0; b < blocks; ++b) total += partial[static_cast<size_t>(b)];

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "train/adamw.h"
@@ -50,6 +51,11 @@ TEST(AdamW, SumOfSquaresAndClip) {
   double ref = 0;
   for (float f : x) ref += double(f) * f;
   EXPECT_DOUBLE_EQ(SumOfSquares(x), ref);
+  // Large enough for the parallel path (many blocks), from a fresh thread with no buffer yet.
+  std::vector<float> big(1 << 20, 0.5f);
+  double got = 0;
+  std::thread([&] { got = SumOfSquares(big); }).join();
+  EXPECT_DOUBLE_EQ(got, 0.25 * (1 << 20));
   EXPECT_DOUBLE_EQ(ClipFactor(10.0, 1.0), 0.1);
   EXPECT_DOUBLE_EQ(ClipFactor(0.5, 1.0), 1.0);
   EXPECT_DOUBLE_EQ(ClipFactor(10.0, 0.0), 1.0);
