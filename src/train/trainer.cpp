@@ -348,8 +348,8 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
       }
       rec["expert_load"] = layers;
     }
-    if (sum.output_z > 0) rec["output_z"] = sum.output_z;
-    if (sum.output_max_z > 0) rec["output_max_z"] = sum.output_max_z;
+    if (coef.output_z > 0) rec["output_z"] = sum.output_z;
+    if (coef.output_max_z > 0) rec["output_max_z"] = sum.output_max_z;
     if (verdict != StepVerdict::kAccept) {
       rec["skipped"] = std::string(StepVerdictName(verdict));
       std::fprintf(stderr, "\nescale train: step %lld skipped (%s, loss %g, grad norm %g)\n",

@@ -1,0 +1,173 @@
+// The training loop end to end on a tiny model: learning, determinism, bit-exact resume, the
+// fault policy, and refusals of bad input.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "io/hf_model.h"
+#include "io/token_shards.h"
+#include "model/init.h"
+#include "support/test_support.h"
+#include "train/checkpoint_store.h"
+#include "train/trainer.h"
+
+namespace escale {
+namespace {
+namespace fs = std::filesystem;
+
+ModelConfig TinyConfig(bool moe) {
+  ModelConfig c;
+  c.arch = moe ? Architecture::kQwen2Moe : Architecture::kLlama;
+  c.vocab_size = 64;
+  c.hidden_size = 16;
+  c.intermediate_size = 24;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 4;
+  c.qkv_bias = moe;
+  if (moe) {
+    c.moe.num_experts = 4;
+    c.moe.top_k = 2;
+    c.moe.expert_intermediate = 24;
+  }
+  return c;
+}
+
+// A learnable stream: a repeating pattern with some noise, so the loss must fall.
+std::shared_ptr<std::vector<uint16_t>> PatternTokens(int n, uint64_t salt) {
+  auto v = std::make_shared<std::vector<uint16_t>>(n);
+  uint64_t x = salt * 2654435761u + 1;
+  for (int i = 0; i < n; ++i) {
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    (*v)[i] = static_cast<uint16_t>((x >> 60) == 0 ? (x >> 33) % 64 : (i * 7) % 61);
+  }
+  return v;
+}
+
+TrainerInputs Inputs(bool moe) {
+  TrainerInputs in;
+  in.config = TinyConfig(moe);
+  in.init = RandomInit(in.config, {.seed = 5});
+  auto tr = PatternTokens(6000, 1), va = PatternTokens(600, 2);
+  in.train = {{tr->data(), static_cast<int64_t>(tr->size()), 2, tr}};
+  in.val = {{va->data(), static_cast<int64_t>(va->size()), 2, va}};
+  return in;
+}
+
+TrainOptions Options(const std::string& out, int64_t steps) {
+  TrainOptions o;
+  o.model_dir = "(in memory)";
+  o.data = "(in memory)";
+  o.out = out;
+  o.seq_len = 16;
+  o.micro_batch = 4;
+  o.global_batch_tokens = 128;  // 2 micro-batches per step
+  o.steps = steps;
+  o.lr = 1e-2;
+  o.min_lr = 1e-3;
+  o.warmup = 3;
+  o.eval_every = 5;
+  o.eval_batches = 2;
+  o.save_every = 10;
+  o.keep_last = 0;
+  return o;
+}
+
+// Metrics without the wall-clock fields.
+std::vector<nlohmann::json> Metrics(const std::string& run) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(run + "/metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    for (const char* k : {"tokens_per_s", "step_s", "mfu"}) j.erase(k);
+    out.push_back(j);
+  }
+  return out;
+}
+
+std::string Weights(const std::string& ckpt) { return testing::ReadFile(ckpt + "/model/model.safetensors"); }
+
+TEST(Trainer, LearnsAndIsDeterministic) {
+  testing::TempDir a, b;
+  auto ra = RunTraining(Options(a.path(), 20), Inputs(false));
+  ASSERT_TRUE(ra.ok()) << ra.status().message();
+  EXPECT_LT(ra->last_val_loss, ra->first_val_loss * 0.8);
+  auto rb = RunTraining(Options(b.path(), 20), Inputs(false));
+  ASSERT_TRUE(rb.ok());
+  EXPECT_EQ(Metrics(a.path()), Metrics(b.path()));
+  EXPECT_EQ(Weights(ra->last_checkpoint), Weights(rb->last_checkpoint));
+  EXPECT_EQ(Metrics(a.path()).size(), 20u + 5u);  // 20 steps + evals at 0, 5, 10, 15, 20
+}
+
+TEST(Trainer, ResumeIsBitExactDenseAndMoe) {
+  for (bool moe : {false, true}) {
+    testing::TempDir straight, resumed;
+    auto full = RunTraining(Options(straight.path(), 20), Inputs(moe));
+    ASSERT_TRUE(full.ok()) << full.status().message();
+    // Same options, but the run "died" right after its step-10 checkpoint.
+    auto first = RunTraining(Options(resumed.path(), 20), Inputs(moe));
+    ASSERT_TRUE(first.ok());
+    const std::string cdir = CheckpointsDir(resumed.path());
+    fs::remove_all(cdir + "/" + CheckpointName(20));
+    testing::WriteFile(cdir + "/latest", CheckpointName(20) + "\n");  // stale pointer: must fall back
+    TrainOptions o = Options(resumed.path(), 20);
+    EXPECT_FALSE(RunTraining(o, Inputs(moe)).ok());  // checkpoints exist but no --resume
+    o.resume = true;
+    auto second = RunTraining(o, Inputs(moe));
+    ASSERT_TRUE(second.ok()) << second.status().message();
+    EXPECT_EQ(second->start_step, 10);
+    EXPECT_EQ(Metrics(straight.path()), Metrics(resumed.path())) << (moe ? "moe" : "dense");
+    EXPECT_EQ(Weights(full->last_checkpoint), Weights(second->last_checkpoint));
+    EXPECT_EQ(testing::ReadFile(full->last_checkpoint + "/optimizer.safetensors"),
+              testing::ReadFile(second->last_checkpoint + "/optimizer.safetensors"));
+  }
+}
+
+TEST(Trainer, InjectedNanAndSpikeAreSkippedLoggedAndSurvived) {
+  testing::TempDir run;
+  TrainOptions o = Options(run.path(), 40);
+  o.global_batch_tokens = 0;
+  o.inject_nan_steps = "3";
+  o.inject_spike_steps = "30";
+  auto r = RunTraining(o, Inputs(true));
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->skipped_steps, 2);
+  EXPECT_EQ(r->steps_done, 40);
+  int nan = 0, spike = 0;
+  for (const auto& m : Metrics(run.path())) {
+    if (!m.contains("skipped")) continue;
+    if (m["skipped"] == "non-finite gradient") nan += m["step"] == 4;  // 0-based step 3 is logged as 4
+    if (m["skipped"] == "loss spike") spike += m["step"] == 31;
+  }
+  EXPECT_EQ(nan, 1);
+  EXPECT_EQ(spike, 1);
+}
+
+TEST(Trainer, TooManySkipsStopNamingTheLastGoodCheckpoint) {
+  testing::TempDir run;
+  TrainOptions o = Options(run.path(), 40);
+  o.inject_nan_steps = "12,13,14,15,16";
+  o.max_skips = 5;
+  auto r = RunTraining(o, Inputs(false));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("5 steps in a row were skipped"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find(CheckpointName(10)), std::string::npos) << r.status().message();
+}
+
+TEST(Trainer, RefusesMoeOptionsOnDenseAndTooLittleData) {
+  testing::TempDir run;
+  TrainOptions o = Options(run.path(), 5);
+  o.capacity_factor = 2.0;
+  auto r = RunTraining(o, Inputs(false));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("--scale-out"), std::string::npos);
+  o = Options(run.path(), 5);
+  o.seq_len = 10000;
+  o.global_batch_tokens = 0;
+  EXPECT_NE(RunTraining(o, Inputs(false)).status().message().find("no window"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace escale
