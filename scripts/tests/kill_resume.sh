@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Kill test (issue "trainer"): SIGKILL `escale train` at random moments -- including during
+# checkpoint writes -- at least KILLS times, resume after each kill, and check the finished run
+# equals an uninterrupted one bit for bit (losses in metrics.jsonl and the final weights).
+# Usage: scripts/tests/kill_resume.sh ESCALE_BINARY [KILLS]
+set -euo pipefail
+ESCALE=${1:?usage: kill_resume.sh ESCALE_BINARY [KILLS]}
+KILLS=${2:-20}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+
+# Data: a small English text from Debian's licence files, a 300-token BPE, shards.
+cat /usr/share/common-licenses/GPL-3 /usr/share/common-licenses/Apache-2.0 > corpus.txt
+mkdir tok
+"$ESCALE" -q tokenizer train corpus.txt --vocab-size 300 -o tok/tokenizer.json >/dev/null 2>&1
+"$ESCALE" -q tokenize --tokenizer tok/tokenizer.json --input corpus.txt --output shards --val-fraction 0 >/dev/null 2>&1
+cat > config.json <<'JSON'
+{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 300, "hidden_size": 32,
+ "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+ "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "max_position_embeddings": 256, "tie_word_embeddings": false}
+JSON
+"$ESCALE" -q init model --config config.json --seed 3 >/dev/null
+
+TRAIN=(-q train --model model --data shards --steps 60 --seq-len 32 --micro-batch 4 --lr 3e-3
+       --warmup 5 --save-every 2 --keep-last 2 --eval-every 0 --no-mfu --threads 1)
+train() { "$ESCALE" "${TRAIN[@]}" --out "$@"; }  # train RUN_DIR [extra flags]
+strip_timing() { sed -E 's/,?"(tokens_per_s|step_s|mfu)":[^,}]*//g' "$1"; }
+
+train straight >/dev/null
+
+kills=0
+attempts=0
+while ((kills < KILLS)); do
+  attempts=$((attempts + 1))
+  if ((attempts > KILLS * 5)); then echo "kill_resume: could not land $KILLS kills" >&2; exit 1; fi
+  "$ESCALE" "${TRAIN[@]}" --out killed --resume >/dev/null 2>&1 &  # not via a function: $! must be escale
+  pid=$!
+  # Random moment: 0..0.8 s after start (start-up, steps, checkpoint writes all get hit).
+  sleep "0.$((RANDOM % 8))$((RANDOM % 10))"
+  if kill -9 "$pid" 2>/dev/null; then kills=$((kills + 1)); fi
+  wait "$pid" 2>/dev/null || true
+  if [[ -f killed/checkpoints/latest ]] && grep -q step-00000060 killed/checkpoints/latest; then
+    rm -rf killed  # finished before we could kill it enough: start over, the count stands
+  fi
+done
+train killed --resume >/dev/null
+
+final_a=$(cat straight/checkpoints/latest)
+final_b=$(cat killed/checkpoints/latest)
+[[ $final_a == "$final_b" ]] || { echo "kill_resume: final checkpoints differ: $final_a vs $final_b" >&2; exit 1; }
+cmp straight/checkpoints/$final_a/model/model.safetensors killed/checkpoints/$final_b/model/model.safetensors
+cmp straight/checkpoints/$final_a/optimizer.safetensors killed/checkpoints/$final_b/optimizer.safetensors
+diff <(strip_timing straight/metrics.jsonl) <(strip_timing killed/metrics.jsonl)
+echo "kill_resume: $kills kills, every resume continued to the identical final weights and losses"
