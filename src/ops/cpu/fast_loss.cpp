@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "ops/cpu/fast_kernels.h"
+
 namespace escale::ops::fast {
 
 OutputLossValues OutputLossForwardBackward(float* logits, int64_t rows, int64_t V, const int32_t* targets,
@@ -28,7 +30,7 @@ OutputLossValues OutputLossForwardBackward(float* logits, int64_t rows, int64_t 
     const float mx = y[am];
     float sum = 0;
 #pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < V; ++i) sum += std::exp(y[i] - mx);
+    for (int64_t i = 0; i < V; ++i) sum += FastExp(y[i] - mx);
     const double lse = double(mx) + std::log(double(sum));
     ce[t] = lse - double(y[target]);
     zz[t] = lse * lse;
@@ -38,7 +40,7 @@ OutputLossValues OutputLossForwardBackward(float* logits, int64_t rows, int64_t 
     const float c_soft = static_cast<float>(g.scale * inv * (1.0 + g.output_z * 2.0 * lse));
     const float inv_sum = 1.0f / sum;
 #pragma omp simd
-    for (int64_t i = 0; i < V; ++i) y[i] = c_soft * (std::exp(y[i] - mx) * inv_sum);
+    for (int64_t i = 0; i < V; ++i) y[i] = c_soft * (FastExp(y[i] - mx) * inv_sum);
     y[target] -= static_cast<float>(g.scale * inv);
     if (g.output_max_z != 0) y[am] += static_cast<float>(g.scale * inv * g.output_max_z * 2.0 * double(mx));
   }
