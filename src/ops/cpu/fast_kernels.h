@@ -12,12 +12,14 @@
 
 namespace escale::ops::fast {
 
-// exp(x) to about 2 ulp (Cephes polynomial, exponent by bit arithmetic) without a libm call, so
-// loops over it vectorize under `omp simd`. x is clamped to [-87.3, 88.3]: exp(-inf) gives
-// ~1e-38, not 0 (callers mask explicitly).
+// exp(x) to about 1e-7 relative (Cephes polynomial) without a libm call, so loops over it
+// vectorise under `omp simd` (std::floor would become a call to floorf). Rounding to the nearest
+// integer uses the 1.5·2^23 trick, so this must not be compiled with -ffast-math. x is clamped to
+// [-87.3, 88.3]: exp(-inf) gives ~1e-38, not 0 (callers mask explicitly).
 inline float FastExp(float x) {
   x = std::min(std::max(x, -87.3f), 88.3f);
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  const float t = x * 1.44269504088896341f + 12582912.0f;  // round(x·log2 e) in the low mantissa bits
+  const float n = t - 12582912.0f;
   float r = x - n * 0.693359375f;
   r = r + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
@@ -27,7 +29,7 @@ inline float FastExp(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  const int32_t bits = (std::bit_cast<int32_t>(t) - 0x4B400000 + 127) << 23;  // 2^n
   return p * std::bit_cast<float>(bits);
 }
 
