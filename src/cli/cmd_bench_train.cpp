@@ -145,7 +145,7 @@ Status Run(const Args& a) {
   const FlopsPerToken f = TrainingFlopsPerToken(p.config, p.shape.seq_len);
   const double tok_s = double(n) / mean, tok_s_best = double(n) / best;
   const double gflops = tok_s * f.total() / 1e9, gflops_causal = tok_s * f.total_causal() / 1e9;
-  const SgemmRate peak = MeasureSgemmRate(1024, threads, 1.0);
+  const SgemmRate peak = MeasureSgemmRate(1024, threads, 2.0);
   const double mfu = gflops / peak.gflops;
   if (a.json) {
     nlohmann::json j = {{"bench", "train"},         {"preset", a.preset},

@@ -710,6 +710,7 @@ Result<LossTerms> TrainModel::ForwardBackward(std::span<const int32_t> tokens, s
                                               float grad_scale) {
   Impl& s = *impl_;
   ESCALE_RETURN_IF_ERROR(s.CheckBatch(tokens, targets));
+  fast::UseSingleThreadedBlas();  // again: someone (MeasureSgemmRate) may have changed it since Create
   s.Forward(tokens);
   const LossTerms r = s.Losses(targets, /*write_grad=*/true, grad_scale);
   s.Backward(tokens, grad_scale);
@@ -719,6 +720,7 @@ Result<LossTerms> TrainModel::ForwardBackward(std::span<const int32_t> tokens, s
 Result<LossTerms> TrainModel::Evaluate(std::span<const int32_t> tokens, std::span<const int32_t> targets) {
   Impl& s = *impl_;
   ESCALE_RETURN_IF_ERROR(s.CheckBatch(tokens, targets));
+  fast::UseSingleThreadedBlas();
   s.Forward(tokens);
   return s.Losses(targets, /*write_grad=*/false, 1.0f);
 }
