@@ -65,6 +65,8 @@ void Nfc(std::string_view in, std::string& out) {
 
 }  // namespace
 
+constexpr size_t kMaxCachedWord = 256;
+
 struct Encoder::State {
   const TokenizerImpl& t;
   size_t max_cache;
@@ -90,6 +92,7 @@ struct Encoder::State {
     }
     const size_t before = out.size();
     t.bpe.Tokenize(w, scratch, out);
+    if (w.size() > kMaxCachedWord) return;  // long runs rarely repeat; keep the cache small
     if (cache.size() >= max_cache) {
       cache.clear();
       arena.clear();

@@ -195,6 +195,13 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
     if (id < 0 || id >= kMaxId) return FormatError("added token id " + std::to_string(id) + " is out of range");
     max_id = std::max(max_id, id);
   }
+  // Ids index dense tables: refuse files whose ids are far sparser than their entries, so a
+  // malformed file cannot make us allocate gigabytes.
+  const auto entries = static_cast<int64_t>(vocab.size() + added.size());
+  if (max_id >= 2 * entries + 65536) {
+    return FormatError("token id " + std::to_string(max_id) + " is far beyond the " + std::to_string(entries) +
+                       " tokens defined (ids must be dense)");
+  }
   const size_t n = static_cast<size_t>(max_id + 1);
   t.id_bytes.assign(n, std::string());
   t.id_token.assign(n, std::string());
