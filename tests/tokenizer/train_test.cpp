@@ -44,7 +44,7 @@ TEST(Train, DeterministicAndLoadable) {
     docs.push_back("Document " + std::to_string(i) + ": the cat sat on the mat, 你好世界 " +
                    std::string(i % 7, ' ') + "naïve café déjà vu\n\tend.");
   }
-  docs.push_back(std::string("raw \xff\xfe bytes \x80", 16));
+  docs.push_back("raw \xff\xfe bytes \x80");
   TrainOptions o = Opts(400);
   o.special_tokens = {"<|endoftext|>", "<|pad|>"};
   auto a = TrainByteLevelBpeFromTexts(docs, o);
