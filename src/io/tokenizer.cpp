@@ -267,7 +267,7 @@ std::string Tokenizer::Normalize(std::string_view text) const {
 int32_t Tokenizer::vocab_size() const { return static_cast<int32_t>(impl_->id_bytes.size()); }
 
 std::optional<int32_t> Tokenizer::TokenToId(std::string_view token) const {
-  auto it = impl_->token_to_id.find(std::string(token));
+  auto it = impl_->token_to_id.find(token);
   if (it == impl_->token_to_id.end()) return std::nullopt;
   return it->second;
 }
