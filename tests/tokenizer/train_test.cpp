@@ -91,5 +91,26 @@ TEST(Train, CliWritesATokenizerThatEncodes) {
   EXPECT_NE(bad.err.find("bad.jsonl:2"), std::string::npos) << bad.err;
 }
 
+TEST(Train, CliRoundTripsArbitraryBytesThroughFiles) {
+  escale::testing::TempDir dir;
+  auto json_text = TrainByteLevelBpeFromTexts({"some text to learn from, some text"}, Opts(270));
+  ASSERT_TRUE(json_text.ok());
+  escale::testing::WriteFile(dir / "t.json", *json_text);
+  std::string bytes;
+  for (int i = 0; i < 512; ++i) bytes.push_back(static_cast<char>((i * 37 + 11) & 0xff));  // all bytes, invalid UTF-8
+  bytes += "<|endoftext|> some text";
+  escale::testing::WriteFile(dir / "in.bin", bytes);
+  auto enc = escale::testing::RunEscale("tokenizer encode " + (dir / "t.json") + " --file " + (dir / "in.bin") +
+                                        " --no-special");
+  ASSERT_EQ(enc.exit_code, 0) << enc.err;
+  escale::testing::WriteFile(dir / "ids.txt", enc.out);
+  auto dec = escale::testing::RunEscale("tokenizer decode " + (dir / "t.json") + " --file " + (dir / "ids.txt"));
+  ASSERT_EQ(dec.exit_code, 0) << dec.err;
+  EXPECT_EQ(dec.out, bytes);
+  auto bad = escale::testing::RunEscale("tokenizer decode " + (dir / "t.json") + " --ids 1,2,99999");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("99999"), std::string::npos) << bad.err;
+}
+
 }  // namespace
 }  // namespace escale::tok
