@@ -44,7 +44,7 @@ Status RunConvert(const ConvertArgs& a) {
   opt.copy_tokenizer_from = a.src;
   opt.metadata = m.metadata;
   opt.metadata.erase("format");
-  return WriteHfModel(a.dst, out, CopyFromModel(m, opt.dtype), opt);
+  return WriteHfModel(a.dst, out, m, opt);
 }
 
 CommandRegistration reg(15, [](CLI::App& app) -> RunFn {

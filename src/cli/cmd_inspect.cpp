@@ -21,6 +21,14 @@ struct InspectArgs {
   int64_t seq_len = 4096;
 };
 
+// Qwen configs carry a sliding_window value even when use_sliding_window is false.
+bool SlidingWindowInUse(const ModelConfig& c) {
+  const json& x = c.extra;
+  if (c.arch == Architecture::kQwen2 || c.arch == Architecture::kQwen2Moe)
+    return x.contains("use_sliding_window") && x["use_sliding_window"] == true;
+  return x.contains("sliding_window") && !x["sliding_window"].is_null();
+}
+
 json ConfigJson(const ModelConfig& c) {
   json j = {{"vocab_size", c.vocab_size},
             {"hidden_size", c.hidden_size},
@@ -36,7 +44,7 @@ json ConfigJson(const ModelConfig& c) {
             {"qkv_bias", c.qkv_bias},
             {"tie_word_embeddings", c.tie_word_embeddings},
             {"dtype", std::string(DTypeName(c.dtype))}};
-  if (c.extra.contains("sliding_window")) j["sliding_window"] = c.extra["sliding_window"];
+  j["sliding_window"] = SlidingWindowInUse(c) ? c.extra.value("sliding_window", json()) : json();
   if (c.is_moe()) {
     std::vector<int64_t> moe_layers;
     for (int64_t l = 0; l < c.num_layers; ++l)
@@ -125,7 +133,7 @@ Status RunInspect(const InspectArgs& a) {
               c.max_position_embeddings);
   std::printf("norm          rms eps %g, tied embeddings %s, dtype %s\n", c.rms_norm_eps,
               c.tie_word_embeddings ? "yes" : "no", std::string(DTypeName(c.dtype)).c_str());
-  if (c.extra.contains("sliding_window") && !c.extra["sliding_window"].is_null())
+  if (SlidingWindowInUse(c))
     std::printf("note          sliding_window %s is ignored: escale attends to the full causal context\n",
                 c.extra["sliding_window"].dump().c_str());
   if (c.is_moe()) {

@@ -29,10 +29,13 @@ CommandRegistration reg(61, [](CLI::App& app) -> RunFn {
   return [o]() -> Status {
     ESCALE_ASSIGN_OR_RETURN(tok::TokenizeSummary s, tok::TokenizeToShards(*o));
     const double mbs = s.seconds > 0 ? static_cast<double>(s.bytes) / 1e6 / s.seconds : 0;
-    std::fprintf(stderr, "tokenized %llu documents, %s, into %llu tokens in %s (%.1f MB/s, %d workers) -> %s\n",
+    const double cpu_mbs = s.cpu_seconds > 0 ? static_cast<double>(s.bytes) / 1e6 / s.cpu_seconds : 0;
+    std::fprintf(stderr,
+                 "tokenized %llu documents, %s, into %llu tokens in %s (%.1f MB/s, %d workers; %.1f MB per CPU-second)"
+                 " -> %s\n",
                  static_cast<unsigned long long>(s.documents), FormatBytes(static_cast<double>(s.bytes)).c_str(),
                  static_cast<unsigned long long>(s.tokens), FormatDuration(s.seconds).c_str(), mbs, o->workers,
-                 o->output_dir.c_str());
+                 cpu_mbs, o->output_dir.c_str());
     return Status::Ok();
   };
 });

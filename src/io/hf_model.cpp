@@ -1,6 +1,10 @@
 // Hugging Face model directories: canonical <-> HF tensor names, reading single-file or sharded
 // checkpoints as zero-copy views, writing through a staging directory (docs/formats.md).
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <set>
@@ -223,8 +227,32 @@ Result<HfModel> ReadHfModel(const std::string& dir) {
   return m;
 }
 
-Status WriteHfModel(const std::string& dir, const ModelConfig& config, const TensorProducer& produce,
-                    const WriteOptions& opt) {
+namespace {
+
+// Bytes already in the output dtype, written without passing through the buffer (nullptr: use
+// the producer instead). Returns the tensor so its pages can be released after writing.
+using DirectSource = std::function<const Tensor*(const TensorSpec& spec)>;
+
+void ReleasePages(const HfModel& m, const Tensor& t) {
+  for (const auto& f : m.files) {
+    const MappedFile& mf = *f->file();
+    if (t.nbytes() && t.bytes() >= mf.data() && t.bytes() < mf.data() + mf.size())
+      mf.DontNeed(static_cast<size_t>(t.bytes() - mf.data()), t.nbytes());
+  }
+}
+
+// Maps a tensor's pages in one call instead of taking a page fault every few pages.
+void Populate(const Tensor& t) {
+  if (!t.nbytes()) return;
+  const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(t.bytes()) / page * page;
+  ::madvise(reinterpret_cast<void*>(lo), reinterpret_cast<uintptr_t>(t.bytes()) + t.nbytes() - lo,
+            MADV_POPULATE_READ);
+}
+
+Status WriteModelImpl(const std::string& dir, const ModelConfig& config, const TensorProducer& produce,
+                      const DirectSource& direct, const std::function<void(const Tensor&)>& done_with,
+                      const WriteOptions& opt) {
   if (opt.dtype != DType::kF32 && opt.dtype != DType::kBF16 && opt.dtype != DType::kF16 && opt.dtype != DType::kF64)
     return InvalidArgument("cannot write weights as " + std::string(DTypeName(opt.dtype)) + "; choose f32, bf16 or f16");
   ModelConfig out_cfg = config;
@@ -249,16 +277,30 @@ Status WriteHfModel(const std::string& dir, const ModelConfig& config, const Ten
   wo.metadata = opt.metadata;
   ESCALE_ASSIGN_OR_RETURN(SafetensorsWriter w, SafetensorsWriter::Create(staging.path(), declared, wo));
 
-  // One reusable buffer the size of the largest tensor: memory holds one tensor, never the model.
-  // uint64_t storage keeps it aligned for every output dtype.
-  std::vector<uint64_t> buf((max_bytes + 7) / 8);
+  // One reusable buffer the size of the largest produced tensor: memory holds one tensor, never
+  // the model. Allocated on first use (a straight copy needs none), 2 MB aligned, left unfilled
+  // and marked for huge pages: first-touch faults of hundreds of MB cost more than the copy.
+  constexpr size_t kHuge = 2u << 20;
+  const size_t buf_bytes = std::max(kHuge, (max_bytes + kHuge - 1) / kHuge * kHuge);
+  std::unique_ptr<void, decltype(&std::free)> buf(nullptr, &std::free);
   Progress progress("writing " + dir, w.total_bytes(), "B", opt.progress);
   uint64_t done = 0;
   for (size_t i = 0; i < specs.size(); ++i) {
     const size_t n = static_cast<size_t>(ShapeNumel(specs[i].shape)) * static_cast<size_t>(DTypeSize(opt.dtype));
-    auto* p = reinterpret_cast<std::byte*>(buf.data());
-    ESCALE_RETURN_IF_ERROR(produce(specs[i], p).WithContext("producing " + specs[i].name));
-    ESCALE_RETURN_IF_ERROR(w.Write(declared[i].name, p, n));
+    const Tensor* src = direct ? direct(specs[i]) : nullptr;
+    if (src != nullptr) {
+      ESCALE_RETURN_IF_ERROR(w.Write(declared[i].name, src->bytes(), n));
+      if (done_with) done_with(*src);
+    } else {
+      if (!buf) {
+        buf.reset(std::aligned_alloc(kHuge, buf_bytes));
+        if (!buf) return IoError("cannot allocate a " + std::to_string(buf_bytes) + "-byte write buffer");
+        ::madvise(buf.get(), buf_bytes, MADV_HUGEPAGE);
+      }
+      auto* p = static_cast<std::byte*>(buf.get());
+      ESCALE_RETURN_IF_ERROR(produce(specs[i], p).WithContext("producing " + specs[i].name));
+      ESCALE_RETURN_IF_ERROR(w.Write(declared[i].name, p, n));
+    }
     done += n;
     progress.Update(done, specs[i].name);
   }
@@ -276,6 +318,28 @@ Status WriteHfModel(const std::string& dir, const ModelConfig& config, const Ten
   ESCALE_RETURN_IF_ERROR(staging.Commit());
   progress.Finish();
   return Status::Ok();
+}
+
+}  // namespace
+
+Status WriteHfModel(const std::string& dir, const ModelConfig& config, const TensorProducer& produce,
+                    const WriteOptions& opt) {
+  return WriteModelImpl(dir, config, produce, nullptr, nullptr, opt);
+}
+
+Status WriteHfModel(const std::string& dir, const ModelConfig& config, const HfModel& source,
+                    const WriteOptions& opt) {
+  // Same-dtype tensors go from the mapping straight to the file (one copy, like cp); others are
+  // converted through the buffer. (Pre-populating the mapping measured slower here: the kernel's
+  // fault-around during write() already batches the faults.)
+  auto direct = [&](const TensorSpec& s) -> const Tensor* {
+    const auto it = source.tensors.find(s.name);
+    if (it == source.tensors.end() || it->second.dtype() != opt.dtype || it->second.shape() != s.shape)
+      return nullptr;
+    return &it->second;
+  };
+  return WriteModelImpl(dir, config, CopyFromModel(source, opt.dtype), direct,
+                        [&](const Tensor& t) { ReleasePages(source, t); }, opt);
 }
 
 namespace {
@@ -314,12 +378,9 @@ TensorProducer CopyFromModel(const HfModel& m, DType out) {
     if (t.shape() != s.shape)
       return InvalidArgument("tensor '" + s.name + "' has shape " + ShapeToString(t.shape()) +
                              ", the output config needs " + ShapeToString(s.shape));
+    Populate(t);
     ESCALE_RETURN_IF_ERROR(ConvertBytes(t.dtype(), t.bytes(), static_cast<size_t>(t.numel()), out, dst));
-    for (const auto& f : m.files) {
-      const MappedFile& mf = *f->file();
-      if (t.bytes() >= mf.data() && t.bytes() < mf.data() + mf.size())
-        mf.DontNeed(static_cast<size_t>(t.bytes() - mf.data()), t.nbytes());
-    }
+    ReleasePages(m, t);
     return Status::Ok();
   };
 }

@@ -65,6 +65,11 @@ Status WriteHfModel(const std::string& dir, const ModelConfig& config, const Ten
 // then tells the kernel it may drop that tensor's pages, so a model streamed from one
 // directory to another never accumulates in memory. `m` must outlive the producer.
 TensorProducer CopyFromModel(const HfModel& m, DType out);
+// Streams a read model into `dir` (optionally as another dtype or compatible class): tensors
+// already in opt.dtype are written straight from the mapping, the rest converted one at a time;
+// each source tensor's pages are released once written.
+Status WriteHfModel(const std::string& dir, const ModelConfig& config, const HfModel& source,
+                    const WriteOptions& opt);
 // Convenience: write tensors held in memory (converted to opt.dtype).
 Status WriteHfModel(const std::string& dir, const ModelConfig& config,
                     const std::map<std::string, Tensor>& tensors, const WriteOptions& opt);

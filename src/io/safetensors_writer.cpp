@@ -1,4 +1,5 @@
 // Streaming, sharding safetensors writer (formats-and-eval.md §1.4, §1.7).
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <limits>
@@ -65,9 +66,12 @@ struct SafetensorsWriter::Impl {
     return Status::Ok();
   }
   Status Append(Shard& s, const void* p, size_t n) {
-    if (n >= buf.size()) {  // big tensors go straight to the file
+    if (n >= buf.size()) {  // big tensors go straight to the file, in buffer-sized writes
       ESCALE_RETURN_IF_ERROR(Flush(s));
-      return s.file->Write(p, n);
+      const char* c = static_cast<const char*>(p);
+      for (size_t off = 0; off < n; off += buf.size())
+        ESCALE_RETURN_IF_ERROR(s.file->Write(c + off, std::min(buf.size(), n - off)));
+      return Status::Ok();
     }
     if (buf_used + n > buf.size()) ESCALE_RETURN_IF_ERROR(Flush(s));
     std::memcpy(buf.data() + buf_used, p, n);

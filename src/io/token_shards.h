@@ -85,6 +85,7 @@ struct TokenizeSummary {
   uint64_t tokens = 0;
   uint64_t bytes = 0;  // document text (JSONL syntax not counted)
   double seconds = 0;
+  double cpu_seconds = 0;  // process CPU time of the encode/write phase (all threads)
 };
 
 Result<TokenizeSummary> TokenizeToShards(const TokenizeOptions& opts);

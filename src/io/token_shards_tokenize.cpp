@@ -11,6 +11,8 @@
 #include <mutex>
 #include <thread>
 
+#include <time.h>
+
 #include <nlohmann/json.hpp>
 
 #include "core/atomic_output.h"
@@ -37,6 +39,12 @@ struct Encoded {
   std::vector<int32_t> train, val;
   uint64_t train_docs = 0, val_docs = 0, text_bytes = 0, file_bytes = 0;
 };
+
+double ProcessCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
 
 uint64_t SplitMix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ull;
@@ -159,6 +167,7 @@ Result<TokenizeSummary> TokenizeToShards(const TokenizeOptions& opts) {
   enc_opts.parse_special = false;  // text is text: "<|eot_id|>" in a document is not a control token
   enc_opts.add_special_tokens = false;
 
+  const double cpu_start = ProcessCpuSeconds();
   std::thread reader([&] {
     Batch batch;
     uint64_t seq = 0, doc_index = 0, consumed = 0;
@@ -277,6 +286,7 @@ Result<TokenizeSummary> TokenizeToShards(const TokenizeOptions& opts) {
   sum.documents = train_docs + val_docs;
   sum.tokens = train.tokens() + val.tokens();
   sum.seconds = progress.elapsed_seconds();
+  sum.cpu_seconds = ProcessCpuSeconds() - cpu_start;
 
   nlohmann::ordered_json m;
   m["format"] = "llm.c token shards";

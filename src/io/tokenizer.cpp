@@ -65,6 +65,8 @@ void Nfc(std::string_view in, std::string& out) {
 
 }  // namespace
 
+constexpr size_t kMaxCachedWord = 256;
+
 struct Encoder::State {
   const TokenizerImpl& t;
   size_t max_cache;
@@ -90,6 +92,7 @@ struct Encoder::State {
     }
     const size_t before = out.size();
     t.bpe.Tokenize(w, scratch, out);
+    if (w.size() > kMaxCachedWord) return;  // long runs rarely repeat; keep the cache small
     if (cache.size() >= max_cache) {
       cache.clear();
       arena.clear();
@@ -264,7 +267,7 @@ std::string Tokenizer::Normalize(std::string_view text) const {
 int32_t Tokenizer::vocab_size() const { return static_cast<int32_t>(impl_->id_bytes.size()); }
 
 std::optional<int32_t> Tokenizer::TokenToId(std::string_view token) const {
-  auto it = impl_->token_to_id.find(std::string(token));
+  auto it = impl_->token_to_id.find(token);
   if (it == impl_->token_to_id.end()) return std::nullopt;
   return it->second;
 }

@@ -42,7 +42,7 @@ class TokenizerImpl {
   std::vector<std::string> id_bytes;   // exact bytes each id decodes to
   std::vector<std::string> id_token;   // the token's string in tokenizer.json
   std::vector<uint8_t> id_special;
-  std::unordered_map<std::string, int32_t> token_to_id;  // tokenizer.json strings
+  std::unordered_map<std::string, int32_t, StringViewHash, std::equal_to<>> token_to_id;  // tokenizer.json strings
   std::vector<int32_t> template_prefix;  // post-processor ids before the text
   std::vector<int32_t> template_suffix;  // and after it
   std::optional<int32_t> bos;

@@ -195,6 +195,13 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
     if (id < 0 || id >= kMaxId) return FormatError("added token id " + std::to_string(id) + " is out of range");
     max_id = std::max(max_id, id);
   }
+  // Ids index dense tables: refuse files whose ids are far sparser than their entries, so a
+  // malformed file cannot make us allocate gigabytes.
+  const auto entries = static_cast<int64_t>(vocab.size() + added.size());
+  if (max_id >= 2 * entries + 65536) {
+    return FormatError("token id " + std::to_string(max_id) + " is far beyond the " + std::to_string(entries) +
+                       " tokens defined (ids must be dense)");
+  }
   const size_t n = static_cast<size_t>(max_id + 1);
   t.id_bytes.assign(n, std::string());
   t.id_token.assign(n, std::string());
@@ -232,26 +239,29 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
   if (!merges.is_array()) return FormatError("model.merges must be an array");
   t.bpe.merges.Reserve(merges.size());
   int32_t rank = 0;
-  std::string a, b;
+  std::string_view a, b;
+  std::string ab;
   for (const json& m : merges) {
     if (m.is_string()) {
-      const std::string s = m.get<std::string>();
-      if (s.rfind("#version", 0) == 0) continue;
+      const std::string_view s = m.get_ref<const std::string&>();
+      if (s.substr(0, 8) == "#version") continue;
       const size_t sp = s.find(' ');
       if (sp == std::string::npos || s.find(' ', sp + 1) != std::string::npos) {
-        return FormatError("merge " + std::to_string(rank + 1) + " ('" + s + "') is not two tokens separated by one space");
+        return FormatError("merge " + std::to_string(rank + 1) + " ('" + std::string(s) +
+                           "') is not two tokens separated by one space");
       }
       a = s.substr(0, sp);
       b = s.substr(sp + 1);
     } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-      a = m[0].get<std::string>();
-      b = m[1].get<std::string>();
+      a = m[0].get_ref<const std::string&>();
+      b = m[1].get_ref<const std::string&>();
     } else {
       return FormatError("merge " + std::to_string(rank + 1) + " is neither \"a b\" nor [\"a\", \"b\"]");
     }
-    auto ia = t.token_to_id.find(a), ib = t.token_to_id.find(b), iab = t.token_to_id.find(a + b);
+    ab.assign(a).append(b);
+    auto ia = t.token_to_id.find(a), ib = t.token_to_id.find(b), iab = t.token_to_id.find(std::string_view(ab));
     if (ia == t.token_to_id.end() || ib == t.token_to_id.end() || iab == t.token_to_id.end()) {
-      return FormatError("merge " + std::to_string(rank + 1) + " ('" + a + "' + '" + b +
+      return FormatError("merge " + std::to_string(rank + 1) + " ('" + std::string(a) + "' + '" + std::string(b) +
                          "') uses a token missing from model.vocab");
     }
     t.bpe.merges.InsertOrAssign(BpeModel::Key(ia->second, ib->second), MergeInfo{rank, iab->second});

@@ -48,6 +48,8 @@ struct Layer {
   WG attn_norm, wqkv, bqkv, wo, ffn_norm, gu, down;          // gu: gate then up, [2F, H]
   WG router, shared_gu, shared_down, shared_router;          // MoE
   std::vector<WG> expert_gu, expert_down;
+  std::vector<const float*> egu_w, edown_w;  // the same, as pointer arrays for the grouped GEMMs
+  std::vector<float*> egu_g, edown_g;
   // Activations kept for the backward.
   Buf rstd1, xn1, qkv, att, lse, rstd2, xn2;
   Buf gu_act, h;                                             // dense FFN [N,2F], [N,F]
@@ -152,6 +154,7 @@ Result<std::unique_ptr<TrainModel>> TrainModel::Create(const ModelConfig& config
   s.Fe = config.moe.expert_intermediate;
   s.Fs = config.moe.shared_intermediate;
   s.threads = std::max(1, omp_get_max_threads());
+  fast::UseSingleThreadedBlas();
   s.router = {s.E, s.K, config.moe.router == RouterType::kMixtral, config.moe.capacity_factor,
               config.moe.drop_policy == DropPolicy::kPosition};
 
@@ -222,6 +225,10 @@ Result<std::unique_ptr<TrainModel>> TrainModel::Create(const ModelConfig& config
     for (int64_t e = 0; e < s.E; ++e) {
       ly.expert_gu.push_back(at(ExpertTensorName(l, e, "gate")));
       ly.expert_down.push_back(at(ExpertTensorName(l, e, "down")));
+      ly.egu_w.push_back(ly.expert_gu.back().w);
+      ly.egu_g.push_back(ly.expert_gu.back().g);
+      ly.edown_w.push_back(ly.expert_down.back().w);
+      ly.edown_g.push_back(ly.expert_down.back().g);
     }
     ly.rlogits.assign(Z(N * s.E), 0);
     ly.softmax.assign(Z(N * s.E), 0);
@@ -270,7 +277,7 @@ Result<std::unique_ptr<TrainModel>> TrainModel::Create(const ModelConfig& config
     s.dsgate.assign(Z(N), 0);
     s.route_scratch.assign(Z(shape.seq_len * s.K + s.E + 1), 0);
   }
-  s.attn_scratch.assign(Z(2 * shape.seq_len * s.threads), 0);
+  s.attn_scratch.assign(Z(fast::AttentionScratchPerThread(shape.seq_len) * s.threads), 0);
   s.loss_rows.assign(Z(3 * N), 0);
 
   ESCALE_ASSIGN_OR_RETURN(const RopeFrequencies rope, ComputeRopeFrequencies(config, shape.seq_len));
@@ -317,8 +324,8 @@ void TrainModel::Impl::AttentionForward(Layer& L, const float* x, float* out) {
   }
   {
     Timer tm(this, kRopeF);
-    fast::RopeForward(L.qkv.data(), N, qkvd, c.num_heads, c.head_dim, shape.seq_len, rope_cos.data(), rope_sin.data());
-    fast::RopeForward(L.qkv.data() + qd, N, qkvd, c.num_kv_heads, c.head_dim, shape.seq_len, rope_cos.data(),
+    // q heads and k heads are adjacent in a qkv row: one pass rotates both.
+    fast::RopeForward(L.qkv.data(), N, qkvd, c.num_heads + c.num_kv_heads, c.head_dim, shape.seq_len, rope_cos.data(),
                       rope_sin.data());
   }
   {
@@ -387,12 +394,7 @@ void TrainModel::Impl::MoeForward(int64_t l, Layer& L, float* out) {
   const int64_t used = start[E];
   {
     Timer tm(this, kExpertGemmF);
-    for (int64_t e = 0; e < E; ++e) {
-      const int64_t n = start[e + 1] - start[e];
-      if (n == 0) continue;
-      fast::LinearForward(L.xe.data() + start[e] * H, n, H, L.expert_gu[Z(e)].w, 2 * Fe,
-                          L.gue.data() + start[e] * 2 * Fe);
-    }
+    fast::GroupedLinearForward(L.xe.data(), start, E, H, L.egu_w.data(), 2 * Fe, L.gue.data());
   }
   {
     Timer tm(this, kSwiGluF);
@@ -400,11 +402,7 @@ void TrainModel::Impl::MoeForward(int64_t l, Layer& L, float* out) {
   }
   {
     Timer tm(this, kExpertGemmF);
-    for (int64_t e = 0; e < E; ++e) {
-      const int64_t n = start[e + 1] - start[e];
-      if (n == 0) continue;
-      fast::LinearForward(L.he.data() + start[e] * Fe, n, Fe, L.expert_down[Z(e)].w, H, L.oe.data() + start[e] * H);
-    }
+    fast::GroupedLinearForward(L.he.data(), start, E, Fe, L.edown_w.data(), H, L.oe.data());
   }
   if (Fs > 0) {
     {
@@ -559,13 +557,8 @@ void TrainModel::Impl::MoeBackward(Layer& L, float grad_scale) {
   }
   {
     Timer tm(this, kExpertGemmB);
-    for (int64_t e = 0; e < E; ++e) {
-      const int64_t n = start[e + 1] - start[e];
-      if (n == 0) continue;
-      fast::LinearBackwardInput(doe.data() + start[e] * H, n, H, L.expert_down[Z(e)].w, Fe, dh.data() + start[e] * Fe);
-      fast::LinearBackwardWeight(doe.data() + start[e] * H, n, H, L.he.data() + start[e] * Fe, Fe,
-                                 L.expert_down[Z(e)].g);
-    }
+    fast::GroupedLinearBackwardInput(doe.data(), start, E, H, L.edown_w.data(), Fe, dh.data());
+    fast::GroupedLinearBackwardWeight(doe.data(), start, E, H, L.he.data(), Fe, L.edown_g.data());
   }
   {
     Timer tm(this, kSwiGluB);
@@ -573,13 +566,8 @@ void TrainModel::Impl::MoeBackward(Layer& L, float grad_scale) {
   }
   {
     Timer tm(this, kExpertGemmB);
-    for (int64_t e = 0; e < E; ++e) {
-      const int64_t n = start[e + 1] - start[e];
-      if (n == 0) continue;
-      const float* dg = dgu.data() + start[e] * 2 * Fe;
-      fast::LinearBackwardWeight(dg, n, 2 * Fe, L.xe.data() + start[e] * H, H, L.expert_gu[Z(e)].g);
-      fast::LinearBackwardInput(dg, n, 2 * Fe, L.expert_gu[Z(e)].w, H, dxe.data() + start[e] * H);
-    }
+    fast::GroupedLinearBackwardWeight(dgu.data(), start, E, 2 * Fe, L.xe.data(), H, L.egu_g.data());
+    fast::GroupedLinearBackwardInput(dgu.data(), start, E, 2 * Fe, L.egu_w.data(), H, dxe.data());
   }
   {
     Timer tm(this, kPermuteB);
@@ -697,10 +685,8 @@ void TrainModel::Impl::Backward(std::span<const int32_t> tokens, float grad_scal
     }
     {
       Timer tm(this, kRopeB);
-      fast::RopeBackward(dqkv.data(), N, qkvd, c.num_heads, c.head_dim, shape.seq_len, rope_cos.data(),
-                         rope_sin.data());
-      fast::RopeBackward(dqkv.data() + qd, N, qkvd, c.num_kv_heads, c.head_dim, shape.seq_len, rope_cos.data(),
-                         rope_sin.data());
+      fast::RopeBackward(dqkv.data(), N, qkvd, c.num_heads + c.num_kv_heads, c.head_dim, shape.seq_len,
+                         rope_cos.data(), rope_sin.data());
     }
     {
       Timer tm(this, kQkvB);
@@ -724,6 +710,7 @@ Result<LossTerms> TrainModel::ForwardBackward(std::span<const int32_t> tokens, s
                                               float grad_scale) {
   Impl& s = *impl_;
   ESCALE_RETURN_IF_ERROR(s.CheckBatch(tokens, targets));
+  fast::UseSingleThreadedBlas();  // again: someone (MeasureSgemmRate) may have changed it since Create
   s.Forward(tokens);
   const LossTerms r = s.Losses(targets, /*write_grad=*/true, grad_scale);
   s.Backward(tokens, grad_scale);
@@ -733,6 +720,7 @@ Result<LossTerms> TrainModel::ForwardBackward(std::span<const int32_t> tokens, s
 Result<LossTerms> TrainModel::Evaluate(std::span<const int32_t> tokens, std::span<const int32_t> targets) {
   Impl& s = *impl_;
   ESCALE_RETURN_IF_ERROR(s.CheckBatch(tokens, targets));
+  fast::UseSingleThreadedBlas();
   s.Forward(tokens);
   return s.Losses(targets, /*write_grad=*/false, 1.0f);
 }

@@ -5,7 +5,13 @@
 // Design: fp32 master weights and gradients live in two flat buffers in canonical order, so q/k/v
 // (and gate/up) of a layer are adjacent and run as one sgemm. Every activation and scratch buffer
 // for the BatchShape is allocated in Create; ForwardBackward and Evaluate allocate nothing.
-// Results are deterministic for a fixed OpenMP/OpenBLAS thread count.
+// Results are deterministic for a fixed OpenMP thread count.
+//
+// Threads: every matmul is a single-threaded OpenBLAS call on a fixed row slice inside the
+// caller's OpenMP team (OpenBLAS's own pool would spin against OpenMP's). Create and each step
+// therefore set OpenBLAS to one thread, process-wide; omp_set_num_threads / OMP_NUM_THREADS set
+// the parallelism. On a machine shared with other jobs, OMP_WAIT_POLICY=passive avoids threads
+// spinning at barriers while their partner is descheduled (docs/benchmarks.md).
 #pragma once
 
 #include <cstdint>

@@ -62,11 +62,14 @@ Result<ScaleOutPlan> PlanScaleOut(const ModelConfig& src, const ScaleOutOptions&
                        std::string(ArchitectureClassName(src.arch)) + " (growing an existing MoE is not supported)");
   const int64_t E = opt.experts, k = opt.top_k, G = opt.granularity, f = src.intermediate_size;
   if (E < 2) return InvalidArgument("--experts must be at least 2 (got " + D(E) + ")");
+  if (E > 65536) return InvalidArgument("--experts " + D(E) + " is more than 65536");
   if (k < 1 || k > E) return InvalidArgument("--top-k must be between 1 and --experts " + D(E) + " (got " + D(k) + ")");
   if (k == 1 && opt.router == RouterType::kMixtral)
     return InvalidArgument("--top-k 1 with mixtral routing gives the router no gradient (softmax over one selected "
                            "expert is always 1); use --top-k 2 or more, or --router st");
   if (G < 1) return InvalidArgument("--granularity must be at least 1 (got " + D(G) + ")");
+  if (G > f) return InvalidArgument("--granularity " + D(G) + " is larger than the FFN size " + D(f));
+  if (E * G > 65536) return InvalidArgument("--experts x --granularity = " + D(E * G) + " is more than 65536 experts");
   if (f % G != 0)
     return InvalidArgument("--granularity " + D(G) + " does not divide the FFN size " + D(f));
   if (opt.every < 1 || opt.every > src.num_layers)

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <sstream>
+#include <string_view>
+#include <utility>
 
 #include "core/check.h"
 #include "surgery/plan_report.h"
@@ -41,6 +43,18 @@ Result<ScaleUpPlan> PlanScaleUp(const ModelConfig& src, const ScaleUpOptions& op
   if (src.is_moe())
     return Unsupported("scale-up takes a dense model; the source is " + std::string(ArchitectureClassName(src.arch)) +
                        " (grow the dense model first, then run scale-out)");
+  // 0 means "keep"; the limits keep every product of sizes far from int64 overflow and refuse a
+  // typo before the maps are allocated.
+  const std::pair<const char*, int64_t> sizes[] = {{"--hidden", opt.hidden}, {"--intermediate", opt.intermediate},
+                                                   {"--heads", opt.heads}, {"--kv-heads", opt.kv_heads},
+                                                   {"--layers", opt.layers}};
+  for (const auto& [name, v] : sizes) {
+    const int64_t limit = std::string_view(name) == "--hidden" || std::string_view(name) == "--intermediate"
+                              ? (int64_t{1} << 24) : (int64_t{1} << 16);
+    if (v < 0 || v > limit)
+      return InvalidArgument(std::string(name) + " " + D(v) + " is out of range (0 keeps the source's; at most " +
+                             D(limit) + ")");
+  }
   const int64_t d1 = src.hidden_size, f1 = src.intermediate_size, h1 = src.num_heads, g1 = src.num_kv_heads,
                 l1 = src.num_layers, hd = src.head_dim;
   const int64_t d2 = opt.hidden ? opt.hidden : d1;

@@ -100,6 +100,17 @@ TEST(Inspect, HumanOutput) {
   const auto r2 = RunEscale("inspect " + tmp2 / "m");
   ASSERT_EQ(r2.exit_code, 0) << r2.err;
   EXPECT_NE(r2.out.find("sliding_window 4096 is ignored"), std::string::npos) << r2.out;
+  EXPECT_EQ(json::parse(RunEscale("inspect --json " + tmp2 / "m").out)["config"]["sliding_window"], 4096);
+  // Qwen configs ship a sliding_window value that is inactive unless use_sliding_window is true.
+  TempDir tmp3;
+  ModelConfig q = testing::TinyQwen2();
+  q.extra["sliding_window"] = 131072;
+  q.extra["use_sliding_window"] = false;
+  testing::WriteRandomModel(tmp3 / "m", q);
+  const auto r3 = RunEscale("inspect " + tmp3 / "m");
+  ASSERT_EQ(r3.exit_code, 0) << r3.err;
+  EXPECT_EQ(r3.out.find("sliding_window"), std::string::npos) << r3.out;
+  EXPECT_TRUE(json::parse(RunEscale("inspect --json " + tmp3 / "m").out)["config"]["sliding_window"].is_null());
 }
 
 std::string T(const std::string& name, const std::string& dtype, const std::string& shape, uint64_t b, uint64_t e) {

@@ -314,6 +314,12 @@ TEST(ScaleUp, ImpossiblePlansAreRefusedWithTheReason) {
   o = {};
   refused(o, "nothing to grow");
   o = {};
+  o.kv_heads = -2;
+  refused(o, "out of range");
+  o = {};
+  o.hidden = int64_t{1} << 40;
+  refused(o, "out of range");
+  o = {};
   o.hidden = 18;
   refused(o, "multiple of head_dim");
   o.hidden = 20;  // 5 heads of 4 cannot share 2 KV heads

@@ -233,6 +233,7 @@ TEST(Load, ErrorsAreClear) {
       {"bad regex", [](json& j) {
          j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}}, {"behavior", "Isolated"}};
        }, ErrorCode::kFormat, "regex"},
+      {"sparse ids", [](json& j) { j["model"]["vocab"]["zz"] = 10000000; }, ErrorCode::kFormat, "dense"},
       {"vocab wrong type", [](json& j) { j["model"]["vocab"] = json::array(); }, ErrorCode::kFormat, "vocab"},
   };
   for (const auto& c : cases) {

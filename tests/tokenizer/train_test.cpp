@@ -44,7 +44,7 @@ TEST(Train, DeterministicAndLoadable) {
     docs.push_back("Document " + std::to_string(i) + ": the cat sat on the mat, 你好世界 " +
                    std::string(i % 7, ' ') + "naïve café déjà vu\n\tend.");
   }
-  docs.push_back(std::string("raw \xff\xfe bytes \x80", 16));
+  docs.push_back("raw \xff\xfe bytes \x80");
   TrainOptions o = Opts(400);
   o.special_tokens = {"<|endoftext|>", "<|pad|>"};
   auto a = TrainByteLevelBpeFromTexts(docs, o);
@@ -89,6 +89,27 @@ TEST(Train, CliWritesATokenizerThatEncodes) {
   auto bad = escale::testing::RunEscale("tokenizer train " + (dir / "bad.jsonl") + " --vocab-size 262 -o " + (dir / "u.json"));
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.err.find("bad.jsonl:2"), std::string::npos) << bad.err;
+}
+
+TEST(Train, CliRoundTripsArbitraryBytesThroughFiles) {
+  escale::testing::TempDir dir;
+  auto json_text = TrainByteLevelBpeFromTexts({"some text to learn from, some text"}, Opts(270));
+  ASSERT_TRUE(json_text.ok());
+  escale::testing::WriteFile(dir / "t.json", *json_text);
+  std::string bytes;
+  for (int i = 0; i < 512; ++i) bytes.push_back(static_cast<char>((i * 37 + 11) & 0xff));  // all bytes, invalid UTF-8
+  bytes += "<|endoftext|> some text";
+  escale::testing::WriteFile(dir / "in.bin", bytes);
+  auto enc = escale::testing::RunEscale("tokenizer encode " + (dir / "t.json") + " --file " + (dir / "in.bin") +
+                                        " --no-special");
+  ASSERT_EQ(enc.exit_code, 0) << enc.err;
+  escale::testing::WriteFile(dir / "ids.txt", enc.out);
+  auto dec = escale::testing::RunEscale("tokenizer decode " + (dir / "t.json") + " --file " + (dir / "ids.txt"));
+  ASSERT_EQ(dec.exit_code, 0) << dec.err;
+  EXPECT_EQ(dec.out, bytes);
+  auto bad = escale::testing::RunEscale("tokenizer decode " + (dir / "t.json") + " --ids 1,2,99999");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("99999"), std::string::npos) << bad.err;
 }
 
 }  // namespace

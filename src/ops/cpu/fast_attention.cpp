@@ -1,11 +1,18 @@
 #include "ops/cpu/fast_attention.h"
 
+#include <cblas.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
+
+#include "ops/cpu/fast_kernels.h"
 
 namespace escale::ops::fast {
 namespace {
+
+constexpr int64_t kBlock = 64;  // query rows per score block
+int I(int64_t v) { return static_cast<int>(v); }
 
 inline float Dot(const float* a, const float* b, int64_t n) {
   float acc = 0;
@@ -14,12 +21,9 @@ inline float Dot(const float* a, const float* b, int64_t n) {
   return acc;
 }
 
-inline void Axpy(float a, const float* x, float* y, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-}
-
 }  // namespace
+
+int64_t AttentionScratchPerThread(int64_t seq_len) { return 2 * kBlock * seq_len; }
 
 void CausalAttentionForward(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
                             float* lse, float* scratch) {
@@ -29,26 +33,33 @@ void CausalAttentionForward(const AttentionShape& s, const float* q, const float
 #pragma omp parallel for schedule(dynamic, 1) num_threads(s.threads)
   for (int64_t task = 0; task < tasks; ++task) {
     const int64_t b = task / nh, h = task % nh, j = h / group;
-    float* sc = scratch + static_cast<int64_t>(omp_get_thread_num()) * T;
+    float* S = scratch + static_cast<int64_t>(omp_get_thread_num()) * AttentionScratchPerThread(T);
     const float* kb = k + b * T * s.kv_ld + j * hd;
     const float* vb = v + b * T * s.kv_ld + j * hd;
-    for (int64_t t = 0; t < T; ++t) {
-      const float* qt = q + (b * T + t) * s.q_ld + h * hd;
-      float mx = -INFINITY;
-      for (int64_t u = 0; u <= t; ++u) {
-        sc[u] = Dot(qt, kb + u * s.kv_ld, hd) * scale;
-        mx = sc[u] > mx ? sc[u] : mx;
+    for (int64_t i0 = 0; i0 < T; i0 += kBlock) {
+      const int64_t i1 = std::min(T, i0 + kBlock), rows = i1 - i0, keys = i1;
+      const float* qb = q + (b * T + i0) * s.q_ld + h * hd;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, I(rows), I(keys), I(hd), scale, qb, I(s.q_ld), kb,
+                  I(s.kv_ld), 0.0f, S, I(T));
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t t = i0 + r;
+        float* sr = S + r * T;
+        float mx = sr[0];
+        for (int64_t u = 1; u <= t; ++u) mx = std::max(mx, sr[u]);
+        float sum = 0;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t u = 0; u <= t; ++u) {
+          sr[u] = FastExp(sr[u] - mx);
+          sum += sr[u];
+        }
+        const float inv = 1.0f / sum;
+#pragma omp simd
+        for (int64_t u = 0; u <= t; ++u) sr[u] *= inv;
+        for (int64_t u = t + 1; u < keys; ++u) sr[u] = 0;
+        lse[(b * nh + h) * T + t] = mx + std::log(sum);
       }
-      float sum = 0;
-      for (int64_t u = 0; u <= t; ++u) {
-        sc[u] = std::exp(sc[u] - mx);
-        sum += sc[u];
-      }
-      const float inv = 1.0f / sum;
-      float* ot = out + (b * T + t) * s.o_ld + h * hd;
-      for (int64_t i = 0; i < hd; ++i) ot[i] = 0;
-      for (int64_t u = 0; u <= t; ++u) Axpy(sc[u] * inv, vb + u * s.kv_ld, ot, hd);
-      lse[(b * nh + h) * T + t] = mx + std::log(sum);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, I(rows), I(hd), I(keys), 1.0f, S, I(T), vb, I(s.kv_ld),
+                  0.0f, out + (b * T + i0) * s.o_ld + h * hd, I(s.o_ld));
     }
   }
 }
@@ -63,8 +74,8 @@ void CausalAttentionBackward(const AttentionShape& s, const float* q, const floa
 #pragma omp parallel for schedule(dynamic, 1) num_threads(s.threads)
   for (int64_t task = 0; task < tasks; ++task) {
     const int64_t b = task / s.kv_heads, j = task % s.kv_heads;
-    float* p = scratch + static_cast<int64_t>(omp_get_thread_num()) * 2 * T;
-    float* ds = p + T;
+    float* P = scratch + static_cast<int64_t>(omp_get_thread_num()) * AttentionScratchPerThread(T);
+    float* dS = P + kBlock * T;
     const float* kb = k + b * T * s.kv_ld + j * hd;
     const float* vb = v + b * T * s.kv_ld + j * hd;
     float* dkb = dk + b * T * s.kv_ld + j * hd;
@@ -75,23 +86,33 @@ void CausalAttentionBackward(const AttentionShape& s, const float* q, const floa
         dvb[u * s.kv_ld + i] = 0;
       }
     for (int64_t h = j * group; h < (j + 1) * group; ++h) {
-      for (int64_t t = 0; t < T; ++t) {
-        const int64_t row = b * T + t;
-        const float* qt = q + row * s.q_ld + h * hd;
-        const float* dot_ = dout + row * s.o_ld + h * hd;
-        const float l = lse[(b * nh + h) * T + t];
-        const float D = Dot(dot_, out + row * s.o_ld + h * hd, hd);
-        for (int64_t u = 0; u <= t; ++u) {
-          p[u] = std::exp(Dot(qt, kb + u * s.kv_ld, hd) * scale - l);
-          ds[u] = p[u] * (Dot(dot_, vb + u * s.kv_ld, hd) - D) * scale;
+      for (int64_t i0 = 0; i0 < T; i0 += kBlock) {
+        const int64_t i1 = std::min(T, i0 + kBlock), rows = i1 - i0, keys = i1;
+        const float* qb = q + (b * T + i0) * s.q_ld + h * hd;
+        const float* dob = dout + (b * T + i0) * s.o_ld + h * hd;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, I(rows), I(keys), I(hd), scale, qb, I(s.q_ld), kb,
+                    I(s.kv_ld), 0.0f, P, I(T));
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, I(rows), I(keys), I(hd), 1.0f, dob, I(s.o_ld), vb,
+                    I(s.kv_ld), 0.0f, dS, I(T));
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t t = i0 + r, row = b * T + t;
+          const float l = lse[(b * nh + h) * T + t];
+          const float D = Dot(dout + row * s.o_ld + h * hd, out + row * s.o_ld + h * hd, hd);
+          float* pr = P + r * T;
+          float* dr = dS + r * T;
+#pragma omp simd
+          for (int64_t u = 0; u <= t; ++u) {
+            pr[u] = FastExp(pr[u] - l);
+            dr[u] = pr[u] * (dr[u] - D) * scale;
+          }
+          for (int64_t u = t + 1; u < keys; ++u) pr[u] = dr[u] = 0;
         }
-        float* dqt = dq + row * s.q_ld + h * hd;
-        for (int64_t i = 0; i < hd; ++i) dqt[i] = 0;
-        for (int64_t u = 0; u <= t; ++u) {
-          Axpy(ds[u], kb + u * s.kv_ld, dqt, hd);
-          Axpy(ds[u], qt, dkb + u * s.kv_ld, hd);
-          Axpy(p[u], dot_, dvb + u * s.kv_ld, hd);
-        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, I(rows), I(hd), I(keys), 1.0f, dS, I(T), kb, I(s.kv_ld),
+                    0.0f, dq + (b * T + i0) * s.q_ld + h * hd, I(s.q_ld));
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, I(keys), I(hd), I(rows), 1.0f, dS, I(T), qb, I(s.q_ld),
+                    1.0f, dkb, I(s.kv_ld));
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, I(keys), I(hd), I(rows), 1.0f, P, I(T), dob, I(s.o_ld),
+                    1.0f, dvb, I(s.kv_ld));
       }
     }
   }

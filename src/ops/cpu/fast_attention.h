@@ -1,6 +1,9 @@
 // Causal grouped-query attention for the fp32 training path. The forward keeps only the per-row
-// log-sum-exp of the scores; the backward recomputes the probabilities row by row from it, so no
-// T x T matrix is stored. Query head h reads KV head h / (heads / kv_heads); scale 1/sqrt(hd).
+// log-sum-exp of the scores; the backward recomputes the probabilities block by block from it, so
+// no T x T matrix is stored (each thread has one [64, T] score block of scratch). Score and value
+// products are single-threaded sgemms inside one OpenMP task per (sequence, head), so BLAS must be
+// single-threaded (UseSingleThreadedBlas). Query head h reads KV head h / (heads / kv_heads);
+// scale 1/sqrt(hd).
 #pragma once
 
 #include <cstdint>
@@ -15,13 +18,14 @@ struct AttentionShape {
   int threads = 1;     // OpenMP threads; the scratch holds this many slices
 };
 
+// Scratch floats per thread for both passes.
+int64_t AttentionScratchPerThread(int64_t seq_len);
+
 // Rows are token b*seq_len + t. out [rows, heads*hd] (stride o_ld), lse [batch, heads, seq_len].
-// scratch: seq_len floats per thread.
 void CausalAttentionForward(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
                             float* lse, float* scratch);
 
 // Writes dq, dk, dv (every element of their heads) from dout. out and lse from the forward.
-// scratch: 2*seq_len floats per thread.
 void CausalAttentionBackward(const AttentionShape& s, const float* q, const float* k, const float* v, const float* out,
                              const float* lse, const float* dout, float* dq, float* dk, float* dv, float* scratch);
 

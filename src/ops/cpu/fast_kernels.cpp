@@ -1,6 +1,7 @@
 #include "ops/cpu/fast_kernels.h"
 
 #include <cblas.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -10,19 +11,108 @@ namespace {
 int I(int64_t v) { return static_cast<int>(v); }
 }  // namespace
 
+namespace {
+
+// The fast path calls BLAS single-threaded from inside its own OpenMP team: OpenBLAS's pthread
+// pool and OpenMP's would otherwise spin against each other on every switch between a GEMM and an
+// element-wise loop. Each thread takes a fixed contiguous slice (multiples of 16 rows), so the
+// result does not depend on scheduling.
+constexpr double kParallelFlops = 1 << 18;
+
+struct Slice {
+  int64_t begin, end;
+};
+Slice ThreadSlice(int64_t n) {
+  const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+  const int64_t per = ((n + nt - 1) / nt + 15) / 16 * 16;
+  return {std::min(n, id * per), std::min(n, (id + 1) * per)};
+}
+
+template <class Fn>
+void ForSlices(int64_t n, double flops, Fn fn) {
+  if (flops < kParallelFlops || omp_get_max_threads() == 1) {
+    fn(int64_t{0}, n);
+    return;
+  }
+#pragma omp parallel
+  {
+    const Slice s = ThreadSlice(n);
+    if (s.end > s.begin) fn(s.begin, s.end);
+  }
+}
+
+}  // namespace
+
+void UseSingleThreadedBlas() { openblas_set_num_threads(1); }
+
 void LinearForward(const float* x, int64_t M, int64_t K, const float* W, int64_t N, float* y, float beta) {
   if (M == 0 || N == 0) return;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, I(M), I(N), I(K), 1.0f, x, I(K), W, I(K), beta, y, I(N));
+  ForSlices(M, 2.0 * double(M) * double(N) * double(K), [&](int64_t m0, int64_t m1) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, I(m1 - m0), I(N), I(K), 1.0f, x + m0 * K, I(K), W, I(K),
+                beta, y + m0 * N, I(N));
+  });
 }
 
 void LinearBackwardInput(const float* dy, int64_t M, int64_t N, const float* W, int64_t K, float* dx, float beta) {
   if (M == 0 || K == 0) return;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, I(M), I(K), I(N), 1.0f, dy, I(N), W, I(K), beta, dx, I(K));
+  ForSlices(M, 2.0 * double(M) * double(N) * double(K), [&](int64_t m0, int64_t m1) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, I(m1 - m0), I(K), I(N), 1.0f, dy + m0 * N, I(N), W, I(K),
+                beta, dx + m0 * K, I(K));
+  });
 }
 
 void LinearBackwardWeight(const float* dy, int64_t M, int64_t N, const float* x, int64_t K, float* dW) {
   if (M == 0 || N == 0) return;
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, I(N), I(K), I(M), 1.0f, dy, I(N), x, I(K), 1.0f, dW, I(K));
+  // Split the output rows (n) when there are enough, else the columns (k); never the sum over m.
+  const double flops = 2.0 * double(M) * double(N) * double(K);
+  if (N >= 32) {
+    ForSlices(N, flops, [&](int64_t n0, int64_t n1) {
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, I(n1 - n0), I(K), I(M), 1.0f, dy + n0, I(N), x, I(K), 1.0f,
+                  dW + n0 * K, I(K));
+    });
+  } else {
+    ForSlices(K, flops, [&](int64_t k0, int64_t k1) {
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, I(N), I(k1 - k0), I(M), 1.0f, dy, I(N), x + k0, I(K), 1.0f,
+                  dW + k0, I(K));
+    });
+  }
+}
+
+void GroupedLinearForward(const float* x, const int32_t* start, int64_t groups, int64_t K, const float* const* W,
+                          int64_t N, float* y) {
+#pragma omp parallel
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t r0 = start[g];
+    const Slice s = ThreadSlice(start[g + 1] - r0);
+    if (s.end <= s.begin) continue;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, I(s.end - s.begin), I(N), I(K), 1.0f,
+                x + (r0 + s.begin) * K, I(K), W[g], I(K), 0.0f, y + (r0 + s.begin) * N, I(N));
+  }
+}
+
+void GroupedLinearBackwardInput(const float* dy, const int32_t* start, int64_t groups, int64_t N,
+                                const float* const* W, int64_t K, float* dx) {
+#pragma omp parallel
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t r0 = start[g];
+    const Slice s = ThreadSlice(start[g + 1] - r0);
+    if (s.end <= s.begin) continue;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, I(s.end - s.begin), I(K), I(N), 1.0f,
+                dy + (r0 + s.begin) * N, I(N), W[g], I(K), 0.0f, dx + (r0 + s.begin) * K, I(K));
+  }
+}
+
+void GroupedLinearBackwardWeight(const float* dy, const int32_t* start, int64_t groups, int64_t N, const float* x,
+                                 int64_t K, float* const* dW) {
+#pragma omp parallel
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t r0 = start[g], rows = start[g + 1] - r0;
+    if (rows == 0) continue;
+    const Slice s = ThreadSlice(N);  // rows of dW: the sum over tokens stays in one thread
+    if (s.end <= s.begin) continue;
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, I(s.end - s.begin), I(K), I(rows), 1.0f,
+                dy + r0 * N + s.begin, I(N), x + r0 * K, I(K), 1.0f, dW[g] + s.begin * K, I(K));
+  }
 }
 
 void AddBias(float* y, int64_t M, int64_t N, int64_t ld, const float* b) {
@@ -139,7 +229,7 @@ void SwiGluForward(const float* gu, int64_t M, int64_t F, float* h) {
     const float* u = g + F;
     float* o = h + m * F;
 #pragma omp simd
-    for (int64_t i = 0; i < F; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    for (int64_t i = 0; i < F; ++i) o[i] = g[i] / (1.0f + FastExp(-g[i])) * u[i];
   }
 }
 
@@ -153,7 +243,7 @@ void SwiGluBackward(const float* gu, const float* dh, int64_t M, int64_t F, floa
     float* du = dg + F;
 #pragma omp simd
     for (int64_t i = 0; i < F; ++i) {
-      const float s = 1.0f / (1.0f + std::exp(-g[i]));
+      const float s = 1.0f / (1.0f + FastExp(-g[i]));
       const float silu = g[i] * s;
       du[i] = d[i] * silu;
       dg[i] = d[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));

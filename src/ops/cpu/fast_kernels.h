@@ -5,9 +5,37 @@
 // Shapes: activations [rows, cols] row-major; weights [out, in] as in Hugging Face checkpoints.
 #pragma once
 
+#include <algorithm>
+#include <bit>
+#include <cmath>
 #include <cstdint>
 
 namespace escale::ops::fast {
+
+// exp(x) to about 1e-7 relative (Cephes polynomial) without a libm call, so loops over it
+// vectorise under `omp simd` (std::floor would become a call to floorf). Rounding to the nearest
+// integer uses the 1.5·2^23 trick, so this must not be compiled with -ffast-math. x is clamped to
+// [-87.3, 88.3]: exp(-inf) gives ~1e-38, not 0 (callers mask explicitly).
+inline float FastExp(float x) {
+  x = std::min(std::max(x, -87.3f), 88.3f);
+  const float t = x * 1.44269504088896341f + 12582912.0f;  // round(x·log2 e) in the low mantissa bits
+  const float n = t - 12582912.0f;
+  float r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (std::bit_cast<int32_t>(t) - 0x4B400000 + 127) << 23;  // 2^n
+  return p * std::bit_cast<float>(bits);
+}
+
+// Sets OpenBLAS to one thread: the matmuls below split their rows over the calling OpenMP team
+// and call BLAS from each thread. TrainModel::Create calls it.
+void UseSingleThreadedBlas();
 
 // y[M,N] = x[M,K] · W[N,K]^T + beta·y.
 void LinearForward(const float* x, int64_t M, int64_t K, const float* W, int64_t N, float* y, float beta = 0.0f);
@@ -16,6 +44,16 @@ void LinearBackwardInput(const float* dy, int64_t M, int64_t N, const float* W, 
                          float beta = 0.0f);
 // dW[N,K] += dy[M,N]^T · x[M,K].
 void LinearBackwardWeight(const float* dy, int64_t M, int64_t N, const float* x, int64_t K, float* dW);
+
+// Grouped matmuls over experts: group g owns rows [start[g], start[g+1]) of the row-major
+// activations and its own weight W[g] ([N,K] as above). One OpenMP team runs every group, each
+// thread a fixed slice of each group's rows (or of its dW rows); empty groups are skipped.
+void GroupedLinearForward(const float* x, const int32_t* start, int64_t groups, int64_t K, const float* const* W,
+                          int64_t N, float* y);
+void GroupedLinearBackwardInput(const float* dy, const int32_t* start, int64_t groups, int64_t N,
+                                const float* const* W, int64_t K, float* dx);
+void GroupedLinearBackwardWeight(const float* dy, const int32_t* start, int64_t groups, int64_t N, const float* x,
+                                 int64_t K, float* const* dW);
 
 // y[m, :N] += b for every row m (row stride ld).
 void AddBias(float* y, int64_t M, int64_t N, int64_t ld, const float* b);
