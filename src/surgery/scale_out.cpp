@@ -6,7 +6,7 @@
 
 #include "core/check.h"
 #include "surgery/plan_report.h"
-#include "surgery/rng.h"
+#include "core/rng.h"
 
 namespace escale::surgery {
 
@@ -276,7 +276,7 @@ std::map<std::string, std::string> ScaleOutMetadata(const ScaleOutPlan& p) {
   m["escale.router"] = std::string(RouterTypeName(o.router));
   m["escale.router_init"] = "normal(mean=0, std=" + Num(o.router_std) + "), one row per dense copy, repeated " +
                             D(o.granularity) + "x (granularity groups)";
-  m["escale.rng"] = "splitmix64 streams (seed, \"router/layer/<l>\"), Marsaglia polar normals (escale surgery/rng.h v1)";
+  m["escale.rng"] = "splitmix64 streams (seed, \"router/layer/<l>\"), Marsaglia polar normals (escale core/rng.h v1)";
   m["escale.seed"] = std::to_string(o.seed);
   m["escale.capacity_factor"] = Num(o.capacity_factor);
   m["escale.drop_policy"] = o.drop_policy == DropPolicy::kProbability ? "probability" : "position";

@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <sstream>
 
-#include "surgery/rng.h"
+#include "core/rng.h"
 
 namespace escale::surgery {
 

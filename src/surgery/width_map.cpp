@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "core/check.h"
-#include "surgery/rng.h"
+#include "core/rng.h"
 
 namespace escale::surgery {
 

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "surgery/rng.h"
+#include "core/rng.h"
 #include "surgery/scale_out.h"
 
 namespace escale::surgery {

@@ -12,7 +12,7 @@
 
 #include "model/layout.h"
 #include "model/reference_forward.h"
-#include "surgery/rng.h"
+#include "core/rng.h"
 
 namespace escale::surgery::testing {
 
