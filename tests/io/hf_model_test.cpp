@@ -69,6 +69,9 @@ TEST(HfModel, RoundTripIsBitExactForEveryArchitecture) {
     // Same config, weights and metadata: the same file, byte for byte.
     EXPECT_EQ(testing::ReadFile(tmp / "a/model.safetensors"), testing::ReadFile(tmp / "b/model.safetensors")) << cls;
     EXPECT_EQ(testing::ReadFile(tmp / "a/config.json"), testing::ReadFile(tmp / "b/config.json")) << cls;
+    // The same through the model-to-model path (straight from the mapping).
+    ASSERT_TRUE(WriteHfModel(tmp / "c", m->config, *m, opt).ok());
+    EXPECT_EQ(testing::ReadFile(tmp / "a/model.safetensors"), testing::ReadFile(tmp / "c/model.safetensors")) << cls;
   }
 }
 
