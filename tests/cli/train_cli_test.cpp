@@ -1,0 +1,108 @@
+// escale train through the command line: the first validation loss right after scale-out (file
+// and online) and after FPI width-only scale-up equals the dense model's; bad inputs give one
+// line and a non-zero exit.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "support/test_support.h"
+
+namespace escale {
+namespace {
+
+using testing::RunEscale;
+
+class TrainCli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new testing::TempDir();
+    const std::string d = dir_->path();
+    testing::WriteFile(d + "/config.json", R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+      "vocab_size": 300, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+      "max_position_embeddings": 256})");
+    Check(testing::RunShell("cp /usr/share/common-licenses/GPL-3 " + d + "/corpus.txt"));
+    Check(RunEscale("tokenizer train " + d + "/corpus.txt --vocab-size 300 -o " + d + "/tokenizer.json"));
+    Check(RunEscale("tokenize --tokenizer " + d + "/tokenizer.json --input " + d + "/corpus.txt --output " + d +
+                    "/shards --val-fraction 0"));
+    Check(RunEscale("init " + d + "/dense --config " + d + "/config.json --seed 9 --std 0.1"));
+  }
+  static void TearDownTestSuite() { delete dir_; }
+  static void Check(const testing::CommandResult& r) {
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  // First evaluation (step 0) of a one-step run of `model_args`, from metrics.jsonl.
+  static double FirstValLoss(const std::string& model_args, const std::string& run) {
+    const std::string d = dir_->path();
+    auto r = RunEscale("train " + model_args + " --data " + d + "/shards --out " + d + "/" + run +
+                       " --steps 1 --seq-len 32 --micro-batch 2 --eval-batches 4 --no-mfu");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    std::ifstream in(d + "/" + run + "/metrics.jsonl");
+    std::string line;
+    std::getline(in, line);
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.contains("val_loss")) return NAN;
+    return j["val_loss"].get<double>();
+  }
+  static testing::TempDir* dir_;
+};
+testing::TempDir* TrainCli::dir_ = nullptr;
+
+TEST_F(TrainCli, UpcyclingAndFpiGrowthKeepTheFirstValidationLoss) {
+  const std::string d = dir_->path();
+  // Without a val split the trainer has nothing to evaluate: make one from the train shard.
+  Check(testing::RunShell("cp -r " + d + "/shards " + d + "/shards_v && cd " + d + "/shards_v && mv train_000000.bin val_000000.bin && cp val_000000.bin train_000000.bin"));
+  Check(testing::RunShell("rm -rf " + d + "/shards && mv " + d + "/shards_v " + d + "/shards"));
+  const double dense = FirstValLoss("--model " + d + "/dense", "run_dense");
+  ASSERT_TRUE(std::isfinite(dense));
+  EXPECT_GT(dense, 4.0);  // a random model: near ln(300) = 5.7
+
+  Check(RunEscale("scale-out " + d + "/dense " + d + "/moe --experts 4 --top-k 2 --seed 3"));
+  EXPECT_NEAR(FirstValLoss("--model " + d + "/moe", "run_moe"), dense, 1e-4);
+  EXPECT_NEAR(FirstValLoss("--init-from " + d + "/dense --scale-out 4,2", "run_online"), dense, 1e-4);
+
+  Check(RunEscale("scale-up " + d + "/dense " + d + "/wide --method fpi --hidden 64 --intermediate 96 --heads 8"));
+  EXPECT_NEAR(FirstValLoss("--model " + d + "/wide", "run_wide"), dense, 1e-4);
+
+  // st routing is not function-preserving: the loss moves (checked so the test can fail).
+  Check(RunEscale("scale-out " + d + "/dense " + d + "/moe_st --experts 4 --top-k 2 --router st --seed 3"));
+  EXPECT_GT(std::abs(FirstValLoss("--model " + d + "/moe_st", "run_st") - dense), 1e-3);
+}
+
+TEST_F(TrainCli, BadInputsGiveOneLineAndNonZeroExit) {
+  const std::string d = dir_->path();
+  const std::string common = " --steps 2 --seq-len 32 --micro-batch 2 --no-mfu --out " + d + "/bad";
+  struct Case {
+    std::string args, expect;
+  };
+  const std::vector<Case> cases = {
+      {"--model " + d + "/dense --data " + d + "/nowhere", "manifest.json"},
+      {"--model " + d + "/dense --data " + d + "/shards --capacity-factor 2", "dense"},
+      {"--model " + d + "/dense --data " + d + "/shards --global-batch-tokens 100", "multiple of seq-len x micro-batch"},
+      {"--model " + d + "/moe --data " + d + "/shards --router bogus", "--router must be mixtral or st"},
+      {"--init-from " + d + "/dense --scale-out 4 --data " + d + "/shards", "E,K"},
+      {"--model " + d + "/dense --data " + d + "/shards --lr abc", "--lr takes a number"},
+      {"--data " + d + "/shards", "exactly one of --model"},
+  };
+  for (const auto& c : cases) {
+    auto r = RunEscale("train " + c.args + common);
+    EXPECT_EQ(r.exit_code, 1) << c.args << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.expect), std::string::npos) << c.args << "\n" << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << c.args << "\n" << r.err;
+  }
+  // Shards from a larger vocabulary than the model's.
+  std::string small = testing::ReadFile(d + "/config.json");
+  const std::string from = "\"vocab_size\": 300";
+  small.replace(small.find(from), from.size(), "\"vocab_size\": 200");
+  testing::WriteFile(d + "/small.json", small);
+  Check(RunEscale("init " + d + "/small --config " + d + "/small.json"));
+  auto r = RunEscale("train --model " + d + "/small --data " + d + "/shards" + common + "2");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("vocabulary"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace escale
