@@ -29,6 +29,16 @@ strip_timing() { sed -E 's/,?"(tokens_per_s|step_s|mfu)":[^,}]*//g' "$1"; }
 
 train straight >/dev/null
 
+# SIGTERM: the run saves a checkpoint at the step it reached and exits 0.
+"$ESCALE" -q train --model model --data shards --steps 1000000 --seq-len 32 --micro-batch 4 --save-every 0 \
+  --eval-every 0 --no-mfu --threads 1 --out termed >/dev/null 2>termed.err &
+pid=$!
+sleep 1
+kill -TERM "$pid"
+wait "$pid" || { echo "kill_resume: SIGTERM run exited non-zero" >&2; cat termed.err >&2; exit 1; }
+grep -q "stopped by signal" termed.err || { echo "kill_resume: no save on SIGTERM" >&2; exit 1; }
+[[ -f termed/checkpoints/latest ]] || { echo "kill_resume: SIGTERM left no checkpoint" >&2; exit 1; }
+
 kills=0
 attempts=0
 while ((kills < KILLS)); do
