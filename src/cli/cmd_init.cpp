@@ -9,6 +9,7 @@
 #include "model/init.h"
 #include "model/layout.h"
 #include "model/presets.h"
+#include "surgery/convert.h"
 
 namespace escale::cli {
 namespace {
@@ -25,13 +26,6 @@ struct Args {
   bool overwrite = false;
 };
 
-Result<DType> ParseWeightDType(const std::string& s) {
-  if (s == "f32" || s == "F32") return DType::kF32;
-  if (s == "bf16" || s == "BF16") return DType::kBF16;
-  if (s == "f16" || s == "F16") return DType::kF16;
-  return InvalidArgument("--dtype must be f32, bf16 or f16, not '" + s + "'");
-}
-
 Status RunInit(const Args& a) {
   if (a.preset.empty() == a.config.empty()) return InvalidArgument("give exactly one of --preset or --config");
   ModelConfig c;
@@ -45,7 +39,7 @@ Status RunInit(const Args& a) {
   }
   if (a.vocab > 0) c.vocab_size = a.vocab;
   ESCALE_RETURN_IF_ERROR(c.Validate());
-  ESCALE_ASSIGN_OR_RETURN(DType dt, ParseWeightDType(a.dtype));
+  ESCALE_ASSIGN_OR_RETURN(DType dt, surgery::ParseOutputDType(a.dtype));
   c.dtype = dt;
   TensorMap weights = RandomInit(c, {.seed = a.seed, .std = a.std});
   WriteOptions wo;
@@ -70,7 +64,7 @@ CommandRegistration reg(15, [](CLI::App& app) -> RunFn {
   c->add_option("--vocab", a->vocab, "Override the vocabulary size (e.g. your tokenizer's)");
   c->add_option("--seed", a->seed, "Random seed");
   c->add_option("--std", a->std, "Standard deviation of the normal initialisation");
-  c->add_option("--dtype", a->dtype, "Weight dtype: f32, bf16 or f16");
+  c->add_option("--dtype", a->dtype, "Weight dtype: f32, bf16, f16 or f64");
   c->add_option("--tokenizer-from", a->tokenizer_from, "Copy tokenizer files from this directory");
   c->add_flag("--overwrite", a->overwrite, "Replace an existing output directory");
   return [a] { return RunInit(*a); };
