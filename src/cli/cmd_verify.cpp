@@ -4,13 +4,14 @@
 
 #include "cli/command.h"
 #include "io/hf_model.h"
+#include "io/tokenizer.h"
 #include "surgery/verify.h"
 
 namespace escale::cli {
 namespace {
 
 struct VerifyArgs {
-  std::string a, b, tokens;
+  std::string a, b, tokens, text, tokenizer;
   int64_t probe_tokens = 16;
   bool json_out = false;
   double tolerance = -1;
@@ -20,7 +21,17 @@ Status RunVerify(const VerifyArgs& args) {
   ESCALE_ASSIGN_OR_RETURN(HfModel a, ReadHfModel(args.a));
   ESCALE_ASSIGN_OR_RETURN(HfModel b, ReadHfModel(args.b));
   std::vector<int32_t> tokens;
-  if (!args.tokens.empty()) {
+  if (!args.tokens.empty() && !args.text.empty()) return InvalidArgument("give --tokens or --text, not both");
+  if (!args.text.empty()) {
+    // The text is encoded with A's tokenizer unless --tokenizer names another tokenizer.json.
+    const std::string path = args.tokenizer.empty() ? args.a + "/tokenizer.json" : args.tokenizer;
+    ESCALE_ASSIGN_OR_RETURN(auto tok, tok::Tokenizer::FromFile(path));
+    tokens = tok->Encode(args.text);
+    if (tokens.empty()) return InvalidArgument("--text encodes to no tokens");
+    for (int32_t t : tokens)
+      if (t < 0 || t >= std::min(a.config.vocab_size, b.config.vocab_size))
+        return InvalidArgument("token " + std::to_string(t) + " of --text is outside the models' vocabulary");
+  } else if (!args.tokens.empty()) {
     ESCALE_ASSIGN_OR_RETURN(tokens, surgery::ParseTokenList(args.tokens, std::min(a.config.vocab_size, b.config.vocab_size)));
   } else {
     if (args.probe_tokens < 1) return InvalidArgument("--probe-tokens must be at least 1");
@@ -54,6 +65,8 @@ CommandRegistration reg(40, [](CLI::App& app) -> RunFn {
   sub->add_option("a", a->a, "Reference model directory")->required();
   sub->add_option("b", a->b, "Model to compare (e.g. the output of scale-up or scale-out)")->required();
   sub->add_option("--tokens", a->tokens, "Comma-separated token ids to run (default: seeded probe tokens)");
+  sub->add_option("--text", a->text, "Text to run, encoded with A's tokenizer.json (or --tokenizer)");
+  sub->add_option("--tokenizer", a->tokenizer, "tokenizer.json for --text (default: A's)");
   sub->add_option("--probe-tokens", a->probe_tokens, "Number of seeded probe tokens when --tokens is not given")
       ->capture_default_str();
   sub->add_option("--tolerance", a->tolerance, "Exit non-zero when max |logit diff| exceeds this");

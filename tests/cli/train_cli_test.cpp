@@ -67,6 +67,13 @@ TEST_F(TrainCli, UpcyclingAndFpiGrowthKeepTheFirstValidationLoss) {
   Check(RunEscale("scale-up " + d + "/dense " + d + "/wide --method fpi --hidden 64 --intermediate 96 --heads 8"));
   EXPECT_NEAR(FirstValLoss("--model " + d + "/wide", "run_wide"), dense, 1e-4);
 
+  // verify --text encodes with A's tokenizer (copied into the model by --tokenizer-from).
+  auto v = RunEscale("verify " + d + "/dense " + d + "/moe --tokenizer " + d + "/tokenizer.json --text 'the licence' --json");
+  ASSERT_EQ(v.exit_code, 0) << v.err;
+  auto vj = nlohmann::json::parse(v.out, nullptr, false);
+  ASSERT_FALSE(vj.is_discarded()) << v.out;
+  EXPECT_LT(vj["max_abs_logit_diff"].get<double>(), 1e-4) << v.out;
+
   // st routing is not function-preserving: the loss moves (checked so the test can fail).
   Check(RunEscale("scale-out " + d + "/dense " + d + "/moe_st --experts 4 --top-k 2 --router st --seed 3"));
   EXPECT_GT(std::abs(FirstValLoss("--model " + d + "/moe_st", "run_st") - dense), 1e-3);
