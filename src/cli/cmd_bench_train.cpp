@@ -12,7 +12,9 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/command.h"
+#include "model/init.h"
 #include "model/layout.h"
+#include "model/presets.h"
 #include "model/train_model.h"
 #include "ops/cpu/sgemm_rate.h"
 #include "train/adamw.h"
@@ -35,49 +37,18 @@ struct Preset {
   LossCoefficients coef;
 };
 
+// The model shapes are the named presets of model/presets.cpp (also used by `escale init`).
 Result<Preset> MakePreset(const std::string& name) {
+  if (name != "bench-dense" && name != "bench-moe")
+    return InvalidArgument("unknown preset '" + name + "' (use bench-dense or bench-moe)");
   Preset p;
-  ModelConfig& c = p.config;
-  c.vocab_size = 8192;
-  c.hidden_size = 256;
-  c.intermediate_size = 688;
-  c.num_layers = 4;
-  c.num_heads = 8;
-  c.num_kv_heads = 4;
-  c.head_dim = 32;
-  c.qkv_bias = true;
-  c.tie_word_embeddings = false;
-  c.rms_norm_eps = 1e-6;
+  ESCALE_ASSIGN_OR_RETURN(p.config, FindModelPreset(name));
   p.shape = {8, 256};
-  if (name == "bench-dense") return p;
-  if (name == "bench-moe") {
-    c.arch = Architecture::kMixtral;
-    c.moe.num_experts = 8;
-    c.moe.top_k = 2;
-    c.moe.expert_intermediate = 688;
-    c.moe.router = RouterType::kMixtral;
-    c.moe.aux_loss_coef = 0.001;
+  if (p.config.is_moe()) {
     p.coef.aux = 0.001;
     p.coef.router_z = 0.001;
-    return p;
   }
-  return InvalidArgument("unknown preset '" + name + "' (use bench-dense or bench-moe)");
-}
-
-// N(0, 0.02) matrices, unit norms: a typical initialisation; the numbers do not affect the speed.
-TensorMap RandomInit(const ModelConfig& c, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 0.02f);
-  TensorMap m;
-  for (const TensorSpec& s : CanonicalTensors(c)) {
-    Tensor t = Tensor::Zeros(DType::kF32, s.shape);
-    float* p = t.mutable_data<float>();
-    const bool is_norm = s.role == TensorRole::kAttnNorm || s.role == TensorRole::kFfnNorm ||
-                         s.role == TensorRole::kFinalNorm;
-    for (int64_t i = 0; i < t.numel(); ++i) p[i] = is_norm ? 1.0f : normal(rng);
-    m[s.name] = std::move(t);
-  }
-  return m;
+  return p;
 }
 
 Status Run(const Args& a) {
@@ -88,7 +59,7 @@ Status Run(const Args& a) {
   }
   const int threads = omp_get_max_threads();
   ESCALE_ASSIGN_OR_RETURN(std::unique_ptr<TrainModel> model,
-                          TrainModel::Create(p.config, RandomInit(p.config, a.seed), p.shape, p.coef));
+                          TrainModel::Create(p.config, RandomInit(p.config, {.seed = a.seed}), p.shape, p.coef));
   const int64_t n = p.shape.micro_batch * p.shape.seq_len;
   std::mt19937 rng(a.seed + 1);
   std::vector<int32_t> tokens(static_cast<size_t>(n + 1));

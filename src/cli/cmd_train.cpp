@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
+#include <omp.h>
 
 #include "cli/command.h"
 #include "core/atomic_output.h"
@@ -107,7 +108,7 @@ Status RunTrain(Args& a) {
   std::error_code ec;
   if (!tokenizer_dir.empty() && fs::is_regular_file(tokenizer_dir + "/tokenizer.json", ec))
     in.copy_files_from = tokenizer_dir;
-  if (!a.no_mfu) in.sgemm_gflops = MeasureSgemmRate(512, o.threads > 0 ? static_cast<int>(o.threads) : 0, 0.3).gflops;
+  if (!a.no_mfu) in.sgemm_gflops = MeasureSgemmRate(512, o.threads > 0 ? static_cast<int>(o.threads) : omp_get_max_threads(), 0.5).gflops;
 
   ESCALE_ASSIGN_OR_RETURN(TrainSummary s, RunTraining(o, std::move(in)));
   std::printf("trained steps %lld..%lld%s: train loss %.4f, validation loss %.4f -> %.4f, %.0f tokens/s, %lld skipped\n",

@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include <nlohmann/json.hpp>
+#include <omp.h>
 
 #include "core/atomic_output.h"
 #include "core/progress.h"
@@ -159,6 +160,8 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
       return InvalidArgument("top-1 with mixtral routing gives the router no gradient; use --router st or k >= 2");
   }
   ESCALE_RETURN_IF_ERROR(config.Validate());
+  // The engine parallelises with OpenMP (BLAS calls run single-threaded inside its team).
+  if (opt.threads > 0) omp_set_num_threads(static_cast<int>(opt.threads));
 
   std::error_code ec;
   fs::create_directories(opt.out, ec);
