@@ -4,12 +4,14 @@
 #   -> scale-up (AKI-Pro: wider and deeper) -> continued pretraining
 #   -> scale-out (8 experts, top-2) -> continued pretraining
 # printing the validation loss before and after each stage. Steps per stage can be set with
-# DEMO_PREP_STEPS, DEMO_UP_STEPS, DEMO_MOE_STEPS; the run directory with DEMO_DIR.
+# DEMO_PREP_STEPS, DEMO_UP_STEPS, DEMO_MOE_STEPS; the run directory with DEMO_DIR. The default
+# steps add up to about one pass over the corpus, and each stage draws its batches in another
+# seeded order, so no stage re-reads the windows the previous one just trained on in the same order.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ESCALE=${ESCALE:-build/release/escale}
 RUN=${DEMO_DIR:-build/demo}
-PREP_STEPS=${DEMO_PREP_STEPS:-1200}
+PREP_STEPS=${DEMO_PREP_STEPS:-800}
 UP_STEPS=${DEMO_UP_STEPS:-300}
 MOE_STEPS=${DEMO_MOE_STEPS:-200}
 TRAIN=(--seq-len 128 --micro-batch 8 --eval-every 50 --eval-batches 8 --save-every 100 --keep-last 1)
@@ -30,19 +32,19 @@ echo "== preparation: a small dense model from scratch ($PREP_STEPS steps)"
 $ESCALE -q init "$RUN/dense-init" --preset demo-small --vocab 8192 --tokenizer-from "$RUN/tokenizer"
 $ESCALE -q inspect "$RUN/dense-init" | head -3
 $ESCALE train --model "$RUN/dense-init" --data "$RUN/shards" --out "$RUN/prep" --steps "$PREP_STEPS" \
-  --lr 3e-3 --min-lr 3e-4 --warmup 30 "${TRAIN[@]}" | tee "$RUN/prep.log"
+  --seed 1 --lr 3e-3 --min-lr 3e-4 --warmup 30 "${TRAIN[@]}" | tee "$RUN/prep.log"
 
 echo "== scale-up: AKI-Pro, hidden 128->256, FFN 344->688, heads 4->8 (2 KV groups), layers 4->8"
 $ESCALE -q scale-up "$(latest "$RUN/prep")" "$RUN/grown" --method aki-pro --hidden 256 --intermediate 688 \
   --heads 8 --kv-heads 2 --layers 8
 $ESCALE train --model "$RUN/grown" --data "$RUN/shards" --out "$RUN/up" --steps "$UP_STEPS" \
-  --lr 1e-3 --min-lr 1e-4 --warmup 10 "${TRAIN[@]}" | tee "$RUN/up.log"
+  --seed 2 --lr 1e-3 --min-lr 1e-4 --warmup 10 "${TRAIN[@]}" | tee "$RUN/up.log"
 
 echo "== scale-out: 8 experts, top-2, mixtral routing (function-preserving at step 0)"
 $ESCALE -q scale-out "$(latest "$RUN/up")" "$RUN/moe" --experts 8 --top-k 2 --seed 1
 $ESCALE -q verify "$(latest "$RUN/up")" "$RUN/moe" | head -4
 $ESCALE train --model "$RUN/moe" --data "$RUN/shards" --out "$RUN/out" --steps "$MOE_STEPS" \
-  --lr 5e-4 --min-lr 5e-5 --warmup 5 "${TRAIN[@]}" | tee "$RUN/out.log"
+  --seed 3 --lr 3e-4 --min-lr 3e-5 --warmup 20 "${TRAIN[@]}" | tee "$RUN/out.log"
 
 echo
 echo "== validation loss per stage (before -> after)"
