@@ -192,9 +192,12 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
     resumed_state = nlohmann::json::parse(text, nullptr, false);
     if (resumed_state.is_discarded() || !resumed_state.is_object())
       return FormatError(resume_from->path + "/trainer_state.json is not valid JSON");
-    if (resumed_state.value("resume_key", nlohmann::json()) != ResumeKey(opt))
+    if (!resumed_state.contains("resume_key"))
+      return FormatError(resume_from->path + "/trainer_state.json lacks its resume key; "
+                         "resume from an earlier checkpoint (delete this one)");
+    if (resumed_state["resume_key"] != ResumeKey(opt))
       return InvalidArgument("the options that fix the data order and schedule differ from the run being resumed (" +
-                             resumed_state.value("resume_key", nlohmann::json()).dump() + "); resume with the same options");
+                             resumed_state["resume_key"].dump() + "); resume with the same options");
   } else {
     start_weights = std::move(in.init);
   }
@@ -221,16 +224,24 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
   int64_t step = 0, updates = 0;
   double tokens_seen = 0;
   if (resume_from) {
-    step = resumed_state.value("step", int64_t{-1});
-    updates = resumed_state.value("updates", int64_t{-1});
-    tokens_seen = resumed_state.value("tokens_seen", 0.0);
+    // A damaged state file is a format error with a hint, never an exception escaping.
+    DataCursor cursor;
+    try {
+      step = resumed_state.at("step").get<int64_t>();
+      updates = resumed_state.at("updates").get<int64_t>();
+      tokens_seen = resumed_state.at("tokens_seen").get<double>();
+      const nlohmann::json& d = resumed_state.at("data");
+      cursor = {d.at("epoch").get<int64_t>(), d.at("position").get<int64_t>()};
+      const nlohmann::json& f = resumed_state.at("faults");
+      faults.Restore(f.at("history").get<std::deque<double>>(), f.at("consecutive").get<int64_t>(),
+                     f.at("total").get<int64_t>());
+    } catch (const nlohmann::json::exception&) {
+      return FormatError(resume_from->path + "/trainer_state.json lacks the step, data cursor or fault state; "
+                         "resume from an earlier checkpoint (delete this one)");
+    }
     if (step != resume_from->step || updates < 0 || updates > step)
       return FormatError(resume_from->path + "/trainer_state.json disagrees with its manifest");
-    ESCALE_RETURN_IF_ERROR(train.Restore({resumed_state["data"].value("epoch", int64_t{-1}),
-                                          resumed_state["data"].value("position", int64_t{-1})}));
-    faults.Restore(resumed_state["faults"]["history"].get<std::deque<double>>(),
-                   resumed_state["faults"].value("consecutive", int64_t{0}),
-                   resumed_state["faults"].value("total", int64_t{0}));
+    ESCALE_RETURN_IF_ERROR(train.Restore(cursor));
     ESCALE_ASSIGN_OR_RETURN(SafetensorsFile of, SafetensorsFile::Open(resume_from->path + "/optimizer.safetensors"));
     for (size_t i = 0; i < params.size(); ++i) {
       for (int which = 0; which < 2; ++which) {

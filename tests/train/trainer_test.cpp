@@ -125,6 +125,21 @@ TEST(Trainer, ResumeIsBitExactDenseAndMoe) {
   }
 }
 
+TEST(Trainer, DamagedStateFileIsAFormatErrorNotACrash) {
+  testing::TempDir run;
+  ASSERT_TRUE(RunTraining(Options(run.path(), 10), Inputs(false)).ok());
+  const std::string state = CheckpointsDir(run.path()) + "/" + CheckpointName(10) + "/trainer_state.json";
+  std::string bad = "{\"step\": \"ten\"}";
+  bad.resize(testing::ReadFile(state).size(), ' ');  // same size: the manifest still verifies
+  testing::WriteFile(state, bad);
+  TrainOptions o = Options(run.path(), 20);
+  o.resume = true;
+  auto r = RunTraining(o, Inputs(false));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), ErrorCode::kFormat);
+  EXPECT_NE(r.status().message().find("trainer_state.json"), std::string::npos) << r.status().message();
+}
+
 TEST(Trainer, InjectedNanAndSpikeAreSkippedLoggedAndSurvived) {
   testing::TempDir run;
   TrainOptions o = Options(run.path(), 40);
