@@ -3,6 +3,9 @@
 // byte table, UTF-8 helpers, SHA-256 and every load error.
 #include <gtest/gtest.h>
 
+#include <functional>
+#include <random>
+
 #include <nlohmann/json.hpp>
 
 #include "io/tokenizer.h"
@@ -250,6 +253,38 @@ TEST(Load, ErrorsAreClear) {
   auto missing = Tokenizer::FromFile("/nonexistent/tokenizer.json");
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.status().code(), ErrorCode::kNotFound);
+}
+
+// Damaged files end in an error or a working tokenizer, never a crash (run under ASan+UBSan).
+TEST(Load, MutatedFilesNeverCrash) {
+  json j = MakeJson({"he", "ll", "hell"}, json::array({"h e", "l l", "he ll"}));
+  j = WithAdded(j, "<|x|>", true, false, false, false);
+  const std::string base = j.dump();
+  std::mt19937 rng(11);
+  int errors = 0, loaded = 0;
+  for (int iter = 0; iter < 300; ++iter) {
+    std::string m = base;
+    const int edits = 1 + static_cast<int>(rng() % 4);
+    for (int e = 0; e < edits; ++e) {
+      const size_t pos = rng() % m.size();
+      switch (rng() % 3) {
+        case 0: m[pos] = static_cast<char>(rng() & 0xff); break;
+        case 1: m.erase(pos, 1 + rng() % 8); break;
+        default: m.insert(pos, 1, "\"[]{}:,0123456789-"[rng() % 18]); break;
+      }
+    }
+    auto t = Tokenizer::FromJson(m);
+    if (!t.ok()) {
+      EXPECT_FALSE(t.status().message().empty());
+      ++errors;
+      continue;
+    }
+    ++loaded;
+    const auto ids = (*t)->Encode("hello <|x|> \xff world");
+    for (int32_t id : ids) ASSERT_LT(id, (*t)->vocab_size());
+    ASSERT_TRUE((*t)->Decode(ids).ok());
+  }
+  EXPECT_GT(errors, 100);  // most damage must be detected
 }
 
 TEST(Normalizer, NfcComposesButKeepsInvalidBytes) {
