@@ -2,6 +2,7 @@
 // or upcycled online from a dense checkpoint), with bit-exact --resume.
 #include <cstdio>
 #include <filesystem>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 #include <omp.h>
@@ -131,7 +132,20 @@ CommandRegistration reg(40, [](CLI::App& app) -> RunFn {
       c->add_flag(flag, a->resume_flag, spec.help);
       continue;
     }
-    c->add_option(flag, a->flag_values[spec.key], spec.help);
+    // Show the default next to the help: the table's targets still hold the defaults here.
+    const std::string def = std::visit(
+        [](auto* p) -> std::string {
+          using T = std::remove_pointer_t<decltype(p)>;
+          if constexpr (std::is_same_v<T, std::string>) return *p;
+          else if constexpr (std::is_same_v<T, bool>) return *p ? "true" : "false";
+          else {
+            std::ostringstream os;
+            os << *p;
+            return os.str();
+          }
+        },
+        spec.target);
+    c->add_option(flag, a->flag_values[spec.key], def.empty() ? spec.help : spec.help + " (default " + def + ")");
   }
   return [a] { return RunTrain(*a); };
 });
