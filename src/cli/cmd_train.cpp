@@ -50,12 +50,16 @@ Result<std::vector<TokenArray>> LoadSplit(const std::string& dir, const std::str
 
 Result<std::pair<int64_t, int64_t>> ParseExpertsTopK(const std::string& s) {
   const auto comma = s.find(',');
-  char* end = nullptr;
-  if (comma == std::string::npos) return InvalidArgument("--scale-out takes E,K (e.g. 8,2), not '" + s + "'");
-  const long long e = std::strtoll(s.substr(0, comma).c_str(), &end, 10);
-  const bool e_ok = *end == '\0';
-  const long long k = std::strtoll(s.substr(comma + 1).c_str(), &end, 10);
-  if (!e_ok || *end != '\0' || e < 1 || k < 1) return InvalidArgument("--scale-out takes E,K (e.g. 8,2), not '" + s + "'");
+  const std::string usage = "--scale-out takes E,K (e.g. 8,2), not '" + s + "'";
+  if (comma == std::string::npos) return InvalidArgument(usage);
+  // Named strings: strtoll's end pointer must point into storage that outlives the check.
+  const std::string experts = s.substr(0, comma), top_k = s.substr(comma + 1);
+  char* end_e = nullptr;
+  char* end_k = nullptr;
+  const long long e = std::strtoll(experts.c_str(), &end_e, 10);
+  const long long k = std::strtoll(top_k.c_str(), &end_k, 10);
+  if (experts.empty() || top_k.empty() || *end_e != '\0' || *end_k != '\0' || e < 1 || k < 1)
+    return InvalidArgument(usage);
   return std::make_pair(static_cast<int64_t>(e), static_cast<int64_t>(k));
 }
 
