@@ -17,6 +17,7 @@
 
 #include "core/atomic_output.h"
 #include "core/progress.h"
+#include "core/rng.h"
 #include "io/token_shards.h"
 #include "io/tokenizer.h"
 #include "io/tokenizer_documents.h"
@@ -46,12 +47,8 @@ double ProcessCpuSeconds() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
-uint64_t SplitMix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
+// One SplitMix64 step from state x: the increment, then core/rng.h's finaliser.
+uint64_t SplitMix64(uint64_t x) { return Mix64(x + 0x9e3779b97f4a7c15ull); }
 
 // One split's shard sequence: rolls to a new file every `shard_tokens`.
 class SplitWriter {
