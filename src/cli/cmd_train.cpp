@@ -79,7 +79,7 @@ Status RunTrain(Args& a) {
   if (!o.model_dir.empty()) {
     ESCALE_ASSIGN_OR_RETURN(HfModel m, ReadHfModel(o.model_dir));
     in.config = m.config;
-    for (const auto& [name, t] : m.tensors) in.init.emplace(name, t.Clone());
+    in.init = m.tensors;  // views into the mapping (they keep it alive); TrainModel copies to fp32 once
     tokenizer_dir = o.model_dir;
     in.description = "continued pretraining of " + o.model_dir;
   } else if (!o.from_config.empty()) {
