@@ -1,0 +1,539 @@
+// Evaluation: lm-eval's request construction, few-shot sampling (against CPython itself), the
+// batched scorer against the fp64 reference model, multiple-choice rendering and metrics, and the
+// `escale eval` command's errors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "eval/lm_scorer.h"
+#include "eval/multiple_choice.h"
+#include "eval/perplexity.h"
+#include "eval/python_random.h"
+#include "eval/requests.h"
+#include "io/hf_model.h"
+#include "io/tokenizer.h"
+#include "io/tokenizer_bytes.h"
+#include "model/layout.h"
+#include "support/test_support.h"
+
+namespace escale::eval {
+namespace {
+
+using nlohmann::json;
+using testing::RunShell;
+using testing::TempDir;
+
+constexpr const char* kPython = "/usr/bin/python3";
+
+bool HavePython() {
+  return std::filesystem::exists(kPython);
+}
+
+// Runs a Python program and parses its stdout as JSON.
+json RunPython(const std::string& program) {
+  TempDir tmp;
+  testing::WriteFile(tmp / "p.py", program);
+  auto r = RunShell(std::string(kPython) + " " + (tmp / "p.py"));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return json::parse(r.out);
+}
+
+// Byte tokens (ids = byte values), merges as given (byte-level strings), <|endoftext|> last.
+json ByteTokenizerJson(const std::vector<std::string>& extra = {},
+                       const json& merges = json::array()) {
+  json vocab = json::object();
+  for (int b = 0; b < 256; ++b)
+    vocab[tok::BytesToByteLevel(std::string(1, static_cast<char>(b)))] = b;
+  int id = 256;
+  for (const auto& t : extra) vocab[tok::BytesToByteLevel(t)] = id++;
+  json j;
+  j["version"] = "1.0";
+  j["added_tokens"] = json::array({{{"id", id},
+                                    {"content", "<|endoftext|>"},
+                                    {"single_word", false},
+                                    {"lstrip", false},
+                                    {"rstrip", false},
+                                    {"normalized", false},
+                                    {"special", true}}});
+  vocab["<|endoftext|>"] = id;
+  j["normalizer"] = nullptr;
+  j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}};
+  j["post_processor"] = nullptr;
+  j["decoder"] = {{"type", "ByteLevel"}};
+  j["model"] = {{"type", "BPE"}, {"vocab", vocab}, {"merges", merges}, {"ignore_merges", false}};
+  return j;
+}
+
+std::shared_ptr<const tok::Tokenizer> ByteTokenizer(const std::vector<std::string>& extra = {},
+                                                    const json& merges = json::array()) {
+  auto t = tok::Tokenizer::FromJson(ByteTokenizerJson(extra, merges).dump());
+  EXPECT_TRUE(t.ok()) << t.status().message();
+  return *t;
+}
+
+std::vector<int32_t> Bytes(std::string_view s) {
+  return {s.begin(), s.end()};
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPython's generator
+
+TEST(PythonRandom, MatchesCPythonSampleAndGetrandbits) {
+  if (!HavePython()) GTEST_SKIP() << kPython << " not found";
+  const std::vector<uint64_t> seeds = {0, 1, 1234, (uint64_t{1} << 40) + 5};
+  const std::vector<std::pair<int64_t, int64_t>> nk = {
+      {10, 3}, {22, 21}, {30, 7}, {1000, 5}, {100, 30}, {5, 5}, {1, 1}, {2, 0}, {500, 6}, {85, 20}};
+  std::string prog =
+      "import random, json\nout = []\nfor seed in [0, 1, 1234, 2**40 + 5]:\n"
+      "    r = random.Random(seed)\n    seq = []\n";
+  for (auto [n, k] : nk)
+    prog +=
+        "    seq.append(r.sample(range(" + std::to_string(n) + "), " + std::to_string(k) + "))\n";
+  prog +=
+      "    seq.append([r.getrandbits(b) for b in (1, 7, 31, 32)])\n    "
+      "out.append(seq)\nprint(json.dumps(out))\n";
+  const json want = RunPython(prog);
+  ASSERT_EQ(want.size(), seeds.size());
+  for (size_t s = 0; s < seeds.size(); ++s) {
+    PythonRandom r(seeds[s]);
+    for (size_t i = 0; i < nk.size(); ++i) {
+      EXPECT_EQ(json(r.Sample(nk[i].first, nk[i].second)), want[s][i])
+          << "seed " << seeds[s] << " case " << i;
+    }
+    std::vector<uint32_t> bits;
+    for (int b : {1, 7, 31, 32}) bits.push_back(r.GetRandBits(b));
+    EXPECT_EQ(json(bits), want[s][nk.size()]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests
+
+TEST(Requests, PythonWhitespaceAndWordCounts) {
+  EXPECT_EQ(TrailingPythonWhitespace("Answer: \t\n"), 3u);
+  EXPECT_EQ(TrailingPythonWhitespace("abc\u3000\u00a0"),
+            5u);                                         // ideographic space (3 bytes) + NBSP (2)
+  EXPECT_EQ(TrailingPythonWhitespace("abc\u200b"), 0u);  // zero-width space is not a space
+  EXPECT_EQ(TrailingPythonWhitespace("   "), 3u);
+  EXPECT_EQ(TrailingPythonWhitespace("ab\xff "), 1u);  // stops at the invalid byte
+  if (!HavePython()) GTEST_SKIP() << kPython << " not found";
+  const std::vector<std::string> texts = {"",
+                                          " ",
+                                          "a b",
+                                          " lead and trail ",
+                                          "x\u00a0y\u2003z\u200bw\x1c v",
+                                          "one\n\ntwo\tthree  four",
+                                          "中文 文本\u3000全角"};
+  json arr = json::array();
+  for (const auto& t : texts) arr.push_back(t);
+  const json want = RunPython(
+      "import json, re\nprint(json.dumps([len(re.split(r'\\s+', t)) for t in json.loads(" +
+      json(arr.dump()).dump() + ")]))\n");
+  for (size_t i = 0; i < texts.size(); ++i)
+    EXPECT_EQ(CountPythonWords(texts[i]), want[i].get<int64_t>()) << texts[i];
+}
+
+TEST(Requests, RollingWindowsMatchLmEvalAlgorithm) {
+  if (!HavePython()) GTEST_SKIP() << kPython << " not found";
+  // lm-eval's get_rolling_token_windows + make_disjoint_window, transcribed.
+  const std::string prog = R"(import json
+def rolling(tokens, prefix, max_seq_len, context_len=1):
+    if not tokens:
+        return
+    pred_len = max_seq_len - context_len + 1
+    predicted = 0
+    first_seq_len = min(max_seq_len, len(tokens))
+    yield ([prefix] + tokens[: first_seq_len - 1], tokens[:first_seq_len])
+    predicted += first_seq_len
+    while predicted < len(tokens):
+        window_pred_len = min(len(tokens) - predicted, pred_len)
+        window_end = predicted + window_pred_len
+        yield (tokens[window_end - max_seq_len - 1 : window_end - 1], tokens[window_end - window_pred_len : window_end])
+        predicted += window_pred_len
+def disjoint(a, b):
+    return (a[: len(a) - (len(b) - 1)], b)
+out = []
+for n in [0, 1, 3, 4, 5, 8, 9, 23]:
+    for m in [1, 2, 4, 7]:
+        toks = list(range(100, 100 + n))
+        out.append([[list(w[0]), list(w[1])] for w in (disjoint(*x) for x in rolling(toks, 7, m))])
+print(json.dumps(out))
+)";
+  const json want = RunPython(prog);
+  size_t i = 0;
+  for (int n : {0, 1, 3, 4, 5, 8, 9, 23}) {
+    for (int m : {1, 2, 4, 7}) {
+      std::vector<int32_t> toks(static_cast<size_t>(n));
+      for (int t = 0; t < n; ++t) toks[static_cast<size_t>(t)] = 100 + t;
+      json got = json::array();
+      for (const TokenRequest& r : RollingWindows(toks, 7, m))
+        got.push_back({r.context, r.continuation});
+      EXPECT_EQ(got, want[i]) << "n=" << n << " max_len=" << m;
+      ++i;
+    }
+  }
+}
+
+TEST(Requests, ModelInputKeepsTheLastMaxLenPlusOneTokens) {
+  const TokenRequest r{{1, 2, 3, 4, 5}, {6, 7}};
+  ModelInput in = MakeModelInput(r, 4);  // (ctx+cont)[-5:][:-1] = [3,4,5,6]
+  EXPECT_EQ(in.tokens, (std::vector<int32_t>{3, 4, 5, 6}));
+  EXPECT_EQ(in.targets, (std::vector<int32_t>{6, 7}));
+  in = MakeModelInput(r, 100);
+  EXPECT_EQ(in.tokens, (std::vector<int32_t>{1, 2, 3, 4, 5, 6}));
+  in = MakeModelInput({{9}, {1, 2, 3}},
+                      2);  // continuation longer than the window: its tail is scored
+  EXPECT_EQ(in.tokens, (std::vector<int32_t>{1, 2}));
+  EXPECT_EQ(in.targets, (std::vector<int32_t>{2, 3}));
+}
+
+TEST(Requests, EncodePairFollowsLmEval) {
+  // Merges "c"+"d" -> "cd": the joint string "abcdef" tokenises as a b cd e f, so the
+  // continuation is whatever follows the context's 3 tokens: e f (lm-eval's lossy split).
+  auto tok = ByteTokenizer({"cd"}, json::array({"c d"}));
+  RequestEncoder enc(*tok, false);
+  TokenRequest r = enc.EncodePair("abc", "def");
+  EXPECT_EQ(r.context, Bytes("abc"));
+  EXPECT_EQ(r.continuation, Bytes("ef"));
+  // Trailing whitespace of the context moves to the continuation.
+  r = enc.EncodePair("Answer: \n", "yes");
+  EXPECT_EQ(r.context, Bytes("Answer:"));
+  EXPECT_EQ(r.continuation, Bytes(" \nyes"));
+  // An empty context is the prefix token (here <|endoftext|>, id 257 after "cd").
+  r = enc.EncodePair("", " x");
+  EXPECT_EQ(r.context, (std::vector<int32_t>{257}));
+  EXPECT_EQ(r.continuation, Bytes(" x"));
+  // Special tokens in the text are parsed, as HF tokenizers do by default.
+  EXPECT_EQ(enc.Encode("a<|endoftext|>"), (std::vector<int32_t>{'a', 257}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scorer against the fp64 reference
+
+ModelConfig TinyModel(bool moe) {
+  ModelConfig c;
+  c.vocab_size = 260;
+  c.hidden_size = 16;
+  c.intermediate_size = 24;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 4;
+  c.rms_norm_eps = 1e-5;
+  c.qkv_bias = true;
+  if (moe) {
+    c.arch = Architecture::kMixtral;
+    c.moe.num_experts = 4;
+    c.moe.top_k = 2;
+    c.moe.expert_intermediate = 12;
+    c.moe.capacity_factor = 1.0;  // the scorer must ignore it (dropless)
+  }
+  return c;
+}
+
+TensorMap RandomWeights(const ModelConfig& c, uint32_t seed) {
+  std::mt19937 rng(seed);
+  TensorMap m;
+  for (const TensorSpec& s : CanonicalTensors(c)) {
+    Tensor t = Tensor::Zeros(DType::kF32, s.shape);
+    float* p = t.mutable_data<float>();
+    const bool is_norm = s.role == TensorRole::kAttnNorm || s.role == TensorRole::kFfnNorm ||
+                         s.role == TensorRole::kFinalNorm;
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      const double u = double(rng()) / 4294967295.0 * 2.0 - 1.0;
+      p[i] = static_cast<float>(is_norm ? 1.0 + 0.2 * u
+                                        : (s.role == TensorRole::kRouter ? 1.5 : 0.5) * u);
+    }
+    m[s.name] = std::move(t);
+  }
+  return m;
+}
+
+// log p of each target given its prefix, from the reference forward of `in.tokens`.
+LogLikelihood ReferenceLogLikelihood(const ModelConfig& c, const TensorMap& w,
+                                     const ModelInput& in) {
+  ModelConfig dropless = c;
+  dropless.moe.capacity_factor = 0;
+  auto f = ReferenceForward(dropless, w, in.tokens);
+  EXPECT_TRUE(f.ok()) << f.status().message();
+  LogLikelihood ll;
+  const int64_t T = static_cast<int64_t>(in.tokens.size()), V = c.vocab_size;
+  const int64_t start = T - static_cast<int64_t>(in.targets.size());
+  for (int64_t p = start; p < T; ++p) {
+    const double* row = f->logits.data() + p * V;
+    const double mx = *std::max_element(row, row + V);
+    double s = 0;
+    for (int64_t v = 0; v < V; ++v) s += std::exp(row[v] - mx);
+    const int32_t target = in.targets[static_cast<size_t>(p - start)];
+    ll.logprob += row[target] - mx - std::log(s);
+    ll.greedy = ll.greedy && std::max_element(row, row + V) - row == target;
+    ++ll.tokens;
+  }
+  return ll;
+}
+
+class ScorerTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(ScorerTest, MatchesReferenceModel) {
+  const ModelConfig c = TinyModel(GetParam());
+  const TensorMap w = RandomWeights(c, 7);
+  std::mt19937 rng(3);
+  auto rand_tokens = [&](size_t n) {
+    std::vector<int32_t> v(n);
+    for (auto& t : v) t = static_cast<int32_t>(rng() % 260);
+    return v;
+  };
+  std::vector<TokenRequest> reqs;
+  for (size_t i = 0; i < 11; ++i)
+    reqs.push_back({rand_tokens(1 + i % 5 * 3), rand_tokens(1 + i % 3)});
+  reqs.push_back({rand_tokens(30), rand_tokens(4)});  // truncated on the left at max_length 20
+  reqs.push_back({rand_tokens(2), {}});               // nothing to score
+  auto scorer = LmScorer::Create(c, w, 20, 3);
+  ASSERT_TRUE(scorer.ok()) << scorer.status().message();
+  int64_t last_done = 0;
+  auto got = (*scorer)->Score(reqs, [&](int64_t n) { last_done = n; });
+  ASSERT_TRUE(got.ok()) << got.status().message();
+  EXPECT_EQ(last_done, static_cast<int64_t>(reqs.size()));
+  int greedy_seen = 0;
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    const LogLikelihood want = ReferenceLogLikelihood(c, w, MakeModelInput(reqs[i], 20));
+    EXPECT_NEAR((*got)[i].logprob, want.logprob, 1e-4 * (1 + std::abs(want.logprob)))
+        << "request " << i;
+    EXPECT_EQ((*got)[i].tokens, want.tokens);
+    EXPECT_EQ((*got)[i].greedy, want.greedy) << "request " << i;
+    greedy_seen += want.greedy;
+  }
+  EXPECT_EQ((*got)[12].tokens, 0);
+  EXPECT_LT(greedy_seen, static_cast<int>(reqs.size()));  // the flag is not trivially true
+}
+
+INSTANTIATE_TEST_SUITE_P(DenseAndMoe, ScorerTest, ::testing::Bool());
+
+TEST(Scorer, RefusesTokensOutsideTheVocabulary) {
+  const ModelConfig c = TinyModel(false);
+  auto scorer = LmScorer::Create(c, RandomWeights(c, 1), 8, 2);
+  ASSERT_TRUE(scorer.ok());
+  std::vector<TokenRequest> reqs = {{{1, 2}, {260}}};
+  auto r = (*scorer)->Score(reqs);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("outside the model's vocabulary"), std::string::npos);
+}
+
+TEST(Perplexity, TextDocumentsAreScoredOnceEachToken) {
+  const ModelConfig c = TinyModel(false);
+  const TensorMap w = RandomWeights(c, 5);
+  auto tok = ByteTokenizer();
+  RequestEncoder enc(*tok, false);
+  const std::vector<std::string> docs = {"hello world", "a b  c\nd", "x"};
+  ASSERT_EQ(enc.prefix_token(), 256);          // <|endoftext|> follows the 256 byte tokens
+  auto scorer = LmScorer::Create(c, w, 4, 2);  // windows of 4: "hello world" needs 3
+  ASSERT_TRUE(scorer.ok());
+  auto r = TextPerplexity(**scorer, enc, docs);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->tokens, 11 + 8 + 1);
+  EXPECT_EQ(r->bytes, 11 + 8 + 1);
+  EXPECT_EQ(r->words, 2 + 4 + 1);
+  double want = 0;
+  for (const auto& d : docs)
+    for (const TokenRequest& win : RollingWindows(Bytes(d), *tok->TokenToId("<|endoftext|>"), 4))
+      want += ReferenceLogLikelihood(c, w, MakeModelInput(win, 4)).logprob;
+  EXPECT_NEAR(r->logprob, want, 1e-4 * std::abs(want));
+  EXPECT_NEAR(r->bits_per_byte(), -want / 20 / std::log(2.0), 1e-4);
+  EXPECT_NEAR(r->word_perplexity(), std::exp(-r->logprob / 7), 1e-9);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Multiple choice
+
+TEST(MultipleChoice, RendersLmEvalPrompts) {
+  auto arc =
+      RenderDoc(TaskFormat::kArc, json::parse(R"({"question": "Which is a gas?", "answerKey": "C",
+      "choices": {"text": ["rock", "water", "steam"], "label": ["A", "B", "C"]}})"));
+  ASSERT_TRUE(arc.ok()) << arc.status().message();
+  EXPECT_EQ(arc->contexts[0], "Question: Which is a gas?\nAnswer:");
+  EXPECT_EQ(arc->continuations, (std::vector<std::string>{" rock", " water", " steam"}));
+  EXPECT_EQ(arc->gold, 2);
+  EXPECT_EQ(arc->fewshot_example, "Question: Which is a gas?\nAnswer: steam");
+
+  auto hs = RenderDoc(TaskFormat::kHellaswag, json::parse(R"({"activity_label": "Baking cookies",
+      "ctx_a": "A woman mixes dough.", "ctx_b": "SHE [header] puts it", "endings": [" in the oven [title] Done ", "away"], "label": "0"})"));
+  ASSERT_TRUE(hs.ok()) << hs.status().message();
+  // preprocess(label + ": " + ctx_a + " " + ctx_b.capitalize()); "[...]" spans removed, "  " -> "
+  // ".
+  EXPECT_EQ(hs->contexts[0], "Baking cookies: A woman mixes dough. She puts it");
+  EXPECT_EQ(hs->choice_texts[0], "in the oven. Done");
+
+  auto wg =
+      RenderDoc(TaskFormat::kWinogrande,
+                json::parse(R"({"sentence": "The cup fell off the table because _ was wobbly.",
+      "option1": "the cup", "option2": "the table", "answer": "2"})"));
+  ASSERT_TRUE(wg.ok()) << wg.status().message();
+  EXPECT_EQ(wg->contexts,
+            (std::vector<std::string>{"The cup fell off the table because the cup",
+                                      "The cup fell off the table because the table"}));
+  EXPECT_EQ(wg->continuations, (std::vector<std::string>{" was wobbly."}));
+  EXPECT_EQ(wg->gold, 1);
+
+  auto mmlu =
+      RenderDoc(TaskFormat::kMmlu,
+                json::parse(R"({"question": " What is 2+2? ", "subject": "elementary_mathematics",
+      "choices": ["3", "4", "5", "6"], "answer": 1})"));
+  ASSERT_TRUE(mmlu.ok()) << mmlu.status().message();
+  EXPECT_EQ(mmlu->contexts[0], "What is 2+2?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer:");
+  EXPECT_EQ(mmlu->description,
+            "The following are multiple choice questions (with answers) about elementary "
+            "mathematics.\n\n");
+  EXPECT_EQ(mmlu->continuations[1], " B");
+
+  auto boolq = RenderDoc(TaskFormat::kBoolq,
+                         json::parse(R"({"passage": "P.", "question": "is it", "label": 1})"));
+  ASSERT_TRUE(boolq.ok());
+  EXPECT_EQ(boolq->contexts[0], "P.\nQuestion: is it?\nAnswer:");
+  EXPECT_EQ(boolq->fewshot_example, "P.\nQuestion: is it?\nAnswer: yes");
+
+  EXPECT_EQ(
+      *DetectTaskFormat(json::parse(R"({"goal": "g", "sol1": "a", "sol2": "b", "label": 0})")),
+      TaskFormat::kPiqa);
+  auto bad = RenderDoc(TaskFormat::kArc, json::parse(R"({"question": "q", "answerKey": "E",
+      "choices": {"text": ["a", "b"], "label": ["A", "B"]}})"));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("answerKey"), std::string::npos);
+}
+
+TEST(MultipleChoice, FewShotExamplesAreTheOnesLmEvalDraws) {
+  if (!HavePython()) GTEST_SKIP() << kPython << " not found";
+  const int n = 9, k = 2;
+  std::vector<McDoc> docs;
+  for (int i = 0; i < n; ++i) {
+    auto d = RenderDoc(TaskFormat::kGeneric,
+                       json{{"query", "q" + std::to_string(i)},
+                            {"choices", {"a" + std::to_string(i), "b" + std::to_string(i)}},
+                            {"gold", 0}});
+    ASSERT_TRUE(d.ok());
+    docs.push_back(*d);
+  }
+  // lm-eval: one Random(1234) for the task; per document sample k+1 from the same split, drop
+  // the document itself, keep k.
+  const json want = RunPython(
+      "import random, json\nr = random.Random(1234)\nout = []\nfor i in range(" +
+      std::to_string(n) + "):\n    s = r.sample(range(" + std::to_string(n) + "), " +
+      std::to_string(k + 1) + ")\n    out.append([x for x in s if x != i][:" + std::to_string(k) +
+      "])\nprint(json.dumps(out))\n");
+  const ModelConfig c = TinyModel(false);
+  auto scorer = LmScorer::Create(c, RandomWeights(c, 2), 64, 4);
+  ASSERT_TRUE(scorer.ok());
+  auto tok = ByteTokenizer();
+  RequestEncoder enc(*tok, false);
+  McOptions opt;
+  opt.num_fewshot = k;
+  auto r = EvaluateMultipleChoice(**scorer, enc, docs, {}, opt);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  for (int i = 0; i < n; ++i) {
+    std::string expect;
+    for (const auto& x : want[i])
+      expect += "q" + std::to_string(x.get<int>()) + " a" + std::to_string(x.get<int>()) + "\n\n";
+    EXPECT_EQ(r->docs[i].context, expect + "q" + std::to_string(i)) << "doc " << i;
+  }
+  opt.sampler = FewshotSampler::kFirstN;
+  opt.limit = 2;
+  r = EvaluateMultipleChoice(**scorer, enc, docs, {}, opt);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->documents, 2);
+  EXPECT_EQ(r->docs[0].context, "q1 a1\n\nq2 a2\n\nq0");  // itself excluded, the next ones taken
+  EXPECT_EQ(r->docs[1].context, "q0 a0\n\nq2 a2\n\nq1");
+}
+
+TEST(MultipleChoice, MetricsFollowTheReferenceLogLikelihoods) {
+  const ModelConfig c = TinyModel(true);
+  const TensorMap w = RandomWeights(c, 11);
+  auto tok = ByteTokenizer();
+  RequestEncoder enc(*tok, false);
+  std::vector<McDoc> docs;
+  std::mt19937 rng(5);
+  for (int i = 0; i < 12; ++i) {
+    std::vector<std::string> choices;
+    for (int ch = 0; ch < 3; ++ch)
+      choices.push_back(std::string(1 + rng() % 6, static_cast<char>('a' + rng() % 20)));
+    auto d = RenderDoc(
+        TaskFormat::kGeneric,
+        json{{"query", "question " + std::to_string(i)}, {"choices", choices}, {"gold", i % 3}});
+    ASSERT_TRUE(d.ok());
+    docs.push_back(*d);
+  }
+  auto scorer = LmScorer::Create(c, w, 64, 5);
+  ASSERT_TRUE(scorer.ok());
+  auto r = EvaluateMultipleChoice(**scorer, enc, docs, {}, McOptions{});
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  int correct = 0, correct_norm = 0;
+  for (size_t i = 0; i < docs.size(); ++i) {
+    std::vector<double> lp, norm;
+    for (size_t ch = 0; ch < 3; ++ch) {
+      const TokenRequest req = enc.EncodePair(docs[i].contexts[0], docs[i].continuations[ch]);
+      lp.push_back(ReferenceLogLikelihood(c, w, MakeModelInput(req, 64)).logprob);
+      norm.push_back(lp.back() / static_cast<double>(docs[i].choice_texts[ch].size()));
+      EXPECT_NEAR(r->docs[i].logprobs[ch], lp.back(), 1e-4 * (1 + std::abs(lp.back())));
+    }
+    correct += std::max_element(lp.begin(), lp.end()) - lp.begin() == docs[i].gold;
+    correct_norm += std::max_element(norm.begin(), norm.end()) - norm.begin() == docs[i].gold;
+  }
+  EXPECT_DOUBLE_EQ(r->acc, correct / 12.0);
+  EXPECT_DOUBLE_EQ(r->acc_norm, correct_norm / 12.0);
+  EXPECT_DOUBLE_EQ(r->acc_bytes, r->acc_norm);  // ASCII choices: characters = bytes
+  EXPECT_NEAR(r->acc_stderr, std::sqrt(r->acc * (1 - r->acc) / 11), 1e-12);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command
+
+TEST(EvalCli, ReportsBadInputsInOneLine) {
+  TempDir tmp;
+  ModelConfig c = TinyModel(false);
+  c.arch = Architecture::kQwen2;  // q/k/v biases
+  WriteOptions wo;
+  const Status written = WriteHfModel(tmp / "m", c, RandomWeights(c, 1), wo);
+  ASSERT_TRUE(written.ok()) << written.message();
+  testing::WriteFile(tmp / "task.jsonl",
+                     "{\"query\": \"q\", \"choices\": [\"a\", \"b\"], \"gold\": 0}\nnot json\n");
+  struct Case {
+    std::string args, expect;
+  } cases[] = {
+      {tmp / "m", "nothing to evaluate"},
+      {tmp / "m --task " + (tmp / "task.jsonl"), "tokenizer"},  // the model has no tokenizer.json
+      {tmp / "nope --task x", "nope"},
+      {tmp / "m --shards " + (tmp / "missing"), "missing"},
+  };
+  for (const auto& cs : cases) {
+    auto r = testing::RunEscale("eval " + cs.args);
+    EXPECT_NE(r.exit_code, 0) << cs.args;
+    EXPECT_NE(r.err.find(cs.expect), std::string::npos) << cs.args << ": " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+  // With a tokenizer: the malformed line is named; a good task file gives the results JSON.
+  testing::WriteFile(tmp / "m/tokenizer.json", ByteTokenizerJson().dump());
+  auto r = testing::RunEscale("eval " + (tmp / "m") + " --task " + (tmp / "task.jsonl"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("task.jsonl:2: not valid JSON"), std::string::npos) << r.err;
+  testing::WriteFile(tmp / "good.jsonl",
+                     "{\"query\": \"q\", \"choices\": [\"a\", \"bb\"], \"gold\": 1}\n"
+                     "{\"query\": \"r\", \"choices\": [\"c\", \"d\"], \"gold\": 0}\n");
+  testing::WriteFile(tmp / "doc.txt", "some text to score");
+  r = testing::RunEscale("eval " + (tmp / "m") + " --task " + (tmp / "good.jsonl") + " --text " +
+                         (tmp / "doc.txt") + " --json --samples " + (tmp / "s.jsonl"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["tasks"]["good"]["documents"], 2);
+  EXPECT_EQ(j["tasks"]["good"]["format"], "generic");
+  const double acc = j["tasks"]["good"]["acc"].get<double>();
+  EXPECT_TRUE(acc == 0 || acc == 0.5 || acc == 1) << acc;
+  EXPECT_EQ(j["text_perplexity"]["tokens"], 18);
+  EXPECT_EQ(j["text_perplexity"]["words"], 4);
+  const std::string samples = testing::ReadFile(tmp / "s.jsonl");
+  EXPECT_EQ(std::count(samples.begin(), samples.end(), '\n'), 2);
+  EXPECT_NE(samples.find("\"logprobs\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace escale::eval
