@@ -160,7 +160,7 @@ TEST(ExpertGrowthCapacity, CapacityDropsAreTheSourcesBecauseEveryCopyGetsItsExpe
       c.moe.drop_policy = by_position ? DropPolicy::kPosition : DropPolicy::kProbability;
       const auto want = Forward(c, src).logits;
       ASSERT_GT(MaxAbsDiff(dropless, want), 1e-3);  // the source really drops assignments
-      for (int64_t m : {2, 4}) {
+      for (int64_t m : {2, 3, 4}) {
         const Grown g = Grow(c, src, m * 4, m * 2);
         EXPECT_TRUE(g.plan.exact());
         EXPECT_EQ(g.plan.target.moe.capacity_factor, 0.5);
