@@ -148,6 +148,32 @@ TEST(ExpertGrowthLayout, CopiesOfExpertISitAtIm_ToImPlusMMinus1AndTheRestIsCarri
   EXPECT_TRUE(g.tensors.count("layers.1.moe.shared.gate"));
 }
 
+TEST(ExpertGrowthLayout, ATieAtTheTopKBoundaryIsBrokenAsInTheSource) {
+  // Experts 1 and 2 share one router row, so their logits tie exactly; with k0 = 2 of 3 they are
+  // both selected (equal weights) or compete for the last place, which the lower index wins. Block
+  // ordering gives expert 1's copies the lower indices, so the grown model picks the same expert.
+  for (const RouterType router : {RouterType::kMixtral, RouterType::kSt}) {
+    const ModelConfig c = MoeModelConfig({true, false, false}, {router, false, 3, 2});
+    TensorMap src = RandomModel(c, 47);
+    const int64_t H = c.hidden_size;
+    for (int64_t l = 0; l < c.num_layers; ++l) {
+      auto r = Values(src.at(LayerTensorName(l, "moe.router")));
+      std::copy(r.begin() + H, r.begin() + 2 * H, r.begin() + 2 * H);
+      src[LayerTensorName(l, "moe.router")] = testing::F64Tensor(r, {3, H});
+    }
+    const auto want = Forward(c, src).logits;
+    // The tie decides something: exchanging experts 1 and 2 changes the model.
+    TensorMap swapped = src;
+    for (int64_t l = 0; l < c.num_layers; ++l)
+      for (const char* w : {"gate", "up", "down"}) std::swap(swapped[ExpertTensorName(l, 1, w)], swapped[ExpertTensorName(l, 2, w)]);
+    ASSERT_GT(MaxAbsDiff(want, Forward(c, swapped).logits), 1e-3);
+    for (int64_t m : {2, 3}) {
+      const Grown g = Grow(c, src, 3 * m, 2 * m);
+      EXPECT_LT(MaxAbsDiff(want, Forward(g.plan.target, g.tensors).logits), 1e-12) << m;
+    }
+  }
+}
+
 TEST(ExpertGrowthCapacity, CapacityDropsAreTheSourcesBecauseEveryCopyGetsItsExpertsTokens) {
   // capacity ceil(CF*T*k/E) is the same for k/E = m*k0/(m*E0), and each copy of expert i receives
   // exactly the tokens i received, so the same assignments are dropped.
