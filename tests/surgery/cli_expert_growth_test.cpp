@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-
 #include <nlohmann/json.hpp>
 
 #include "io/hf_model.h"
@@ -48,7 +47,9 @@ json Verify(const std::string& a, const std::string& b) {
   return json::parse(r.out, nullptr, false);
 }
 
-json ReadJson(const std::string& path) { return json::parse(escale::testing::ReadFile(path), nullptr, false); }
+json ReadJson(const std::string& path) {
+  return json::parse(escale::testing::ReadFile(path), nullptr, false);
+}
 
 bool OneLineError(const escale::testing::CommandResult& r) {
   return r.exit_code != 0 && !r.err.empty() && r.err.find('\n') == r.err.size() - 1;
@@ -106,7 +107,8 @@ TEST(CliExpertGrowth, Qwen2MoeWithSharedExpertAndStRoutingDefaultTopKIsExact) {
   EXPECT_EQ(cfg["norm_topk_prob"], false);
   EXPECT_EQ(cfg["shared_expert_intermediate_size"], 12);
   // Router noise: accepted, recorded, and not exact.
-  r = RunEscale("scale-out " + tmp / "moe" + " " + tmp / "noisy" + " --experts 8 --router-noise 0.05 --seed 3");
+  r = RunEscale("scale-out " + tmp / "moe" + " " + tmp / "noisy" +
+                " --experts 8 --router-noise 0.05 --seed 3");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("not exact: --router-noise"), std::string::npos) << r.out;
   EXPECT_GT(Verify(tmp / "moe", tmp / "noisy")["max_abs_logit_diff"].get<double>(), 1e-6);
@@ -118,7 +120,8 @@ TEST(CliExpertGrowth, DenseScaleUpScaleOutThenMoreExpertsVerifiesAgainstTheDense
   auto r = RunEscale("scale-up " + tmp / "dense" + " " + tmp / "wide" +
                      " --hidden 32 --intermediate 48 --layers 5 --depth zero");
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  r = RunEscale("scale-out " + tmp / "wide" + " " + tmp / "moe" + " --experts 4 --top-k 2 --router-init-std 0.5");
+  r = RunEscale("scale-out " + tmp / "wide" + " " + tmp / "moe" +
+                " --experts 4 --top-k 2 --router-init-std 0.5");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   r = RunEscale("scale-out " + tmp / "moe" + " " + tmp / "moe16" + " --experts 16 --top-k 8");
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -132,21 +135,23 @@ TEST(CliExpertGrowth, BadRequestsFailInOneLineWithoutOutput) {
   TempDir tmp;
   WriteModel(tmp / "moe", TinyMoe(false), 54);
   fs::create_directories(tmp / "gpt2");
-  escale::testing::WriteFile(tmp / "gpt2/config.json",
-                             R"({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_embd": 16})");
+  escale::testing::WriteFile(
+      tmp / "gpt2/config.json",
+      R"({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_embd": 16})");
   const std::string io = tmp / "moe" + " " + tmp / "out";
   const std::vector<std::string> bad = {
-      "scale-out " + io + " --experts 1 --top-k 1",                 // E < 2
-      "scale-out " + io + " --experts 8 --top-k 9",                 // k > E
-      "scale-out " + io + " --experts 8 --top-k 1",                 // k = 1 with mixtral
-      "scale-out " + io + " --experts 4 --top-k 2",                 // an MoE without growth
-      "scale-out " + io + " --top-k 4",                             // no --experts at all
-      "scale-out " + io + " --experts 6 --top-k 3",                 // not a multiple of E0
-      "scale-out " + io + " --experts 8 --top-k 4 --format foo",    // unknown format
+      "scale-out " + io + " --experts 1 --top-k 1",                     // E < 2
+      "scale-out " + io + " --experts 8 --top-k 9",                     // k > E
+      "scale-out " + io + " --experts 8 --top-k 1",                     // k = 1 with mixtral
+      "scale-out " + io + " --experts 4 --top-k 2",                     // an MoE without growth
+      "scale-out " + io + " --top-k 4",                                 // no --experts at all
+      "scale-out " + io + " --experts 6 --top-k 3",                     // not a multiple of E0
+      "scale-out " + io + " --experts 8 --top-k 4 --format foo",        // unknown format
       "scale-out " + io + " --experts 8 --top-k 4 --format qwen2-moe",  // another format
-      "scale-out " + io + " --experts 8 --top-k 4 --router st",     // another routing
+      "scale-out " + io + " --experts 8 --top-k 4 --router st",         // another routing
       "scale-out " + io + " --experts 8 --top-k 4 --granularity 2",
-      "scale-out " + tmp / "gpt2" + " " + tmp / "out" + " --experts 8 --top-k 4",  // unknown model format
+      "scale-out " + tmp / "gpt2" + " " + tmp / "out" +
+          " --experts 8 --top-k 4",  // unknown model format
   };
   for (const std::string& cmd : bad) {
     const auto r = RunEscale(cmd);

@@ -48,7 +48,8 @@ struct Grown {
   TensorMap tensors;
 };
 
-Grown Grow(const ModelConfig& c, const TensorMap& m, int64_t experts, int64_t top_k, ScaleOutOptions o = {}) {
+Grown Grow(const ModelConfig& c, const TensorMap& m, int64_t experts, int64_t top_k,
+           ScaleOutOptions o = {}) {
   o.experts = experts;
   o.top_k = top_k;
   o.seed = 5;
@@ -100,7 +101,8 @@ TEST_P(ExpertGrowth, TopKEqualToTheSourcesPicksTheCopiesOfFewerExperts) {
   EXPECT_NE(g.plan.inexact[0].find("m x k0"), std::string::npos) << g.plan.inexact[0];
   const auto grown = Forward(g.plan.target, g.tensors).logits;
   EXPECT_GT(MaxAbsDiff(Forward(c, src).logits, grown), 1e-3);
-  if (c.moe.top_k != 2) return;  // st top-1 -> top-1 of 2x: one copy with p/2, no simpler model to compare
+  if (c.moe.top_k != 2)
+    return;  // st top-1 -> top-1 of 2x: one copy with p/2, no simpler model to compare
   ModelConfig top1 = c;
   top1.moe.top_k = 1;
   EXPECT_LT(MaxAbsDiff(Forward(top1, src).logits, grown), 1e-12);
@@ -109,13 +111,15 @@ TEST_P(ExpertGrowth, TopKEqualToTheSourcesPicksTheCopiesOfFewerExperts) {
 INSTANTIATE_TEST_SUITE_P(
     All, ExpertGrowth,
     ::testing::Values(Case{{true, false, false}, {}}, Case{{false, false, true}, {}},
-                      Case{{true, false, true}, {RouterType::kSt, false}}, Case{{false, true, false}, {RouterType::kMixtral, true}},
+                      Case{{true, false, true}, {RouterType::kSt, false}},
+                      Case{{false, true, false}, {RouterType::kMixtral, true}},
                       Case{{true, true, true}, {RouterType::kSt, true}},
                       Case{{true, true, false}, {RouterType::kSt, true, 4, 1, 2}}),
     [](const auto& p) {
       const MoeShape& s = p.param.s;
       return testing::VariantName(p.param.v) + "_" + std::string(RouterTypeName(s.router)) +
-             (s.shared ? "_shared" : "") + "_k" + std::to_string(s.top_k) + (s.every > 1 ? "_every2" : "");
+             (s.shared ? "_shared" : "") + "_k" + std::to_string(s.top_k) +
+             (s.every > 1 ? "_every2" : "");
     });
 
 TEST(ExpertGrowthLayout, CopiesOfExpertISitAtIm_ToImPlusMMinus1AndTheRestIsCarriedOver) {
@@ -129,21 +133,27 @@ TEST(ExpertGrowthLayout, CopiesOfExpertISitAtIm_ToImPlusMMinus1AndTheRestIsCarri
     ASSERT_EQ(router.size(), static_cast<size_t>(12 * H));
     for (int64_t e = 0; e < 12; ++e) {
       const int64_t i = e / 3;  // the stated convention, computed here independently of the plan
-      EXPECT_TRUE(std::equal(router.begin() + e * H, router.begin() + (e + 1) * H, src_router.begin() + i * H)) << e;
+      EXPECT_TRUE(std::equal(router.begin() + e * H, router.begin() + (e + 1) * H,
+                             src_router.begin() + i * H))
+          << e;
       for (const char* which : {"gate", "up", "down"})
-        EXPECT_EQ(Values(g.tensors.at(ExpertTensorName(l, e, which))), Values(src.at(ExpertTensorName(l, i, which))))
+        EXPECT_EQ(Values(g.tensors.at(ExpertTensorName(l, e, which))),
+                  Values(src.at(ExpertTensorName(l, i, which))))
             << l << " " << e << " " << which;
     }
   }
   // Everything that is not a routed expert or a router is the source tensor, unchanged.
   size_t carried = 0;
   for (const auto& [name, t] : src) {
-    if (name.find("moe.experts.") != std::string::npos || name.find("moe.router") != std::string::npos) continue;
+    if (name.find("moe.experts.") != std::string::npos ||
+        name.find("moe.router") != std::string::npos)
+      continue;
     ASSERT_TRUE(g.tensors.count(name)) << name;
     EXPECT_EQ(Values(g.tensors.at(name)), Values(t)) << name;
     ++carried;
   }
-  EXPECT_GT(carried, 20u);  // embeddings, attention, norms, dense FFNs of layers 0 and 2, shared experts
+  EXPECT_GT(carried,
+            20u);  // embeddings, attention, norms, dense FFNs of layers 0 and 2, shared experts
   EXPECT_TRUE(g.tensors.count("layers.0.ffn.gate"));
   EXPECT_TRUE(g.tensors.count("layers.1.moe.shared.gate"));
 }
@@ -165,7 +175,8 @@ TEST(ExpertGrowthLayout, ATieAtTheTopKBoundaryIsBrokenAsInTheSource) {
     // The tie decides something: exchanging experts 1 and 2 changes the model.
     TensorMap swapped = src;
     for (int64_t l = 0; l < c.num_layers; ++l)
-      for (const char* w : {"gate", "up", "down"}) std::swap(swapped[ExpertTensorName(l, 1, w)], swapped[ExpertTensorName(l, 2, w)]);
+      for (const char* w : {"gate", "up", "down"})
+        std::swap(swapped[ExpertTensorName(l, 1, w)], swapped[ExpertTensorName(l, 2, w)]);
     ASSERT_GT(MaxAbsDiff(want, Forward(c, swapped).logits), 1e-3);
     for (int64_t m : {2, 3}) {
       const Grown g = Grow(c, src, 3 * m, 2 * m);
@@ -211,7 +222,8 @@ TEST(ExpertGrowthNoise, RouterAndExpertNoiseBreakTheTieAndAreMeasuredAsInexact) 
   double s1 = 0, s2 = 0;
   for (int64_t e = 0; e < 8; ++e)
     for (int64_t j = 0; j < H; ++j) {
-      const double d = router[static_cast<size_t>(e * H + j)] - src_router[static_cast<size_t>((e / 2) * H + j)];
+      const double d =
+          router[static_cast<size_t>(e * H + j)] - src_router[static_cast<size_t>((e / 2) * H + j)];
       if (e % 2 == 0) {
         EXPECT_EQ(d, 0.0);  // copy 0 keeps the source row
       } else {
@@ -227,7 +239,8 @@ TEST(ExpertGrowthNoise, RouterAndExpertNoiseBreakTheTieAndAreMeasuredAsInexact) 
   o.expert_noise = 0.01;
   const Grown x = Grow(c, src, 8, 4, o);
   ASSERT_FALSE(x.plan.exact());
-  EXPECT_NE(Values(x.tensors.at(ExpertTensorName(0, 0, "up"))), Values(x.tensors.at(ExpertTensorName(0, 1, "up"))));
+  EXPECT_NE(Values(x.tensors.at(ExpertTensorName(0, 0, "up"))),
+            Values(x.tensors.at(ExpertTensorName(0, 1, "up"))));
   EXPECT_GT(MaxAbsDiff(want, Forward(x.plan.target, x.tensors).logits), 1e-6);
 }
 
@@ -248,13 +261,15 @@ TEST(ExpertGrowthChain, DenseScaleUpScaleOutThenMoreExpertsIsTheDenseModel) {
   ASSERT_TRUE(moe.plan.exact());
   const Grown more = Grow(moe.plan.target, moe.tensors, 12, 6);
   ASSERT_TRUE(more.plan.exact());
-  EXPECT_LT(MaxAbsDiff(Forward(c, dense).logits, Forward(more.plan.target, more.tensors).logits), 1e-11);
+  EXPECT_LT(MaxAbsDiff(Forward(c, dense).logits, Forward(more.plan.target, more.tensors).logits),
+            1e-11);
 }
 
 TEST(ExpertGrowthRefusals, EveryImpossibleOrRoutingChangingRequestIsRefusedWithTheReason) {
   const ModelConfig mix = MoeModelConfig({true, false, false}, {});
   const ModelConfig st = MoeModelConfig({true, true, false}, {RouterType::kSt, false});
-  auto refused = [](const ModelConfig& cfg, int64_t e, int64_t k, ScaleOutOptions o, const std::string& needle) {
+  auto refused = [](const ModelConfig& cfg, int64_t e, int64_t k, ScaleOutOptions o,
+                    const std::string& needle) {
     o.experts = e;
     o.top_k = k;
     auto p = PlanScaleOut(cfg, o);
