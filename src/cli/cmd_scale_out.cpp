@@ -1,4 +1,5 @@
-// escale scale-out SRC DST: sparse upcycling of a dense model into an MoE (SPEC.md §3).
+// escale scale-out SRC DST: sparse upcycling of a dense model into an MoE, or growing an MoE's
+// expert count (SPEC.md §3).
 #include <cstdio>
 #include <memory>
 
@@ -37,10 +38,14 @@ Status RunScaleOut(ScaleOutArgs& a) {
 CommandRegistration reg(30, [](CLI::App& app) -> RunFn {
   auto a = std::make_shared<ScaleOutArgs>();
   CLI::App* sub = app.add_subcommand("scale-out", "Upcycle a dense model into a Mixture-of-Experts");
-  sub->add_option("src", a->src, "Dense model directory (config.json alone is enough for --dry-run)")->required();
+  sub->add_option("src", a->src, "Dense or MoE model directory (config.json alone is enough for --dry-run)")
+      ->required();
   sub->add_option("dst", a->dst, "Output model directory (must not exist)");
-  sub->add_option("--experts", a->opt.experts, "Copies of each dense FFN (E >= 2)")->required();
-  sub->add_option("--top-k", a->opt.top_k, "Experts per token (k; 1 needs --router st)")->required();
+  sub->add_option("--experts", a->opt.experts, "Copies of each dense FFN (E >= 2); for an MoE source the new expert "
+                                               "count, a multiple m x E0 (m >= 2)")
+      ->required();
+  sub->add_option("--top-k", a->opt.top_k, "Experts per token (k; 1 needs --router st); required for a dense source, "
+                                           "default m x k0 (exact) for an MoE source");
   sub->add_option("--router", a->router, "mixtral: softmax over the k selected (exact at init); st: softmax over "
                                          "all, top-k, no renormalisation")
       ->check(CLI::IsMember({"mixtral", "st"}))->capture_default_str();
@@ -62,6 +67,9 @@ CommandRegistration reg(30, [](CLI::App& app) -> RunFn {
       ->capture_default_str();
   sub->add_option("--reinit-ratio", a->opt.reinit_ratio, "Drop-Upcycling: fraction of each expert's neurons "
                                                          "re-initialised (not exact)")
+      ->capture_default_str();
+  sub->add_option("--router-noise", a->opt.router_noise, "MoE source: std of Gaussian noise added to the copied "
+                                                         "router rows (copies 1..m-1; not exact)")
       ->capture_default_str();
   sub->add_option("--dtype", a->dtype, "Output dtype: f32, bf16, f16, f64 (default: the source's)");
   sub->add_flag("--dry-run", a->dry_run, "Print the plan without reading any weight");

@@ -57,11 +57,13 @@ std::vector<double> RouterBaseWeights(uint64_t seed, int64_t layer, int64_t rows
 
 Result<ScaleOutPlan> PlanScaleOut(const ModelConfig& src, const ScaleOutOptions& opt) {
   ESCALE_RETURN_IF_ERROR(src.Validate().WithContext("source config"));
-  if (src.is_moe())
-    return Unsupported("scale-out takes a dense model; the source is already " +
-                       std::string(ArchitectureClassName(src.arch)) + " (growing an existing MoE is not supported)");
+  if (src.is_moe()) return PlanExpertGrowth(src, opt);
+  if (opt.router_noise != 0)
+    return InvalidArgument("--router-noise perturbs the copied router rows of an MoE source; a dense source's router "
+                           "is drawn fresh (use --router-init-std)");
   const int64_t E = opt.experts, k = opt.top_k, G = opt.granularity, f = src.intermediate_size;
   if (E < 2) return InvalidArgument("--experts must be at least 2 (got " + D(E) + ")");
+  if (k == 0) return InvalidArgument("--top-k is required for a dense source (e.g. --top-k 2)");
   if (E > 65536) return InvalidArgument("--experts " + D(E) + " is more than 65536");
   if (k < 1 || k > E) return InvalidArgument("--top-k must be between 1 and --experts " + D(E) + " (got " + D(k) + ")");
   if (k == 1 && opt.router == RouterType::kMixtral)
@@ -201,20 +203,42 @@ Status ProduceScaleOutInto(const ScaleOutPlan& p, const OutRecipe& r, const Sour
       std::copy(scratch.a.begin(), scratch.a.begin() + n, out);
       return Status::Ok();
     }
+    case OutKind::kRouterCopies: {
+      ESCALE_RETURN_IF_ERROR(LoadSourceInto<T>(source, r.source, r.source_shape, scratch.a));
+      const int64_t E = p.target.moe.num_experts, m = p.copies;
+      const std::vector<double> noise = p.options.router_noise > 0
+                                            ? RouterNoise(p.options.seed, r.target.layer, E, H, p.options.router_noise)
+                                            : std::vector<double>();
+      for (int64_t e = 0; e < E; ++e)
+        for (int64_t j = 0; j < H; ++j) {
+          const T v = scratch.a[static_cast<size_t>((e / m) * H + j)];
+          // Copy 0 keeps the source row, so the source's experts stay where they were.
+          out[e * H + j] = noise.empty() || e % m == 0 ? v
+                                                       : static_cast<T>(static_cast<double>(v) +
+                                                                        noise[static_cast<size_t>(e * H + j)]);
+        }
+      return Status::Ok();
+    }
     case OutKind::kExpertRows:
-    case OutKind::kExpertCols: break;
+    case OutKind::kExpertCols:
+    case OutKind::kExpertCopy: break;
   }
   ESCALE_RETURN_IF_ERROR(LoadSourceInto<T>(source, r.source, r.source_shape, scratch.a));
   const T* w = scratch.a.data();
-  const bool rows = r.kind == OutKind::kExpertRows;
-  const int64_t f = p.source.intermediate_size;
-  const T scale = static_cast<T>(r.scale);
-  for (int64_t a = 0; a < fe; ++a)
-    for (int64_t j = 0; j < H; ++j) {
-      // gate/up [fe, H] <- rows s*fe+a of [f, H]; down [H, fe] <- columns s*fe+a of [H, f].
-      if (rows) out[a * H + j] = w[(r.slice * fe + a) * H + j];
-      else out[j * fe + a] = w[j * f + r.slice * fe + a] * scale;
-    }
+  // gate/up are [fe, H] (a neuron is a row), down is [H, fe] (a neuron is a column).
+  const bool rows = r.target.role != TensorRole::kExpertDown;
+  if (r.kind == OutKind::kExpertCopy) {
+    std::copy(w, w + n, out);
+  } else {
+    const int64_t f = p.source.intermediate_size;
+    const T scale = static_cast<T>(r.scale);
+    for (int64_t a = 0; a < fe; ++a)
+      for (int64_t j = 0; j < H; ++j) {
+        // gate/up [fe, H] <- rows s*fe+a of [f, H]; down [H, fe] <- columns s*fe+a of [H, f].
+        if (rows) out[a * H + j] = w[(r.slice * fe + a) * H + j];
+        else out[j * fe + a] = w[j * f + r.slice * fe + a] * scale;
+      }
+  }
   const int64_t layer = r.target.layer, expert = r.target.expert;
   const char* which = r.target.role == TensorRole::kExpertGate ? "gate"
                       : r.target.role == TensorRole::kExpertUp ? "up" : "down";
@@ -289,30 +313,41 @@ std::map<std::string, std::string> ScaleOutMetadata(const ScaleOutPlan& p) {
   std::string status = ExactnessLine(p.inexact);
   for (const std::string& c : p.conditions) status += " (" + c + ")";
   m["escale.function_preserving"] = status;
+  if (p.grows_moe()) AddExpertGrowthMetadata(p, m);
   return m;
 }
 
 std::string DescribeScaleOut(const ScaleOutPlan& p, DType out_dtype) {
   std::ostringstream o;
   const ScaleOutOptions& op = p.options;
-  o << "scale-out plan (sparse upcycling to " << ArchitectureClassName(p.target.arch) << ", router "
-    << RouterTypeName(op.router) << " init N(0, " << op.router_std << "^2), seed " << op.seed << ")\n";
+  if (p.grows_moe())
+    o << "scale-out plan (expert growth of " << ArchitectureClassName(p.target.arch) << ": each expert copied "
+      << p.copies << " times, router " << RouterTypeName(op.router) << " kept, seed " << op.seed << ")\n";
+  else
+    o << "scale-out plan (sparse upcycling to " << ArchitectureClassName(p.target.arch) << ", router "
+      << RouterTypeName(op.router) << " init N(0, " << op.router_std << "^2), seed " << op.seed << ")\n";
   o << "  source: " << ShapeLine(p.source) << "\n";
   o << "  target: " << ShapeLine(p.target) << "\n";
   o << "layers: ";
   int64_t moe_layers = 0;
   for (int64_t l = 0; l < p.target.num_layers; ++l) moe_layers += p.target.IsMoeLayer(l) ? 1 : 0;
-  o << moe_layers << " of " << p.target.num_layers << " become MoE (each MoE layer l <- dense layer l)\n";
-  o << "experts: " << p.target.moe.num_experts << " = " << op.experts << " copies x granularity " << op.granularity
-    << "; expert e = slice (e mod " << op.granularity << ") of the dense FFN, down_proj x " << p.expert_down_scale
-    << "\n";
+  if (p.grows_moe()) {
+    o << moe_layers << " of " << p.target.num_layers << " are MoE (each layer l <- source layer l)\n";
+    o << DescribeExpertGrowth(p);
+  } else {
+    o << moe_layers << " of " << p.target.num_layers << " become MoE (each MoE layer l <- dense layer l)\n";
+    o << "experts: " << p.target.moe.num_experts << " = " << op.experts << " copies x granularity " << op.granularity
+      << "; expert e = slice (e mod " << op.granularity << ") of the dense FFN, down_proj x " << p.expert_down_scale
+      << "\n";
+  }
   o << "tensors of the first MoE layer (target shape <- source):\n";
   int64_t first = -1;
   for (int64_t l = 0; l < p.target.num_layers && first < 0; ++l)
     if (p.target.IsMoeLayer(l)) first = l;
   for (const OutRecipe& r : p.recipes) {
     if (r.target.layer != first) continue;
-    if (r.target.expert > 1) continue;  // experts 0 and 1 stand for all
+    // Experts 0 and 1 stand for all (and expert m, the first copy of source expert 1, when growing).
+    if (r.target.expert > 1 && !(p.grows_moe() && r.target.expert == p.copies)) continue;
     o << "  " << r.target.name << " " << ShapeToString(r.target.shape) << " <- ";
     switch (r.kind) {
       case OutKind::kCopy: o << r.source; break;
@@ -320,10 +355,14 @@ std::string DescribeScaleOut(const ScaleOutPlan& p, DType out_dtype) {
       case OutKind::kRouter: o << "N(0, " << op.router_std << "^2)"; break;
       case OutKind::kExpertRows: o << r.source << " rows of slice " << r.slice; break;
       case OutKind::kExpertCols: o << r.source << " columns of slice " << r.slice << " x " << r.scale; break;
+      case OutKind::kRouterCopies: o << r.source << " rows repeated " << p.copies << "x"; break;
+      case OutKind::kExpertCopy: o << r.source; break;
     }
     o << "\n";
   }
-  if (p.target.moe.num_experts > 2) o << "  ... (experts 2.." << p.target.moe.num_experts - 1 << " likewise)\n";
+  if (p.grows_moe()) o << "  ... (the other experts likewise: expert e <- source expert floor(e/" << p.copies << "))\n";
+  else if (p.target.moe.num_experts > 2)
+    o << "  ... (experts 2.." << p.target.moe.num_experts - 1 << " likewise)\n";
   const ParameterCounts before = CountParameters(p.source), after = CountParameters(p.target);
   o << "parameters: " << HumanCount(before.total) << " -> " << HumanCount(after.total) << "; active per token "
     << HumanCount(before.active) << " -> " << HumanCount(after.active) << "\n";
@@ -336,8 +375,8 @@ std::string DescribeScaleOut(const ScaleOutPlan& p, DType out_dtype) {
     peak = std::max(peak, sn * 4 + n * 4 + n * esize);
   }
   o << "bytes to write: " << HumanBytes(bytes) << " (" << DTypeName(out_dtype) << ")\n";
-  o << "peak memory: about " << HumanBytes(peak) << " (one dense tensor and one target tensor; source weights are "
-    << "memory-mapped)\n";
+  o << "peak memory: about " << HumanBytes(peak) << " (one " << (p.grows_moe() ? "source" : "dense")
+    << " tensor and one target tensor; source weights are memory-mapped)\n";
   o << "function preservation: " << ExactnessLine(p.inexact);
   for (const std::string& c : p.conditions) o << " (" << c << ")";
   o << "\n";

@@ -1,5 +1,7 @@
-// Scale-out (SPEC.md §3): sparse upcycling of a dense model into an MoE. A plan from the dense
-// config and the options (validated before any weight is read), then one target tensor at a time.
+// Scale-out (SPEC.md §3): sparse upcycling of a dense model into an MoE, or growing an MoE into
+// one with m times as many experts (each expert and its router row copied m times). A plan from the
+// source config and the options (validated before any weight is read), then one target tensor at a
+// time.
 #pragma once
 
 #include <cstdint>
@@ -18,8 +20,11 @@ namespace escale::surgery {
 enum class MoeFormat { kAuto, kMixtral, kQwen2Moe };
 
 struct ScaleOutOptions {
-  int64_t experts = 0;      // E: copies of each dense FFN (routed experts = E * granularity)
-  int64_t top_k = 0;        // k (routed top-k = k * granularity)
+  // Dense source: E copies of the FFN (routed experts = E * granularity). MoE source with E0
+  // experts: the target's expert count, a multiple m * E0 (m >= 2).
+  int64_t experts = 0;
+  // k (routed top-k = k * granularity). 0 with an MoE source: m * k0, the exact choice.
+  int64_t top_k = 0;
   RouterType router = RouterType::kMixtral;
   double router_std = 0.02; // router weights ~ N(0, router_std^2)
   uint64_t seed = 0;
@@ -31,6 +36,7 @@ struct ScaleOutOptions {
   bool shared_expert = false;  // Qwen2-MoE shared expert (a copy of the dense FFN)
   double expert_noise = 0.0;   // std of Gaussian noise added to every expert weight
   double reinit_ratio = 0.0;   // Drop-Upcycling: fraction of each expert's neurons re-initialised
+  double router_noise = 0.0;   // MoE source: std of noise added to the copied router rows (copies 1..m-1)
 };
 
 // How one target tensor is made.
@@ -40,12 +46,14 @@ enum class OutKind {
   kRouter,        // N(0, std^2) rows from the seeded stream of this layer, repeated per group
   kExpertRows,    // gate / up: rows [s*fe, (s+1)*fe) of the dense tensor
   kExpertCols,    // down: columns [s*fe, (s+1)*fe) of the dense tensor, times down_scale
+  kRouterCopies,  // MoE source: row e <- source router row e / m (+ router noise on copies 1..m-1)
+  kExpertCopy,    // MoE source: expert e <- source expert e / m (the same projection)
 };
 
 struct OutRecipe {
   TensorSpec target;
   OutKind kind = OutKind::kCopy;
-  std::string source;  // canonical dense name
+  std::string source;  // canonical source name
   Shape source_shape;
   int64_t slice = 0;   // granularity slice s of the dense FFN
   double scale = 1.0;  // multiplies the whole tensor (down_proj of experts / shared expert)
@@ -57,15 +65,21 @@ struct ScaleOutPlan {
   ScaleOutOptions options;
   MoeFormat format = MoeFormat::kMixtral;
   double expert_down_scale = 1.0;
+  // MoE source: copies per source expert m (target expert e is a copy of source expert e / m, so
+  // the copies of expert i sit at i*m .. i*m+m-1). 0 for a dense source.
+  int64_t copies = 0;
   std::vector<OutRecipe> recipes;
   std::vector<std::string> inexact;     // why the MoE does not compute the dense function
   std::vector<std::string> conditions;  // when an otherwise exact plan stops being exact
 
   bool exact() const { return inexact.empty(); }
+  bool grows_moe() const { return copies > 0; }
   const OutRecipe* Find(const std::string& target_name) const;
 };
 
-Result<ScaleOutPlan> PlanScaleOut(const ModelConfig& dense, const ScaleOutOptions& opt);
+// A dense source is upcycled; an MoE source has its experts duplicated (PlanExpertGrowth).
+Result<ScaleOutPlan> PlanScaleOut(const ModelConfig& source, const ScaleOutOptions& opt);
+Result<ScaleOutPlan> PlanExpertGrowth(const ModelConfig& moe, const ScaleOutOptions& opt);
 
 // The target tensor of `r` in T (float for files, double for tests), into out[0..numel).
 template <class T>
@@ -80,8 +94,14 @@ Result<std::map<std::string, Tensor>> ScaleOutInMemory(const ScaleOutPlan& plan,
 // The rows x cols router matrix of `layer` before per-group repetition: N(0, std^2), row-major,
 // from Rng::Stream(seed, "router/layer/<layer>").
 std::vector<double> RouterBaseWeights(uint64_t seed, int64_t layer, int64_t rows, int64_t cols, double std_dev);
+// The rows x cols noise added to the copied router rows of `layer` (rows of copy 0 are not used):
+// N(0, std^2) from Rng::Stream(seed, "router-noise/layer/<layer>").
+std::vector<double> RouterNoise(uint64_t seed, int64_t layer, int64_t rows, int64_t cols, double std_dev);
 
 std::map<std::string, std::string> ScaleOutMetadata(const ScaleOutPlan& plan);
 std::string DescribeScaleOut(const ScaleOutPlan& plan, DType out_dtype);
+// The parts of the metadata and the dry-run report that differ for an MoE source.
+void AddExpertGrowthMetadata(const ScaleOutPlan& plan, std::map<std::string, std::string>& m);
+std::string DescribeExpertGrowth(const ScaleOutPlan& plan);
 
 }  // namespace escale::surgery

@@ -100,6 +100,9 @@ TEST(FastRouting, CapacityIsPerSequence) {
   const fast::RouterSpec r{4, 2, true, 1.0, false};
   EXPECT_EQ(fast::ExpertCapacityPerSequence(r, 10), 5);  // ceil(1.0 * 10 * 2 / 4)
   EXPECT_EQ(fast::ExpertCapacityPerSequence({4, 2, true, 0.0, false}, 10), -1);
+  // The same number as the reference, also where k and E are both multiplied by 5 (see OpGrad).
+  EXPECT_EQ(fast::ExpertCapacityPerSequence({20, 5, true, 0.1 * 28, false}, 10), 8);
+  EXPECT_EQ(fast::ExpertCapacityPerSequence({4, 1, true, 0.1 * 28, false}, 10), 8);
   // Every token prefers expert 0: with capacity 5 per sequence of 10, each of 2 sequences keeps 5.
   std::vector<float> logits;
   for (int t = 0; t < 20; ++t) logits.insert(logits.end(), {3.0f, 0.1f * float(t % 7), -1.0f, -2.0f});

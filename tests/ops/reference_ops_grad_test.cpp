@@ -353,5 +353,17 @@ TEST(OpGrad, CapacityIsCeilOfCfTkOverE) {
   EXPECT_EQ(ref::ExpertCapacity(4.0, 3, 2, 8), 3);   // 4*6/8 = 3 exactly
 }
 
+TEST(OpGrad, CapacityIsUnchangedWhenKAndEGrowByTheSameFactor) {
+  // CF = 0.1*28 = 2.8000000000000003, T = 10, k/E = 1/4 and 5/20: the unreduced products,
+  // CF*10/4 -> 8 and CF*50/20 -> 7, round to different sides of 7 (worked out in Python).
+  const double cf = 0.1 * 28;
+  EXPECT_EQ(ref::ExpertCapacity(cf, 10, 1, 4), 8);
+  EXPECT_EQ(ref::ExpertCapacity(cf, 10, 5, 20), 8);
+  for (int64_t m = 2; m <= 9; ++m)
+    for (int64_t T = 1; T <= 40; ++T)
+      for (const double f : {0.3, 1.1, 1.4000000000000001, 2.2, cf})
+        EXPECT_EQ(ref::ExpertCapacity(f, T, m * 2, m * 6), ref::ExpertCapacity(f, T, 2, 6)) << f << " " << T << " " << m;
+}
+
 }  // namespace
 }  // namespace escale

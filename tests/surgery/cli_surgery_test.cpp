@@ -191,11 +191,13 @@ TEST(CliSurgery, BadPlansAndInputsFailInOneLineWithoutOutput) {
     EXPECT_TRUE(OneLineError(r)) << cmd << "\nexit " << r.exit_code << "\n" << r.err;
     EXPECT_FALSE(fs::exists(tmp / "out")) << cmd;
   }
-  // An MoE cannot be scaled out again, and a checkpoint that does not match its config is refused.
+  // An MoE scaled out again must grow its expert count, and a checkpoint that does not match its
+  // config is refused.
   ASSERT_EQ(RunEscale("scale-out " + tmp / "src" + " " + tmp / "moe" + " --experts 2 --top-k 2").exit_code, 0);
-  auto r = RunEscale("scale-out " + tmp / "moe" + " " + tmp / "out" + " --experts 4 --top-k 2");
+  auto r = RunEscale("scale-out " + tmp / "moe" + " " + tmp / "out" + " --experts 2 --top-k 2");
   EXPECT_TRUE(OneLineError(r)) << r.err;
   EXPECT_NE(r.err.find("already"), std::string::npos);
+  EXPECT_FALSE(fs::exists(tmp / "out"));
   fs::copy(tmp / "src", tmp / "broken");
   json cfg = ReadJson(tmp / "broken/config.json");
   cfg["intermediate_size"] = 30;

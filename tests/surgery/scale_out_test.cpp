@@ -291,7 +291,7 @@ TEST(ScaleOut, ImpossiblePlansAreRefusedWithTheReason) {
   moe.moe.num_experts = 2;
   moe.moe.top_k = 2;
   moe.moe.expert_intermediate = 8;
-  refused(moe, Opts(4, 2), "already");
+  refused(moe, Opts(2, 2), "already");  // an MoE source must grow its expert count
 }
 
 TEST(ScaleOut, MoeEveryKeepsDenseLayersBetween) {

@@ -2,12 +2,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 
 namespace escale::ops::fast {
 
 int64_t ExpertCapacityPerSequence(const RouterSpec& r, int64_t seq_len) {
   if (r.capacity_factor <= 0) return -1;
-  return static_cast<int64_t>(std::ceil(r.capacity_factor * double(seq_len * r.top_k) / double(r.experts)));
+  // In lowest terms, as ref::ExpertCapacity (copied experts keep bit-identical capacities).
+  const int64_t g = std::gcd(seq_len * r.top_k, r.experts);
+  return static_cast<int64_t>(std::ceil(r.capacity_factor * double(seq_len * r.top_k / g) / double(r.experts / g)));
 }
 
 int64_t RouteTokens(const float* logits, int64_t rows, int64_t seq_len, const RouterSpec& r, const RoutingBuffers& out,

@@ -12,7 +12,10 @@ int64_t Routing::Load(int64_t e) const {
 
 int64_t ExpertCapacity(double capacity_factor, int64_t tokens, int64_t top_k, int64_t experts) {
   ESCALE_CHECK(capacity_factor > 0 && experts > 0);
-  return static_cast<int64_t>(std::ceil(capacity_factor * double(tokens * top_k) / double(experts)));
+  // T*k/E in lowest terms: an MoE whose experts were copied m times (k and E both times m) then
+  // gets bit-identical capacities, where the unreduced product can round across an integer.
+  const int64_t g = std::gcd(tokens * top_k, experts);
+  return static_cast<int64_t>(std::ceil(capacity_factor * double(tokens * top_k / g) / double(experts / g)));
 }
 
 Routing RouteTokens(const double* logits, int64_t T, const RoutingParams& p) {
