@@ -1,0 +1,112 @@
+#include "eval/generation.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "core/rng.h"
+
+namespace escale::eval {
+
+int32_t SampleToken(std::span<const float> logits, const SamplingOptions& opt, uint64_t& rng_state,
+                    std::vector<std::pair<float, int32_t>>& cand) {
+  const auto V = static_cast<int64_t>(logits.size());
+  if (opt.temperature <= 0)
+    return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+  cand.clear();
+  for (int64_t v = 0; v < V; ++v)
+    cand.emplace_back(logits[static_cast<size_t>(v)], static_cast<int32_t>(v));
+  // Most likely first; equal logits by id, so the order (and the sample) is the same everywhere.
+  auto by_logit = [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  size_t keep = cand.size();
+  if (opt.top_k > 0 && static_cast<size_t>(opt.top_k) < keep) {
+    keep = static_cast<size_t>(opt.top_k);
+    std::partial_sort(cand.begin(), cand.begin() + static_cast<std::ptrdiff_t>(keep), cand.end(),
+                      by_logit);
+  } else {
+    std::sort(cand.begin(), cand.end(), by_logit);
+  }
+  const double mx = cand[0].first;
+  std::vector<double> p(keep);
+  double sum = 0;
+  for (size_t i = 0; i < keep; ++i) sum += p[i] = std::exp((cand[i].first - mx) / opt.temperature);
+  if (opt.top_p < 1.0) {
+    double mass = 0;
+    size_t n = 0;
+    while (n < keep && mass < opt.top_p * sum) mass += p[n++];
+    keep = std::max<size_t>(n, 1);
+    sum = 0;
+    for (size_t i = 0; i < keep; ++i) sum += p[i];
+  }
+  Rng rng(rng_state);
+  double u = rng.NextUniform() * sum;
+  rng_state = rng.NextU64();
+  for (size_t i = 0; i < keep; ++i) {
+    if (u < p[i]) return cand[i].second;
+    u -= p[i];
+  }
+  return cand[keep - 1].second;
+}
+
+Result<GenerateResult> Generate(Decoder& dec, const tok::Tokenizer& tokenizer,
+                                const std::vector<int32_t>& prompt, const GenerateOptions& opt,
+                                const std::function<void(std::string_view)>& on_text) {
+  using Clock = std::chrono::steady_clock;
+  if (prompt.empty()) return InvalidArgument("the prompt encodes to no tokens");
+  if (opt.max_new_tokens < 0) return InvalidArgument("--max-new-tokens must be >= 0");
+  if (opt.sampling.top_p <= 0 || opt.sampling.top_p > 1)
+    return InvalidArgument("--top-p must be in (0, 1]");
+  if (static_cast<int64_t>(prompt.size()) + opt.max_new_tokens > dec.max_seq())
+    return InvalidArgument("the prompt (" + std::to_string(prompt.size()) +
+                           " tokens) plus --max-new-tokens " + std::to_string(opt.max_new_tokens) +
+                           " exceed the context of " + std::to_string(dec.max_seq()) + " tokens");
+  GenerateResult r;
+  r.prompt_tokens = static_cast<int64_t>(prompt.size());
+  dec.Reset();
+  auto t0 = Clock::now();
+  ESCALE_ASSIGN_OR_RETURN(std::span<const float> logits, dec.Append(prompt));
+  r.prefill_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  t0 = Clock::now();
+  uint64_t rng_state = Rng::Stream(opt.sampling.seed, "sampling").NextU64();
+  std::vector<std::pair<float, int32_t>> scratch;
+  size_t hold = 0;  // bytes that could still be the start of a stop string
+  for (const auto& s : opt.stop) hold = std::max(hold, s.empty() ? 0 : s.size() - 1);
+  size_t emitted = 0;
+  std::string decoded;
+  r.finish_reason = "length";
+  for (int64_t i = 0; i < opt.max_new_tokens; ++i) {
+    const int32_t next = SampleToken(logits, opt.sampling, rng_state, scratch);
+    if (opt.eos && next == *opt.eos) {
+      r.finish_reason = "eos";
+      break;
+    }
+    r.tokens.push_back(next);
+    ESCALE_ASSIGN_OR_RETURN(std::string piece, tokenizer.Decode({next}));
+    decoded += piece;
+    size_t cut = std::string::npos;
+    for (const auto& s : opt.stop)
+      if (!s.empty())
+        cut = std::min(cut, decoded.find(s, emitted > s.size() ? emitted - s.size() : 0));
+    if (cut != std::string::npos) {
+      decoded.resize(cut);
+      r.finish_reason = "stop";
+      break;
+    }
+    if (on_text && decoded.size() > emitted + hold) {
+      on_text(std::string_view(decoded).substr(emitted, decoded.size() - hold - emitted));
+      emitted = decoded.size() - hold;
+    }
+    if (i + 1 < opt.max_new_tokens) {
+      const std::vector<int32_t> one = {next};
+      ESCALE_ASSIGN_OR_RETURN(logits, dec.Append(one));
+    }
+  }
+  if (on_text && decoded.size() > emitted) on_text(std::string_view(decoded).substr(emitted));
+  r.text = std::move(decoded);
+  r.decode_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  return r;
+}
+
+}  // namespace escale::eval
