@@ -6,12 +6,14 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <optional>
 
 #include "cli/command.h"
 #include "core/atomic_output.h"
 #include "core/progress.h"
+#include "eval/generation_task.h"
 #include "eval/lm_scorer.h"
 #include "eval/multiple_choice.h"
 #include "eval/perplexity.h"
@@ -19,6 +21,7 @@
 #include "io/token_shards.h"
 #include "io/tokenizer.h"
 #include "io/tokenizer_documents.h"
+#include "model/decoder.h"
 
 namespace escale::cli {
 namespace {
@@ -31,7 +34,7 @@ struct EvalArgs {
                                 add_bos = "auto";
   std::string output, samples;
   std::vector<std::string> text, shards, tasks;
-  int64_t num_fewshot = 0, limit = -1, max_length = 0, batch = 4, threads = 0;
+  int64_t num_fewshot = 0, limit = -1, max_length = 0, batch = 4, threads = 0, max_gen_toks = 256;
   uint64_t fewshot_seed = 1234;
   bool json_out = false;
 };
@@ -86,6 +89,17 @@ std::function<void(int64_t, int64_t)> ProgressFn(std::optional<Progress>& p, std
     if (!p) p.emplace(label, static_cast<uint64_t>(total), unit);
     p->Update(static_cast<uint64_t>(done));
   };
+}
+
+// The first document of a JSONL task file, to tell generation tasks from multiple choice.
+Result<json> FirstDocument(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return NotFound("cannot open task file " + path);
+  std::string line;
+  while (std::getline(in, line))
+    if (line.find_first_not_of(" \t\r") != std::string::npos)
+      return json::parse(line, nullptr, false);
+  return FormatError(path + " holds no documents");
 }
 
 json PerplexityJson(const eval::PerplexityResult& r, bool text) {
@@ -179,7 +193,7 @@ Status RunEval(const EvalArgs& a) {
   }
 
   std::optional<eval::TaskFormat> forced;
-  if (a.task_format != "auto") {
+  if (a.task_format != "auto" && a.task_format != "gsm8k") {
     ESCALE_ASSIGN_OR_RETURN(eval::TaskFormat f, eval::ParseTaskFormat(a.task_format));
     forced = f;
   }
@@ -190,7 +204,63 @@ Status RunEval(const EvalArgs& a) {
     ESCALE_ASSIGN_OR_RETURN(AtomicFile f, AtomicFile::Create(a.samples));
     samples.emplace(std::move(f));
   }
+  std::unique_ptr<Decoder> decoder;
   for (const std::string& path : a.tasks) {
+    const std::string name = fs::path(path).stem().string();
+    ESCALE_ASSIGN_OR_RETURN(json first, FirstDocument(path));
+    if (a.task_format == "gsm8k" || (a.task_format == "auto" && eval::LooksLikeGsm8k(first))) {
+      ESCALE_ASSIGN_OR_RETURN(std::vector<eval::Gsm8kDoc> docs, eval::LoadGsm8kFile(path));
+      std::vector<eval::Gsm8kDoc> pool;
+      if (!a.fewshot_from.empty()) {
+        ESCALE_ASSIGN_OR_RETURN(pool, eval::LoadGsm8kFile(a.fewshot_from));
+      }
+      if (!decoder) {
+        ESCALE_ASSIGN_OR_RETURN(decoder, Decoder::Create(model.config, model.tensors, max_length));
+      }
+      eval::GenerationTaskOptions go;
+      go.num_fewshot = a.num_fewshot;
+      go.fewshot_seed = a.fewshot_seed;
+      go.limit = a.limit;
+      go.max_gen_toks = a.max_gen_toks;
+      std::optional<Progress> p;
+      ESCALE_ASSIGN_OR_RETURN(eval::Gsm8kResult r,
+                              eval::EvaluateGsm8k(*decoder, *tokenizer, *enc, docs, pool, go,
+                                                  ProgressFn(p, "task " + name, "documents")));
+      if (p) p->Finish();
+      results["tasks"][name] = {{"file", path},
+                                {"format", "gsm8k"},
+                                {"documents", r.documents},
+                                {"num_fewshot", a.num_fewshot},
+                                {"fewshot_seed", a.fewshot_seed},
+                                {"max_gen_toks", a.max_gen_toks},
+                                {"exact_match_strict", r.exact_match_strict},
+                                {"exact_match_strict_stderr", r.strict_stderr},
+                                {"exact_match_flexible", r.exact_match_flexible},
+                                {"exact_match_flexible_stderr", r.flexible_stderr}};
+      std::snprintf(line, sizeof line,
+                    "task %-20s %-10s %6lld docs  %lld-shot  exact_match strict %.4f ± %.4f  "
+                    "flexible %.4f ± %.4f\n",
+                    name.c_str(), "gsm8k", static_cast<long long>(r.documents),
+                    static_cast<long long>(a.num_fewshot), r.exact_match_strict, r.strict_stderr,
+                    r.exact_match_flexible, r.flexible_stderr);
+      table += line;
+      if (samples) {
+        for (size_t i = 0; i < r.docs.size(); ++i) {
+          const auto& d = r.docs[i];
+          json s = {{"task", name},
+                    {"doc", i},
+                    {"prompt", d.prompt},
+                    {"generation", d.generation},
+                    {"strict", d.strict},
+                    {"flexible", d.flexible},
+                    {"strict_correct", d.strict_correct},
+                    {"flexible_correct", d.flexible_correct}};
+          const std::string text = s.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+          ESCALE_RETURN_IF_ERROR(samples->Write(text.data(), text.size()));
+        }
+      }
+      continue;
+    }
     eval::TaskFormat format = eval::TaskFormat::kGeneric;
     ESCALE_ASSIGN_OR_RETURN(std::vector<eval::McDoc> docs,
                             eval::LoadTaskFile(path, forced, &format));
@@ -206,7 +276,6 @@ Status RunEval(const EvalArgs& a) {
     const bool first_n = a.fewshot_sampler == "first_n" ||
                          (a.fewshot_sampler == "auto" && format == eval::TaskFormat::kMmlu);
     mo.sampler = first_n ? eval::FewshotSampler::kFirstN : eval::FewshotSampler::kRandom;
-    const std::string name = fs::path(path).stem().string();
     std::optional<Progress> p;
     ESCALE_ASSIGN_OR_RETURN(
         eval::McResult r, eval::EvaluateMultipleChoice(*scorer, *enc, docs, pool, mo,
@@ -269,8 +338,9 @@ CommandRegistration reg(70, [](CLI::App& app) -> RunFn {
   c->add_option("--task", a->tasks,
                 "Multiple-choice task JSONL (ARC, HellaSwag, PIQA, Winogrande, MMLU, BoolQ fields "
                 "or generic {query, choices, gold})");
-  c->add_option("--task-format", a->task_format,
-                "auto (from the fields), generic, arc, hellaswag, piqa, winogrande, mmlu, boolq")
+  c->add_option(
+       "--task-format", a->task_format,
+       "auto (from the fields), generic, arc, hellaswag, piqa, winogrande, mmlu, boolq, gsm8k")
       ->capture_default_str();
   c->add_option("--num-fewshot", a->num_fewshot, "Solved examples before each question")
       ->capture_default_str()
@@ -285,6 +355,10 @@ CommandRegistration reg(70, [](CLI::App& app) -> RunFn {
   c->add_option("--fewshot-seed", a->fewshot_seed,
                 "Seed of the random few-shot sampler (lm-eval's default 1234)")
       ->capture_default_str();
+  c->add_option("--max-gen-toks", a->max_gen_toks,
+                "Generation tasks (GSM8K): tokens generated at most per question")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   c->add_option("--limit", a->limit, "Evaluate only the first N documents of each task (-1: all)")
       ->capture_default_str();
   c->add_option("--max-length", a->max_length,

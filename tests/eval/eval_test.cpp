@@ -8,7 +8,9 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "eval/answer_extraction.h"
 #include "eval/generation.h"
+#include "eval/generation_task.h"
 #include "eval/lm_scorer.h"
 #include "eval/multiple_choice.h"
 #include "eval/perplexity.h"
@@ -649,6 +651,17 @@ TEST(GenerateCli, JsonOutputAndErrors) {
       " --prompt hello --max-new-tokens 8 --temperature 1 --seed 3 --ignore-eos --json");
   ASSERT_EQ(s1.exit_code, 0) << s1.err;
   EXPECT_EQ(json::parse(s1.out)["tokens"], json::parse(s2.out)["tokens"]);
+  // A GSM8K file goes through generation and answer extraction.
+  testing::WriteFile(tmp / "gsm8k.jsonl", "{\"question\": \"1+1?\", \"answer\": \"2\\n#### 2\"}\n"
+                                          "{\"question\": \"2+2?\", \"answer\": \"4\\n#### 4\"}\n");
+  auto g = testing::RunEscale("eval " + (tmp / "m") + " --task " + (tmp / "gsm8k.jsonl") +
+                              " --num-fewshot 1 --max-gen-toks 4 --json --samples " + (tmp / "g.jsonl"));
+  ASSERT_EQ(g.exit_code, 0) << g.err;
+  const json gj = json::parse(g.out)["tasks"]["gsm8k"];
+  EXPECT_EQ(gj["format"], "gsm8k");
+  EXPECT_EQ(gj["documents"], 2);
+  const std::string gs = testing::ReadFile(tmp / "g.jsonl");
+  EXPECT_NE(gs.find("Question: 2+2?\\nAnswer: 4\\n#### 4\\n\\nQuestion: 1+1?\\nAnswer:"), std::string::npos) << gs;
   for (const std::string& bad :
        {std::string("--max-new-tokens 2"), std::string("--prompt a --prompt-file f"),
         std::string("--prompt hello --max-new-tokens 5000")}) {
@@ -656,6 +669,118 @@ TEST(GenerateCli, JsonOutputAndErrors) {
     EXPECT_NE(e.exit_code, 0) << bad;
     EXPECT_EQ(std::count(e.err.begin(), e.err.end(), '\n'), 1) << bad << ": " << e.err;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GSM8K
+
+TEST(Gsm8k, ExtractionAndExactMatchAgreeWithPythonRe) {
+  if (!HavePython()) GTEST_SKIP() << kPython << " not found";
+  const std::vector<std::string> gens = {
+      "She has 3 apples.\n#### 42",
+      "First 12 + 30 = 42. The answer is $1,234.50.",
+      "#### -7.5\nQuestion: next",
+      "no numbers here",
+      "1. step one\n2. step two\n#### 1,000",
+      "The total is 18 dollars. #### 18.",
+      "x = 5 and y = -3, so 2",
+      "$ 5",
+      "#### ",
+      "answer: 3.14159 (approximately)\n",
+  };
+  const std::string reference = "Work: 40 + 2 = 42\n#### 42";
+  json arr = json::array();
+  for (const auto& g : gens) arr.push_back(g);
+  // lm-eval's RegexFilter and exact_match, transcribed.
+  const std::string prog = R"PY(import json, re
+def extract(pattern, resp, group_select):
+    match = re.compile(pattern).findall(resp)
+    if match:
+        match = match[group_select]
+        if isinstance(match, tuple):
+            match = [m for m in match if m]
+            match = match[0] if match else "[invalid]"
+        return match.strip()
+    return "[invalid]"
+def em(pred, ref):
+    for r in [",", "\\$", "(?s).*#### ", "\\.$"]:
+        pred = re.sub(r, "", pred)
+        ref = re.sub(r, "", ref)
+    return pred.lower() == ref.lower()
+gens = json.loads(GENS)
+ref = REF
+out = []
+for g in gens:
+    s = extract(r"#### (\-?[0-9\.\,]+)", g, 0)
+    f = extract(r"(-?[$0-9.,]{2,})|(-?[0-9]+)", g, -1)
+    out.append([s, f, em(s, ref), em(f, ref), em(g, g + "!")])
+print(json.dumps(out))
+)PY";
+  std::string filled = prog;
+  filled.replace(filled.find("GENS"), 4, json(arr.dump()).dump());
+  filled.replace(filled.find("REF"), 3, json(reference).dump());
+  const json want = RunPython(filled);
+  auto x = Gsm8kExtractors::Create();
+  ASSERT_TRUE(x.ok()) << x.status().message();
+  int matches = 0;
+  for (size_t i = 0; i < gens.size(); ++i) {
+    const std::string s = x->Strict(gens[i]), f = x->Flexible(gens[i]);
+    EXPECT_EQ(s, want[i][0].get<std::string>()) << gens[i];
+    EXPECT_EQ(f, want[i][1].get<std::string>()) << gens[i];
+    EXPECT_EQ(x->ExactMatch(s, reference), want[i][2].get<bool>()) << gens[i];
+    EXPECT_EQ(x->ExactMatch(f, reference), want[i][3].get<bool>()) << gens[i];
+    EXPECT_EQ(x->ExactMatch(gens[i], gens[i] + "!"), want[i][4].get<bool>()) << gens[i];
+    matches += want[i][2].get<bool>();
+  }
+  EXPECT_GT(matches, 0);  // the cases exercise both outcomes
+  EXPECT_LT(matches, static_cast<int>(gens.size()));
+}
+
+TEST(Gsm8k, PromptsGenerationsAndScores) {
+  const ModelConfig c = TinyModel(false);
+  const TensorMap w = RandomWeights(c, 8);
+  auto tok = ByteTokenizer();
+  RequestEncoder enc(*tok, false);
+  std::vector<Gsm8kDoc> docs;
+  for (int i = 0; i < 4; ++i) {
+    const json d = {{"question", "q" + std::to_string(i)},
+                    {"answer", "a\n#### " + std::to_string(i)}};
+    docs.push_back({d, d["question"], d["answer"]});
+  }
+  auto dec = Decoder::Create(c, w, 96);
+  ASSERT_TRUE(dec.ok());
+  GenerationTaskOptions opt;
+  opt.num_fewshot = 2;
+  opt.max_gen_toks = 8;
+  auto r = EvaluateGsm8k(**dec, *tok, enc, docs, {}, opt);
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  ASSERT_EQ(r->documents, 4);
+  PythonRandom rng(1234);
+  auto x = Gsm8kExtractors::Create();
+  int strict = 0;
+  for (int i = 0; i < 4; ++i) {
+    std::string expect;
+    int used = 0;
+    for (int64_t p : rng.Sample(4, 3)) {
+      if (p == i || used == 2) continue;
+      expect +=
+          "Question: q" + std::to_string(p) + "\nAnswer: a\n#### " + std::to_string(p) + "\n\n";
+      ++used;
+    }
+    expect += "Question: q" + std::to_string(i) + "\nAnswer:";
+    EXPECT_EQ(r->docs[i].prompt, expect);
+    // The generation is what Generate makes of that prompt, cut at the stop strings.
+    GenerateOptions g;
+    g.max_new_tokens = 8;
+    g.stop = opt.until;
+    g.eos = tok->eos_id();
+    auto gen = Generate(**dec, *tok, enc.Encode(expect), g);
+    ASSERT_TRUE(gen.ok());
+    EXPECT_EQ(r->docs[i].generation, gen->text);
+    EXPECT_EQ(r->docs[i].strict, x->Strict(gen->text));
+    strict += x->ExactMatch(x->Strict(gen->text), docs[static_cast<size_t>(i)].answer);
+  }
+  EXPECT_DOUBLE_EQ(r->exact_match_strict, strict / 4.0);
 }
 
 }  // namespace

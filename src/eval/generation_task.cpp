@@ -1,0 +1,108 @@
+#include "eval/generation_task.h"
+
+#include <cmath>
+#include <fstream>
+
+#include "eval/answer_extraction.h"
+#include "eval/generation.h"
+#include "eval/python_random.h"
+
+namespace escale::eval {
+
+namespace {
+std::string Example(const Gsm8kDoc& d) {
+  return "Question: " + d.question + "\nAnswer: " + d.answer;
+}
+}  // namespace
+
+bool LooksLikeGsm8k(const nlohmann::json& d) {
+  return d.is_object() && d.contains("question") && d["question"].is_string() &&
+         d.contains("answer") && d["answer"].is_string() && !d.contains("choices");
+}
+
+Result<std::vector<Gsm8kDoc>> LoadGsm8kFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return NotFound("cannot open task file " + path);
+  std::vector<Gsm8kDoc> docs;
+  std::string line;
+  for (int64_t n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    auto doc = nlohmann::json::parse(line, nullptr, false);
+    if (doc.is_discarded()) return FormatError(path + ":" + std::to_string(n) + ": not valid JSON");
+    if (!LooksLikeGsm8k(doc))
+      return FormatError(path + ":" + std::to_string(n) +
+                         ": a GSM8K document needs string fields \"question\" and \"answer\"");
+    docs.push_back({doc, doc["question"].get<std::string>(), doc["answer"].get<std::string>()});
+  }
+  if (docs.empty()) return FormatError(path + " holds no documents");
+  return docs;
+}
+
+Result<Gsm8kResult> EvaluateGsm8k(Decoder& dec, const tok::Tokenizer& tokenizer,
+                                  RequestEncoder& enc, const std::vector<Gsm8kDoc>& all,
+                                  const std::vector<Gsm8kDoc>& pool_in,
+                                  const GenerationTaskOptions& opt,
+                                  const std::function<void(int64_t, int64_t)>& done) {
+  ESCALE_ASSIGN_OR_RETURN(const Gsm8kExtractors x, Gsm8kExtractors::Create());
+  const size_t n =
+      opt.limit >= 0 ? std::min(all.size(), static_cast<size_t>(opt.limit)) : all.size();
+  const bool same_split = pool_in.empty();
+  const auto& pool = same_split ? all : pool_in;
+  const auto want = static_cast<size_t>(opt.num_fewshot + (same_split ? 1 : 0));
+  if (opt.num_fewshot > 0 && want > pool.size())
+    return InvalidArgument("--num-fewshot " + std::to_string(opt.num_fewshot) + " needs " +
+                           std::to_string(want) + " few-shot documents but the pool has " +
+                           std::to_string(pool.size()));
+  const int64_t max_ctx = dec.max_seq() - opt.max_gen_toks;
+  if (max_ctx < 1)
+    return InvalidArgument("--max-length must exceed the generation budget of " +
+                           std::to_string(opt.max_gen_toks));
+  PythonRandom rng(opt.fewshot_seed);
+  GenerateOptions g;
+  g.max_new_tokens = opt.max_gen_toks;
+  g.stop = opt.until;
+  g.eos = tokenizer.eos_id();
+  Gsm8kResult r;
+  r.docs.resize(n);
+  double strict = 0, flexible = 0;
+  for (size_t i = 0; i < n; ++i) {
+    std::string prompt;
+    if (opt.num_fewshot > 0) {
+      int64_t used = 0;
+      for (int64_t p : rng.Sample(static_cast<int64_t>(pool.size()), static_cast<int64_t>(want))) {
+        if (used == opt.num_fewshot) break;
+        if (same_split && pool[static_cast<size_t>(p)].source == all[i].source) continue;
+        prompt += Example(pool[static_cast<size_t>(p)]) + "\n\n";
+        ++used;
+      }
+    }
+    prompt += "Question: " + all[i].question + "\nAnswer:";
+    std::vector<int32_t> ids = enc.Encode(prompt);
+    if (static_cast<int64_t>(ids.size()) > max_ctx) ids.erase(ids.begin(), ids.end() - max_ctx);
+    ESCALE_ASSIGN_OR_RETURN(GenerateResult gen, Generate(dec, tokenizer, ids, g));
+    Gsm8kDocResult& d = r.docs[i];
+    d.prompt = std::move(prompt);
+    d.generation = std::move(gen.text);
+    d.strict = x.Strict(d.generation);
+    d.flexible = x.Flexible(d.generation);
+    d.strict_correct = x.ExactMatch(d.strict, all[i].answer);
+    d.flexible_correct = x.ExactMatch(d.flexible, all[i].answer);
+    strict += d.strict_correct;
+    flexible += d.flexible_correct;
+    if (done) done(static_cast<int64_t>(i + 1), static_cast<int64_t>(n));
+  }
+  r.documents = static_cast<int64_t>(n);
+  if (n > 0) {
+    const auto dn = static_cast<double>(n);
+    r.exact_match_strict = strict / dn;
+    r.exact_match_flexible = flexible / dn;
+    if (n > 1) {
+      r.strict_stderr = std::sqrt(r.exact_match_strict * (1 - r.exact_match_strict) / (dn - 1));
+      r.flexible_stderr =
+          std::sqrt(r.exact_match_flexible * (1 - r.exact_match_flexible) / (dn - 1));
+    }
+  }
+  return r;
+}
+
+}  // namespace escale::eval
