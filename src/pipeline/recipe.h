@@ -1,0 +1,54 @@
+// A pipeline recipe (TOML): the whole EfficientScale run — data, a small dense model, scale-up,
+// scale-out, each followed by training, a from-scratch baseline, evaluation — as one file.
+// See docs/pipeline.md and recipes/demo.toml.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace escale::pipeline {
+
+// Extra command-line flags for a stage command: TOML key -> values (a flag may repeat; an empty
+// value list means a bare flag such as --shared-experts).
+using Flags = std::vector<std::pair<std::string, std::vector<std::string>>>;
+
+struct TrainStageSpec {
+  std::string toml;  // the stage's [X.train] table merged over [train], as TOML text for --config
+  bool present = false;
+};
+
+struct Recipe {
+  std::string path;  // where it was read from (relative paths in it are relative to the cwd)
+  std::string out;
+  uint64_t seed = 1;
+  // [data]
+  std::vector<std::string> inputs;
+  std::string tokenizer;      // existing tokenizer.json; empty: train one
+  int64_t vocab_size = 8192;  // of the trained tokenizer
+  double val_fraction = 0.02;
+  int64_t workers = 2;
+  // [prepare]
+  std::string model;   // a pretrained dense checkpoint; empty: init from `preset`
+  std::string preset;  // escale init --preset
+  TrainStageSpec prepare_train;
+  // [scale_up] / [scale_out]: flags of escale scale-up / scale-out
+  bool scale_up = false, scale_out = false;
+  Flags scale_up_flags, scale_out_flags;
+  TrainStageSpec up_train, out_train;
+  // [baseline]: the final architecture from random init on the same total tokens
+  bool baseline = false;
+  TrainStageSpec baseline_train;
+  // [eval]
+  bool eval = true;
+  std::vector<std::string> tasks;
+  int64_t eval_max_length = 0;
+  bool verify = true;  // escale verify after each conversion (fp64: for small models)
+};
+
+Result<Recipe> ParseRecipe(const std::string& path);
+
+}  // namespace escale::pipeline

@@ -1,0 +1,38 @@
+// Runs a recipe: each stage is one escale command (so every stage can also be rerun by hand with
+// the command line recorded in the run), in order, with a done-marker per stage. Rerunning the
+// pipeline skips finished stages, resumes an interrupted training stage from its last checkpoint
+// and redoes an interrupted conversion, so a run killed at any moment continues where it stopped.
+// At the end: evaluation of every trained model, a summary (pipeline.json) with the cost
+// comparison against the from-scratch baseline, and the HTML report.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "pipeline/recipe.h"
+
+namespace escale::pipeline {
+
+struct Stage {
+  std::string name;  // also the marker name
+  std::vector<std::string>
+      args;                  // escale arguments; "@latest:DIR" is resolved to DIR's newest model
+  std::string output;        // directory or file the stage creates ("" = none)
+  std::string train_config;  // train stages: TOML written to OUT/configs/NAME.toml
+  bool train = false;
+  bool overwrite_flag = false;  // the command takes --overwrite (redo after an interruption)
+  std::string note;             // what it is, for the plan
+};
+
+// The stages of a recipe, before anything runs.
+std::vector<Stage> PlanStages(const Recipe& r);
+
+struct PipelineOptions {
+  bool dry_run = false;    // print the plan and exit
+  std::string executable;  // escale itself
+};
+
+Status RunPipeline(const Recipe& r, const PipelineOptions& opt);
+
+}  // namespace escale::pipeline

@@ -1,0 +1,211 @@
+// The pipeline: recipe errors (one line each), the stage plan a recipe gives, and a whole tiny run
+// through the real commands: every stage done, the summary and report written, a failed stage
+// stopping the run with finished stages kept, and a rerun resuming instead of starting over.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "io/hf_model.h"
+#include "io/tokenizer_bytes.h"
+#include "model/init.h"
+#include "pipeline/recipe.h"
+#include "pipeline/runner.h"
+#include "support/test_support.h"
+
+namespace escale::pipeline {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using testing::TempDir;
+
+std::string Recipe(const std::string& out, const std::string& extra) {
+  return "out = \"" + out +
+         "\"\nseed = 2\n[data]\ninputs = [\"corpus.jsonl\"]\n[prepare]\npreset = \"demo-small\"\n" +
+         "[scale_out]\nexperts = 4\ntop_k = 2\n" + extra;
+}
+
+TEST(Recipe, ErrorsAreOneLineNamingTheKey) {
+  TempDir tmp;
+  struct Case {
+    std::string text, expect;
+  } cases[] = {
+      {"seed = 1\n[data]\ninputs=[\"a\"]\n[prepare]\npreset=\"x\"\n[scale_out]\nexperts=2\n",
+       "'out'"},
+      {Recipe("o", "[scale_out.train]\nsteps = 1\n[evaluation]\nx = 1\n"),
+       "unknown key 'evaluation'"},
+      {"out = \"o\"\n[data]\ninputs = 3\n[prepare]\npreset=\"x\"\n[scale_out]\nexperts=2\n",
+       "'inputs' must be a list"},
+      {"out = "
+       "\"o\"\n[data]\ninputs=[\"a\"]\n[prepare]\npreset=\"x\"\nmodel=\"m\"\n[scale_out]\nexperts="
+       "2\n",
+       "exactly one of 'model'"},
+      {"out = \"o\"\n[data]\ninputs=[\"a\"]\n[prepare]\npreset=\"x\"\n", "nothing to grow"},
+      {"out = \"o\"\n[data]\ninputs=[\"a\"]\nval_fraction = "
+       "0\n[prepare]\npreset=\"x\"\n[scale_up]\nlayers=2\n",
+       "val_fraction"},
+      {"out = \"o\"\n[data\n", "recipe.toml:2"},
+  };
+  for (const auto& c : cases) {
+    testing::WriteFile(tmp / "recipe.toml", c.text);
+    auto r = ParseRecipe(tmp / "recipe.toml");
+    ASSERT_FALSE(r.ok()) << c.text;
+    EXPECT_NE(r.status().message().find(c.expect), std::string::npos) << r.status().message();
+    EXPECT_EQ(r.status().message().find('\n'), std::string::npos);
+  }
+}
+
+TEST(Recipe, PlanMapsTablesToCommands) {
+  TempDir tmp;
+  testing::WriteFile(tmp / "recipe.toml",
+                     Recipe("run",
+                            "shared_experts = true\nrouter_init_std = 0.01\n"
+                            "[train]\nseq_len = 64\n[scale_out.train]\nsteps = 3\n"
+                            "[scale_up]\nmethod = \"aki-pro\"\nlayers = 8\n[baseline]\n"
+                            "[eval]\nverify = false\n"));
+  auto r = ParseRecipe(tmp / "recipe.toml");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  std::vector<std::string> names;
+  const auto stages = PlanStages(*r);
+  for (const auto& s : stages) names.push_back(s.name);
+  EXPECT_EQ(names, (std::vector<std::string>{"tokenizer", "shards", "init", "prepare", "scale_up",
+                                             "scale_out", "moe", "baseline", "eval_prepare",
+                                             "eval_moe", "eval_baseline"}));
+  auto find = [&](const std::string& n) {
+    return *std::find_if(stages.begin(), stages.end(), [&](const Stage& s) { return s.name == n; });
+  };
+  const Stage so = find("scale_out");
+  const std::string joined = [&] {
+    std::string j;
+    for (const auto& a : so.args) j += a + " ";
+    return j;
+  }();
+  // Underscores become dashes, true booleans bare flags, the scale-out source the newest checkpoint
+  // of the stage before (scale_up without training: its output).
+  EXPECT_NE(joined.find("scale-out run/grown run/upcycled "), std::string::npos) << joined;
+  EXPECT_NE(joined.find("--shared-experts "), std::string::npos) << joined;
+  EXPECT_NE(joined.find("--router-init-std 0.01 "), std::string::npos) << joined;
+  EXPECT_NE(joined.find("--top-k 2 "), std::string::npos) << joined;
+  // The stage's train TOML carries the shared [train] keys under its own.
+  const Stage moe = find("moe");
+  EXPECT_NE(moe.train_config.find("seq_len = 64"), std::string::npos) << moe.train_config;
+  EXPECT_NE(moe.train_config.find("steps = 3"), std::string::npos) << moe.train_config;
+  const Stage ev = find("eval_moe");
+  EXPECT_EQ(ev.args.back(), "64");  // --max-length: the stage's sequence length
+  EXPECT_EQ(find("baseline").args[4], "run/upcycled/config.json");
+}
+
+// A tokenizer of 256 byte tokens plus <|endoftext|>, a tiny Qwen2 model of that vocabulary, and a
+// corpus of short documents.
+void MakeInputs(const TempDir& tmp) {
+  json vocab = json::object();
+  for (int b = 0; b < 256; ++b)
+    vocab[tok::BytesToByteLevel(std::string(1, static_cast<char>(b)))] = b;
+  vocab["<|endoftext|>"] = 256;
+  json j = {
+      {"version", "1.0"},
+      {"added_tokens", json::array({{{"id", 256},
+                                     {"content", "<|endoftext|>"},
+                                     {"single_word", false},
+                                     {"lstrip", false},
+                                     {"rstrip", false},
+                                     {"normalized", false},
+                                     {"special", true}}})},
+      {"normalizer", nullptr},
+      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+      {"post_processor", nullptr},
+      {"decoder", {{"type", "ByteLevel"}}},
+      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}}}};
+  fs::create_directories(tmp / "model");
+  testing::WriteFile(tmp / "model/tokenizer.json", j.dump());
+  ModelConfig c;
+  c.arch = Architecture::kQwen2;
+  c.vocab_size = 257;
+  c.hidden_size = 16;
+  c.intermediate_size = 32;
+  c.num_layers = 2;
+  c.num_heads = 2;
+  c.num_kv_heads = 1;
+  c.head_dim = 8;
+  c.qkv_bias = true;
+  WriteOptions wo;
+  wo.overwrite = true;
+  wo.copy_tokenizer_from = tmp / "model";
+  wo.progress = false;
+  ASSERT_TRUE(WriteHfModel(tmp / "model", c, RandomInit(c, {}), wo).ok());
+  testing::WriteFile(tmp / "model/tokenizer.json", j.dump());
+  std::mt19937 rng(1);
+  const char* words[] = {"the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far"};
+  std::string corpus;
+  for (int d = 0; d < 300; ++d) {
+    std::string text;
+    for (int w = 0; w < 12; ++w) text += std::string(w ? " " : "") + words[rng() % 10];
+    corpus += json{{"text", text}}.dump() + "\n";
+  }
+  testing::WriteFile(tmp / "corpus.jsonl", corpus);
+}
+
+std::string TinyRecipe(const TempDir& tmp, int top_k) {
+  return "out = \"" + (tmp / "run") + "\"\nseed = 5\n[data]\ninputs = [\"" +
+         (tmp / "corpus.jsonl") + "\"]\ntokenizer = \"" + (tmp / "model/tokenizer.json") +
+         "\"\nval_fraction = 0.1\n" +
+         "[train]\nseq_len = 16\nmicro_batch = 2\neval_every = 2\neval_batches = 2\nsave_every = "
+         "2\nthreads = 1\n"
+         "[prepare]\nmodel = \"" +
+         (tmp / "model") + "\"\n[prepare.train]\nsteps = 4\nwarmup = 1\nlr = 1e-3\n" +
+         "[scale_out]\nexperts = 4\ntop_k = " + std::to_string(top_k) +
+         "\n[scale_out.train]\nsteps = 3\nwarmup = 1\n" + "[baseline.train]\nwarmup = 1\n";
+}
+
+TEST(Pipeline, RunsStopsOnAFailedStageAndResumes) {
+  TempDir tmp;
+  MakeInputs(tmp);
+  // top-k 5 of 4 experts: scale_out fails; the stages before it are done and kept.
+  testing::WriteFile(tmp / "r.toml", TinyRecipe(tmp, 5));
+  auto bad = testing::RunEscale("pipeline " + (tmp / "r.toml"));
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("stage 'scale_out' failed"), std::string::npos) << bad.err;
+  ASSERT_TRUE(fs::exists(tmp / "run/stages/prepare.done"));
+  EXPECT_FALSE(fs::exists(tmp / "run/stages/scale_out.done"));
+  const auto prepared = fs::last_write_time(tmp / "run/stages/prepare.done");
+
+  testing::WriteFile(tmp / "r.toml", TinyRecipe(tmp, 2));
+  auto ok = testing::RunEscale("pipeline " + (tmp / "r.toml"));
+  ASSERT_EQ(ok.exit_code, 0) << ok.err << ok.out;
+  EXPECT_EQ(fs::last_write_time(tmp / "run/stages/prepare.done"), prepared);  // not run again
+  EXPECT_NE(ok.out.find("== prepare: done"), std::string::npos);
+  const json summary = json::parse(testing::ReadFile(tmp / "run/pipeline.json"));
+  ASSERT_EQ(summary["stages"].size(), 3u);  // prepare, moe, baseline
+  EXPECT_EQ(summary["stages"][0]["tokens"], 4 * 32);
+  EXPECT_EQ(summary["stages"][1]["tokens"], 3 * 32);
+  // The baseline trains on as many tokens as the stages before it (a budget of 224 tokens in
+  // steps of 32: 7 steps).
+  EXPECT_EQ(summary["stages"][2]["tokens"], 7 * 32);
+  EXPECT_LT(summary["stages"][1]["active_parameters"].get<int64_t>(),
+            summary["stages"][1]["parameters"].get<int64_t>());
+  EXPECT_TRUE(summary["cost"]["time_savings"].is_number());
+  EXPECT_TRUE(fs::exists(tmp / "run/report.html"));
+  const double moe_loss =
+      json::parse(testing::ReadFile(tmp / "run/eval/moe.json"))["shard_perplexity"]["loss"];
+
+  // Interrupted after the MoE training finished but before its marker: the rerun resumes it (no
+  // new steps) and evaluates the same weights again.
+  fs::remove(tmp / "run/stages/moe.done");
+  fs::remove(tmp / "run/stages/eval_moe.done");
+  fs::remove(tmp / "run/eval/moe.json");
+  auto again = testing::RunEscale("pipeline " + (tmp / "r.toml"));
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  const json marker = json::parse(testing::ReadFile(tmp / "run/stages/moe.done"));
+  EXPECT_NE(marker["command"].get<std::string>().find("--resume"), std::string::npos);
+  EXPECT_EQ(json::parse(testing::ReadFile(tmp / "run/eval/moe.json"))["shard_perplexity"]["loss"]
+                .get<double>(),
+            moe_loss);
+  auto dry = testing::RunEscale("pipeline " + (tmp / "r.toml") + " --dry-run");
+  ASSERT_EQ(dry.exit_code, 0);
+  EXPECT_NE(dry.out.find("eval_baseline done"), std::string::npos) << dry.out;
+}
+
+}  // namespace
+}  // namespace escale::pipeline
