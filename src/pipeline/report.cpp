@@ -117,7 +117,6 @@ std::string RenderReport(const std::vector<StageMetrics>& stages, const std::str
       "<th>val loss after</th><th>train loss (last 10)</th><th>tokens/s (median)</th><th>MFU "
       "(median)</th>"
       "<th>time</th><th>expert load CV (last)</th></tr>\n";
-  std::vector<double> offset;
   double total_tokens = 0;
   PlotSpec loss{
       "Training loss (EMA 0.1) and validation loss", "tokens (all stages)", "loss", {}, {}, false};
@@ -128,7 +127,10 @@ std::string RenderReport(const std::vector<StageMetrics>& stages, const std::str
   int64_t skipped = 0;
   for (const StageMetrics& s : stages) {
     skipped += s.skipped_lines;
-    offset.push_back(total_tokens);
+    // The from-scratch baseline is a separate run over the same tokens: it starts at 0, beside the
+    // EfficientScale stages laid end to end.
+    const bool baseline = s.name == "baseline";
+    const double start = baseline ? 0.0 : total_tokens;
     Series tl{s.name, {}, {}, false}, lrs{s.name, {}, {}, false}, tp{s.name, {}, {}, false};
     std::vector<double> raw, tps, mfu, step_s;
     double last_tokens = 0;
@@ -137,11 +139,11 @@ std::string RenderReport(const std::vector<StageMetrics>& stages, const std::str
       const double t = Get(r, "tokens");
       if (std::isfinite(t)) last_tokens = t;
       step_tokens.emplace_back(r["step"].get<int64_t>(), t);
-      tl.x.push_back(total_tokens + t);
+      tl.x.push_back(start + t);
       raw.push_back(Get(r, "loss"));
-      lrs.x.push_back(total_tokens + t);
+      lrs.x.push_back(start + t);
       lrs.y.push_back(Get(r, "lr"));
-      tp.x.push_back(total_tokens + t);
+      tp.x.push_back(start + t);
       tp.y.push_back(Get(r, "tokens_per_s"));
       tps.push_back(Get(r, "tokens_per_s"));
       mfu.push_back(Get(r, "mfu"));
@@ -154,7 +156,7 @@ std::string RenderReport(const std::vector<StageMetrics>& stages, const std::str
       double t = 0;
       for (const auto& [st, tok] : step_tokens)
         if (st <= step && std::isfinite(tok)) t = tok;
-      vs.x.push_back(total_tokens + t);
+      vs.x.push_back(start + t);
       vs.y.push_back(v);
     }
     loss.series.push_back(tl);
@@ -162,8 +164,10 @@ std::string RenderReport(const std::vector<StageMetrics>& stages, const std::str
     val.series.push_back(vs);
     lr.series.push_back(lrs);
     tput.series.push_back(tp);
-    loss.markers.push_back({total_tokens, s.name});
-    val.markers.push_back({total_tokens, s.name});
+    if (!baseline) {
+      loss.markers.push_back({start, s.name});
+      val.markers.push_back({start, s.name});
+    }
     // MoE balance: coefficient of variation of the tokens per expert, per layer, over the steps.
     double last_cv = NAN;
     if (!s.steps.empty() && s.steps.back().contains("expert_load")) {
@@ -225,7 +229,7 @@ std::string RenderReport(const std::vector<StageMetrics>& stages, const std::str
             Fmt("%.4f", n_tail ? tail / n_tail : NAN) + "</td><td>" + Fmt("%.0f", Median(tps)) +
             "</td><td>" + Fmt("%.1f%%", 100 * med_mfu) + "</td><td>" + Fmt("%.1f s", seconds) +
             "</td><td>" + Fmt("%.3f", last_cv) + "</td></tr>\n";
-    total_tokens += last_tokens;
+    if (!baseline) total_tokens += last_tokens;
   }
   html +=
       "</table>\n<p class=\"note\">Validation loss before/after: the first and last evaluation of "
