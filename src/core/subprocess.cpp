@@ -37,7 +37,7 @@ Result<std::string> SelfExecutable() {
   return p.string();
 }
 
-Result<int> RunProcess(const std::vector<std::string>& argv, const std::string& log_path) {
+Result<int> RunProcessTee(const std::vector<std::string>& argv, const std::string& log_path) {
   if (argv.empty()) return InvalidArgument("no command to run");
   int log_fd = -1;
   if (!log_path.empty()) {

@@ -10,7 +10,7 @@
 namespace escale {
 
 // Returns the child's exit code, or 128 + signal when it was killed. `log_path` empty: no log.
-Result<int> RunProcess(const std::vector<std::string>& argv, const std::string& log_path);
+Result<int> RunProcessTee(const std::vector<std::string>& argv, const std::string& log_path);
 
 // The path of the running executable (/proc/self/exe).
 Result<std::string> SelfExecutable();

@@ -390,7 +390,7 @@ Status RunPipeline(const Recipe& r, const PipelineOptions& opt) {
     std::printf("== %s: %s\n   %s\n", s.name.c_str(), s.note.c_str(), ShellJoin(argv).c_str());
     std::fflush(stdout);
     const auto t0 = std::chrono::steady_clock::now();
-    ESCALE_ASSIGN_OR_RETURN(int rc, RunProcess(argv, r.out + "/logs/" + s.name + ".log"));
+    ESCALE_ASSIGN_OR_RETURN(int rc, RunProcessTee(argv, r.out + "/logs/" + s.name + ".log"));
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (rc != 0)
@@ -404,7 +404,7 @@ Status RunPipeline(const Recipe& r, const PipelineOptions& opt) {
   ESCALE_RETURN_IF_ERROR(WriteSummary(r, stages));
   std::vector<std::string> report = {opt.executable, "-q",      "report",
                                      r.out,          "--title", "EfficientScale run " + r.out};
-  ESCALE_ASSIGN_OR_RETURN(int rc, RunProcess(report, ""));
+  ESCALE_ASSIGN_OR_RETURN(int rc, RunProcessTee(report, ""));
   if (rc != 0) return Status(ErrorCode::kIo, "the report failed (exit " + std::to_string(rc) + ")");
   return Status::Ok();
 }
