@@ -24,8 +24,8 @@ val_losses() { sed -n 's/.*validation loss \([0-9.]*\) -> \([0-9.]*\).*/\1 \2/p'
 
 echo "== preparation: corpus, tokenizer, shards"
 scripts/corpus/build_corpus.sh
-$ESCALE -q tokenizer train build/corpus/fortunes.jsonl --vocab-size 8192 -o "$RUN/tokenizer/tokenizer.json"
-$ESCALE -q tokenize --tokenizer "$RUN/tokenizer/tokenizer.json" --input build/corpus/fortunes.jsonl \
+$ESCALE -q tokenizer train build/corpus/corpus.jsonl --vocab-size 8192 -o "$RUN/tokenizer/tokenizer.json"
+$ESCALE -q tokenize --tokenizer "$RUN/tokenizer/tokenizer.json" --input build/corpus/corpus.jsonl \
   --output "$RUN/shards" --val-fraction 0.02 --workers 2
 
 echo "== preparation: a small dense model from scratch ($PREP_STEPS steps)"

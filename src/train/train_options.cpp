@@ -5,6 +5,8 @@
 
 #include <toml++/toml.h>
 
+#include "train/data_blend.h"
+
 namespace escale {
 
 int64_t TrainOptions::accumulation_steps() const {
@@ -19,7 +21,9 @@ Status TrainOptions::Validate() const {
     return InvalidArgument("--scale-out upcycles online and needs --init-from DENSE_DIR");
   if (!init_from.empty() && scale_out.empty())
     return InvalidArgument("--init-from needs --scale-out E,K (for a dense start use --model)");
-  if (data.empty()) return InvalidArgument("--data SHARD_DIR is required");
+  if (data.empty() == data_blend.empty())
+    return InvalidArgument("give exactly one of --data SHARD_DIR or --data-blend 'NAME=WEIGHT:DIR ...'");
+  if (!data_blend.empty()) ESCALE_RETURN_IF_ERROR(ParseDataBlend(data_blend).status());
   if (out.empty()) return InvalidArgument("--out RUN_DIR is required");
   if (seq_len < 2) return InvalidArgument("--seq-len must be at least 2");
   if (micro_batch < 1) return InvalidArgument("--micro-batch must be at least 1");
@@ -51,6 +55,7 @@ std::vector<OptionSpec> TrainOptionTable(TrainOptions& o) {
       {"init_from", "dense checkpoint to upcycle online (with --scale-out)", &o.init_from},
       {"scale_out", "E,K: experts and top-k for online upcycling", &o.scale_out},
       {"data", "token shard directory (escale tokenize output)", &o.data},
+      {"data_blend", "weighted shard directories instead of --data: 'NAME=WEIGHT:DIR ...' (e.g. 'en=0.7:A zh=0.3:B'; weights normalised)", &o.data_blend},
       {"out", "run directory (checkpoints, metrics.jsonl)", &o.out},
       {"resume", "continue the run in --out from its latest complete checkpoint", &o.resume},
       {"seq_len", "sequence length", &o.seq_len},
