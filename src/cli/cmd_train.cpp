@@ -117,7 +117,8 @@ Status RunTrain(Args& a) {
     for (const auto& e : entries) {
       DataSourceInputs src{e.name, e.weight, {}, {}};
       ESCALE_ASSIGN_OR_RETURN(src.train, LoadSplit(e.dir, "train", in.config.vocab_size));
-      if (src.train.empty()) return NotFound(e.dir + " (source '" + e.name + "') holds no train_*.bin shards");
+      if (src.train.empty())
+        return NotFound(e.dir + " (source '" + e.name + "') holds no train_*.bin shards");
       ESCALE_ASSIGN_OR_RETURN(src.val, LoadSplit(e.dir, "val", in.config.vocab_size));
       in.blend.push_back(std::move(src));
     }
@@ -136,9 +137,11 @@ Status RunTrain(Args& a) {
     double total = 0;
     for (const auto& r : s.sources) total += r.tokens;
     for (const auto& r : s.sources) {
-      std::printf("source %s: weight %.3f, %.0f tokens served (%.1f%%), %.3f epochs", r.name.c_str(), r.weight,
-                  r.tokens, total > 0 ? 100.0 * r.tokens / total : 0.0, r.epochs);
-      if (r.last_val_loss >= 0) std::printf(", val loss %.4f -> %.4f", r.first_val_loss, r.last_val_loss);
+      std::printf("source %s: weight %.3f, %.0f tokens served (%.1f%%), %.3f epochs",
+                  r.name.c_str(), r.weight, r.tokens, total > 0 ? 100.0 * r.tokens / total : 0.0,
+                  r.epochs);
+      if (r.last_val_loss >= 0)
+        std::printf(", val loss %.4f -> %.4f", r.first_val_loss, r.last_val_loss);
       std::printf("\n");
     }
   }

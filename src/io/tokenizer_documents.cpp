@@ -57,8 +57,10 @@ Result<FieldFilter> ParseFieldFilter(const std::string& text, const std::string&
 
 Result<DocumentReader> DocumentReader::Open(const SourceFile& src, const FieldFilter& filter) {
   if (filter.active() && !src.jsonl)
-    return InvalidArgument(src.path + " is plain text, which has no fields to filter on; give only .jsonl inputs "
-                           "with a field filter");
+    return InvalidArgument(
+        src.path +
+        " is plain text, which has no fields to filter on; give only .jsonl inputs "
+        "with a field filter");
   DocumentReader r;
   r.src_ = src;
   r.filter_ = filter;
@@ -68,7 +70,12 @@ Result<DocumentReader> DocumentReader::Open(const SourceFile& src, const FieldFi
 }
 
 DocumentReader::DocumentReader(DocumentReader&& o) noexcept
-    : src_(std::move(o.src_)), filter_(std::move(o.filter_)), f_(o.f_), done_(o.done_), line_(o.line_), bytes_read_(o.bytes_read_),
+    : src_(std::move(o.src_)),
+      filter_(std::move(o.filter_)),
+      f_(o.f_),
+      done_(o.done_),
+      line_(o.line_),
+      bytes_read_(o.bytes_read_),
       line_buf_(std::move(o.line_buf_)) {
   o.f_ = nullptr;
 }
@@ -116,7 +123,8 @@ Result<bool> DocumentReader::Next(std::string& doc) {
     }
     if (filter_.active()) {
       auto f = j.find(filter_.key);
-      if (f == j.end() || (f->is_string() ? f->get<std::string>() : f->dump()) != filter_.value) continue;
+      if (f == j.end() || (f->is_string() ? f->get<std::string>() : f->dump()) != filter_.value)
+        continue;
     }
     doc = it->get<std::string>();
     return true;

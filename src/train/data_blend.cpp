@@ -14,9 +14,11 @@ Result<std::vector<BlendEntry>> ParseDataBlend(const std::string& spec) {
   std::istringstream in(spec);
   double sum = 0;
   for (std::string item; in >> item;) {
-    const std::string form = "--data-blend entry '" + item + "' is not NAME=WEIGHT:DIR (e.g. en=0.7:shards/en)";
+    const std::string form =
+        "--data-blend entry '" + item + "' is not NAME=WEIGHT:DIR (e.g. en=0.7:shards/en)";
     const size_t eq = item.find('='), colon = item.find(':', eq == std::string::npos ? 0 : eq);
-    if (eq == std::string::npos || colon == std::string::npos || eq == 0 || colon + 1 == item.size())
+    if (eq == std::string::npos || colon == std::string::npos || eq == 0 ||
+        colon + 1 == item.size())
       return InvalidArgument(form);
     BlendEntry e;
     e.name = item.substr(0, eq);
@@ -32,12 +34,16 @@ Result<std::vector<BlendEntry>> ParseDataBlend(const std::string& spec) {
       return InvalidArgument("--data-blend weight '" + w + "' of source '" + e.name +
                              "' must be a positive number (weights are normalised to sum to 1)");
     if (!names.insert(e.name).second)
-      return InvalidArgument("--data-blend names source '" + e.name + "' twice; give each source once");
+      return InvalidArgument("--data-blend names source '" + e.name +
+                             "' twice; give each source once");
     sum += e.weight;
     out.push_back(std::move(e));
   }
-  if (out.empty()) return InvalidArgument("--data-blend is empty; give NAME=WEIGHT:DIR entries (e.g. en=0.7:shards/en)");
-  if (!std::isfinite(sum)) return InvalidArgument("--data-blend weights are too large; use shares such as 0.7 and 0.3");
+  if (out.empty())
+    return InvalidArgument(
+        "--data-blend is empty; give NAME=WEIGHT:DIR entries (e.g. en=0.7:shards/en)");
+  if (!std::isfinite(sum))
+    return InvalidArgument("--data-blend weights are too large; use shares such as 0.7 and 0.3");
   for (auto& e : out) e.weight /= sum;
   return out;
 }
@@ -46,7 +52,8 @@ Result<DataBlend> DataBlend::Create(std::vector<BlendSource> sources) {
   if (sources.empty()) return InternalError("a data blend needs at least one source");
   double sum = 0;
   for (const auto& s : sources) {
-    if (!(s.weight > 0) || !std::isfinite(s.weight)) return InternalError("blend weights must be positive");
+    if (!(s.weight > 0) || !std::isfinite(s.weight))
+      return InternalError("blend weights must be positive");
     sum += s.weight;
   }
   DataBlend b;
@@ -72,7 +79,8 @@ size_t DataBlend::Pick() const {
   size_t best = 0;
   double best_deficit = -INFINITY;
   for (size_t i = 0; i < sources_.size(); ++i) {
-    const double deficit = sources_[i].weight * next - static_cast<double>(sources_[i].loader.served());
+    const double deficit =
+        sources_[i].weight * next - static_cast<double>(sources_[i].loader.served());
     if (deficit > best_deficit) {
       best_deficit = deficit;
       best = i;
@@ -82,11 +90,13 @@ size_t DataBlend::Pick() const {
 }
 
 Status DataBlend::Next(std::span<int32_t> tokens, std::span<int32_t> targets) {
-  if (static_cast<int64_t>(tokens.size()) != seq_len_ * micro_batch_ || tokens.size() != targets.size())
+  if (static_cast<int64_t>(tokens.size()) != seq_len_ * micro_batch_ ||
+      tokens.size() != targets.size())
     return InternalError("batch buffers have the wrong size");
   for (int64_t b = 0; b < micro_batch_; ++b) {
     DataLoader& src = sources_[Pick()].loader;
-    ESCALE_RETURN_IF_ERROR(src.NextWindow(tokens.data() + b * seq_len_, targets.data() + b * seq_len_));
+    ESCALE_RETURN_IF_ERROR(
+        src.NextWindow(tokens.data() + b * seq_len_, targets.data() + b * seq_len_));
   }
   return Status::Ok();
 }
@@ -103,9 +113,11 @@ std::vector<DataCursor> DataBlend::cursors() const {
 
 Status DataBlend::Restore(const std::vector<DataCursor>& cursors) {
   if (cursors.size() != sources_.size())
-    return FormatError("the checkpoint holds " + std::to_string(cursors.size()) + " data cursors for " +
-                       std::to_string(sources_.size()) + " sources; resume with the same --data or --data-blend");
-  for (size_t i = 0; i < sources_.size(); ++i) ESCALE_RETURN_IF_ERROR(sources_[i].loader.Restore(cursors[i]));
+    return FormatError("the checkpoint holds " + std::to_string(cursors.size()) +
+                       " data cursors for " + std::to_string(sources_.size()) +
+                       " sources; resume with the same --data or --data-blend");
+  for (size_t i = 0; i < sources_.size(); ++i)
+    ESCALE_RETURN_IF_ERROR(sources_[i].loader.Restore(cursors[i]));
   return Status::Ok();
 }
 

@@ -7,9 +7,9 @@
 
 namespace escale {
 
-Result<DataLoader> DataLoader::Create(std::vector<TokenArray> arrays, int64_t seq_len, int64_t micro_batch,
-                                      int64_t vocab_size, uint64_t seed, bool shuffle,
-                                      const std::string& stream) {
+Result<DataLoader> DataLoader::Create(std::vector<TokenArray> arrays, int64_t seq_len,
+                                      int64_t micro_batch, int64_t vocab_size, uint64_t seed,
+                                      bool shuffle, const std::string& stream) {
   if (seq_len < 1 || micro_batch < 1) return InvalidArgument("sequence length and micro-batch must be positive");
   DataLoader d;
   d.seq_len_ = seq_len;
@@ -69,8 +69,9 @@ Status DataLoader::NextWindow(int32_t* tokens, int32_t* targets) {
   for (int64_t t = 0; t <= seq_len_; ++t) {
     const uint32_t id = a.at(w.start + t);
     if (static_cast<int64_t>(id) >= vocab_)
-      return FormatError("token id " + std::to_string(id) + " is outside the model's vocabulary of " +
-                         std::to_string(vocab_) + "; were the shards made with another tokenizer?");
+      return FormatError("token id " + std::to_string(id) +
+                         " is outside the model's vocabulary of " + std::to_string(vocab_) +
+                         "; were the shards made with another tokenizer?");
     if (t < seq_len_) tokens[t] = static_cast<int32_t>(id);
     if (t > 0) targets[t - 1] = static_cast<int32_t>(id);
   }

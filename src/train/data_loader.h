@@ -37,9 +37,9 @@ class DataLoader {
  public:
   // `shuffle` false serves windows in file order (validation). `stream` names the RNG stream of
   // the epoch shuffles, so the sources of a blend draw independent orders from one seed.
-  static Result<DataLoader> Create(std::vector<TokenArray> arrays, int64_t seq_len, int64_t micro_batch,
-                                   int64_t vocab_size, uint64_t seed, bool shuffle,
-                                   const std::string& stream = "data");
+  static Result<DataLoader> Create(std::vector<TokenArray> arrays, int64_t seq_len,
+                                   int64_t micro_batch, int64_t vocab_size, uint64_t seed,
+                                   bool shuffle, const std::string& stream = "data");
   // Fills micro_batch*seq_len inputs and targets and advances the cursor.
   Status Next(std::span<int32_t> tokens, std::span<int32_t> targets);
   // Fills one window: seq_len inputs at `tokens`, seq_len targets at `targets`.

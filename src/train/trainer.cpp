@@ -101,10 +101,17 @@ Result<std::set<int64_t>> ParseStepList(const std::string& text, const char* fla
 
 // The options that must not change across a resume (they change the data or the maths).
 nlohmann::json ResumeKey(const TrainOptions& o) {
-  nlohmann::json key = {{"seq_len", o.seq_len},       {"micro_batch", o.micro_batch}, {"global_batch_tokens", o.global_batch_tokens},
-          {"seed", o.seed},             {"schedule", o.schedule},       {"lr", o.lr},
-          {"min_lr", o.min_lr},         {"warmup", o.warmup},           {"beta1", o.beta1},
-          {"beta2", o.beta2},           {"weight_decay", o.weight_decay}};
+  nlohmann::json key = {{"seq_len", o.seq_len},
+                        {"micro_batch", o.micro_batch},
+                        {"global_batch_tokens", o.global_batch_tokens},
+                        {"seed", o.seed},
+                        {"schedule", o.schedule},
+                        {"lr", o.lr},
+                        {"min_lr", o.min_lr},
+                        {"warmup", o.warmup},
+                        {"beta1", o.beta1},
+                        {"beta2", o.beta2},
+                        {"weight_decay", o.weight_decay}};
   // Names and weights fix which source serves each window; a plain --data run keeps the old key.
   if (!o.data_blend.empty()) {
     nlohmann::json blend = nlohmann::json::array();
@@ -116,11 +123,15 @@ nlohmann::json ResumeKey(const TrainOptions& o) {
   return key;
 }
 
-nlohmann::json CursorJson(const DataCursor& c) { return {{"epoch", c.epoch}, {"position", c.position}}; }
-DataCursor CursorFrom(const nlohmann::json& d) { return {d.at("epoch").get<int64_t>(), d.at("position").get<int64_t>()}; }
+nlohmann::json CursorJson(const DataCursor& c) {
+  return {{"epoch", c.epoch}, {"position", c.position}};
+}
+DataCursor CursorFrom(const nlohmann::json& d) {
+  return {d.at("epoch").get<int64_t>(), d.at("position").get<int64_t>()};
+}
 
 struct EvalResult {
-  double blended = -1;              // weight-averaged over the sources with validation shards
+  double blended = -1;             // weight-averaged over the sources with validation shards
   std::vector<double> per_source;  // -1 where a source has none
 };
 
@@ -238,17 +249,18 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
   std::vector<std::optional<DataLoader>> val_templates;
   for (auto& src : in.blend) {
     auto named = [&](const Status& st) {
-      return blended ? Status(st.code(), "--data-blend source '" + src.name + "': " + st.message()) : st;
+      return blended ? Status(st.code(), "--data-blend source '" + src.name + "': " + st.message())
+                     : st;
     };
-    Result<DataLoader> t = DataLoader::Create(std::move(src.train), opt.seq_len, opt.micro_batch, config.vocab_size,
-                                              static_cast<uint64_t>(opt.seed), true,
-                                              blended ? "data/" + src.name : "data");
+    Result<DataLoader> t = DataLoader::Create(std::move(src.train), opt.seq_len, opt.micro_batch,
+                                              config.vocab_size, static_cast<uint64_t>(opt.seed),
+                                              true, blended ? "data/" + src.name : "data");
     if (!t.ok()) return named(t.status());
     train_sources.push_back({src.name, src.weight, std::move(t).value()});
     std::optional<DataLoader> v;
     if (!src.val.empty()) {
-      Result<DataLoader> vl = DataLoader::Create(std::move(src.val), opt.seq_len, opt.micro_batch, config.vocab_size,
-                                                 0, false);
+      Result<DataLoader> vl = DataLoader::Create(std::move(src.val), opt.seq_len, opt.micro_batch,
+                                                 config.vocab_size, 0, false);
       if (!vl.ok()) return named(vl.status());
       v.emplace(std::move(vl).value());
     }
@@ -267,7 +279,8 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
       tokens_seen = resumed_state.at("tokens_seen").get<double>();
       if (blended) {
         const nlohmann::json& ds = resumed_state.at("data_sources");
-        for (size_t i = 0; i < train.size(); ++i) cursors.push_back(CursorFrom(ds.at(train.name(i))));
+        for (size_t i = 0; i < train.size(); ++i)
+          cursors.push_back(CursorFrom(ds.at(train.name(i))));
       } else {
         cursors.push_back(CursorFrom(resumed_state.at("data")));
       }
@@ -306,7 +319,8 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
     for (size_t i = 0; i < val_templates.size(); ++i) {
       if (!val_templates[i]) continue;
       DataLoader val = *val_templates[i];  // always the same first windows: comparable across evals
-      const int64_t batches = std::max<int64_t>(1, std::min<int64_t>(opt.eval_batches, val.windows() / opt.micro_batch));
+      const int64_t batches = std::max<int64_t>(
+          1, std::min<int64_t>(opt.eval_batches, val.windows() / opt.micro_batch));
       double sum = 0;
       for (int64_t b = 0; b < batches; ++b) {
         ESCALE_RETURN_IF_ERROR(val.Next(tokens, targets));
@@ -339,17 +353,20 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
   };
   auto state_json = [&]() {
     nlohmann::json j{{"step", step},
-                          {"updates", updates},
-                          {"tokens_seen", tokens_seen},
-                          {"faults", {{"history", faults.history()}, {"consecutive", faults.consecutive_skips()},
-                                      {"total", faults.total_skips()}}},
-                          {"resume_key", ResumeKey(opt)},
-                          {"description", in.description}};
+                     {"updates", updates},
+                     {"tokens_seen", tokens_seen},
+                     {"faults",
+                      {{"history", faults.history()},
+                       {"consecutive", faults.consecutive_skips()},
+                       {"total", faults.total_skips()}}},
+                     {"resume_key", ResumeKey(opt)},
+                     {"description", in.description}};
     if (!blended) {
       j["data"] = CursorJson(train.cursors()[0]);
     } else {
       j["data_sources"] = nlohmann::json::object();
-      for (size_t i = 0; i < train.size(); ++i) j["data_sources"][train.name(i)] = CursorJson(train.cursors()[i]);
+      for (size_t i = 0; i < train.size(); ++i)
+        j["data_sources"][train.name(i)] = CursorJson(train.cursors()[i]);
     }
     return j;
   };
@@ -362,7 +379,8 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
   summary.first_val_loss = first_eval.blended;
   summary.last_val_loss = summary.first_val_loss;
   // A resumed run's log already holds the evaluation at its step (if one was due there).
-  if (summary.first_val_loss >= 0 && !resume_from) ESCALE_RETURN_IF_ERROR(metrics.Append(eval_event(first_eval)));
+  if (summary.first_val_loss >= 0 && !resume_from)
+    ESCALE_RETURN_IF_ERROR(metrics.Append(eval_event(first_eval)));
 
   Progress progress("train", static_cast<uint64_t>(total_steps), "steps");
   progress.Update(static_cast<uint64_t>(step));
@@ -478,8 +496,9 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
   summary.tokens_per_second = timed_steps > 0 ? static_cast<double>(tokens_per_step) * timed_steps / step_seconds_sum : 0;
   summary.last_checkpoint = last_ckpt;
   for (size_t i = 0; i < train.size(); ++i)
-    summary.sources.push_back({train.name(i), train.weight(i), static_cast<double>(train.served(i) * opt.seq_len),
-                               train.epochs(i), first_eval.per_source[i], last_eval.per_source[i]});
+    summary.sources.push_back({train.name(i), train.weight(i),
+                               static_cast<double>(train.served(i) * opt.seq_len), train.epochs(i),
+                               first_eval.per_source[i], last_eval.per_source[i]});
   return summary;
 }
 

@@ -18,9 +18,9 @@ namespace escale {
 // One source of a --data-blend run.
 struct DataSourceInputs {
   std::string name;
-  double weight = 1;             // normalised
+  double weight = 1;  // normalised
   std::vector<TokenArray> train;
-  std::vector<TokenArray> val;   // may be empty: no per-source validation
+  std::vector<TokenArray> val;  // may be empty: no per-source validation
 };
 
 struct TrainerInputs {
@@ -38,9 +38,9 @@ struct TrainerInputs {
 struct SourceReport {
   std::string name;
   double weight = 1;
-  double tokens = 0;               // training tokens served from this source over the whole run
-  double epochs = 0;               // passes over this source's windows
-  double first_val_loss = -1;      // -1: the source has no validation shards
+  double tokens = 0;           // training tokens served from this source over the whole run
+  double epochs = 0;           // passes over this source's windows
+  double first_val_loss = -1;  // -1: the source has no validation shards
   double last_val_loss = -1;
 };
 

@@ -235,8 +235,9 @@ TEST_F(TokenizeTest, JsonlFilterKeepsOnlyMatchingDocuments) {
   }
   WriteFile(dir_ / "mixed.jsonl", jsonl);
   auto run = [&](const std::string& input, const std::string& out, const std::string& filter) {
-    return escale::testing::RunEscale("tokenize --tokenizer " + (dir_ / "tokenizer.json") + " --input " + input +
-                                      " --output " + out + " --jsonl-filter " + filter);
+    return escale::testing::RunEscale("tokenize --tokenizer " + (dir_ / "tokenizer.json") +
+                                      " --input " + input + " --output " + out +
+                                      " --jsonl-filter " + filter);
   };
   const std::string out = dir_ / "zh";
   auto r = run(dir_ / "mixed.jsonl", out, "lang=zh");
@@ -244,10 +245,11 @@ TEST_F(TokenizeTest, JsonlFilterKeepsOnlyMatchingDocuments) {
   const auto m = nlohmann::json::parse(ReadFile(out + "/manifest.json"));
   EXPECT_EQ(m["jsonl_filter"]["value"], "zh");
   auto tok = *Tokenizer::FromFile(dir_ / "tokenizer.json");
-  auto shard = TokenShard::Open(out + "/" + m["splits"]["train"]["shards"][0]["file"].get<std::string>(),
-                                tok->vocab_size());
+  auto shard = TokenShard::Open(
+      out + "/" + m["splits"]["train"]["shards"][0]["file"].get<std::string>(), tok->vocab_size());
   ASSERT_TRUE(shard.ok());
-  EXPECT_EQ(DocsOf(*tok, shard->Slice(0, shard->size()), *tok->TokenToId("<|endoftext|>")), want_zh);
+  EXPECT_EQ(DocsOf(*tok, shard->Slice(0, shard->size()), *tok->TokenToId("<|endoftext|>")),
+            want_zh);
   // A number field matches its JSON text.
   ASSERT_EQ(run(dir_ / "mixed.jsonl", dir_ / "n7", "n=7").exit_code, 0);
   EXPECT_EQ(nlohmann::json::parse(ReadFile(dir_ / "n7/manifest.json"))["documents"], 1);

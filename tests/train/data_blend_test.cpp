@@ -22,8 +22,8 @@ DataBlend Blend(const std::vector<double>& weights, uint64_t seed) {
   std::vector<BlendSource> s;
   for (size_t k = 0; k < weights.size(); ++k) {
     // Different sizes: sources wrap into new epochs at different moments.
-    auto d = DataLoader::Create({Source(static_cast<int>(k), 41 + 30 * static_cast<int>(k))}, kSeq, kBatch,
-                                8000, seed, true, "data/s" + std::to_string(k));
+    auto d = DataLoader::Create({Source(static_cast<int>(k), 41 + 30 * static_cast<int>(k))}, kSeq,
+                                kBatch, 8000, seed, true, "data/s" + std::to_string(k));
     s.push_back({"s" + std::to_string(k), weights[k], std::move(d).value()});
   }
   return DataBlend::Create(std::move(s)).value();
@@ -72,13 +72,15 @@ TEST(DataBlend, BadSpecsGiveOneClearLine) {
   for (const auto& [spec, want] : cases) {
     auto r = ParseDataBlend(spec);
     ASSERT_FALSE(r.ok()) << spec;
-    EXPECT_NE(r.status().message().find(want), std::string::npos) << spec << ": " << r.status().message();
+    EXPECT_NE(r.status().message().find(want), std::string::npos)
+        << spec << ": " << r.status().message();
     EXPECT_EQ(r.status().message().find('\n'), std::string::npos);
   }
 }
 
 TEST(DataBlend, ProportionsStayWithinOneWindowAtEveryPoint) {
-  for (const std::vector<double>& w : std::vector<std::vector<double>>{{0.7, 0.3}, {0.5, 0.3, 0.2}, {1, 1, 1}, {0.9, 0.05, 0.05}}) {
+  for (const std::vector<double>& w : std::vector<std::vector<double>>{
+           {0.7, 0.3}, {0.5, 0.3, 0.2}, {1, 1, 1}, {0.9, 0.05, 0.05}}) {
     double sum = 0;
     for (double x : w) sum += x;
     DataBlend b = Blend(w, 3);
@@ -88,12 +90,14 @@ TEST(DataBlend, ProportionsStayWithinOneWindowAtEveryPoint) {
     for (size_t n = 0; n < src.size(); ++n) {
       ++count[static_cast<size_t>(src[n])];
       for (size_t k = 0; k < w.size(); ++k)
-        worst = std::max(worst, std::fabs(static_cast<double>(count[k]) - w[k] / sum * static_cast<double>(n + 1)));
+        worst = std::max(worst, std::fabs(static_cast<double>(count[k]) -
+                                          w[k] / sum * static_cast<double>(n + 1)));
     }
     EXPECT_LE(worst, 1.0) << "weights " << w.size();
     for (size_t k = 0; k < w.size(); ++k) {
       EXPECT_EQ(b.served(k), count[k]);
-      EXPECT_DOUBLE_EQ(b.epochs(k), static_cast<double>(count[k]) / static_cast<double>(b.loader(k).windows()));
+      EXPECT_DOUBLE_EQ(b.epochs(k),
+                       static_cast<double>(count[k]) / static_cast<double>(b.loader(k).windows()));
     }
   }
 }
@@ -117,7 +121,9 @@ TEST(DataBlend, DeterministicAndResumesExactlyFromCursors) {
 }
 
 TEST(DataBlend, OneSourceServesExactlyWhatItsLoaderServes) {
-  auto make = [] { return DataLoader::Create({Source(0, 500)}, kSeq, kBatch, 8000, 4, true).value(); };
+  auto make = [] {
+    return DataLoader::Create({Source(0, 500)}, kSeq, kBatch, 8000, 4, true).value();
+  };
   DataLoader plain = make();
   std::vector<BlendSource> one;
   one.push_back({"", 1.0, make()});

@@ -65,7 +65,8 @@ TEST(TrainOptions, ValidateCatchesInconsistentSettings) {
 
 TEST(TrainOptions, DataOrDataBlendFromFlagsOrToml) {
   testing::TempDir d;
-  testing::WriteFile(d / "train.toml", "model = \"m\"\nout = \"o\"\nsteps = 5\ndata_blend = \"en=0.7:a zh=0.3:b\"\n");
+  testing::WriteFile(d / "train.toml",
+                     "model = \"m\"\nout = \"o\"\nsteps = 5\ndata_blend = \"en=0.7:a zh=0.3:b\"\n");
   TrainOptions o;
   auto table = TrainOptionTable(o);
   ASSERT_TRUE(ApplyTomlFile(d / "train.toml", table).ok());

@@ -130,7 +130,8 @@ TrainerInputs BlendInputs() {
   TrainerInputs in;
   in.config = TinyConfig(false);
   in.init = RandomInit(in.config, {.seed = 5});
-  auto a = PatternTokens(6000, 1), av = PatternTokens(600, 2), b = PatternTokens(2000, 3), bv = PatternTokens(400, 4);
+  auto a = PatternTokens(6000, 1), av = PatternTokens(600, 2), b = PatternTokens(2000, 3),
+       bv = PatternTokens(400, 4);
   auto arr = [](const std::shared_ptr<std::vector<uint16_t>>& v) {
     return TokenArray{v->data(), static_cast<int64_t>(v->size()), 2, v};
   };
@@ -165,13 +166,15 @@ TEST(Trainer, BlendReportsProportionsAndResumesBitExact) {
       EXPECT_NEAR(m["val_loss"].get<double>(), 0.75 * la + 0.25 * lb, 1e-12);
       ++evals;
     } else {
-      EXPECT_DOUBLE_EQ(m["data"]["a"]["tokens"].get<double>() + m["data"]["b"]["tokens"].get<double>(),
-                       m["tokens"].get<double>());
+      EXPECT_DOUBLE_EQ(
+          m["data"]["a"]["tokens"].get<double>() + m["data"]["b"]["tokens"].get<double>(),
+          m["tokens"].get<double>());
     }
   }
   EXPECT_EQ(evals, 5);
   const nlohmann::json& last_step = metrics[metrics.size() - 2];  // the final evaluation comes last
-  EXPECT_DOUBLE_EQ(last_step.at("data").at("a").at("tokens").get<double>(), full->sources[0].tokens);
+  EXPECT_DOUBLE_EQ(last_step.at("data").at("a").at("tokens").get<double>(),
+                   full->sources[0].tokens);
 
   // Died after the step-10 checkpoint; resumed: identical to the unbroken run.
   ASSERT_TRUE(RunTraining(BlendOptions(resumed.path(), 20), BlendInputs()).ok());
@@ -182,8 +185,10 @@ TEST(Trainer, BlendReportsProportionsAndResumesBitExact) {
   o.data_blend = "a=1:unused b=1:unused";  // other weights: refused
   auto refused = RunTraining(o, BlendInputs());
   ASSERT_FALSE(refused.ok());
-  EXPECT_NE(refused.status().message().find("differ"), std::string::npos) << refused.status().message();
-  o.data_blend = "a=0.75:elsewhere b=0.25:moved";  // same names and shares: the directories may move
+  EXPECT_NE(refused.status().message().find("differ"), std::string::npos)
+      << refused.status().message();
+  o.data_blend =
+      "a=0.75:elsewhere b=0.25:moved";  // same names and shares: the directories may move
   auto second = RunTraining(o, BlendInputs());
   ASSERT_TRUE(second.ok()) << second.status().message();
   EXPECT_EQ(second->start_step, 10);
