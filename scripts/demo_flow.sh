@@ -5,8 +5,8 @@
 #   -> scale-out (8 experts, top-2) -> continued pretraining
 # printing the validation loss before and after each stage. Steps per stage can be set with
 # DEMO_PREP_STEPS, DEMO_UP_STEPS, DEMO_MOE_STEPS; the run directory with DEMO_DIR. The default
-# steps add up to about one pass over the corpus, and each stage draws its batches in another
-# seeded order, so no stage re-reads the windows the previous one just trained on in the same order.
+# steps add up to 1.3M tokens, about a third of the corpus (3.7M tokens with the demo's 8k
+# tokenizer), and each stage draws its batches in another seeded order.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ESCALE=${ESCALE:-build/release/escale}
@@ -24,8 +24,8 @@ val_losses() { sed -n 's/.*validation loss \([0-9.]*\) -> \([0-9.]*\).*/\1 \2/p'
 
 echo "== preparation: corpus, tokenizer, shards"
 scripts/corpus/build_corpus.sh
-$ESCALE -q tokenizer train build/corpus/fortunes.jsonl --vocab-size 8192 -o "$RUN/tokenizer/tokenizer.json"
-$ESCALE -q tokenize --tokenizer "$RUN/tokenizer/tokenizer.json" --input build/corpus/fortunes.jsonl \
+$ESCALE -q tokenizer train build/corpus/corpus.jsonl --vocab-size 8192 -o "$RUN/tokenizer/tokenizer.json"
+$ESCALE -q tokenize --tokenizer "$RUN/tokenizer/tokenizer.json" --input build/corpus/corpus.jsonl \
   --output "$RUN/shards" --val-fraction 0.02 --workers 2
 
 echo "== preparation: a small dense model from scratch ($PREP_STEPS steps)"

@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
-# Builds the bundled corpus build/corpus/fortunes.jsonl from Debian's `fortunes` (English) and
-# `fortunes-zh` (Chinese) packages, which scripts/setup.sh installs. Provenance and licences:
-# docs/corpus.md. Generated at set-up time, never committed. Idempotent.
+# Builds the bundled corpus build/corpus/corpus.jsonl (+ summary.json) from Debian text packages
+# that scripts/setup.sh installs: fortunes, fortunes-zh, debian-reference-en/-zh-cn, dict-foldoc,
+# dict-jargon, dict-devil. Provenance and licences: docs/corpus.md. Generated at set-up time,
+# never committed. Idempotent: rebuilt only when missing, older than its builder, or with --force.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-src=/usr/share/games/fortunes
 out=build/corpus
-if [[ ! -f $src/fortunes || ! -f $src/chinese ]]; then
-  echo "build_corpus: $src lacks the fortunes / fortunes-zh files; run scripts/setup.sh" >&2
-  exit 1
+need=(/usr/share/games/fortunes/fortunes /usr/share/games/fortunes/chinese
+  /usr/share/debian-reference/debian-reference.en.txt.gz
+  /usr/share/debian-reference/debian-reference.zh-cn.txt.gz
+  /usr/share/dictd/foldoc.dict.dz /usr/share/dictd/jargon.dict.dz /usr/share/dictd/devil.dict.dz)
+for f in "${need[@]}"; do
+  if [[ ! -f $f ]]; then
+    echo "build_corpus: $f is missing; run scripts/setup.sh to install the corpus packages" >&2
+    exit 1
+  fi
+done
+builder=scripts/corpus/build_corpus.py
+if [[ -f $out/corpus.jsonl && $out/corpus.jsonl -nt $builder && "${1:-}" != --force ]]; then
+  exit 0
 fi
-if [[ -f $out/fortunes.jsonl && "${1:-}" != --force ]]; then exit 0; fi
 mkdir -p "$out"
-/usr/bin/python3 scripts/corpus/build_corpus.py "$src" "$out/fortunes.jsonl" "$out/summary.json"
+/usr/bin/python3 "$builder" "$out/corpus.jsonl" "$out/summary.json"

@@ -14,7 +14,7 @@ import json, sys
 with open(sys.argv[1]) as f, open(sys.argv[2], "w") as o:
     for line in f:
         o.write(json.loads(line)["text"] + "\n")
-' build/corpus/fortunes.jsonl "$tmp/corpus.txt"
+' build/corpus/corpus.jsonl "$tmp/corpus.txt"
 status=0
 for dir in build/tokenizers/llama3 build/tokenizers/qwen3 "$@"; do
   NODE_PATH=build/tokenizer-npm/node_modules node scripts/tokenizer/make_golden.mjs --encode "$dir" "$tmp/corpus.txt" > "$tmp/hf.json"

@@ -25,6 +25,8 @@ CommandRegistration reg(61, [](CLI::App& app) -> RunFn {
   cmd->add_option("--shard-tokens", o->shard_tokens, "Tokens per shard (default 100000000)");
   cmd->add_option("--delimiter", o->delimiter,
                   "Token put before every document (default: BOS, else <|endoftext|>, else EOS)");
+  cmd->add_option("--jsonl-filter", o->jsonl_filter,
+                  "Only JSONL documents whose field KEY equals VALUE, as KEY=VALUE (e.g. lang=en)");
   cmd->add_flag("--overwrite", o->overwrite, "Replace an existing output directory");
   return [o]() -> Status {
     ESCALE_ASSIGN_OR_RETURN(tok::TokenizeSummary s, tok::TokenizeToShards(*o));

@@ -14,6 +14,7 @@
 #include "model/init.h"
 #include "ops/cpu/sgemm_rate.h"
 #include "surgery/scale_out.h"
+#include "train/data_blend.h"
 #include "train/trainer.h"
 
 namespace escale::cli {
@@ -107,9 +108,21 @@ Status RunTrain(Args& a) {
     tokenizer_dir = o.init_from;
     in.description = "online scale-out " + o.scale_out + " of " + o.init_from;
   }
-  ESCALE_ASSIGN_OR_RETURN(in.train, LoadSplit(o.data, "train", in.config.vocab_size));
-  if (in.train.empty()) return NotFound(o.data + " holds no train_*.bin shards");
-  ESCALE_ASSIGN_OR_RETURN(in.val, LoadSplit(o.data, "val", in.config.vocab_size));
+  if (o.data_blend.empty()) {
+    ESCALE_ASSIGN_OR_RETURN(in.train, LoadSplit(o.data, "train", in.config.vocab_size));
+    if (in.train.empty()) return NotFound(o.data + " holds no train_*.bin shards");
+    ESCALE_ASSIGN_OR_RETURN(in.val, LoadSplit(o.data, "val", in.config.vocab_size));
+  } else {
+    ESCALE_ASSIGN_OR_RETURN(std::vector<BlendEntry> entries, ParseDataBlend(o.data_blend));
+    for (const auto& e : entries) {
+      DataSourceInputs src{e.name, e.weight, {}, {}};
+      ESCALE_ASSIGN_OR_RETURN(src.train, LoadSplit(e.dir, "train", in.config.vocab_size));
+      if (src.train.empty())
+        return NotFound(e.dir + " (source '" + e.name + "') holds no train_*.bin shards");
+      ESCALE_ASSIGN_OR_RETURN(src.val, LoadSplit(e.dir, "val", in.config.vocab_size));
+      in.blend.push_back(std::move(src));
+    }
+  }
   std::error_code ec;
   if (!tokenizer_dir.empty() && fs::is_regular_file(tokenizer_dir + "/tokenizer.json", ec))
     in.copy_files_from = tokenizer_dir;
@@ -120,6 +133,18 @@ Status RunTrain(Args& a) {
               static_cast<long long>(s.start_step), static_cast<long long>(s.steps_done),
               s.interrupted ? " (interrupted)" : "", s.last_train_loss, s.first_val_loss, s.last_val_loss,
               s.tokens_per_second, static_cast<long long>(s.skipped_steps));
+  if (!o.data_blend.empty()) {
+    double total = 0;
+    for (const auto& r : s.sources) total += r.tokens;
+    for (const auto& r : s.sources) {
+      std::printf("source %s: weight %.3f, %.0f tokens served (%.1f%%), %.3f epochs",
+                  r.name.c_str(), r.weight, r.tokens, total > 0 ? 100.0 * r.tokens / total : 0.0,
+                  r.epochs);
+      if (r.last_val_loss >= 0)
+        std::printf(", val loss %.4f -> %.4f", r.first_val_loss, r.last_val_loss);
+      std::printf("\n");
+    }
+  }
   std::printf("checkpoint: %s\n", s.last_checkpoint.c_str());
   return Status::Ok();
 }

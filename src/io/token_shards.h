@@ -76,6 +76,7 @@ struct TokenizeOptions {
   uint64_t seed = 0;
   uint64_t shard_tokens = 100'000'000;  // llm.c's default shard size
   std::string delimiter;                // token string; empty = BOS, else <|endoftext|>, else EOS
+  std::string jsonl_filter;             // "KEY=VALUE": only JSONL documents whose field matches
   bool overwrite = false;
   bool progress = true;
 };

@@ -129,6 +129,14 @@ Result<TokenizeSummary> TokenizeToShards(const TokenizeOptions& opts) {
   }
   ESCALE_ASSIGN_OR_RETURN(auto tok, Tokenizer::FromFile(opts.tokenizer_path));
   ESCALE_ASSIGN_OR_RETURN(auto sources, ListSources(opts.inputs));
+  FieldFilter filter;
+  if (!opts.jsonl_filter.empty()) {
+    ESCALE_ASSIGN_OR_RETURN(filter, ParseFieldFilter(opts.jsonl_filter, "--jsonl-filter"));
+    for (const auto& s : sources)
+      if (!s.jsonl)
+        return InvalidArgument("--jsonl-filter selects JSONL documents by a field, but " + s.path +
+                               " is plain text; give only .jsonl inputs");
+  }
 
   // Document delimiter, prefixed to every document (llm.c: BOS for Llama 3, <|endoftext|> for GPT-2).
   std::optional<int32_t> delim;
@@ -182,7 +190,7 @@ Result<TokenizeSummary> TokenizeToShards(const TokenizeOptions& opts) {
     Status st;
     std::string doc;
     for (size_t si = 0; si < sources.size() && st.ok(); ++si) {
-      auto r = DocumentReader::Open(sources[si]);
+      auto r = DocumentReader::Open(sources[si], filter);
       if (!r.ok()) {
         st = r.status();
         break;
@@ -297,6 +305,7 @@ Result<TokenizeSummary> TokenizeToShards(const TokenizeOptions& opts) {
   m["special_tokens_in_text"] = "not parsed (encoded as plain text)";
   m["seed"] = opts.seed;
   m["val_fraction"] = opts.val_fraction;
+  if (filter.active()) m["jsonl_filter"] = {{"key", filter.key}, {"value", filter.value}};
   nlohmann::ordered_json src = nlohmann::ordered_json::array();
   for (size_t i = 0; i < sources.size(); ++i) {
     src.push_back({{"path", sources[i].path}, {"format", sources[i].jsonl ? "jsonl" : "text"},

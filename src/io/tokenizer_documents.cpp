@@ -48,16 +48,34 @@ Result<std::vector<SourceFile>> ListSources(const std::vector<std::string>& inpu
   return out;
 }
 
-Result<DocumentReader> DocumentReader::Open(const SourceFile& src) {
+Result<FieldFilter> ParseFieldFilter(const std::string& text, const std::string& flag) {
+  const size_t eq = text.find('=');
+  if (eq == std::string::npos || eq == 0)
+    return InvalidArgument(flag + " takes KEY=VALUE (e.g. lang=en), not '" + text + "'");
+  return FieldFilter{text.substr(0, eq), text.substr(eq + 1)};
+}
+
+Result<DocumentReader> DocumentReader::Open(const SourceFile& src, const FieldFilter& filter) {
+  if (filter.active() && !src.jsonl)
+    return InvalidArgument(
+        src.path +
+        " is plain text, which has no fields to filter on; give only .jsonl inputs "
+        "with a field filter");
   DocumentReader r;
   r.src_ = src;
+  r.filter_ = filter;
   r.f_ = std::fopen(src.path.c_str(), "rb");
   if (r.f_ == nullptr) return IoError("cannot open " + src.path + ": " + std::strerror(errno));
   return r;
 }
 
 DocumentReader::DocumentReader(DocumentReader&& o) noexcept
-    : src_(std::move(o.src_)), f_(o.f_), done_(o.done_), line_(o.line_), bytes_read_(o.bytes_read_),
+    : src_(std::move(o.src_)),
+      filter_(std::move(o.filter_)),
+      f_(o.f_),
+      done_(o.done_),
+      line_(o.line_),
+      bytes_read_(o.bytes_read_),
       line_buf_(std::move(o.line_buf_)) {
   o.f_ = nullptr;
 }
@@ -102,6 +120,11 @@ Result<bool> DocumentReader::Next(std::string& doc) {
     auto it = j.find("text");
     if (it == j.end() || !it->is_string()) {
       return FormatError(src_.path + ":" + std::to_string(line_) + ": no string field \"text\"");
+    }
+    if (filter_.active()) {
+      auto f = j.find(filter_.key);
+      if (f == j.end() || (f->is_string() ? f->get<std::string>() : f->dump()) != filter_.value)
+        continue;
     }
     doc = it->get<std::string>();
     return true;

@@ -21,10 +21,20 @@ struct SourceFile {
 
 Result<std::vector<SourceFile>> ListSources(const std::vector<std::string>& inputs);
 
+// Keeps only the JSONL documents whose field `key` equals `value` (a string field, or the JSON text
+// of another scalar); documents without the field are dropped. Empty key: keep everything.
+struct FieldFilter {
+  std::string key, value;
+  bool active() const { return !key.empty(); }
+};
+// Parses "KEY=VALUE" (e.g. lang=en); the error names `flag`.
+Result<FieldFilter> ParseFieldFilter(const std::string& text, const std::string& flag);
+
 // Streams one source's documents.
 class DocumentReader {
  public:
-  static Result<DocumentReader> Open(const SourceFile& src);
+  // A filter needs a JSONL source: plain-text files have no fields to test.
+  static Result<DocumentReader> Open(const SourceFile& src, const FieldFilter& filter = {});
   DocumentReader(DocumentReader&& o) noexcept;
   DocumentReader& operator=(DocumentReader&&) = delete;
   DocumentReader(const DocumentReader&) = delete;
@@ -37,6 +47,7 @@ class DocumentReader {
  private:
   DocumentReader() = default;
   SourceFile src_;
+  FieldFilter filter_;
   std::FILE* f_ = nullptr;
   bool done_ = false;
   uint64_t line_ = 0;

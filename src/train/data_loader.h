@@ -3,12 +3,14 @@
 // Each shard is cut into non-overlapping windows of seq_len+1 tokens (inputs and next-token
 // targets; windows never cross a shard boundary). An epoch visits every window once in an order
 // shuffled by (seed, epoch) with a portable RNG, so the data order depends on the seed alone and
-// a cursor of two integers (epoch, position) restores it exactly on resume.
+// a cursor of two integers (epoch, position) restores it exactly on resume. Blends of several
+// loaders are in train/data_blend.h.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "core/status.h"
@@ -33,15 +35,23 @@ struct DataCursor {
 
 class DataLoader {
  public:
-  // `shuffle` false serves windows in file order (validation).
-  static Result<DataLoader> Create(std::vector<TokenArray> arrays, int64_t seq_len, int64_t micro_batch,
-                                   int64_t vocab_size, uint64_t seed, bool shuffle);
+  // `shuffle` false serves windows in file order (validation). `stream` names the RNG stream of
+  // the epoch shuffles, so the sources of a blend draw independent orders from one seed.
+  static Result<DataLoader> Create(std::vector<TokenArray> arrays, int64_t seq_len,
+                                   int64_t micro_batch, int64_t vocab_size, uint64_t seed,
+                                   bool shuffle, const std::string& stream = "data");
   // Fills micro_batch*seq_len inputs and targets and advances the cursor.
   Status Next(std::span<int32_t> tokens, std::span<int32_t> targets);
+  // Fills one window: seq_len inputs at `tokens`, seq_len targets at `targets`.
+  Status NextWindow(int32_t* tokens, int32_t* targets);
   const DataCursor& cursor() const { return cursor_; }
   Status Restore(const DataCursor& c);
   int64_t windows() const { return static_cast<int64_t>(windows_.size()); }
+  // Windows served since the start of epoch 0.
+  int64_t served() const { return cursor_.epoch * windows() + cursor_.position; }
   int64_t tokens_per_batch() const { return seq_len_ * micro_batch_; }
+  int64_t seq_len() const { return seq_len_; }
+  int64_t micro_batch() const { return micro_batch_; }
 
  private:
   struct Window {
@@ -54,6 +64,7 @@ class DataLoader {
   std::vector<uint32_t> order_;  // permutation of window indices for the current epoch
   int64_t seq_len_ = 0, micro_batch_ = 0, vocab_ = 0;
   uint64_t seed_ = 0;
+  std::string stream_;
   bool shuffle_ = true;
   DataCursor cursor_;
 };

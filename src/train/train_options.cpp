@@ -5,6 +5,8 @@
 
 #include <toml++/toml.h>
 
+#include "train/data_blend.h"
+
 namespace escale {
 
 int64_t TrainOptions::accumulation_steps() const {
@@ -19,7 +21,10 @@ Status TrainOptions::Validate() const {
     return InvalidArgument("--scale-out upcycles online and needs --init-from DENSE_DIR");
   if (!init_from.empty() && scale_out.empty())
     return InvalidArgument("--init-from needs --scale-out E,K (for a dense start use --model)");
-  if (data.empty()) return InvalidArgument("--data SHARD_DIR is required");
+  if (data.empty() == data_blend.empty())
+    return InvalidArgument(
+        "give exactly one of --data SHARD_DIR or --data-blend 'NAME=WEIGHT:DIR ...'");
+  if (!data_blend.empty()) ESCALE_RETURN_IF_ERROR(ParseDataBlend(data_blend).status());
   if (out.empty()) return InvalidArgument("--out RUN_DIR is required");
   if (seq_len < 2) return InvalidArgument("--seq-len must be at least 2");
   if (micro_batch < 1) return InvalidArgument("--micro-batch must be at least 1");
@@ -51,11 +56,17 @@ std::vector<OptionSpec> TrainOptionTable(TrainOptions& o) {
       {"init_from", "dense checkpoint to upcycle online (with --scale-out)", &o.init_from},
       {"scale_out", "E,K: experts and top-k for online upcycling", &o.scale_out},
       {"data", "token shard directory (escale tokenize output)", &o.data},
+      {"data_blend",
+       "weighted shard directories instead of --data: 'NAME=WEIGHT:DIR ...' (e.g. 'en=0.7:A "
+       "zh=0.3:B'; weights normalised)",
+       &o.data_blend},
       {"out", "run directory (checkpoints, metrics.jsonl)", &o.out},
       {"resume", "continue the run in --out from its latest complete checkpoint", &o.resume},
       {"seq_len", "sequence length", &o.seq_len},
       {"micro_batch", "sequences per forward/backward pass", &o.micro_batch},
-      {"global_batch_tokens", "tokens per optimiser step (multiple of seq_len x micro_batch; 0 = one micro-batch)", &o.global_batch_tokens},
+      {"global_batch_tokens",
+       "tokens per optimiser step (multiple of seq_len x micro_batch; 0 = one micro-batch)",
+       &o.global_batch_tokens},
       {"steps", "optimiser steps (0: from --token-budget)", &o.steps},
       {"token_budget", "tokens to train on when --steps is 0", &o.token_budget},
       {"lr", "peak learning rate", &o.lr},
@@ -66,7 +77,8 @@ std::vector<OptionSpec> TrainOptionTable(TrainOptions& o) {
       {"beta1", "AdamW beta1", &o.beta1},
       {"beta2", "AdamW beta2", &o.beta2},
       {"eps", "AdamW epsilon", &o.eps},
-      {"weight_decay", "AdamW decoupled weight decay (not on norms, biases, embeddings)", &o.weight_decay},
+      {"weight_decay", "AdamW decoupled weight decay (not on norms, biases, embeddings)",
+       &o.weight_decay},
       {"clip", "global gradient-norm clip (0 = off)", &o.clip},
       {"seed", "random seed (initialisation, data order)", &o.seed},
       {"aux_loss", "load-balancing loss coefficient (Switch form, SPEC.md §4)", &o.aux_loss},
@@ -83,8 +95,11 @@ std::vector<OptionSpec> TrainOptionTable(TrainOptions& o) {
       {"spike_zscore", "skip a step whose loss z-score exceeds this (0 = off)", &o.spike_zscore},
       {"max_skips", "stop after this many skipped steps in a row", &o.max_skips},
       {"threads", "worker threads (0 = all cores)", &o.threads},
-      {"inject_nan_steps", "testing: steps whose gradients are poisoned with NaN (comma list)", &o.inject_nan_steps},
-      {"inject_spike_steps", "testing: steps whose loss is inflated tenfold before judging (comma list)", &o.inject_spike_steps},
+      {"inject_nan_steps", "testing: steps whose gradients are poisoned with NaN (comma list)",
+       &o.inject_nan_steps},
+      {"inject_spike_steps",
+       "testing: steps whose loss is inflated tenfold before judging (comma list)",
+       &o.inject_spike_steps},
   };
 }
 

@@ -24,6 +24,7 @@
 #include "model/train_model.h"
 #include "train/adamw.h"
 #include "train/checkpoint_store.h"
+#include "train/data_blend.h"
 #include "train/fault_policy.h"
 #include "train/metrics_log.h"
 #include "train/schedule.h"
@@ -100,11 +101,39 @@ Result<std::set<int64_t>> ParseStepList(const std::string& text, const char* fla
 
 // The options that must not change across a resume (they change the data or the maths).
 nlohmann::json ResumeKey(const TrainOptions& o) {
-  return {{"seq_len", o.seq_len},       {"micro_batch", o.micro_batch}, {"global_batch_tokens", o.global_batch_tokens},
-          {"seed", o.seed},             {"schedule", o.schedule},       {"lr", o.lr},
-          {"min_lr", o.min_lr},         {"warmup", o.warmup},           {"beta1", o.beta1},
-          {"beta2", o.beta2},           {"weight_decay", o.weight_decay}};
+  nlohmann::json key = {{"seq_len", o.seq_len},
+                        {"micro_batch", o.micro_batch},
+                        {"global_batch_tokens", o.global_batch_tokens},
+                        {"seed", o.seed},
+                        {"schedule", o.schedule},
+                        {"lr", o.lr},
+                        {"min_lr", o.min_lr},
+                        {"warmup", o.warmup},
+                        {"beta1", o.beta1},
+                        {"beta2", o.beta2},
+                        {"weight_decay", o.weight_decay}};
+  // Names and weights fix which source serves each window; a plain --data run keeps the old key.
+  if (!o.data_blend.empty()) {
+    nlohmann::json blend = nlohmann::json::array();
+    Result<std::vector<BlendEntry>> entries = ParseDataBlend(o.data_blend);  // validated before
+    if (entries.ok())
+      for (const auto& e : *entries) blend.push_back({e.name, e.weight});
+    key["data_blend"] = blend;
+  }
+  return key;
 }
+
+nlohmann::json CursorJson(const DataCursor& c) {
+  return {{"epoch", c.epoch}, {"position", c.position}};
+}
+DataCursor CursorFrom(const nlohmann::json& d) {
+  return {d.at("epoch").get<int64_t>(), d.at("position").get<int64_t>()};
+}
+
+struct EvalResult {
+  double blended = -1;             // weight-averaged over the sources with validation shards
+  std::vector<double> per_source;  // -1 where a source has none
+};
 
 struct OptimizerState {
   std::vector<std::vector<float>> m, v;
@@ -212,26 +241,49 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
     ost.m.emplace_back(p.value.size(), 0.0f);
     ost.v.emplace_back(p.value.size(), 0.0f);
   }
-  ESCALE_ASSIGN_OR_RETURN(DataLoader train, DataLoader::Create(std::move(in.train), opt.seq_len, opt.micro_batch,
-                                                                config.vocab_size, static_cast<uint64_t>(opt.seed), true));
-  std::optional<DataLoader> val_template;
-  if (!in.val.empty()) {
-    ESCALE_ASSIGN_OR_RETURN(DataLoader v, DataLoader::Create(std::move(in.val), opt.seq_len, opt.micro_batch,
-                                                            config.vocab_size, 0, false));
-    val_template.emplace(std::move(v));
+  // The data: one source (--data) or several (--data-blend), each with its own shuffled windows.
+  // A single source keeps the RNG stream name it always had, so its order is unchanged.
+  const bool blended = !in.blend.empty();
+  if (!blended) in.blend.push_back({"", 1.0, std::move(in.train), std::move(in.val)});
+  std::vector<BlendSource> train_sources;
+  std::vector<std::optional<DataLoader>> val_templates;
+  for (auto& src : in.blend) {
+    auto named = [&](const Status& st) {
+      return blended ? Status(st.code(), "--data-blend source '" + src.name + "': " + st.message())
+                     : st;
+    };
+    Result<DataLoader> t = DataLoader::Create(std::move(src.train), opt.seq_len, opt.micro_batch,
+                                              config.vocab_size, static_cast<uint64_t>(opt.seed),
+                                              true, blended ? "data/" + src.name : "data");
+    if (!t.ok()) return named(t.status());
+    train_sources.push_back({src.name, src.weight, std::move(t).value()});
+    std::optional<DataLoader> v;
+    if (!src.val.empty()) {
+      Result<DataLoader> vl = DataLoader::Create(std::move(src.val), opt.seq_len, opt.micro_batch,
+                                                 config.vocab_size, 0, false);
+      if (!vl.ok()) return named(vl.status());
+      v.emplace(std::move(vl).value());
+    }
+    val_templates.push_back(std::move(v));
   }
+  ESCALE_ASSIGN_OR_RETURN(DataBlend train, DataBlend::Create(std::move(train_sources)));
   FaultDetector faults({100, 20, opt.spike_zscore, opt.max_skips});
   int64_t step = 0, updates = 0;
   double tokens_seen = 0;
   if (resume_from) {
     // A damaged state file is a format error with a hint, never an exception escaping.
-    DataCursor cursor;
+    std::vector<DataCursor> cursors;
     try {
       step = resumed_state.at("step").get<int64_t>();
       updates = resumed_state.at("updates").get<int64_t>();
       tokens_seen = resumed_state.at("tokens_seen").get<double>();
-      const nlohmann::json& d = resumed_state.at("data");
-      cursor = {d.at("epoch").get<int64_t>(), d.at("position").get<int64_t>()};
+      if (blended) {
+        const nlohmann::json& ds = resumed_state.at("data_sources");
+        for (size_t i = 0; i < train.size(); ++i)
+          cursors.push_back(CursorFrom(ds.at(train.name(i))));
+      } else {
+        cursors.push_back(CursorFrom(resumed_state.at("data")));
+      }
       const nlohmann::json& f = resumed_state.at("faults");
       faults.Restore(f.at("history").get<std::deque<double>>(), f.at("consecutive").get<int64_t>(),
                      f.at("total").get<int64_t>());
@@ -241,7 +293,7 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
     }
     if (step != resume_from->step || updates < 0 || updates > step)
       return FormatError(resume_from->path + "/trainer_state.json disagrees with its manifest");
-    ESCALE_RETURN_IF_ERROR(train.Restore(cursor));
+    ESCALE_RETURN_IF_ERROR(train.Restore(cursors));
     ESCALE_ASSIGN_OR_RETURN(SafetensorsFile of, SafetensorsFile::Open(resume_from->path + "/optimizer.safetensors"));
     for (size_t i = 0; i < params.size(); ++i) {
       for (int which = 0; which < 2; ++which) {
@@ -260,37 +312,75 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
   std::vector<int32_t> tokens(static_cast<size_t>(opt.tokens_per_micro_batch()));
   std::vector<int32_t> targets(tokens.size());
 
-  auto evaluate = [&]() -> Result<double> {
-    if (!val_template) return -1.0;
-    DataLoader val = *val_template;  // always the same first windows: comparable across evals
-    const int64_t batches = std::max<int64_t>(1, std::min<int64_t>(opt.eval_batches, val.windows() / opt.micro_batch));
-    double sum = 0;
-    for (int64_t b = 0; b < batches; ++b) {
-      ESCALE_RETURN_IF_ERROR(val.Next(tokens, targets));
-      ESCALE_ASSIGN_OR_RETURN(LossTerms t, model->Evaluate(tokens, targets));
-      sum += t.ce;
+  auto evaluate = [&]() -> Result<EvalResult> {
+    EvalResult r;
+    r.per_source.assign(val_templates.size(), -1.0);
+    double weighted = 0, weights = 0;
+    for (size_t i = 0; i < val_templates.size(); ++i) {
+      if (!val_templates[i]) continue;
+      DataLoader val = *val_templates[i];  // always the same first windows: comparable across evals
+      const int64_t batches = std::max<int64_t>(
+          1, std::min<int64_t>(opt.eval_batches, val.windows() / opt.micro_batch));
+      double sum = 0;
+      for (int64_t b = 0; b < batches; ++b) {
+        ESCALE_RETURN_IF_ERROR(val.Next(tokens, targets));
+        ESCALE_ASSIGN_OR_RETURN(LossTerms t, model->Evaluate(tokens, targets));
+        sum += t.ce;
+      }
+      r.per_source[i] = sum / static_cast<double>(batches);
+      weighted += train.weight(i) * r.per_source[i];
+      weights += train.weight(i);
     }
-    return sum / static_cast<double>(batches);
+    if (weights > 0) r.blended = weighted / weights;
+    return r;
+  };
+  auto eval_event = [&](const EvalResult& r) {
+    nlohmann::json e = {{"event", "eval"}, {"step", step}, {"val_loss", r.blended}};
+    if (blended) {
+      nlohmann::json by = nlohmann::json::object();
+      for (size_t i = 0; i < train.size(); ++i)
+        if (r.per_source[i] >= 0) by[train.name(i)] = r.per_source[i];
+      e["val_loss_by_source"] = by;
+    }
+    return e;
+  };
+  // Tokens and epochs served per source so far: the effective blend proportions.
+  auto served_json = [&]() {
+    nlohmann::json d = nlohmann::json::object();
+    for (size_t i = 0; i < train.size(); ++i)
+      d[train.name(i)] = {{"tokens", train.served(i) * opt.seq_len}, {"epochs", train.epochs(i)}};
+    return d;
   };
   auto state_json = [&]() {
-    return nlohmann::json{{"step", step},
-                          {"updates", updates},
-                          {"tokens_seen", tokens_seen},
-                          {"data", {{"epoch", train.cursor().epoch}, {"position", train.cursor().position}}},
-                          {"faults", {{"history", faults.history()}, {"consecutive", faults.consecutive_skips()},
-                                      {"total", faults.total_skips()}}},
-                          {"resume_key", ResumeKey(opt)},
-                          {"description", in.description}};
+    nlohmann::json j{{"step", step},
+                     {"updates", updates},
+                     {"tokens_seen", tokens_seen},
+                     {"faults",
+                      {{"history", faults.history()},
+                       {"consecutive", faults.consecutive_skips()},
+                       {"total", faults.total_skips()}}},
+                     {"resume_key", ResumeKey(opt)},
+                     {"description", in.description}};
+    if (!blended) {
+      j["data"] = CursorJson(train.cursors()[0]);
+    } else {
+      j["data_sources"] = nlohmann::json::object();
+      for (size_t i = 0; i < train.size(); ++i)
+        j["data_sources"][train.name(i)] = CursorJson(train.cursors()[i]);
+    }
+    return j;
   };
 
   TrainSummary summary;
   summary.start_step = step;
   StopSignals signals;
-  ESCALE_ASSIGN_OR_RETURN(summary.first_val_loss, evaluate());
+  ESCALE_ASSIGN_OR_RETURN(const EvalResult first_eval, evaluate());
+  EvalResult last_eval = first_eval;
+  summary.first_val_loss = first_eval.blended;
   summary.last_val_loss = summary.first_val_loss;
   // A resumed run's log already holds the evaluation at its step (if one was due there).
   if (summary.first_val_loss >= 0 && !resume_from)
-    ESCALE_RETURN_IF_ERROR(metrics.Append({{"event", "eval"}, {"step", step}, {"val_loss", summary.first_val_loss}}));
+    ESCALE_RETURN_IF_ERROR(metrics.Append(eval_event(first_eval)));
 
   Progress progress("train", static_cast<uint64_t>(total_steps), "steps");
   progress.Update(static_cast<uint64_t>(step));
@@ -338,6 +428,7 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
     nlohmann::json rec = {{"step", step},         {"loss", sum.total},      {"ce", sum.ce},
                           {"lr", lr},             {"grad_norm", grad_norm}, {"tokens", tokens_seen},
                           {"tokens_per_s", tps},  {"step_s", dt}};
+    if (blended) rec["data"] = served_json();
     if (in.sgemm_gflops > 0) rec["mfu"] = flops_per_token * tps / (in.sgemm_gflops * 1e9);
     if (config.is_moe()) {
       rec["aux"] = sum.aux;
@@ -381,9 +472,9 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
     const bool stop = g_stop_signal.load() != 0;
     const bool last = step == total_steps;
     if ((opt.eval_every > 0 && step % opt.eval_every == 0) || last) {
-      ESCALE_ASSIGN_OR_RETURN(summary.last_val_loss, evaluate());
-      if (summary.last_val_loss >= 0)
-        ESCALE_RETURN_IF_ERROR(metrics.Append({{"event", "eval"}, {"step", step}, {"val_loss", summary.last_val_loss}}));
+      ESCALE_ASSIGN_OR_RETURN(last_eval, evaluate());
+      summary.last_val_loss = last_eval.blended;
+      if (summary.last_val_loss >= 0) ESCALE_RETURN_IF_ERROR(metrics.Append(eval_event(last_eval)));
     }
     if ((opt.save_every > 0 && step % opt.save_every == 0) || last || stop) {
       ESCALE_RETURN_IF_ERROR(SaveCheckpoint(opt.out, step, *model, ost, state_json(), in, opt.keep_last));
@@ -404,6 +495,10 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
   summary.skipped_steps = faults.total_skips();
   summary.tokens_per_second = timed_steps > 0 ? static_cast<double>(tokens_per_step) * timed_steps / step_seconds_sum : 0;
   summary.last_checkpoint = last_ckpt;
+  for (size_t i = 0; i < train.size(); ++i)
+    summary.sources.push_back({train.name(i), train.weight(i),
+                               static_cast<double>(train.served(i) * opt.seq_len), train.epochs(i),
+                               first_eval.per_source[i], last_eval.per_source[i]});
   return summary;
 }
 

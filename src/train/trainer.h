@@ -15,14 +15,33 @@
 
 namespace escale {
 
+// One source of a --data-blend run.
+struct DataSourceInputs {
+  std::string name;
+  double weight = 1;  // normalised
+  std::vector<TokenArray> train;
+  std::vector<TokenArray> val;  // may be empty: no per-source validation
+};
+
 struct TrainerInputs {
   ModelConfig config;
   TensorMap init;                    // starting weights (ignored when resuming from a checkpoint)
   std::vector<TokenArray> train;     // training split
   std::vector<TokenArray> val;       // validation split (may be empty: no validation)
+  std::vector<DataSourceInputs> blend;  // --data-blend sources (then train and val are unused)
   std::string copy_files_from;       // tokenizer files to carry into every checkpoint's model/
   double sgemm_gflops = 0;           // the machine's measured sgemm rate, for MFU (0: not reported)
   std::string description;           // recorded in checkpoints and metrics ("scale-out 8x2 of ...")
+};
+
+// What one data source contributed (one entry without --data-blend, named "").
+struct SourceReport {
+  std::string name;
+  double weight = 1;
+  double tokens = 0;           // training tokens served from this source over the whole run
+  double epochs = 0;           // passes over this source's windows
+  double first_val_loss = -1;  // -1: the source has no validation shards
+  double last_val_loss = -1;
 };
 
 struct TrainSummary {
@@ -35,6 +54,7 @@ struct TrainSummary {
   double tokens_per_second = 0;
   int64_t skipped_steps = 0;
   std::string last_checkpoint;
+  std::vector<SourceReport> sources;
 };
 
 Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs inputs);

@@ -79,6 +79,29 @@ TEST_F(TrainCli, UpcyclingAndFpiGrowthKeepTheFirstValidationLoss) {
   EXPECT_GT(std::abs(FirstValLoss("--model " + d + "/moe_st", "run_st") - dense), 1e-3);
 }
 
+TEST_F(TrainCli, DataBlendReportsEachSource) {
+  const std::string d = dir_->path();
+  Check(testing::RunShell("cp /usr/share/common-licenses/Apache-2.0 " + d + "/apache.txt"));
+  Check(RunEscale("tokenize --tokenizer " + d + "/tokenizer.json --input " + d +
+                  "/apache.txt --output " + d + "/apache --val-fraction 0"));
+  auto r = RunEscale("train --model " + d + "/dense --data-blend 'gpl=3:" + d +
+                     "/shards apache=1:" + d + "/apache' --out " + d +
+                     "/blend --steps 4 --seq-len 32 --micro-batch 2 --eval-every 0 --no-mfu");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // 4 steps x 2 windows x 32 tokens = 256 tokens, 3:1.
+  auto tokens = [&](const std::string& prefix) {
+    const size_t at = r.out.find(prefix);
+    return at == std::string::npos ? -1.0 : std::atof(r.out.c_str() + at + prefix.size());
+  };
+  const double gpl = tokens("source gpl: weight 0.750, "),
+               apache = tokens("source apache: weight 0.250, ");
+  EXPECT_EQ(gpl + apache, 256) << r.out;
+  EXPECT_NEAR(gpl, 192, 32) << r.out;
+  auto state = nlohmann::json::parse(
+      testing::ReadFile(d + "/blend/checkpoints/step-00000004/trainer_state.json"));
+  EXPECT_EQ(state["data_sources"]["gpl"]["position"].get<double>() * 32, gpl);
+}
+
 TEST_F(TrainCli, BadInputsGiveOneLineAndNonZeroExit) {
   const std::string d = dir_->path();
   const std::string common = " --steps 2 --seq-len 32 --micro-batch 2 --no-mfu --out " + d + "/bad";
@@ -88,11 +111,18 @@ TEST_F(TrainCli, BadInputsGiveOneLineAndNonZeroExit) {
   const std::vector<Case> cases = {
       {"--model " + d + "/dense --data " + d + "/nowhere", "manifest.json"},
       {"--model " + d + "/dense --data " + d + "/shards --capacity-factor 2", "dense"},
-      {"--model " + d + "/dense --data " + d + "/shards --global-batch-tokens 100", "multiple of seq-len x micro-batch"},
-      {"--model " + d + "/moe --data " + d + "/shards --router bogus", "--router must be mixtral or st"},
+      {"--model " + d + "/dense --data " + d + "/shards --global-batch-tokens 100",
+       "multiple of seq-len x micro-batch"},
+      {"--model " + d + "/moe --data " + d + "/shards --router bogus",
+       "--router must be mixtral or st"},
       {"--init-from " + d + "/dense --scale-out 4 --data " + d + "/shards", "E,K"},
       {"--model " + d + "/dense --data " + d + "/shards --lr abc", "--lr takes a number"},
       {"--data " + d + "/shards", "exactly one of --model"},
+      {"--model " + d + "/dense --data-blend 'a=0:" + d + "/shards'", "must be a positive number"},
+      {"--model " + d + "/dense --data-blend 'a=1:" + d + "/shards' --data " + d + "/shards",
+       "exactly one of --data"},
+      {"--model " + d + "/dense --data-blend 'a=1:" + d + "/shards b=1:" + d + "/nowhere'",
+       "manifest.json"},
   };
   for (const auto& c : cases) {
     auto r = RunEscale("train " + c.args + common);

@@ -223,6 +223,46 @@ TEST_F(TokenizeTest, ShardsHoldEveryDocumentOnceAndManifestAddsUp) {
   EXPECT_GT(m["splits"]["train"]["shards"].size(), 1u);
 }
 
+TEST_F(TokenizeTest, JsonlFilterKeepsOnlyMatchingDocuments) {
+  // Odd documents are "zh", even ones "en", every fifth has no lang at all.
+  std::string jsonl;
+  std::vector<std::string> want_zh;
+  for (size_t i = 0; i < 120; ++i) {
+    nlohmann::json j = {{"text", docs_[i]}, {"n", i}};
+    if (i % 5 != 0) j["lang"] = i % 2 ? "zh" : "en";
+    if (i % 5 != 0 && i % 2) want_zh.push_back(docs_[i]);
+    jsonl += j.dump() + "\n";
+  }
+  WriteFile(dir_ / "mixed.jsonl", jsonl);
+  auto run = [&](const std::string& input, const std::string& out, const std::string& filter) {
+    return escale::testing::RunEscale("tokenize --tokenizer " + (dir_ / "tokenizer.json") +
+                                      " --input " + input + " --output " + out +
+                                      " --jsonl-filter " + filter);
+  };
+  const std::string out = dir_ / "zh";
+  auto r = run(dir_ / "mixed.jsonl", out, "lang=zh");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto m = nlohmann::json::parse(ReadFile(out + "/manifest.json"));
+  EXPECT_EQ(m["jsonl_filter"]["value"], "zh");
+  auto tok = *Tokenizer::FromFile(dir_ / "tokenizer.json");
+  auto shard = TokenShard::Open(
+      out + "/" + m["splits"]["train"]["shards"][0]["file"].get<std::string>(), tok->vocab_size());
+  ASSERT_TRUE(shard.ok());
+  EXPECT_EQ(DocsOf(*tok, shard->Slice(0, shard->size()), *tok->TokenToId("<|endoftext|>")),
+            want_zh);
+  // A number field matches its JSON text.
+  ASSERT_EQ(run(dir_ / "mixed.jsonl", dir_ / "n7", "n=7").exit_code, 0);
+  EXPECT_EQ(nlohmann::json::parse(ReadFile(dir_ / "n7/manifest.json"))["documents"], 1);
+  // Plain-text inputs have no fields; a filter without '=' is no filter.
+  auto plain = run(dir_ / "more", dir_ / "p", "lang=zh");
+  EXPECT_NE(plain.exit_code, 0);
+  EXPECT_NE(plain.err.find("plain text"), std::string::npos) << plain.err;
+  auto bad = run(dir_ / "mixed.jsonl", dir_ / "b", "lang");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("KEY=VALUE"), std::string::npos) << bad.err;
+  EXPECT_FALSE(fs::exists(dir_ / "p"));
+}
+
 TEST_F(TokenizeTest, OutputDoesNotDependOnWorkerCount) {
   ASSERT_EQ(Tokenize(dir_ / "w1", "--val-fraction 0.3 --workers 1 --shard-tokens 700").exit_code, 0);
   ASSERT_EQ(Tokenize(dir_ / "w4", "--val-fraction 0.3 --workers 4 --shard-tokens 700").exit_code, 0);

@@ -63,5 +63,24 @@ TEST(TrainOptions, ValidateCatchesInconsistentSettings) {
   EXPECT_NE(o.Validate().message().find("exactly one"), std::string::npos);
 }
 
+TEST(TrainOptions, DataOrDataBlendFromFlagsOrToml) {
+  testing::TempDir d;
+  testing::WriteFile(d / "train.toml",
+                     "model = \"m\"\nout = \"o\"\nsteps = 5\ndata_blend = \"en=0.7:a zh=0.3:b\"\n");
+  TrainOptions o;
+  auto table = TrainOptionTable(o);
+  ASSERT_TRUE(ApplyTomlFile(d / "train.toml", table).ok());
+  EXPECT_EQ(o.data_blend, "en=0.7:a zh=0.3:b");
+  EXPECT_TRUE(o.Validate().ok()) << o.Validate().message();
+  o.data = "d";  // both
+  EXPECT_NE(o.Validate().message().find("exactly one of --data"), std::string::npos);
+  o.data_blend.clear();
+  EXPECT_TRUE(o.Validate().ok());
+  o.data.clear();  // neither
+  EXPECT_NE(o.Validate().message().find("exactly one of --data"), std::string::npos);
+  ASSERT_TRUE(ApplyOptionText(Spec(table, "data_blend"), "en=0.7:a en=0.3:b").ok());
+  EXPECT_NE(o.Validate().message().find("twice"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace escale

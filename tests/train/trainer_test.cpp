@@ -125,6 +125,78 @@ TEST(Trainer, ResumeIsBitExactDenseAndMoe) {
   }
 }
 
+// Two sources mixed 3:1, each with validation shards.
+TrainerInputs BlendInputs() {
+  TrainerInputs in;
+  in.config = TinyConfig(false);
+  in.init = RandomInit(in.config, {.seed = 5});
+  auto a = PatternTokens(6000, 1), av = PatternTokens(600, 2), b = PatternTokens(2000, 3),
+       bv = PatternTokens(400, 4);
+  auto arr = [](const std::shared_ptr<std::vector<uint16_t>>& v) {
+    return TokenArray{v->data(), static_cast<int64_t>(v->size()), 2, v};
+  };
+  in.blend = {{"a", 0.75, {arr(a)}, {arr(av)}}, {"b", 0.25, {arr(b)}, {arr(bv)}}};
+  return in;
+}
+
+TrainOptions BlendOptions(const std::string& out, int64_t steps) {
+  TrainOptions o = Options(out, steps);
+  o.data.clear();
+  o.data_blend = "a=3:unused b=1:unused";
+  return o;
+}
+
+TEST(Trainer, BlendReportsProportionsAndResumesBitExact) {
+  testing::TempDir straight, resumed;
+  auto full = RunTraining(BlendOptions(straight.path(), 20), BlendInputs());
+  ASSERT_TRUE(full.ok()) << full.status().message();
+  // 20 steps x 2 micro-batches x 4 windows = 160 windows; a gets 3/4 of them, to within one window.
+  const double windows = 20 * 2 * 4, seq = 16;
+  ASSERT_EQ(full->sources.size(), 2u);
+  EXPECT_NEAR(full->sources[0].tokens, 0.75 * windows * seq, seq);
+  EXPECT_NEAR(full->sources[1].tokens, 0.25 * windows * seq, seq);
+  EXPECT_DOUBLE_EQ(full->sources[0].tokens + full->sources[1].tokens, windows * seq);
+  EXPECT_DOUBLE_EQ(full->sources[1].epochs, full->sources[1].tokens / seq / ((2000 - 1) / 16));
+  const auto metrics = Metrics(straight.path());
+  int evals = 0;
+  for (const auto& m : metrics) {
+    if (m.contains("event")) {
+      // The blended validation loss is the weight-averaged per-source loss.
+      const double la = m["val_loss_by_source"]["a"], lb = m["val_loss_by_source"]["b"];
+      EXPECT_NEAR(m["val_loss"].get<double>(), 0.75 * la + 0.25 * lb, 1e-12);
+      ++evals;
+    } else {
+      EXPECT_DOUBLE_EQ(
+          m["data"]["a"]["tokens"].get<double>() + m["data"]["b"]["tokens"].get<double>(),
+          m["tokens"].get<double>());
+    }
+  }
+  EXPECT_EQ(evals, 5);
+  const nlohmann::json& last_step = metrics[metrics.size() - 2];  // the final evaluation comes last
+  EXPECT_DOUBLE_EQ(last_step.at("data").at("a").at("tokens").get<double>(),
+                   full->sources[0].tokens);
+
+  // Died after the step-10 checkpoint; resumed: identical to the unbroken run.
+  ASSERT_TRUE(RunTraining(BlendOptions(resumed.path(), 20), BlendInputs()).ok());
+  fs::remove_all(CheckpointsDir(resumed.path()) + "/" + CheckpointName(20));
+  testing::WriteFile(CheckpointsDir(resumed.path()) + "/latest", CheckpointName(10) + "\n");
+  TrainOptions o = BlendOptions(resumed.path(), 20);
+  o.resume = true;
+  o.data_blend = "a=1:unused b=1:unused";  // other weights: refused
+  auto refused = RunTraining(o, BlendInputs());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("differ"), std::string::npos)
+      << refused.status().message();
+  o.data_blend =
+      "a=0.75:elsewhere b=0.25:moved";  // same names and shares: the directories may move
+  auto second = RunTraining(o, BlendInputs());
+  ASSERT_TRUE(second.ok()) << second.status().message();
+  EXPECT_EQ(second->start_step, 10);
+  EXPECT_EQ(Metrics(straight.path()), Metrics(resumed.path()));
+  EXPECT_EQ(Weights(full->last_checkpoint), Weights(second->last_checkpoint));
+  EXPECT_DOUBLE_EQ(second->sources[0].tokens, full->sources[0].tokens);
+}
+
 TEST(Trainer, DamagedStateFileIsAFormatErrorNotACrash) {
   testing::TempDir run;
   ASSERT_TRUE(RunTraining(Options(run.path(), 10), Inputs(false)).ok());
