@@ -197,24 +197,31 @@ Status ProduceScaleOutInto(const ScaleOutPlan& p, const OutRecipe& r, const Sour
       return Status::Ok();
     }
     case OutKind::kCopy: {
-      ESCALE_RETURN_IF_ERROR(LoadSourceInto<T>(source, r.source, r.source_shape, scratch.a));
-      std::copy(scratch.a.begin(), scratch.a.begin() + n, out);
+      ESCALE_ASSIGN_OR_RETURN(SourceView<T> v, ViewSource<T>(source, r.source, r.source_shape, scratch.a));
+      std::copy(v.data, v.data + n, out);
       return Status::Ok();
     }
     case OutKind::kExpertRows:
     case OutKind::kExpertCols: break;
   }
-  ESCALE_RETURN_IF_ERROR(LoadSourceInto<T>(source, r.source, r.source_shape, scratch.a));
-  const T* w = scratch.a.data();
+  ESCALE_ASSIGN_OR_RETURN(SourceView<T> v, ViewSource<T>(source, r.source, r.source_shape, scratch.a));
+  const T* w = v.data;
   const bool rows = r.kind == OutKind::kExpertRows;
   const int64_t f = p.source.intermediate_size;
   const T scale = static_cast<T>(r.scale);
-  for (int64_t a = 0; a < fe; ++a)
+  if (rows) {
+    // gate/up [fe, H] <- rows s*fe .. s*fe+fe-1 of [f, H]: one contiguous block.
+    std::copy(w + r.slice * fe * H, w + (r.slice + 1) * fe * H, out);
+  } else {
+    // down [H, fe] <- columns s*fe .. s*fe+fe-1 of [H, f], times scale.
+    const int threads = ProducerThreads();
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && n >= (int64_t{1} << 18))
     for (int64_t j = 0; j < H; ++j) {
-      // gate/up [fe, H] <- rows s*fe+a of [f, H]; down [H, fe] <- columns s*fe+a of [H, f].
-      if (rows) out[a * H + j] = w[(r.slice * fe + a) * H + j];
-      else out[j * fe + a] = w[j * f + r.slice * fe + a] * scale;
+      const T* from = w + j * f + r.slice * fe;
+      T* to = out + j * fe;
+      for (int64_t a = 0; a < fe; ++a) to[a] = from[a] * scale;
     }
+  }
   const int64_t layer = r.target.layer, expert = r.target.expert;
   const char* which = r.target.role == TensorRole::kExpertGate ? "gate"
                       : r.target.role == TensorRole::kExpertUp ? "up" : "down";
@@ -243,6 +250,36 @@ template Status ProduceScaleOutInto<float>(const ScaleOutPlan&, const OutRecipe&
                                            Scratch<float>&);
 template Status ProduceScaleOutInto<double>(const ScaleOutPlan&, const OutRecipe&, const SourceFn&, double*,
                                             Scratch<double>&);
+
+namespace {
+bool ExpertsPerturbed(const ScaleOutPlan& p) { return p.options.reinit_ratio > 0 || p.options.expert_noise > 0; }
+}  // namespace
+
+// Both must agree with ProduceScaleOutInto.
+std::optional<int64_t> ScaleOutCopyOffset(const ScaleOutPlan& p, const OutRecipe& r) {
+  if (r.scale != 1.0) return std::nullopt;
+  const int64_t fe = p.target.moe.expert_intermediate, H = p.target.hidden_size;
+  switch (r.kind) {
+    case OutKind::kCopy: return 0;
+    case OutKind::kExpertRows:
+      if (ExpertsPerturbed(p)) return std::nullopt;
+      return r.slice * fe * H;
+    case OutKind::kExpertCols:
+      if (ExpertsPerturbed(p) || fe != p.source.intermediate_size) return std::nullopt;
+      return 0;
+    case OutKind::kZero:
+    case OutKind::kRouter: return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+std::string ScaleOutShareKey(const ScaleOutPlan& p, const OutRecipe& r) {
+  if ((r.kind != OutKind::kExpertRows && r.kind != OutKind::kExpertCols) || ExpertsPerturbed(p)) return "";
+  std::ostringstream k;
+  k.precision(17);
+  k << static_cast<int>(r.kind) << ' ' << r.source << ' ' << r.slice << ' ' << r.scale;
+  return k.str();
+}
 
 template <class T>
 Result<std::vector<T>> ProduceScaleOut(const ScaleOutPlan& p, const OutRecipe& r, const SourceFn& source) {
