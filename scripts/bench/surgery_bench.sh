@@ -64,7 +64,7 @@ for conv in up out; do
     load=$(cut -d' ' -f1 /proc/loadavg)
     if [ $conv = up ]; then args=("${UP_ARGS[@]}"); else args=("${OUT_ARGS[@]}"); fi
     read -r e_wall e_rss e_user e_sys < <(time_cmd "$ESCALE" -q "${args[@]}")
-    files=$(cd "$WORK/out" && ls)
+    files=$(cd "$WORK/out" && ls | tr "\n" " ")
     bytes=$(cd "$WORK/out" && du -cb $files | tail -1 | cut -f1)
     mkdir -p "$WORK/copy"
     # The same files, copied and fsynced: what `cp` needs to write these bytes.
