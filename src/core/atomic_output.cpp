@@ -1,5 +1,7 @@
 #include "core/atomic_output.h"
 
+#include "core/splice_write.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -50,7 +52,7 @@ Result<AtomicFile> AtomicFile::Create(const std::string& final_path) {
 
 AtomicFile::AtomicFile(AtomicFile&& o) noexcept
     : final_(std::move(o.final_)), tmp_(std::move(o.tmp_)), fd_(o.fd_), written_(o.written_),
-      committed_(o.committed_) {
+      committed_(o.committed_), splice_(std::move(o.splice_)) {
   o.fd_ = -1;
   o.committed_ = true;
 }
@@ -61,17 +63,14 @@ AtomicFile::~AtomicFile() {
 }
 
 Status AtomicFile::Write(const void* data, size_t n) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t w = ::write(fd_, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return IoError("cannot write " + tmp_ + ": " + Errno());
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-    written_ += static_cast<size_t>(w);
+  constexpr size_t kSpliceMin = 1u << 20;  // below this, one write() costs less than the pipe
+  if (n >= kSpliceMin) {
+    if (!splice_) splice_ = std::make_unique<SpliceWriter>();
+    ESCALE_RETURN_IF_ERROR(splice_->Write(fd_, data, n, tmp_));
+  } else {
+    ESCALE_RETURN_IF_ERROR(WriteAll(fd_, data, n, tmp_));
   }
+  written_ += n;
   return Status::Ok();
 }
 

@@ -5,14 +5,17 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <string>
 
 #include "core/status.h"
 
 namespace escale {
 
+class SpliceWriter;
+
 // Writes one file. Commit() = flush + fsync + rename + fsync(parent). Without Commit() the
-// destructor removes the temporary file.
+// destructor removes the temporary file. Large writes go through a pipe (core/splice_write.h).
 class AtomicFile {
  public:
   static Result<AtomicFile> Create(const std::string& final_path);
@@ -33,6 +36,7 @@ class AtomicFile {
   int fd_ = -1;
   size_t written_ = 0;
   bool committed_ = false;
+  std::unique_ptr<SpliceWriter> splice_;  // created on the first large write
 };
 
 // Builds a directory. Files go into path(); Commit() fsyncs the directory and renames it over

@@ -4,12 +4,17 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <filesystem>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include "core/atomic_output.h"
+#include "core/buffer_pool.h"
 #include "core/progress.h"
 #include "io/hf_model.h"
 
@@ -227,12 +232,6 @@ Result<HfModel> ReadHfModel(const std::string& dir) {
   return m;
 }
 
-namespace {
-
-// Bytes already in the output dtype, written without passing through the buffer (nullptr: use
-// the producer instead). Returns the tensor so its pages can be released after writing.
-using DirectSource = std::function<const Tensor*(const TensorSpec& spec)>;
-
 void ReleasePages(const HfModel& m, const Tensor& t) {
   for (const auto& f : m.files) {
     const MappedFile& mf = *f->file();
@@ -241,8 +240,7 @@ void ReleasePages(const HfModel& m, const Tensor& t) {
   }
 }
 
-// Maps a tensor's pages in one call instead of taking a page fault every few pages.
-void Populate(const Tensor& t) {
+void PopulatePages(const Tensor& t) {
   if (!t.nbytes()) return;
   const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
   const uintptr_t lo = reinterpret_cast<uintptr_t>(t.bytes()) / page * page;
@@ -250,9 +248,22 @@ void Populate(const Tensor& t) {
             MADV_POPULATE_READ);
 }
 
-Status WriteModelImpl(const std::string& dir, const ModelConfig& config, const TensorProducer& produce,
-                      const DirectSource& direct, const std::function<void(const Tensor&)>& done_with,
-                      const WriteOptions& opt) {
+namespace {
+
+// Producer and writer meet here: the producer waits while `in_flight` tensors are produced and not
+// yet written; the writer waits for the next one. `stop` ends the producer early (writer failed).
+struct Handoff {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Result<TensorBytes>> ready;
+  size_t in_flight = 0;
+  bool stop = false;
+};
+
+}  // namespace
+
+Status StreamHfModel(const std::string& dir, const ModelConfig& config, const TensorStream& stream,
+                     const WriteOptions& opt) {
   if (opt.dtype != DType::kF32 && opt.dtype != DType::kBF16 && opt.dtype != DType::kF16 && opt.dtype != DType::kF64)
     return InvalidArgument("cannot write weights as " + std::string(DTypeName(opt.dtype)) + "; choose f32, bf16 or f16");
   ModelConfig out_cfg = config;
@@ -266,44 +277,76 @@ Status WriteModelImpl(const std::string& dir, const ModelConfig& config, const T
   ESCALE_ASSIGN_OR_RETURN(StagingDir staging, StagingDir::Create(dir, opt.overwrite));
   const std::vector<TensorSpec> specs = CanonicalTensors(out_cfg);
   std::vector<SafetensorsEntry> declared;
+  std::vector<size_t> sizes;
   declared.reserve(specs.size());
-  size_t max_bytes = 0;
   for (const TensorSpec& s : specs) {
     declared.push_back({HfTensorName(out_cfg, s), opt.dtype, s.shape, 0, 0});
-    max_bytes = std::max(max_bytes, static_cast<size_t>(ShapeNumel(s.shape)) * static_cast<size_t>(DTypeSize(opt.dtype)));
+    sizes.push_back(static_cast<size_t>(ShapeNumel(s.shape)) * static_cast<size_t>(DTypeSize(opt.dtype)));
   }
   SafetensorsWriter::Options wo;
   wo.max_shard_bytes = opt.max_shard_bytes;
   wo.metadata = opt.metadata;
   ESCALE_ASSIGN_OR_RETURN(SafetensorsWriter w, SafetensorsWriter::Create(staging.path(), declared, wo));
 
-  // One reusable buffer the size of the largest produced tensor: memory holds one tensor, never
-  // the model. Allocated on first use (a straight copy needs none), 2 MB aligned, left unfilled
-  // and marked for huge pages: first-touch faults of hundreds of MB cost more than the copy.
-  constexpr size_t kHuge = 2u << 20;
-  const size_t buf_bytes = std::max(kHuge, (max_bytes + kHuge - 1) / kHuge * kHuge);
-  std::unique_ptr<void, decltype(&std::free)> buf(nullptr, &std::free);
+  // The producer thread runs `stream` ahead of this thread, which writes: the kernel's copy into
+  // the page cache overlaps the next tensor's computation.
   Progress progress("writing " + dir, w.total_bytes(), "B", opt.progress);
-  uint64_t done = 0;
-  for (size_t i = 0; i < specs.size(); ++i) {
-    const size_t n = static_cast<size_t>(ShapeNumel(specs[i].shape)) * static_cast<size_t>(DTypeSize(opt.dtype));
-    const Tensor* src = direct ? direct(specs[i]) : nullptr;
-    if (src != nullptr) {
-      ESCALE_RETURN_IF_ERROR(w.Write(declared[i].name, src->bytes(), n));
-      if (done_with) done_with(*src);
-    } else {
-      if (!buf) {
-        buf.reset(std::aligned_alloc(kHuge, buf_bytes));
-        if (!buf) return IoError("cannot allocate a " + std::to_string(buf_bytes) + "-byte write buffer");
-        ::madvise(buf.get(), buf_bytes, MADV_HUGEPAGE);
+  const std::string of_n = "/" + std::to_string(specs.size()) + " ";
+  const size_t depth = std::max<size_t>(1, opt.in_flight);
+  Handoff h;
+  std::thread producer([&] {
+    for (size_t i = 0; i < specs.size(); ++i) {
+      {
+        std::unique_lock lock(h.mu);
+        h.cv.wait(lock, [&] { return h.stop || h.in_flight < depth; });
+        if (h.stop) return;
+        ++h.in_flight;
       }
-      auto* p = static_cast<std::byte*>(buf.get());
-      ESCALE_RETURN_IF_ERROR(produce(specs[i], p).WithContext("producing " + specs[i].name));
-      ESCALE_RETURN_IF_ERROR(w.Write(declared[i].name, p, n));
+      Result<TensorBytes> r = stream(specs[i], sizes[i]);
+      const bool failed = !r.ok();
+      if (failed) r = Result<TensorBytes>(r.status().WithContext("producing " + specs[i].name));
+      {
+        std::lock_guard lock(h.mu);
+        h.ready.push_back(std::move(r));
+      }
+      h.cv.notify_all();
+      if (failed) return;
     }
-    done += n;
-    progress.Update(done, specs[i].name);
+  });
+  auto written = [&]() -> Status {
+    uint64_t done = 0;
+    for (size_t i = 0; i < specs.size(); ++i) {
+      Result<TensorBytes> r = Status::Ok();
+      {
+        std::unique_lock lock(h.mu);
+        h.cv.wait(lock, [&] { return !h.ready.empty(); });
+        r = std::move(h.ready.front());
+        h.ready.pop_front();
+      }
+      ESCALE_RETURN_IF_ERROR(r.status());
+      TensorBytes t = std::move(r).value();
+      if (t.bytes == nullptr && sizes[i] != 0) return InternalError("no bytes produced for " + specs[i].name);
+      ESCALE_RETURN_IF_ERROR(w.Write(declared[i].name, t.bytes, sizes[i]));
+      if (t.after_write) t.after_write();
+      t = TensorBytes{};  // give the buffer back before the producer is let go
+      {
+        std::lock_guard lock(h.mu);
+        --h.in_flight;
+      }
+      h.cv.notify_all();
+      done += sizes[i];
+      progress.Update(done, "tensor " + std::to_string(i + 1) + of_n + specs[i].name);
+    }
+    return Status::Ok();
+  }();
+  {
+    std::lock_guard lock(h.mu);
+    h.stop = true;
   }
+  h.cv.notify_all();
+  producer.join();
+  ESCALE_RETURN_IF_ERROR(written);
+
   ESCALE_RETURN_IF_ERROR(w.Finish());
   ESCALE_RETURN_IF_ERROR(WriteFileAtomic(staging.path() + "/config.json", cj.dump(2) + "\n"));
   if (!opt.copy_tokenizer_from.empty()) {
@@ -320,29 +363,21 @@ Status WriteModelImpl(const std::string& dir, const ModelConfig& config, const T
   return Status::Ok();
 }
 
-}  // namespace
-
-Status WriteHfModel(const std::string& dir, const ModelConfig& config, const TensorProducer& produce,
-                    const WriteOptions& opt) {
-  return WriteModelImpl(dir, config, produce, nullptr, nullptr, opt);
-}
-
-Status WriteHfModel(const std::string& dir, const ModelConfig& config, const HfModel& source,
-                    const WriteOptions& opt) {
-  // Same-dtype tensors go from the mapping straight to the file (one copy, like cp); others are
-  // converted through the buffer. (Pre-populating the mapping measured slower here: the kernel's
-  // fault-around during write() already batches the faults.)
-  auto direct = [&](const TensorSpec& s) -> const Tensor* {
-    const auto it = source.tensors.find(s.name);
-    if (it == source.tensors.end() || it->second.dtype() != opt.dtype || it->second.shape() != s.shape)
-      return nullptr;
-    return &it->second;
-  };
-  return WriteModelImpl(dir, config, CopyFromModel(source, opt.dtype), direct,
-                        [&](const Tensor& t) { ReleasePages(source, t); }, opt);
-}
-
 namespace {
+
+// A stream over a producer that fills buffers recycled through `pool`.
+TensorStream BufferedStream(TensorProducer produce, BufferPool& pool) {
+  return [produce = std::move(produce), &pool](const TensorSpec& s, size_t n) -> Result<TensorBytes> {
+    std::shared_ptr<std::byte> buf = pool.Acquire(n);
+    if (!buf) return IoError("cannot allocate a " + std::to_string(n) + "-byte buffer for " + s.name);
+    ESCALE_RETURN_IF_ERROR(produce(s, buf.get()));
+    TensorBytes t;
+    t.bytes = buf.get();
+    t.keep = std::move(buf);
+    return t;
+  };
+}
+
 // Converts n elements in chunks so the scratch space stays small whatever the tensor size.
 Status ConvertBytes(DType src_type, const std::byte* src, size_t n, DType dst_type, std::byte* dst) {
   if (src_type == dst_type) {
@@ -370,6 +405,12 @@ Status ConvertBytes(DType src_type, const std::byte* src, size_t n, DType dst_ty
 }
 }  // namespace
 
+Status WriteHfModel(const std::string& dir, const ModelConfig& config, const TensorProducer& produce,
+                    const WriteOptions& opt) {
+  BufferPool pool;
+  return StreamHfModel(dir, config, BufferedStream(produce, pool), opt);
+}
+
 TensorProducer CopyFromModel(const HfModel& m, DType out) {
   return [&m, out](const TensorSpec& s, std::byte* dst) -> Status {
     const auto it = m.tensors.find(s.name);
@@ -378,11 +419,31 @@ TensorProducer CopyFromModel(const HfModel& m, DType out) {
     if (t.shape() != s.shape)
       return InvalidArgument("tensor '" + s.name + "' has shape " + ShapeToString(t.shape()) +
                              ", the output config needs " + ShapeToString(s.shape));
-    Populate(t);
+    PopulatePages(t);
     ESCALE_RETURN_IF_ERROR(ConvertBytes(t.dtype(), t.bytes(), static_cast<size_t>(t.numel()), out, dst));
     ReleasePages(m, t);
     return Status::Ok();
   };
+}
+
+Status WriteHfModel(const std::string& dir, const ModelConfig& config, const HfModel& source,
+                    const WriteOptions& opt) {
+  // Same-dtype tensors go from the mapping straight to the file (one copy, like cp) and their
+  // pages are released once written; others are converted through a buffer. (Pre-populating the
+  // mapping measured slower for the straight copies: the kernel's fault-around already batches.)
+  BufferPool pool;
+  const TensorProducer convert = CopyFromModel(source, opt.dtype);
+  const TensorStream buffered = BufferedStream(convert, pool);
+  return StreamHfModel(dir, config, [&](const TensorSpec& s, size_t n) -> Result<TensorBytes> {
+    const auto it = source.tensors.find(s.name);
+    if (it == source.tensors.end() || it->second.dtype() != opt.dtype || it->second.shape() != s.shape)
+      return buffered(s, n);
+    const Tensor& t = it->second;
+    TensorBytes out;
+    out.bytes = t.bytes();
+    out.after_write = [&source, &t] { ReleasePages(source, t); };
+    return out;
+  }, opt);
 }
 
 Status WriteHfModel(const std::string& dir, const ModelConfig& config,
@@ -403,7 +464,17 @@ Status WriteHfModel(const std::string& dir, const ModelConfig& config,
                              ", the config needs " + ShapeToString(s.shape));
     return ConvertBytes(t.dtype(), t.bytes(), static_cast<size_t>(t.numel()), opt.dtype, out);
   };
-  return WriteHfModel(dir, config, produce, opt);
+  // Tensors already in the output dtype are written from where they are.
+  BufferPool pool;
+  const TensorStream buffered = BufferedStream(produce, pool);
+  return StreamHfModel(dir, config, [&](const TensorSpec& s, size_t n) -> Result<TensorBytes> {
+    const auto it = tensors.find(s.name);
+    if (it == tensors.end() || it->second.dtype() != opt.dtype || it->second.shape() != s.shape)
+      return buffered(s, n);
+    TensorBytes out;
+    out.bytes = it->second.bytes();
+    return out;
+  }, opt);
 }
 
 }  // namespace escale

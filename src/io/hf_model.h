@@ -42,9 +42,27 @@ struct HfModel {
 };
 Result<HfModel> ReadHfModel(const std::string& dir);
 
+// Tells the kernel this process is done with the pages of `t` (a view into one of m's mappings;
+// anything else is ignored): they leave the resident set but stay in the page cache, so reading
+// them again costs a minor fault, not a disk read.
+void ReleasePages(const HfModel& m, const Tensor& t);
+// Maps a tensor's pages in one call instead of taking a page fault every few pages.
+void PopulatePages(const Tensor& t);
+
 // Produces the bytes of one canonical tensor, already in the output dtype, into `out`
-// (pre-sized to the tensor's byte count).
+// (pre-sized to the tensor's byte count, 8-byte aligned).
 using TensorProducer = std::function<Status(const TensorSpec& spec, std::byte* out)>;
+
+// One tensor handed to the streaming writer: `bytes` (nbytes of them, in the output dtype) stay
+// valid and unchanged while `keep` is held; `after_write`, if set, runs once they are in the file.
+struct TensorBytes {
+  const std::byte* bytes = nullptr;
+  std::shared_ptr<const void> keep;
+  std::function<void()> after_write;
+};
+// Called once per tensor of CanonicalTensors (in that order) on a producer thread that runs ahead
+// of the writer; at most WriteOptions::in_flight tensors are produced and not yet written.
+using TensorStream = std::function<Result<TensorBytes>(const TensorSpec& spec, size_t nbytes)>;
 
 struct WriteOptions {
   DType dtype = DType::kF32;
@@ -53,6 +71,8 @@ struct WriteOptions {
   bool overwrite = false;
   std::string copy_tokenizer_from;  // carry tokenizer files over from this directory, if set
   bool progress = true;
+  // Tensors produced ahead of the writer (2: one is produced while the previous one is written).
+  size_t in_flight = 2;
 };
 
 // Writes config.json and the weights of `config` (Hugging Face v4 per-expert layout) into `dir`,
@@ -61,6 +81,11 @@ struct WriteOptions {
 // generation_config.json and the other tokenizer files found there.
 Status WriteHfModel(const std::string& dir, const ModelConfig& config, const TensorProducer& produce,
                     const WriteOptions& opt);
+// The same, with the producer deciding where each tensor's bytes live (a buffer it keeps, a range
+// of a mapped source written as is): production overlaps writing, and memory holds
+// opt.in_flight tensors, never the model.
+Status StreamHfModel(const std::string& dir, const ModelConfig& config, const TensorStream& stream,
+                     const WriteOptions& opt);
 // A producer that copies (converting to `out` when it differs) each tensor of a read model and
 // then tells the kernel it may drop that tensor's pages, so a model streamed from one
 // directory to another never accumulates in memory. `m` must outlive the producer.

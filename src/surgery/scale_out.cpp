@@ -199,8 +199,8 @@ Status ProduceScaleOutInto(const ScaleOutPlan& p, const OutRecipe& r, const Sour
       return Status::Ok();
     }
     case OutKind::kCopy: {
-      ESCALE_RETURN_IF_ERROR(LoadSourceInto<T>(source, r.source, r.source_shape, scratch.a));
-      std::copy(scratch.a.begin(), scratch.a.begin() + n, out);
+      ESCALE_ASSIGN_OR_RETURN(SourceView<T> v, ViewSource<T>(source, r.source, r.source_shape, scratch.a));
+      std::copy(v.data, v.data + n, out);
       return Status::Ok();
     }
     case OutKind::kRouterCopies: {
@@ -223,21 +223,26 @@ Status ProduceScaleOutInto(const ScaleOutPlan& p, const OutRecipe& r, const Sour
     case OutKind::kExpertCols:
     case OutKind::kExpertCopy: break;
   }
-  ESCALE_RETURN_IF_ERROR(LoadSourceInto<T>(source, r.source, r.source_shape, scratch.a));
-  const T* w = scratch.a.data();
+  ESCALE_ASSIGN_OR_RETURN(SourceView<T> v, ViewSource<T>(source, r.source, r.source_shape, scratch.a));
+  const T* w = v.data;
   // gate/up are [fe, H] (a neuron is a row), down is [H, fe] (a neuron is a column).
   const bool rows = r.target.role != TensorRole::kExpertDown;
+  const int64_t f = p.source.intermediate_size;
+  const T scale = static_cast<T>(r.scale);
   if (r.kind == OutKind::kExpertCopy) {
     std::copy(w, w + n, out);
+  } else if (r.kind == OutKind::kExpertRows) {
+    // gate/up [fe, H] <- rows s*fe .. s*fe+fe-1 of [f, H]: one contiguous block.
+    std::copy(w + r.slice * fe * H, w + (r.slice + 1) * fe * H, out);
   } else {
-    const int64_t f = p.source.intermediate_size;
-    const T scale = static_cast<T>(r.scale);
-    for (int64_t a = 0; a < fe; ++a)
-      for (int64_t j = 0; j < H; ++j) {
-        // gate/up [fe, H] <- rows s*fe+a of [f, H]; down [H, fe] <- columns s*fe+a of [H, f].
-        if (rows) out[a * H + j] = w[(r.slice * fe + a) * H + j];
-        else out[j * fe + a] = w[j * f + r.slice * fe + a] * scale;
-      }
+    // down [H, fe] <- columns s*fe .. s*fe+fe-1 of [H, f], times scale.
+    const int threads = ProducerThreads();
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && n >= (int64_t{1} << 18))
+    for (int64_t j = 0; j < H; ++j) {
+      const T* from = w + j * f + r.slice * fe;
+      T* to = out + j * fe;
+      for (int64_t a = 0; a < fe; ++a) to[a] = from[a] * scale;
+    }
   }
   const int64_t layer = r.target.layer, expert = r.target.expert;
   const char* which = r.target.role == TensorRole::kExpertGate ? "gate"
@@ -267,6 +272,43 @@ template Status ProduceScaleOutInto<float>(const ScaleOutPlan&, const OutRecipe&
                                            Scratch<float>&);
 template Status ProduceScaleOutInto<double>(const ScaleOutPlan&, const OutRecipe&, const SourceFn&, double*,
                                             Scratch<double>&);
+
+namespace {
+bool ExpertsPerturbed(const ScaleOutPlan& p) { return p.options.reinit_ratio > 0 || p.options.expert_noise > 0; }
+}  // namespace
+
+// Both must agree with ProduceScaleOutInto.
+std::optional<int64_t> ScaleOutCopyOffset(const ScaleOutPlan& p, const OutRecipe& r) {
+  if (r.scale != 1.0) return std::nullopt;
+  const int64_t fe = p.target.moe.expert_intermediate, H = p.target.hidden_size;
+  switch (r.kind) {
+    case OutKind::kCopy: return 0;
+    case OutKind::kExpertRows:
+      if (ExpertsPerturbed(p)) return std::nullopt;
+      return r.slice * fe * H;
+    case OutKind::kExpertCols:
+      if (ExpertsPerturbed(p) || fe != p.source.intermediate_size) return std::nullopt;
+      return 0;
+    case OutKind::kExpertCopy:
+      // MoE growth: a copy of a whole source expert tensor.
+      if (ExpertsPerturbed(p)) return std::nullopt;
+      return 0;
+    case OutKind::kZero:
+    case OutKind::kRouter:
+    case OutKind::kRouterCopies: return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+std::string ScaleOutShareKey(const ScaleOutPlan& p, const OutRecipe& r) {
+  if ((r.kind != OutKind::kExpertRows && r.kind != OutKind::kExpertCols && r.kind != OutKind::kExpertCopy) ||
+      ExpertsPerturbed(p))
+    return "";
+  std::ostringstream k;
+  k.precision(17);
+  k << static_cast<int>(r.kind) << ' ' << r.source << ' ' << r.slice << ' ' << r.scale;
+  return k.str();
+}
 
 template <class T>
 Result<std::vector<T>> ProduceScaleOut(const ScaleOutPlan& p, const OutRecipe& r, const SourceFn& source) {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -85,6 +86,13 @@ Result<ScaleOutPlan> PlanExpertGrowth(const ModelConfig& moe, const ScaleOutOpti
 template <class T>
 Status ProduceScaleOutInto(const ScaleOutPlan& plan, const OutRecipe& r, const SourceFn& source, T* out,
                            Scratch<T>& scratch);
+// Where the target of `r` is a verbatim run of its source's elements: the element offset of that
+// run in the source (copies, gate/up experts' row slices, an ungrouped unscaled down_proj);
+// nullopt when the target is computed. An executor may then write the stored bytes instead.
+std::optional<int64_t> ScaleOutCopyOffset(const ScaleOutPlan& plan, const OutRecipe& r);
+// Recipes with the same non-empty key produce identical tensors (the E copies of one slice of a
+// dense FFN), so an executor may compute one and write it for all of them.
+std::string ScaleOutShareKey(const ScaleOutPlan& plan, const OutRecipe& r);
 template <class T>
 Result<std::vector<T>> ProduceScaleOut(const ScaleOutPlan& plan, const OutRecipe& r, const SourceFn& source);
 

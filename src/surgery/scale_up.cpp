@@ -210,6 +210,32 @@ Result<ScaleUpPlan> PlanScaleUp(const ModelConfig& src, const ScaleUpOptions& op
   return p;
 }
 
+namespace {
+
+// A stretch of target columns whose source columns are consecutive and all old or all new: the
+// circular map is two such stretches per row, so the inner loop is a contiguous divide.
+struct ColumnRun {
+  int64_t dst, src, len;
+  bool fresh;
+};
+
+std::vector<ColumnRun> ColumnRuns(const UpRecipe& r) {
+  std::vector<ColumnRun> runs;
+  if (!r.cols) return {{0, 0, 1, false}};
+  const DimMap& c = *r.cols;
+  for (int64_t j = 0; j < c.n_dst; ++j) {
+    const auto ju = static_cast<size_t>(j);
+    const bool fresh = c.fresh[ju] != 0;
+    if (!runs.empty() && runs.back().src + runs.back().len == c.src[ju] && runs.back().fresh == fresh)
+      ++runs.back().len;
+    else
+      runs.push_back({j, c.src[ju], 1, fresh});
+  }
+  return runs;
+}
+
+}  // namespace
+
 template <class T>
 Status ProduceScaleUpInto(const ScaleUpPlan& plan, const UpRecipe& r, const SourceFn& source, T* out,
                           Scratch<T>& scratch) {
@@ -219,13 +245,14 @@ Status ProduceScaleUpInto(const ScaleUpPlan& plan, const UpRecipe& r, const Sour
     std::fill(out, out + n, T(0));
     return Status::Ok();
   }
-  ESCALE_RETURN_IF_ERROR(LoadSourceInto<T>(source, r.source, r.source_shape, scratch.a));
-  const T* w = scratch.a.data();
-  const T* nx = w;
+  // Sources already stored as T are read in place from the mapping, not copied.
+  ESCALE_ASSIGN_OR_RETURN(SourceView<T> main, ViewSource<T>(source, r.source, r.source_shape, scratch.a));
+  SourceView<T> next;
   if (!r.next.empty()) {
-    ESCALE_RETURN_IF_ERROR(LoadSourceInto<T>(source, r.next, r.source_shape, scratch.b));
-    nx = scratch.b.data();
+    ESCALE_ASSIGN_OR_RETURN(next, ViewSource<T>(source, r.next, r.source_shape, scratch.b));
   }
+  const T* w = main.data;
+  const T* nx = r.next.empty() ? w : next.data;
   const DimMap& rows = *r.rows;
   const int64_t src_cols = r.cols ? r.cols->n_src : 1;
   const int64_t dst_cols = r.cols ? r.cols->n_dst : 1;
@@ -242,19 +269,23 @@ Status ProduceScaleUpInto(const ScaleUpPlan& plan, const UpRecipe& r, const Sour
       cfresh[ju] = r.cols->fresh[ju];
       if (r.divide_cols) cdiv[ju] = static_cast<T>(r.cols->count[static_cast<size_t>(csrc[ju])]);
     }
+  const std::vector<ColumnRun> runs = ColumnRuns(r);
+  const int threads = ProducerThreads();
+  // Every element is computed on its own (the pooled sum runs in a fixed order), so the result
+  // does not depend on the thread count.
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && n >= (int64_t{1} << 18))
   for (int64_t i = 0; i < rows.n_dst; ++i) {
     const auto iu = static_cast<size_t>(i);
     T* o = out + i * dst_cols;
     if (!rows.pooled()) {
       const T* rw = w + rows.src[iu] * src_cols;
       const T* rn = nx + rows.src[iu] * src_cols;
-      if (rows.fresh[iu]) {
-        for (int64_t j = 0; j < dst_cols; ++j) o[j] = rn[csrc[static_cast<size_t>(j)]] / cdiv[static_cast<size_t>(j)];
-      } else {
-        for (int64_t j = 0; j < dst_cols; ++j) {
-          const auto ju = static_cast<size_t>(j);
-          o[j] = (cfresh[ju] ? rn : rw)[csrc[ju]] / cdiv[ju];
-        }
+      for (const ColumnRun& run : runs) {
+        // A new row takes every column from the next layer; an old row only its new columns.
+        const T* from = (rows.fresh[iu] || run.fresh ? rn : rw) + run.src;
+        T* to = o + run.dst;
+        const T* div = cdiv.data() + run.dst;
+        for (int64_t t = 0; t < run.len; ++t) to[t] = from[t] / div[t];
       }
       continue;
     }
@@ -273,6 +304,16 @@ Status ProduceScaleUpInto(const ScaleUpPlan& plan, const UpRecipe& r, const Sour
 template Status ProduceScaleUpInto<float>(const ScaleUpPlan&, const UpRecipe&, const SourceFn&, float*, Scratch<float>&);
 template Status ProduceScaleUpInto<double>(const ScaleUpPlan&, const UpRecipe&, const SourceFn&, double*,
                                            Scratch<double>&);
+
+bool ScaleUpIsCopy(const UpRecipe& r) {
+  // Must agree with ProduceScaleUpInto: identity maps with unit counts make every element
+  // S[i, j] / 1, which is S[i, j].
+  auto plain = [](const DimMapPtr& m) {
+    return !m || (!m->pooled() && m->identity() && !m->any_fresh() &&
+                  std::all_of(m->count.begin(), m->count.end(), [](int64_t c) { return c == 1; }));
+  };
+  return !r.zero && r.next.empty() && r.rows && plain(r.rows) && plain(r.cols) && r.target.shape == r.source_shape;
+}
 
 template <class T>
 Result<std::vector<T>> ProduceScaleUp(const ScaleUpPlan& plan, const UpRecipe& r, const SourceFn& source) {

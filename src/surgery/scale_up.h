@@ -69,6 +69,9 @@ Result<ScaleUpPlan> PlanScaleUp(const ModelConfig& source, const ScaleUpOptions&
 template <class T>
 Status ProduceScaleUpInto(const ScaleUpPlan& plan, const UpRecipe& r, const SourceFn& source, T* out,
                           Scratch<T>& scratch);
+// True when the target of `r` is its source element for element (no width change, no donor
+// layer, not zeroed), so an executor may write the source's stored bytes instead of computing it.
+bool ScaleUpIsCopy(const UpRecipe& r);
 template <class T>
 Result<std::vector<T>> ProduceScaleUp(const ScaleUpPlan& plan, const UpRecipe& r, const SourceFn& source);
 

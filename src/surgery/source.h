@@ -32,6 +32,22 @@ Status LoadSourceInto(const SourceFn& source, const std::string& name, const Sha
 template <class T>
 Result<std::vector<T>> LoadSource(const SourceFn& source, const std::string& name, const Shape& expected);
 
+// A source tensor's elements as T without a copy when it is stored as T (a view into the mapped
+// checkpoint), else converted into `buf` as LoadSourceInto does. `tensor` keeps the view alive.
+template <class T>
+struct SourceView {
+  Tensor tensor;
+  const T* data = nullptr;
+};
+template <class T>
+Result<SourceView<T>> ViewSource(const SourceFn& source, const std::string& name, const Shape& expected,
+                                 std::vector<T>& buf);
+
+// OpenMP threads for computing one target tensor: all but one, which is left to the writer thread
+// (copying into the page cache costs it as much CPU as producing costs here). 1 on two cores,
+// where a spinning team would only take time from the writer.
+int ProducerThreads();
+
 // Canonical name -> shape of every tensor of `c`.
 std::map<std::string, Shape> ShapesOf(const ModelConfig& c);
 
