@@ -14,11 +14,6 @@ namespace escale::tok {
 
 namespace {
 
-struct StringHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
-};
-
 bool IsAsciiSpace(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
 bool IsWordByte(unsigned char c) { return std::isalnum(c) != 0 || c == '_' || c >= 0x80; }
 
@@ -71,7 +66,9 @@ struct Encoder::State {
   const TokenizerImpl& t;
   size_t max_cache;
   std::vector<std::unique_ptr<Regex::Matcher>> matchers;
-  std::unordered_map<std::string, std::pair<uint32_t, uint32_t>, StringHash, std::equal_to<>> cache;
+  // Pre-token -> ids. A single id (most words) is stored in the slot itself (a = id, b = 1);
+  // longer results are a = offset into `arena`, b = count.
+  StringTable cache;
   std::vector<int32_t> arena;
   BpeModel::Scratch scratch;
   std::string normalized;
@@ -84,22 +81,29 @@ struct Encoder::State {
   }
 
   void Word(std::string_view w, std::vector<int32_t>& out) {
-    auto it = cache.find(w);
-    if (it != cache.end()) {
-      out.insert(out.end(), arena.begin() + it->second.first,
-                 arena.begin() + it->second.first + it->second.second);
+    if (const StringTable::Value* v = cache.Find(w)) {
+      if (v->b == 1) {
+        out.push_back(static_cast<int32_t>(v->a));
+      } else {
+        out.insert(out.end(), arena.begin() + v->a, arena.begin() + v->a + v->b);
+      }
       return;
     }
     const size_t before = out.size();
     t.bpe.Tokenize(w, scratch, out);
     if (w.size() > kMaxCachedWord) return;  // long runs rarely repeat; keep the cache small
     if (cache.size() >= max_cache) {
-      cache.clear();
+      cache.Clear();
       arena.clear();
+    }
+    const auto count = static_cast<uint32_t>(out.size() - before);
+    if (count == 1) {
+      cache.InsertOrAssign(w, {static_cast<uint32_t>(out[before]), 1});
+      return;
     }
     const auto start = static_cast<uint32_t>(arena.size());
     arena.insert(arena.end(), out.begin() + static_cast<ptrdiff_t>(before), out.end());
-    cache.emplace(std::string(w), std::make_pair(start, static_cast<uint32_t>(out.size() - before)));
+    cache.InsertOrAssign(w, {start, count});
   }
 
   // Refines `pieces` (offsets into `text`) by every pre-tokenizer step.
