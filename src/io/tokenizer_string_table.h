@@ -38,6 +38,32 @@ inline uint64_t HashBytes(std::string_view s) {
   return h;
 }
 
+// a[0, n) == b[0, n) for the short keys of the tables without a call to memcmp: overlapping
+// loads from both ends, never past either buffer.
+inline bool SameBytes(const char* a, const char* b, size_t n) {
+  if (n >= 8) {
+    if (n > 16) return std::memcmp(a, b, n) == 0;
+    uint64_t x0, y0, x1, y1;
+    std::memcpy(&x0, a, 8);
+    std::memcpy(&y0, b, 8);
+    std::memcpy(&x1, a + n - 8, 8);
+    std::memcpy(&y1, b + n - 8, 8);
+    return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+  }
+  if (n >= 4) {
+    uint32_t x0, y0, x1, y1;
+    std::memcpy(&x0, a, 4);
+    std::memcpy(&y0, b, 4);
+    std::memcpy(&x1, a + n - 4, 4);
+    std::memcpy(&y1, b + n - 4, 4);
+    return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (a[i] != b[i]) return false;
+  }
+  return true;
+}
+
 class StringTable {
  public:
   struct Value {
@@ -53,8 +79,7 @@ class StringTable {
     for (size_t i = (h >> 32) & mask_;; i = (i + 1) & mask_) {
       const Slot& s = slots_[i];
       if (s.key_off == kEmpty) return nullptr;
-      if (s.hash == tag && s.key_len == key.size() &&
-          std::memcmp(keys_.data() + s.key_off, key.data(), key.size()) == 0) {
+      if (s.hash == tag && s.key_len == key.size() && SameBytes(keys_.data() + s.key_off, key.data(), key.size())) {
         return &s.v;
       }
     }
