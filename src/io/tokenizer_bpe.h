@@ -79,8 +79,9 @@ class BpeModel {
   // `bytes` is one pre-token. Appends its ids to `out`.
   void Tokenize(std::string_view bytes, Scratch& scratch, std::vector<int32_t>& out) const;
 
-  int32_t IdOfBytes(std::string_view bytes) const {
-    const StringTable::Value* v = bytes_to_id.Find(bytes);
+  int32_t IdOfBytes(std::string_view bytes) const { return IdOfBytes(bytes, HashBytes(bytes)); }
+  int32_t IdOfBytes(std::string_view bytes, uint64_t hash) const {
+    const StringTable::Value* v = bytes_to_id.Find(bytes, hash);
     return v == nullptr ? -1 : static_cast<int32_t>(v->a);
   }
   const MergeInfo* FindMerge(int32_t a, int32_t b) const { return merges.Find(Key(a, b)); }

@@ -71,18 +71,23 @@ class StringTable {
     uint32_t b = 0;
   };
 
-  // The value stored for `key`, or nullptr.
-  const Value* Find(std::string_view key) const {
+  // The value stored for `key`, or nullptr. `hash` is HashBytes(key).
+  const Value* Find(std::string_view key, uint64_t hash) const {
     if (slots_.empty()) return nullptr;
-    const uint64_t h = HashBytes(key);
-    const auto tag = static_cast<uint32_t>(h);
-    for (size_t i = (h >> 32) & mask_;; i = (i + 1) & mask_) {
+    const auto tag = static_cast<uint32_t>(hash);
+    for (size_t i = (hash >> 32) & mask_;; i = (i + 1) & mask_) {
       const Slot& s = slots_[i];
       if (s.key_off == kEmpty) return nullptr;
       if (s.hash == tag && s.key_len == key.size() && SameBytes(keys_.data() + s.key_off, key.data(), key.size())) {
         return &s.v;
       }
     }
+  }
+  const Value* Find(std::string_view key) const { return Find(key, HashBytes(key)); }
+  // Starts loading the slot a later Find(key, hash) probes first: the tables are larger than the
+  // caches, so a lookup is a memory access and issuing several ahead overlaps them.
+  void Prefetch(uint64_t hash) const {
+    if (!slots_.empty()) __builtin_prefetch(&slots_[(hash >> 32) & mask_]);
   }
   // Inserts `key` or overwrites its value.
   void InsertOrAssign(std::string_view key, Value v);
