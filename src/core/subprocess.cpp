@@ -39,7 +39,8 @@ Result<ProcessOutput> RunProcess(const std::vector<std::string>& argv,
     const std::string_view entry(*e);
     bool overridden = false;
     for (const auto& [name, value] : env) {
-      if (entry.size() > name.size() && entry.substr(0, name.size()) == name && entry[name.size()] == '=') {
+      if (entry.size() > name.size() && entry.substr(0, name.size()) == name &&
+          entry[name.size()] == '=') {
         overridden = true;
       }
     }

@@ -78,7 +78,8 @@ class StringTable {
     for (size_t i = (hash >> 32) & mask_;; i = (i + 1) & mask_) {
       const Slot& s = slots_[i];
       if (s.key_off == kEmpty) return nullptr;
-      if (s.hash == tag && s.key_len == key.size() && SameBytes(keys_.data() + s.key_off, key.data(), key.size())) {
+      if (s.hash == tag && s.key_len == key.size() &&
+          SameBytes(keys_.data() + s.key_off, key.data(), key.size())) {
         return &s.v;
       }
     }

@@ -23,7 +23,8 @@ using testing::TempDir;
 const std::vector<std::string>& Documents() {
   static const std::vector<std::string> docs = {
       "The quick brown fox jumps over the lazy dog. It's 1234 o'clock!\n",
-      "Caf\xc3\xa9 na\xc3\xafve d\xc3\xa9j\xc3\xa0 vu \xe4\xbd\xa0\xe5\xa5\xbd\xe4\xb8\x96\xe7\x95\x8c",
+      "Caf\xc3\xa9 na\xc3\xafve d\xc3\xa9j\xc3\xa0 vu "
+      "\xe4\xbd\xa0\xe5\xa5\xbd\xe4\xb8\x96\xe7\x95\x8c",
       "  leading spaces, a tab\there and <|endoftext|> inside\r\n",
       "the cat sat on the mat; the cat sat on the mat again.",
   };
@@ -37,7 +38,8 @@ std::string TrainTokenizer(const TempDir& tmp) {
     for (const std::string& d : Documents()) text += d + "\n";
   }
   testing::WriteFile(tmp / "train.txt", text);
-  const auto r = RunEscale("tokenizer train " + tmp / "train.txt" + " --vocab-size 320 -o " + tmp / "t.json");
+  const auto r =
+      RunEscale("tokenizer train " + tmp / "train.txt" + " --vocab-size 320 -o " + tmp / "t.json");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   return tmp / "t.json";
 }
@@ -119,7 +121,8 @@ TEST(BenchTokenize, BaselineWithoutPackagesIsSkippedWithANote) {
 
 TEST(BenchTokenize, BaselineAgreesWithHuggingFaceWhenInstalled) {
   const std::string modules = testing::SourceDir() + "/build/tokenizer-npm/node_modules";
-  if (!fs::exists(modules + "/@anush008/tokenizers") || !fs::exists(modules + "/@huggingface/tokenizers") ||
+  if (!fs::exists(modules + "/@anush008/tokenizers") ||
+      !fs::exists(modules + "/@huggingface/tokenizers") ||
       testing::RunShell("command -v node").exit_code != 0) {
     GTEST_SKIP() << "node or the npm packages are missing (scripts/tokenizer/fetch_tokenizers.sh)";
   }

@@ -1,7 +1,7 @@
 // RunProcess: output capture on both streams, exit codes, environment overrides, missing programs.
-#include <gtest/gtest.h>
-
 #include "core/subprocess.h"
+
+#include <gtest/gtest.h>
 
 namespace escale {
 namespace {
@@ -26,8 +26,9 @@ TEST(Subprocess, LargeOutputOnBothStreamsDoesNotDeadlock) {
 TEST(Subprocess, EnvironmentOverridesAndInherits) {
   setenv("ESCALE_SUBPROCESS_TEST", "outer", 1);
   setenv("ESCALE_SUBPROCESS_KEEP", "kept", 1);
-  auto r = RunProcess({"sh", "-c", "printf '%s %s' \"$ESCALE_SUBPROCESS_TEST\" \"$ESCALE_SUBPROCESS_KEEP\""},
-                      {{"ESCALE_SUBPROCESS_TEST", "inner"}});
+  auto r = RunProcess(
+      {"sh", "-c", "printf '%s %s' \"$ESCALE_SUBPROCESS_TEST\" \"$ESCALE_SUBPROCESS_KEEP\""},
+      {{"ESCALE_SUBPROCESS_TEST", "inner"}});
   ASSERT_TRUE(r.ok()) << r.status().message();
   EXPECT_EQ(r->out, "inner kept");
 }
