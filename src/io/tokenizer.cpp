@@ -14,11 +14,6 @@ namespace escale::tok {
 
 namespace {
 
-struct StringHash {
-  using is_transparent = void;
-  size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
-};
-
 bool IsAsciiSpace(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
 bool IsWordByte(unsigned char c) { return std::isalnum(c) != 0 || c == '_' || c >= 0x80; }
 
@@ -71,35 +66,52 @@ struct Encoder::State {
   const TokenizerImpl& t;
   size_t max_cache;
   std::vector<std::unique_ptr<Regex::Matcher>> matchers;
-  std::unordered_map<std::string, std::pair<uint32_t, uint32_t>, StringHash, std::equal_to<>> cache;
+  // Pre-token -> ids. A single id (most words) is stored in the slot itself (a = id, b = 1);
+  // longer results are a = offset into `arena`, b = count.
+  StringTable cache;
   std::vector<int32_t> arena;
   BpeModel::Scratch scratch;
   std::string normalized;
   std::string prefixed;
   SanitizedUtf8 sanitized;
   std::vector<std::pair<size_t, size_t>> pieces, next, matches;
+  std::vector<std::string_view> words;
+  std::vector<uint64_t> hashes;
 
   State(const TokenizerImpl& impl, size_t max_entries) : t(impl), max_cache(max_entries) {
     for (const auto& step : t.pretok) matchers.push_back(std::make_unique<Regex::Matcher>(*step.regex));
   }
 
-  void Word(std::string_view w, std::vector<int32_t>& out) {
-    auto it = cache.find(w);
-    if (it != cache.end()) {
-      out.insert(out.end(), arena.begin() + it->second.first,
-                 arena.begin() + it->second.first + it->second.second);
+  // `h` is HashBytes(w), shared by the cache and the vocabulary table.
+  void Word(std::string_view w, uint64_t h, std::vector<int32_t>& out) {
+    if (const StringTable::Value* v = cache.Find(w, h)) {
+      if (v->b == 1) {
+        out.push_back(static_cast<int32_t>(v->a));
+      } else {
+        out.insert(out.end(), arena.begin() + v->a, arena.begin() + v->a + v->b);
+      }
       return;
     }
     const size_t before = out.size();
-    t.bpe.Tokenize(w, scratch, out);
+    const int32_t whole = t.bpe.ignore_merges ? t.bpe.IdOfBytes(w, h) : -1;
+    if (whole >= 0) {
+      out.push_back(whole);  // what Tokenize returns first under ignore_merges
+    } else {
+      t.bpe.Tokenize(w, scratch, out);
+    }
     if (w.size() > kMaxCachedWord) return;  // long runs rarely repeat; keep the cache small
     if (cache.size() >= max_cache) {
-      cache.clear();
+      cache.Clear();
       arena.clear();
+    }
+    const auto count = static_cast<uint32_t>(out.size() - before);
+    if (count == 1) {
+      cache.InsertOrAssign(w, {static_cast<uint32_t>(out[before]), 1});
+      return;
     }
     const auto start = static_cast<uint32_t>(arena.size());
     arena.insert(arena.end(), out.begin() + static_cast<ptrdiff_t>(before), out.end());
-    cache.emplace(std::string(w), std::make_pair(start, static_cast<uint32_t>(out.size() - before)));
+    cache.InsertOrAssign(w, {start, count});
   }
 
   // Refines `pieces` (offsets into `text`) by every pre-tokenizer step.
@@ -157,18 +169,34 @@ struct Encoder::State {
       prefixed.append(seg);
       seg = prefixed;
     }
+    words.clear();
     if (IsValidUtf8(seg)) {
       Split(seg);
-      for (const auto& [b, e] : pieces) Word(seg.substr(b, e - b), out);
-      return;
+      for (const auto& [b, e] : pieces) words.push_back(seg.substr(b, e - b));
+    } else {
+      // Invalid bytes: segment a stand-in where each is U+FFFD, then cut the original bytes.
+      SanitizeUtf8(seg, sanitized);
+      const std::string shadow = sanitized.text;
+      Split(shadow);
+      for (const auto& [b, e] : pieces) {
+        const size_t ob = sanitized.offsets[b], oe = sanitized.offsets[e];
+        words.push_back(seg.substr(ob, oe - ob));
+      }
     }
-    // Invalid bytes: segment a stand-in where each is U+FFFD, then cut the original bytes.
-    SanitizeUtf8(seg, sanitized);
-    const std::string shadow = sanitized.text;
-    Split(shadow);
-    for (const auto& [b, e] : pieces) {
-      const size_t ob = sanitized.offsets[b], oe = sanitized.offsets[e];
-      Word(seg.substr(ob, oe - ob), out);
+    // Hash every word first and prefetch the cache slot (and, under ignore_merges, the vocabulary
+    // slot) a few words ahead, so that the table lookups' memory accesses overlap.
+    constexpr size_t kAhead = 8;
+    hashes.resize(words.size());
+    for (size_t i = 0; i < words.size(); ++i) hashes[i] = HashBytes(words[i]);
+    for (size_t i = 0; i < words.size(); ++i) {
+      if (i + kAhead < words.size()) {
+        cache.Prefetch(hashes[i + kAhead]);
+        if (t.bpe.ignore_merges) t.bpe.bytes_to_id.Prefetch(hashes[i + kAhead]);
+      }
+      if (i == 0) {
+        for (size_t k = 1; k < kAhead && k < words.size(); ++k) cache.Prefetch(hashes[k]);
+      }
+      Word(words[i], hashes[i], out);
     }
   }
 

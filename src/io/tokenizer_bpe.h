@@ -9,6 +9,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "io/tokenizer_string_table.h"
+
 namespace escale::tok {
 
 struct MergeInfo {
@@ -77,16 +79,17 @@ class BpeModel {
   // `bytes` is one pre-token. Appends its ids to `out`.
   void Tokenize(std::string_view bytes, Scratch& scratch, std::vector<int32_t>& out) const;
 
-  int32_t IdOfBytes(std::string_view bytes) const {
-    auto it = bytes_to_id.find(bytes);
-    return it == bytes_to_id.end() ? -1 : it->second;
+  int32_t IdOfBytes(std::string_view bytes) const { return IdOfBytes(bytes, HashBytes(bytes)); }
+  int32_t IdOfBytes(std::string_view bytes, uint64_t hash) const {
+    const StringTable::Value* v = bytes_to_id.Find(bytes, hash);
+    return v == nullptr ? -1 : static_cast<int32_t>(v->a);
   }
   const MergeInfo* FindMerge(int32_t a, int32_t b) const { return merges.Find(Key(a, b)); }
   static uint64_t Key(int32_t a, int32_t b) {
     return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
   }
 
-  std::unordered_map<std::string, int32_t, StringViewHash, std::equal_to<>> bytes_to_id;
+  StringTable bytes_to_id;  // value.a = id
   MergeTable merges;
   int32_t byte_id[256];
   bool ignore_merges = false;

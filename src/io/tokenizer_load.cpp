@@ -207,7 +207,7 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
   t.id_token.assign(n, std::string());
   t.id_special.assign(n, 0);
   std::fill(std::begin(t.bpe.byte_id), std::end(t.bpe.byte_id), -1);
-  t.bpe.bytes_to_id.reserve(vocab.size());
+  t.bpe.bytes_to_id.Reserve(vocab.size());
   t.token_to_id.reserve(vocab.size() + added.size());
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
     const auto id = static_cast<int32_t>(it.value().get<int64_t>());
@@ -216,7 +216,7 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
     t.token_to_id[token] = id;
     std::string bytes;
     if (ByteLevelToBytes(token, bytes)) {
-      t.bpe.bytes_to_id[bytes] = id;
+      t.bpe.bytes_to_id.InsertOrAssign(bytes, {static_cast<uint32_t>(id), 0});
       if (bytes.size() == 1) t.bpe.byte_id[static_cast<unsigned char>(bytes[0])] = id;
       t.id_bytes[id] = std::move(bytes);
     } else {
