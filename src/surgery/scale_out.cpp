@@ -5,8 +5,8 @@
 #include <sstream>
 
 #include "core/check.h"
-#include "surgery/plan_report.h"
 #include "core/rng.h"
+#include "surgery/plan_report.h"
 
 namespace escale::surgery {
 
@@ -18,7 +18,9 @@ const OutRecipe* ScaleOutPlan::Find(const std::string& target_name) const {
 
 namespace {
 
-std::string D(int64_t v) { return std::to_string(v); }
+std::string D(int64_t v) {
+  return std::to_string(v);
+}
 
 std::string Num(double v) {
   std::ostringstream o;
@@ -32,7 +34,8 @@ std::string StreamName(const char* what, int64_t layer, int64_t expert, const ch
 
 // Drop-Upcycling: the neurons of expert e of layer l to re-initialise, one set shared by gate, up
 // and down (the paper's description), drawn by a partial Fisher-Yates shuffle.
-std::vector<uint8_t> ReinitMask(uint64_t seed, int64_t layer, int64_t expert, int64_t fe, double ratio) {
+std::vector<uint8_t> ReinitMask(uint64_t seed, int64_t layer, int64_t expert, int64_t fe,
+                                double ratio) {
   std::vector<int64_t> idx(static_cast<size_t>(fe));
   for (int64_t i = 0; i < fe; ++i) idx[static_cast<size_t>(i)] = i;
   const auto n = static_cast<int64_t>(std::llround(ratio * static_cast<double>(fe)));
@@ -48,7 +51,8 @@ std::vector<uint8_t> ReinitMask(uint64_t seed, int64_t layer, int64_t expert, in
 
 }  // namespace
 
-std::vector<double> RouterBaseWeights(uint64_t seed, int64_t layer, int64_t rows, int64_t cols, double std_dev) {
+std::vector<double> RouterBaseWeights(uint64_t seed, int64_t layer, int64_t rows, int64_t cols,
+                                      double std_dev) {
   Rng rng = Rng::Stream(seed, "router/layer/" + D(layer));
   std::vector<double> w(static_cast<size_t>(rows * cols));
   for (double& x : w) x = rng.NextNormal() * std_dev;
@@ -59,23 +63,31 @@ Result<ScaleOutPlan> PlanScaleOut(const ModelConfig& src, const ScaleOutOptions&
   ESCALE_RETURN_IF_ERROR(src.Validate().WithContext("source config"));
   if (src.is_moe()) return PlanExpertGrowth(src, opt);
   if (opt.router_noise != 0)
-    return InvalidArgument("--router-noise perturbs the copied router rows of an MoE source; a dense source's router "
-                           "is drawn fresh (use --router-init-std)");
+    return InvalidArgument(
+        "--router-noise perturbs the copied router rows of an MoE source; a dense source's router "
+        "is drawn fresh (use --router-init-std)");
   const int64_t E = opt.experts, k = opt.top_k, G = opt.granularity, f = src.intermediate_size;
   if (E < 2) return InvalidArgument("--experts must be at least 2 (got " + D(E) + ")");
   if (k == 0) return InvalidArgument("--top-k is required for a dense source (e.g. --top-k 2)");
   if (E > 65536) return InvalidArgument("--experts " + D(E) + " is more than 65536");
-  if (k < 1 || k > E) return InvalidArgument("--top-k must be between 1 and --experts " + D(E) + " (got " + D(k) + ")");
+  if (k < 1 || k > E)
+    return InvalidArgument("--top-k must be between 1 and --experts " + D(E) + " (got " + D(k) +
+                           ")");
   if (k == 1 && opt.router == RouterType::kMixtral)
-    return InvalidArgument("--top-k 1 with mixtral routing gives the router no gradient (softmax over one selected "
-                           "expert is always 1); use --top-k 2 or more, or --router st");
+    return InvalidArgument(
+        "--top-k 1 with mixtral routing gives the router no gradient (softmax over one selected "
+        "expert is always 1); use --top-k 2 or more, or --router st");
   if (G < 1) return InvalidArgument("--granularity must be at least 1 (got " + D(G) + ")");
-  if (G > f) return InvalidArgument("--granularity " + D(G) + " is larger than the FFN size " + D(f));
-  if (E * G > 65536) return InvalidArgument("--experts x --granularity = " + D(E * G) + " is more than 65536 experts");
+  if (G > f)
+    return InvalidArgument("--granularity " + D(G) + " is larger than the FFN size " + D(f));
+  if (E * G > 65536)
+    return InvalidArgument("--experts x --granularity = " + D(E * G) +
+                           " is more than 65536 experts");
   if (f % G != 0)
     return InvalidArgument("--granularity " + D(G) + " does not divide the FFN size " + D(f));
   if (opt.every < 1 || opt.every > src.num_layers)
-    return InvalidArgument("--moe-every must be between 1 and the number of layers " + D(src.num_layers));
+    return InvalidArgument("--moe-every must be between 1 and the number of layers " +
+                           D(src.num_layers));
   if (!(opt.router_std >= 0) || !std::isfinite(opt.router_std))
     return InvalidArgument("--router-init-std must be a finite number >= 0");
   if (!(opt.capacity_factor >= 0) || !std::isfinite(opt.capacity_factor))
@@ -91,14 +103,20 @@ Result<ScaleOutPlan> PlanScaleOut(const ModelConfig& src, const ScaleOutOptions&
   // Mixtral cannot express QKV bias, a shared expert, un-renormalised (st) routing or dense layers
   // between MoE layers; Qwen2-MoE can express all of them.
   std::string needs_qwen;
-  if (src.qkv_bias) needs_qwen = "the source has q/k/v biases";
-  else if (opt.shared_expert) needs_qwen = "--shared-experts";
-  else if (opt.router == RouterType::kSt) needs_qwen = "--router st (Mixtral always renormalises the top-k)";
-  else if (opt.every > 1) needs_qwen = "--moe-every " + D(opt.every) + " (Mixtral makes every layer MoE)";
+  if (src.qkv_bias)
+    needs_qwen = "the source has q/k/v biases";
+  else if (opt.shared_expert)
+    needs_qwen = "--shared-experts";
+  else if (opt.router == RouterType::kSt)
+    needs_qwen = "--router st (Mixtral always renormalises the top-k)";
+  else if (opt.every > 1)
+    needs_qwen = "--moe-every " + D(opt.every) + " (Mixtral makes every layer MoE)";
   if (opt.format == MoeFormat::kMixtral && !needs_qwen.empty())
-    return InvalidArgument("--format mixtral cannot hold this model: " + needs_qwen + "; use --format qwen2-moe");
-  p.format = opt.format == MoeFormat::kAuto ? (needs_qwen.empty() ? MoeFormat::kMixtral : MoeFormat::kQwen2Moe)
-                                            : opt.format;
+    return InvalidArgument("--format mixtral cannot hold this model: " + needs_qwen +
+                           "; use --format qwen2-moe");
+  p.format = opt.format == MoeFormat::kAuto
+                 ? (needs_qwen.empty() ? MoeFormat::kMixtral : MoeFormat::kQwen2Moe)
+                 : opt.format;
 
   ModelConfig& t = p.target;
   t = src;
@@ -115,13 +133,15 @@ Result<ScaleOutPlan> PlanScaleOut(const ModelConfig& src, const ScaleOutOptions&
   t.moe.drop_policy = opt.drop_policy;
   // Mixtral's intermediate_size is the expert size; every layer is MoE so no dense FFN remains.
   if (p.format == MoeFormat::kMixtral) t.intermediate_size = fe;
-  // Qwen2-MoE attention has q/k/v biases (hard-coded in older transformers): zeros keep the function.
+  // Qwen2-MoE attention has q/k/v biases (hard-coded in older transformers): zeros keep the
+  // function.
   if (p.format == MoeFormat::kQwen2Moe) t.qkv_bias = true;
   ESCALE_RETURN_IF_ERROR(t.Validate().WithContext("target config"));
 
-  // With mixtral routing the k selected groups' weights sum to 1 and each group's G slices share one
-  // router row, so each slice gets weight w/G: down_proj times G restores the dense output. A
-  // shared expert gated by sigmoid(0) = 1/2 carries half of the dense FFN, the experts the other half.
+  // With mixtral routing the k selected groups' weights sum to 1 and each group's G slices share
+  // one router row, so each slice gets weight w/G: down_proj times G restores the dense output. A
+  // shared expert gated by sigmoid(0) = 1/2 carries half of the dense FFN, the experts the other
+  // half.
   p.expert_down_scale = static_cast<double>(G) * (opt.shared_expert ? 0.5 : 1.0);
 
   const auto src_shapes = ShapesOf(src);
@@ -130,7 +150,9 @@ Result<ScaleOutPlan> PlanScaleOut(const ModelConfig& src, const ScaleOutOptions&
     r.target = spec;
     const std::string l = spec.layer >= 0 ? "layers." + D(spec.layer) + "." : "";
     switch (spec.role) {
-      case TensorRole::kRouter: r.kind = OutKind::kRouter; break;
+      case TensorRole::kRouter:
+        r.kind = OutKind::kRouter;
+        break;
       case TensorRole::kExpertGate:
       case TensorRole::kExpertUp:
         r.kind = OutKind::kExpertRows;
@@ -143,87 +165,112 @@ Result<ScaleOutPlan> PlanScaleOut(const ModelConfig& src, const ScaleOutOptions&
         r.slice = spec.expert % G;
         r.scale = p.expert_down_scale;
         break;
-      case TensorRole::kSharedGate: r.source = l + "ffn.gate"; break;
-      case TensorRole::kSharedUp: r.source = l + "ffn.up"; break;
-      case TensorRole::kSharedDown: r.source = l + "ffn.down"; break;
-      case TensorRole::kSharedRouter: r.kind = OutKind::kZero; break;
+      case TensorRole::kSharedGate:
+        r.source = l + "ffn.gate";
+        break;
+      case TensorRole::kSharedUp:
+        r.source = l + "ffn.up";
+        break;
+      case TensorRole::kSharedDown:
+        r.source = l + "ffn.down";
+        break;
+      case TensorRole::kSharedRouter:
+        r.kind = OutKind::kZero;
+        break;
       case TensorRole::kBq:
       case TensorRole::kBk:
       case TensorRole::kBv:
-        if (src.qkv_bias) r.source = spec.name;
-        else r.kind = OutKind::kZero;
+        if (src.qkv_bias)
+          r.source = spec.name;
+        else
+          r.kind = OutKind::kZero;
         break;
       case TensorRole::kLmHead:
         r.source = src.tie_word_embeddings ? "embed" : "lm_head";
         break;
-      default: r.source = spec.name; break;
+      default:
+        r.source = spec.name;
+        break;
     }
     if (!r.source.empty()) {
       auto it = src_shapes.find(r.source);
-      if (it == src_shapes.end()) return InternalError("scale-out: no dense tensor " + r.source + " for " + spec.name);
+      if (it == src_shapes.end())
+        return InternalError("scale-out: no dense tensor " + r.source + " for " + spec.name);
       r.source_shape = it->second;
     }
     p.recipes.push_back(std::move(r));
   }
 
   if (opt.router == RouterType::kSt)
-    p.inexact.push_back("st routing (softmax over all " + D(E * G) +
-                        " experts, top-k, no renormalisation) multiplies each MoE FFN output by the selected "
-                        "probability mass (about k/E = " + Num(static_cast<double>(k) / static_cast<double>(E)) +
-                        " at init)");
+    p.inexact.push_back(
+        "st routing (softmax over all " + D(E * G) +
+        " experts, top-k, no renormalisation) multiplies each MoE FFN output by the selected "
+        "probability mass (about k/E = " +
+        Num(static_cast<double>(k) / static_cast<double>(E)) + " at init)");
   if (opt.expert_noise > 0)
-    p.inexact.push_back("--expert-noise " + Num(opt.expert_noise) + " makes the experts differ from the dense FFN");
+    p.inexact.push_back("--expert-noise " + Num(opt.expert_noise) +
+                        " makes the experts differ from the dense FFN");
   if (opt.reinit_ratio > 0)
-    p.inexact.push_back("--reinit-ratio " + Num(opt.reinit_ratio) + " re-initialises part of every expert (Drop-Upcycling)");
+    p.inexact.push_back("--reinit-ratio " + Num(opt.reinit_ratio) +
+                        " re-initialises part of every expert (Drop-Upcycling)");
   if (opt.capacity_factor > 0)
-    p.conditions.push_back("capacity factor " + Num(opt.capacity_factor) + ": exact only while no expert receives more "
-                           "than ceil(CF*T*k/E) assignments; a dropped assignment contributes nothing");
+    p.conditions.push_back(
+        "capacity factor " + Num(opt.capacity_factor) +
+        ": exact only while no expert receives more "
+        "than ceil(CF*T*k/E) assignments; a dropped assignment contributes nothing");
   return p;
 }
 
 template <class T>
-Status ProduceScaleOutInto(const ScaleOutPlan& p, const OutRecipe& r, const SourceFn& source, T* out,
-                           Scratch<T>& scratch) {
+Status ProduceScaleOutInto(const ScaleOutPlan& p, const OutRecipe& r, const SourceFn& source,
+                           T* out, Scratch<T>& scratch) {
   const int64_t n = ShapeNumel(r.target.shape);
-  const int64_t H = p.target.hidden_size, fe = p.target.moe.expert_intermediate, G = p.options.granularity;
+  const int64_t H = p.target.hidden_size, fe = p.target.moe.expert_intermediate,
+                G = p.options.granularity;
   switch (r.kind) {
     case OutKind::kZero:
       std::fill(out, out + n, T(0));
       return Status::Ok();
     case OutKind::kRouter: {
       const int64_t groups = p.target.moe.num_experts / G;
-      const std::vector<double> base = RouterBaseWeights(p.options.seed, r.target.layer, groups, H, p.options.router_std);
+      const std::vector<double> base =
+          RouterBaseWeights(p.options.seed, r.target.layer, groups, H, p.options.router_std);
       for (int64_t e = 0; e < p.target.moe.num_experts; ++e)
         for (int64_t j = 0; j < H; ++j)
           out[e * H + j] = static_cast<T>(base[static_cast<size_t>((e / G) * H + j)]);
       return Status::Ok();
     }
     case OutKind::kCopy: {
-      ESCALE_ASSIGN_OR_RETURN(SourceView<T> v, ViewSource<T>(source, r.source, r.source_shape, scratch.a));
+      ESCALE_ASSIGN_OR_RETURN(SourceView<T> v,
+                              ViewSource<T>(source, r.source, r.source_shape, scratch.a));
       std::copy(v.data, v.data + n, out);
       return Status::Ok();
     }
     case OutKind::kRouterCopies: {
       ESCALE_RETURN_IF_ERROR(LoadSourceInto<T>(source, r.source, r.source_shape, scratch.a));
       const int64_t E = p.target.moe.num_experts, m = p.copies;
-      const std::vector<double> noise = p.options.router_noise > 0
-                                            ? RouterNoise(p.options.seed, r.target.layer, E, H, p.options.router_noise)
-                                            : std::vector<double>();
+      const std::vector<double> noise =
+          p.options.router_noise > 0
+              ? RouterNoise(p.options.seed, r.target.layer, E, H, p.options.router_noise)
+              : std::vector<double>();
       for (int64_t e = 0; e < E; ++e)
         for (int64_t j = 0; j < H; ++j) {
           const T v = scratch.a[static_cast<size_t>((e / m) * H + j)];
           // Copy 0 keeps the source row, so the source's experts stay where they were.
-          out[e * H + j] = noise.empty() || e % m == 0 ? v
-                                                       : static_cast<T>(static_cast<double>(v) +
-                                                                        noise[static_cast<size_t>(e * H + j)]);
+          out[e * H + j] =
+              noise.empty() || e % m == 0
+                  ? v
+                  : static_cast<T>(static_cast<double>(v) + noise[static_cast<size_t>(e * H + j)]);
         }
       return Status::Ok();
     }
     case OutKind::kExpertRows:
     case OutKind::kExpertCols:
-    case OutKind::kExpertCopy: break;
+    case OutKind::kExpertCopy:
+      break;
   }
-  ESCALE_ASSIGN_OR_RETURN(SourceView<T> v, ViewSource<T>(source, r.source, r.source_shape, scratch.a));
+  ESCALE_ASSIGN_OR_RETURN(SourceView<T> v,
+                          ViewSource<T>(source, r.source, r.source_shape, scratch.a));
   const T* w = v.data;
   // gate/up are [fe, H] (a neuron is a row), down is [H, fe] (a neuron is a column).
   const bool rows = r.target.role != TensorRole::kExpertDown;
@@ -237,7 +284,8 @@ Status ProduceScaleOutInto(const ScaleOutPlan& p, const OutRecipe& r, const Sour
   } else {
     // down [H, fe] <- columns s*fe .. s*fe+fe-1 of [H, f], times scale.
     const int threads = ProducerThreads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && n >= (int64_t{1} << 18))
+#pragma omp parallel for schedule(static) \
+    num_threads(threads) if (threads > 1 && n >= (int64_t{1} << 18))
     for (int64_t j = 0; j < H; ++j) {
       const T* from = w + j * f + r.slice * fe;
       T* to = out + j * fe;
@@ -246,35 +294,42 @@ Status ProduceScaleOutInto(const ScaleOutPlan& p, const OutRecipe& r, const Sour
   }
   const int64_t layer = r.target.layer, expert = r.target.expert;
   const char* which = r.target.role == TensorRole::kExpertGate ? "gate"
-                      : r.target.role == TensorRole::kExpertUp ? "up" : "down";
+                      : r.target.role == TensorRole::kExpertUp ? "up"
+                                                               : "down";
   if (p.options.reinit_ratio > 0) {
     // Drop-Upcycling: the chosen neurons' rows (gate, up) or columns (down) are drawn from a normal
     // with this expert matrix's own mean and standard deviation.
     double mean = 0, sq = 0;
     for (int64_t i = 0; i < n; ++i) mean += static_cast<double>(out[i]);
     mean /= static_cast<double>(n);
-    for (int64_t i = 0; i < n; ++i) sq += (static_cast<double>(out[i]) - mean) * (static_cast<double>(out[i]) - mean);
+    for (int64_t i = 0; i < n; ++i)
+      sq += (static_cast<double>(out[i]) - mean) * (static_cast<double>(out[i]) - mean);
     const double sd = std::sqrt(sq / static_cast<double>(n));
-    const std::vector<uint8_t> mask = ReinitMask(p.options.seed, layer, expert, fe, p.options.reinit_ratio);
+    const std::vector<uint8_t> mask =
+        ReinitMask(p.options.seed, layer, expert, fe, p.options.reinit_ratio);
     Rng rng = Rng::Stream(p.options.seed, StreamName("reinit-values", layer, expert, which));
     for (int64_t idx = 0; idx < n; ++idx) {
       const int64_t neuron = rows ? idx / H : idx % fe;
-      if (mask[static_cast<size_t>(neuron)]) out[idx] = static_cast<T>(mean + sd * rng.NextNormal());
+      if (mask[static_cast<size_t>(neuron)])
+        out[idx] = static_cast<T>(mean + sd * rng.NextNormal());
     }
   }
   if (p.options.expert_noise > 0) {
     Rng rng = Rng::Stream(p.options.seed, StreamName("noise", layer, expert, which));
-    for (int64_t i = 0; i < n; ++i) out[i] += static_cast<T>(p.options.expert_noise * rng.NextNormal());
+    for (int64_t i = 0; i < n; ++i)
+      out[i] += static_cast<T>(p.options.expert_noise * rng.NextNormal());
   }
   return Status::Ok();
 }
-template Status ProduceScaleOutInto<float>(const ScaleOutPlan&, const OutRecipe&, const SourceFn&, float*,
-                                           Scratch<float>&);
-template Status ProduceScaleOutInto<double>(const ScaleOutPlan&, const OutRecipe&, const SourceFn&, double*,
-                                            Scratch<double>&);
+template Status ProduceScaleOutInto<float>(const ScaleOutPlan&, const OutRecipe&, const SourceFn&,
+                                           float*, Scratch<float>&);
+template Status ProduceScaleOutInto<double>(const ScaleOutPlan&, const OutRecipe&, const SourceFn&,
+                                            double*, Scratch<double>&);
 
 namespace {
-bool ExpertsPerturbed(const ScaleOutPlan& p) { return p.options.reinit_ratio > 0 || p.options.expert_noise > 0; }
+bool ExpertsPerturbed(const ScaleOutPlan& p) {
+  return p.options.reinit_ratio > 0 || p.options.expert_noise > 0;
+}
 }  // namespace
 
 // Both must agree with ProduceScaleOutInto.
@@ -282,7 +337,8 @@ std::optional<int64_t> ScaleOutCopyOffset(const ScaleOutPlan& p, const OutRecipe
   if (r.scale != 1.0) return std::nullopt;
   const int64_t fe = p.target.moe.expert_intermediate, H = p.target.hidden_size;
   switch (r.kind) {
-    case OutKind::kCopy: return 0;
+    case OutKind::kCopy:
+      return 0;
     case OutKind::kExpertRows:
       if (ExpertsPerturbed(p)) return std::nullopt;
       return r.slice * fe * H;
@@ -295,13 +351,15 @@ std::optional<int64_t> ScaleOutCopyOffset(const ScaleOutPlan& p, const OutRecipe
       return 0;
     case OutKind::kZero:
     case OutKind::kRouter:
-    case OutKind::kRouterCopies: return std::nullopt;
+    case OutKind::kRouterCopies:
+      return std::nullopt;
   }
   return std::nullopt;
 }
 
 std::string ScaleOutShareKey(const ScaleOutPlan& p, const OutRecipe& r) {
-  if ((r.kind != OutKind::kExpertRows && r.kind != OutKind::kExpertCols && r.kind != OutKind::kExpertCopy) ||
+  if ((r.kind != OutKind::kExpertRows && r.kind != OutKind::kExpertCols &&
+       r.kind != OutKind::kExpertCopy) ||
       ExpertsPerturbed(p))
     return "";
   std::ostringstream k;
@@ -311,16 +369,20 @@ std::string ScaleOutShareKey(const ScaleOutPlan& p, const OutRecipe& r) {
 }
 
 template <class T>
-Result<std::vector<T>> ProduceScaleOut(const ScaleOutPlan& p, const OutRecipe& r, const SourceFn& source) {
+Result<std::vector<T>> ProduceScaleOut(const ScaleOutPlan& p, const OutRecipe& r,
+                                       const SourceFn& source) {
   std::vector<T> out(static_cast<size_t>(ShapeNumel(r.target.shape)));
   Scratch<T> scratch;
   ESCALE_RETURN_IF_ERROR(ProduceScaleOutInto<T>(p, r, source, out.data(), scratch));
   return out;
 }
-template Result<std::vector<float>> ProduceScaleOut<float>(const ScaleOutPlan&, const OutRecipe&, const SourceFn&);
-template Result<std::vector<double>> ProduceScaleOut<double>(const ScaleOutPlan&, const OutRecipe&, const SourceFn&);
+template Result<std::vector<float>> ProduceScaleOut<float>(const ScaleOutPlan&, const OutRecipe&,
+                                                           const SourceFn&);
+template Result<std::vector<double>> ProduceScaleOut<double>(const ScaleOutPlan&, const OutRecipe&,
+                                                             const SourceFn&);
 
-Result<std::map<std::string, Tensor>> ScaleOutInMemory(const ScaleOutPlan& plan, const SourceFn& source, DType dtype) {
+Result<std::map<std::string, Tensor>> ScaleOutInMemory(const ScaleOutPlan& plan,
+                                                       const SourceFn& source, DType dtype) {
   std::map<std::string, Tensor> out;
   for (const OutRecipe& r : plan.recipes) {
     ESCALE_ASSIGN_OR_RETURN(std::vector<double> v, ProduceScaleOut<double>(plan, r, source));
@@ -340,14 +402,19 @@ std::map<std::string, std::string> ScaleOutMetadata(const ScaleOutPlan& p) {
   m["escale.top_k"] = D(o.top_k);
   m["escale.granularity"] = D(o.granularity);
   m["escale.router"] = std::string(RouterTypeName(o.router));
-  m["escale.router_init"] = "normal(mean=0, std=" + Num(o.router_std) + "), one row per dense copy, repeated " +
-                            D(o.granularity) + "x (granularity groups)";
-  m["escale.rng"] = "splitmix64 streams (seed, \"router/layer/<l>\"), Marsaglia polar normals (escale core/rng.h v1)";
+  m["escale.router_init"] = "normal(mean=0, std=" + Num(o.router_std) +
+                            "), one row per dense copy, repeated " + D(o.granularity) +
+                            "x (granularity groups)";
+  m["escale.rng"] =
+      "splitmix64 streams (seed, \"router/layer/<l>\"), Marsaglia polar normals (escale core/rng.h "
+      "v1)";
   m["escale.seed"] = std::to_string(o.seed);
   m["escale.capacity_factor"] = Num(o.capacity_factor);
   m["escale.drop_policy"] = o.drop_policy == DropPolicy::kProbability ? "probability" : "position";
   m["escale.moe_every"] = D(o.every);
-  m["escale.shared_expert"] = o.shared_expert ? "dense FFN copy, gate weights 0 (sigmoid = 1/2), experts' down_proj halved" : "none";
+  m["escale.shared_expert"] =
+      o.shared_expert ? "dense FFN copy, gate weights 0 (sigmoid = 1/2), experts' down_proj halved"
+                      : "none";
   m["escale.expert_noise"] = Num(o.expert_noise);
   m["escale.reinit_ratio"] = Num(o.reinit_ratio);
   m["escale.expert_down_scale"] = Num(p.expert_down_scale);
@@ -363,24 +430,28 @@ std::string DescribeScaleOut(const ScaleOutPlan& p, DType out_dtype) {
   std::ostringstream o;
   const ScaleOutOptions& op = p.options;
   if (p.grows_moe())
-    o << "scale-out plan (expert growth of " << ArchitectureClassName(p.target.arch) << ": each expert copied "
-      << p.copies << " times, router " << RouterTypeName(op.router) << " kept, seed " << op.seed << ")\n";
+    o << "scale-out plan (expert growth of " << ArchitectureClassName(p.target.arch)
+      << ": each expert copied " << p.copies << " times, router " << RouterTypeName(op.router)
+      << " kept, seed " << op.seed << ")\n";
   else
-    o << "scale-out plan (sparse upcycling to " << ArchitectureClassName(p.target.arch) << ", router "
-      << RouterTypeName(op.router) << " init N(0, " << op.router_std << "^2), seed " << op.seed << ")\n";
+    o << "scale-out plan (sparse upcycling to " << ArchitectureClassName(p.target.arch)
+      << ", router " << RouterTypeName(op.router) << " init N(0, " << op.router_std << "^2), seed "
+      << op.seed << ")\n";
   o << "  source: " << ShapeLine(p.source) << "\n";
   o << "  target: " << ShapeLine(p.target) << "\n";
   o << "layers: ";
   int64_t moe_layers = 0;
   for (int64_t l = 0; l < p.target.num_layers; ++l) moe_layers += p.target.IsMoeLayer(l) ? 1 : 0;
   if (p.grows_moe()) {
-    o << moe_layers << " of " << p.target.num_layers << " are MoE (each layer l <- source layer l)\n";
+    o << moe_layers << " of " << p.target.num_layers
+      << " are MoE (each layer l <- source layer l)\n";
     o << DescribeExpertGrowth(p);
   } else {
-    o << moe_layers << " of " << p.target.num_layers << " become MoE (each MoE layer l <- dense layer l)\n";
-    o << "experts: " << p.target.moe.num_experts << " = " << op.experts << " copies x granularity " << op.granularity
-      << "; expert e = slice (e mod " << op.granularity << ") of the dense FFN, down_proj x " << p.expert_down_scale
-      << "\n";
+    o << moe_layers << " of " << p.target.num_layers
+      << " become MoE (each MoE layer l <- dense layer l)\n";
+    o << "experts: " << p.target.moe.num_experts << " = " << op.experts << " copies x granularity "
+      << op.granularity << "; expert e = slice (e mod " << op.granularity
+      << ") of the dense FFN, down_proj x " << p.expert_down_scale << "\n";
   }
   o << "tensors of the first MoE layer (target shape <- source):\n";
   int64_t first = -1;
@@ -388,37 +459,63 @@ std::string DescribeScaleOut(const ScaleOutPlan& p, DType out_dtype) {
     if (p.target.IsMoeLayer(l)) first = l;
   for (const OutRecipe& r : p.recipes) {
     if (r.target.layer != first) continue;
-    // Experts 0 and 1 stand for all (and expert m, the first copy of source expert 1, when growing).
+    // Experts 0 and 1 stand for all (and expert m, the first copy of source expert 1, when
+    // growing).
     if (r.target.expert > 1 && !(p.grows_moe() && r.target.expert == p.copies)) continue;
     o << "  " << r.target.name << " " << ShapeToString(r.target.shape) << " <- ";
     switch (r.kind) {
-      case OutKind::kCopy: o << r.source; break;
-      case OutKind::kZero: o << "zeros"; break;
-      case OutKind::kRouter: o << "N(0, " << op.router_std << "^2)"; break;
-      case OutKind::kExpertRows: o << r.source << " rows of slice " << r.slice; break;
-      case OutKind::kExpertCols: o << r.source << " columns of slice " << r.slice << " x " << r.scale; break;
-      case OutKind::kRouterCopies: o << r.source << " rows repeated " << p.copies << "x"; break;
-      case OutKind::kExpertCopy: o << r.source; break;
+      case OutKind::kCopy:
+        o << r.source;
+        break;
+      case OutKind::kZero:
+        o << "zeros";
+        break;
+      case OutKind::kRouter:
+        o << "N(0, " << op.router_std << "^2)";
+        break;
+      case OutKind::kExpertRows:
+        o << r.source << " rows of slice " << r.slice;
+        break;
+      case OutKind::kExpertCols:
+        o << r.source << " columns of slice " << r.slice << " x " << r.scale;
+        break;
+      case OutKind::kRouterCopies:
+        o << r.source << " rows repeated " << p.copies << "x";
+        break;
+      case OutKind::kExpertCopy:
+        o << r.source;
+        break;
     }
     o << "\n";
   }
-  if (p.grows_moe()) o << "  ... (the other experts likewise: expert e <- source expert floor(e/" << p.copies << "))\n";
+  if (p.grows_moe())
+    o << "  ... (the other experts likewise: expert e <- source expert floor(e/" << p.copies
+      << "))\n";
   else if (p.target.moe.num_experts > 2)
     o << "  ... (experts 2.." << p.target.moe.num_experts - 1 << " likewise)\n";
   const ParameterCounts before = CountParameters(p.source), after = CountParameters(p.target);
-  o << "parameters: " << HumanCount(before.total) << " -> " << HumanCount(after.total) << "; active per token "
-    << HumanCount(before.active) << " -> " << HumanCount(after.active) << "\n";
-  uint64_t bytes = 0, peak = 0;
+  o << "parameters: " << HumanCount(before.total) << " -> " << HumanCount(after.total)
+    << "; active per token " << HumanCount(before.active) << " -> " << HumanCount(after.active)
+    << "\n";
+  uint64_t bytes = 0, out_max = 0, scratch_max = 0, mapped_max = 0;
   const uint64_t esize = static_cast<uint64_t>(DTypeSize(out_dtype));
+  const uint64_t work = out_dtype == DType::kF64 ? 8 : 4;  // the precision the producer computes in
   for (const OutRecipe& r : p.recipes) {
     const auto n = static_cast<uint64_t>(ShapeNumel(r.target.shape));
     bytes += n * esize;
+    out_max = std::max(out_max, n * esize);
     const uint64_t sn = r.source.empty() ? 0 : static_cast<uint64_t>(ShapeNumel(r.source_shape));
-    peak = std::max(peak, sn * 4 + n * 4 + n * esize);
+    const uint64_t src = p.source.dtype == (work == 8 ? DType::kF64 : DType::kF32) ? 0 : sn * work;
+    scratch_max = std::max(scratch_max, src + (esize == work ? 0 : n * work));
+    mapped_max = std::max(mapped_max, sn * static_cast<uint64_t>(DTypeSize(p.source.dtype)));
   }
   o << "bytes to write: " << HumanBytes(bytes) << " (" << DTypeName(out_dtype) << ")\n";
-  o << "peak memory: about " << HumanBytes(peak) << " (one " << (p.grows_moe() ? "source" : "dense")
-    << " tensor and one target tensor; source weights are memory-mapped)\n";
+  o << "peak memory: about " << HumanBytes(2 * out_max + scratch_max)
+    << " (two target tensors in flight and the "
+    << "producer's scratch; expert copies are written from one buffer; source weights are "
+       "memory-mapped and "
+       "released as they are consumed: add about "
+    << HumanBytes(mapped_max) << " of mapped source pages to the resident size)\n";
   o << "function preservation: " << ExactnessLine(p.inexact);
   for (const std::string& c : p.conditions) o << " (" << c << ")";
   o << "\n";

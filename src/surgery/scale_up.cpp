@@ -12,9 +12,12 @@ namespace escale::surgery {
 
 std::string_view ScaleUpMethodName(ScaleUpMethod m) {
   switch (m) {
-    case ScaleUpMethod::kFpi: return "fpi";
-    case ScaleUpMethod::kAki: return "aki";
-    case ScaleUpMethod::kAkiPro: return "aki-pro";
+    case ScaleUpMethod::kFpi:
+      return "fpi";
+    case ScaleUpMethod::kAki:
+      return "aki";
+    case ScaleUpMethod::kAkiPro:
+      return "aki-pro";
   }
   return "?";
 }
@@ -34,46 +37,60 @@ std::string Suffix(const std::string& layer_name) {
   return layer_name.substr(b + 1);
 }
 
-std::string D(int64_t v) { return std::to_string(v); }
+std::string D(int64_t v) {
+  return std::to_string(v);
+}
 
 }  // namespace
 
 Result<ScaleUpPlan> PlanScaleUp(const ModelConfig& src, const ScaleUpOptions& opt) {
   ESCALE_RETURN_IF_ERROR(src.Validate().WithContext("source config"));
   if (src.is_moe())
-    return Unsupported("scale-up takes a dense model; the source is " + std::string(ArchitectureClassName(src.arch)) +
+    return Unsupported("scale-up takes a dense model; the source is " +
+                       std::string(ArchitectureClassName(src.arch)) +
                        " (grow the dense model first, then run scale-out)");
   // 0 means "keep"; the limits keep every product of sizes far from int64 overflow and refuse a
   // typo before the maps are allocated.
-  const std::pair<const char*, int64_t> sizes[] = {{"--hidden", opt.hidden}, {"--intermediate", opt.intermediate},
-                                                   {"--heads", opt.heads}, {"--kv-heads", opt.kv_heads},
+  const std::pair<const char*, int64_t> sizes[] = {{"--hidden", opt.hidden},
+                                                   {"--intermediate", opt.intermediate},
+                                                   {"--heads", opt.heads},
+                                                   {"--kv-heads", opt.kv_heads},
                                                    {"--layers", opt.layers}};
   for (const auto& [name, v] : sizes) {
-    const int64_t limit = std::string_view(name) == "--hidden" || std::string_view(name) == "--intermediate"
-                              ? (int64_t{1} << 24) : (int64_t{1} << 16);
+    const int64_t limit =
+        std::string_view(name) == "--hidden" || std::string_view(name) == "--intermediate"
+            ? (int64_t{1} << 24)
+            : (int64_t{1} << 16);
     if (v < 0 || v > limit)
-      return InvalidArgument(std::string(name) + " " + D(v) + " is out of range (0 keeps the source's; at most " +
-                             D(limit) + ")");
+      return InvalidArgument(std::string(name) + " " + D(v) +
+                             " is out of range (0 keeps the source's; at most " + D(limit) + ")");
   }
-  const int64_t d1 = src.hidden_size, f1 = src.intermediate_size, h1 = src.num_heads, g1 = src.num_kv_heads,
-                l1 = src.num_layers, hd = src.head_dim;
+  const int64_t d1 = src.hidden_size, f1 = src.intermediate_size, h1 = src.num_heads,
+                g1 = src.num_kv_heads, l1 = src.num_layers, hd = src.head_dim;
   const int64_t d2 = opt.hidden ? opt.hidden : d1;
-  if (d2 < d1) return InvalidArgument("--hidden " + D(d2) + " is smaller than the source's " + D(d1) + "; width can only grow");
+  if (d2 < d1)
+    return InvalidArgument("--hidden " + D(d2) + " is smaller than the source's " + D(d1) +
+                           "; width can only grow");
   // A standard config has q_dim == hidden, so head_dim is implied by hidden/heads in HF configs;
   // keeping head_dim fixed then fixes the head count.
   const bool standard = src.q_dim() == d1;
   int64_t h2 = opt.heads;
   if (!h2) {
-    if (d2 == d1 || !standard) h2 = h1;
+    if (d2 == d1 || !standard)
+      h2 = h1;
     else if (d2 % hd != 0)
       return InvalidArgument("--hidden " + D(d2) + " is not a multiple of head_dim " + D(hd) +
                              "; head_dim stays fixed, so choose a multiple of it");
-    else h2 = d2 / hd;
+    else
+      h2 = d2 / hd;
   }
-  if (h2 < h1) return InvalidArgument("--heads " + D(h2) + " is fewer than the source's " + D(h1) + "; heads can only grow");
+  if (h2 < h1)
+    return InvalidArgument("--heads " + D(h2) + " is fewer than the source's " + D(h1) +
+                           "; heads can only grow");
   if (standard && h2 * hd != d2)
-    return InvalidArgument("--hidden " + D(d2) + " with --heads " + D(h2) + " would change head_dim from " + D(hd) +
-                           " to " + (d2 % h2 == 0 ? D(d2 / h2) : std::to_string(double(d2) / double(h2))) +
+    return InvalidArgument("--hidden " + D(d2) + " with --heads " + D(h2) +
+                           " would change head_dim from " + D(hd) + " to " +
+                           (d2 % h2 == 0 ? D(d2 / h2) : std::to_string(double(d2) / double(h2))) +
                            "; head_dim must stay fixed (use --heads " +
                            (d2 % hd == 0 ? D(d2 / hd) : std::string("hidden/head_dim")) + ")");
   const int64_t g2 = opt.kv_heads ? opt.kv_heads : g1;
@@ -85,7 +102,9 @@ Result<ScaleUpPlan> PlanScaleUp(const ModelConfig& src, const ScaleUpOptions& op
                              " is not an integer; give --intermediate");
     f2 = f1 * d2 / d1;
   }
-  if (f2 < f1) return InvalidArgument("--intermediate " + D(f2) + " is smaller than the source's " + D(f1) + "; FFN can only grow");
+  if (f2 < f1)
+    return InvalidArgument("--intermediate " + D(f2) + " is smaller than the source's " + D(f1) +
+                           "; FFN can only grow");
   const int64_t l2 = opt.layers ? opt.layers : l1;
 
   ScaleUpPlan p;
@@ -93,7 +112,9 @@ Result<ScaleUpPlan> PlanScaleUp(const ModelConfig& src, const ScaleUpOptions& op
   p.options = opt;
   if (opt.method == ScaleUpMethod::kAkiPro) {
     if (opt.depth && *opt.depth == DepthMethod::kStack)
-      return InvalidArgument("AKI-Pro grows depth by interpolation; for AKI with stacking use --method aki --depth stack");
+      return InvalidArgument(
+          "AKI-Pro grows depth by interpolation; for AKI with stacking use --method aki --depth "
+          "stack");
     p.depth = opt.depth.value_or(DepthMethod::kInterpolate);
   } else {
     p.depth = opt.depth.value_or(DepthMethod::kStack);
@@ -113,8 +134,9 @@ Result<ScaleUpPlan> PlanScaleUp(const ModelConfig& src, const ScaleUpOptions& op
   t.tie_word_embeddings = src.tie_word_embeddings && (d2 == d1 || opt.keep_tied);
   ESCALE_RETURN_IF_ERROR(t.Validate().WithContext("target config"));
   if (d2 == d1 && f2 == f1 && h2 == h1 && g2 == g1 && l2 == l1)
-    return InvalidArgument("nothing to grow: give at least one of --hidden --intermediate --heads --kv-heads --layers "
-                           "larger than the source");
+    return InvalidArgument(
+        "nothing to grow: give at least one of --hidden --intermediate --heads --kv-heads --layers "
+        "larger than the source");
 
   p.hidden = std::make_shared<DimMap>(MakeWidthMap(d1, d2, opt.map, opt.seed, "hidden"));
   p.ffn = std::make_shared<DimMap>(MakeWidthMap(f1, f2, opt.map, opt.seed, "ffn"));
@@ -126,7 +148,8 @@ Result<ScaleUpPlan> PlanScaleUp(const ModelConfig& src, const ScaleUpOptions& op
 
   const bool aki = opt.method != ScaleUpMethod::kFpi;
   std::map<const DimMap*, bool> fresh;
-  for (const DimMapPtr& m : {p.hidden, p.ffn, p.q_rows, p.kv_rows, p.vocab}) fresh[m.get()] = m->any_fresh();
+  for (const DimMapPtr& m : {p.hidden, p.ffn, p.q_rows, p.kv_rows, p.vocab})
+    fresh[m.get()] = m->any_fresh();
   const auto src_shapes = ShapesOf(src);
   for (const TensorSpec& spec : CanonicalTensors(t)) {
     UpRecipe r;
@@ -152,18 +175,28 @@ Result<ScaleUpPlan> PlanScaleUp(const ModelConfig& src, const ScaleUpOptions& op
         matrix(p.hidden, nullptr, false);
         layer_matrix = false;
         break;
-      case TensorRole::kWq: matrix(p.q_rows, p.hidden, true); break;
+      case TensorRole::kWq:
+        matrix(p.q_rows, p.hidden, true);
+        break;
       case TensorRole::kWk:
-      case TensorRole::kWv: matrix(p.kv_rows, p.hidden, true); break;
-      case TensorRole::kBq: matrix(p.q_rows, nullptr, false); break;
+      case TensorRole::kWv:
+        matrix(p.kv_rows, p.hidden, true);
+        break;
+      case TensorRole::kBq:
+        matrix(p.q_rows, nullptr, false);
+        break;
       case TensorRole::kBk:
-      case TensorRole::kBv: matrix(p.kv_rows, nullptr, false); break;
+      case TensorRole::kBv:
+        matrix(p.kv_rows, nullptr, false);
+        break;
       case TensorRole::kWo:
         matrix(p.hidden, p.q_rows, true);
         r.zero = p.depth_map.zeroed[static_cast<size_t>(spec.layer)] != 0;
         break;
       case TensorRole::kFfnGate:
-      case TensorRole::kFfnUp: matrix(p.ffn, p.hidden, true); break;
+      case TensorRole::kFfnUp:
+        matrix(p.ffn, p.hidden, true);
+        break;
       case TensorRole::kFfnDown:
         matrix(p.hidden, p.ffn, true);
         r.zero = p.depth_map.zeroed[static_cast<size_t>(spec.layer)] != 0;
@@ -184,7 +217,8 @@ Result<ScaleUpPlan> PlanScaleUp(const ModelConfig& src, const ScaleUpOptions& op
     if (aki && spec.layer >= 0 && layer_matrix && s + 1 < l1 && has_fresh)
       r.next = LayerTensorName(s + 1, Suffix(spec.name));
     auto it = src_shapes.find(r.source);
-    if (it == src_shapes.end()) return InternalError("scale-up: no source tensor " + r.source + " for " + spec.name);
+    if (it == src_shapes.end())
+      return InternalError("scale-up: no source tensor " + r.source + " for " + spec.name);
     r.source_shape = it->second;
     p.recipes.push_back(std::move(r));
   }
@@ -192,21 +226,25 @@ Result<ScaleUpPlan> PlanScaleUp(const ModelConfig& src, const ScaleUpOptions& op
   // Why the result is not the source's function (SPEC.md §2): each rule that breaks it.
   if (!p.hidden->uniform_counts()) {
     const auto [lo, hi] = std::minmax_element(p.hidden->count.begin(), p.hidden->count.end());
-    p.inexact.push_back("hidden " + D(d1) + "->" + D(d2) + " copies units unevenly (C from " + D(*lo) + " to " +
-                        D(*hi) + "), so RMSNorm's mean square changes");
+    p.inexact.push_back("hidden " + D(d1) + "->" + D(d2) + " copies units unevenly (C from " +
+                        D(*lo) + " to " + D(*hi) + "), so RMSNorm's mean square changes");
   }
-  if (aki && l1 > 1 && (p.hidden->any_fresh() || p.ffn->any_fresh() || p.q_heads->any_fresh() ||
-                        p.kv_heads->any_fresh()))
-    p.inexact.push_back("AKI takes new units from the next layer (bert2BERT), which breaks the function by design");
+  if (aki && l1 > 1 &&
+      (p.hidden->any_fresh() || p.ffn->any_fresh() || p.q_heads->any_fresh() ||
+       p.kv_heads->any_fresh()))
+    p.inexact.push_back(
+        "AKI takes new units from the next layer (bert2BERT), which breaks the function by design");
   if (l2 > l1 && p.depth != DepthMethod::kZero)
     p.inexact.push_back(std::string("depth ") + std::string(DepthMethodName(p.depth)) +
                         " repeats layers whose outputs are added to the residual again");
   if (p.kv_heads->pooled())
-    p.inexact.push_back("KV heads " + D(g1) + "->" + D(g2) + " are mean-pooled, which changes attention");
+    p.inexact.push_back("KV heads " + D(g1) + "->" + D(g2) +
+                        " are mean-pooled, which changes attention");
   if (t.tie_word_embeddings && d2 != d1)
-    p.inexact.push_back("--keep-tied: the tied head uses copied, undivided embedding columns, so logit v becomes "
-                        "sum_j C(j) e[v,j] x_j (every logit times " +
-                        (p.hidden->uniform_counts() ? D(p.hidden->count.front()) : std::string("C")) + ")");
+    p.inexact.push_back(
+        "--keep-tied: the tied head uses copied, undivided embedding columns, so logit v becomes "
+        "sum_j C(j) e[v,j] x_j (every logit times " +
+        (p.hidden->uniform_counts() ? D(p.hidden->count.front()) : std::string("C")) + ")");
   return p;
 }
 
@@ -226,7 +264,8 @@ std::vector<ColumnRun> ColumnRuns(const UpRecipe& r) {
   for (int64_t j = 0; j < c.n_dst; ++j) {
     const auto ju = static_cast<size_t>(j);
     const bool fresh = c.fresh[ju] != 0;
-    if (!runs.empty() && runs.back().src + runs.back().len == c.src[ju] && runs.back().fresh == fresh)
+    if (!runs.empty() && runs.back().src + runs.back().len == c.src[ju] &&
+        runs.back().fresh == fresh)
       ++runs.back().len;
     else
       runs.push_back({j, c.src[ju], 1, fresh});
@@ -237,8 +276,8 @@ std::vector<ColumnRun> ColumnRuns(const UpRecipe& r) {
 }  // namespace
 
 template <class T>
-Status ProduceScaleUpInto(const ScaleUpPlan& plan, const UpRecipe& r, const SourceFn& source, T* out,
-                          Scratch<T>& scratch) {
+Status ProduceScaleUpInto(const ScaleUpPlan& plan, const UpRecipe& r, const SourceFn& source,
+                          T* out, Scratch<T>& scratch) {
   (void)plan;
   const int64_t n = ShapeNumel(r.target.shape);
   if (r.zero) {
@@ -246,7 +285,8 @@ Status ProduceScaleUpInto(const ScaleUpPlan& plan, const UpRecipe& r, const Sour
     return Status::Ok();
   }
   // Sources already stored as T are read in place from the mapping, not copied.
-  ESCALE_ASSIGN_OR_RETURN(SourceView<T> main, ViewSource<T>(source, r.source, r.source_shape, scratch.a));
+  ESCALE_ASSIGN_OR_RETURN(SourceView<T> main,
+                          ViewSource<T>(source, r.source, r.source_shape, scratch.a));
   SourceView<T> next;
   if (!r.next.empty()) {
     ESCALE_ASSIGN_OR_RETURN(next, ViewSource<T>(source, r.next, r.source_shape, scratch.b));
@@ -273,7 +313,8 @@ Status ProduceScaleUpInto(const ScaleUpPlan& plan, const UpRecipe& r, const Sour
   const int threads = ProducerThreads();
   // Every element is computed on its own (the pooled sum runs in a fixed order), so the result
   // does not depend on the thread count.
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && n >= (int64_t{1} << 18))
+#pragma omp parallel for schedule(static) \
+    num_threads(threads) if (threads > 1 && n >= (int64_t{1} << 18))
   for (int64_t i = 0; i < rows.n_dst; ++i) {
     const auto iu = static_cast<size_t>(i);
     T* o = out + i * dst_cols;
@@ -301,9 +342,10 @@ Status ProduceScaleUpInto(const ScaleUpPlan& plan, const UpRecipe& r, const Sour
   }
   return Status::Ok();
 }
-template Status ProduceScaleUpInto<float>(const ScaleUpPlan&, const UpRecipe&, const SourceFn&, float*, Scratch<float>&);
-template Status ProduceScaleUpInto<double>(const ScaleUpPlan&, const UpRecipe&, const SourceFn&, double*,
-                                           Scratch<double>&);
+template Status ProduceScaleUpInto<float>(const ScaleUpPlan&, const UpRecipe&, const SourceFn&,
+                                          float*, Scratch<float>&);
+template Status ProduceScaleUpInto<double>(const ScaleUpPlan&, const UpRecipe&, const SourceFn&,
+                                           double*, Scratch<double>&);
 
 bool ScaleUpIsCopy(const UpRecipe& r) {
   // Must agree with ProduceScaleUpInto: identity maps with unit counts make every element
@@ -312,20 +354,25 @@ bool ScaleUpIsCopy(const UpRecipe& r) {
     return !m || (!m->pooled() && m->identity() && !m->any_fresh() &&
                   std::all_of(m->count.begin(), m->count.end(), [](int64_t c) { return c == 1; }));
   };
-  return !r.zero && r.next.empty() && r.rows && plain(r.rows) && plain(r.cols) && r.target.shape == r.source_shape;
+  return !r.zero && r.next.empty() && r.rows && plain(r.rows) && plain(r.cols) &&
+         r.target.shape == r.source_shape;
 }
 
 template <class T>
-Result<std::vector<T>> ProduceScaleUp(const ScaleUpPlan& plan, const UpRecipe& r, const SourceFn& source) {
+Result<std::vector<T>> ProduceScaleUp(const ScaleUpPlan& plan, const UpRecipe& r,
+                                      const SourceFn& source) {
   std::vector<T> out(static_cast<size_t>(ShapeNumel(r.target.shape)));
   Scratch<T> scratch;
   ESCALE_RETURN_IF_ERROR(ProduceScaleUpInto<T>(plan, r, source, out.data(), scratch));
   return out;
 }
-template Result<std::vector<float>> ProduceScaleUp<float>(const ScaleUpPlan&, const UpRecipe&, const SourceFn&);
-template Result<std::vector<double>> ProduceScaleUp<double>(const ScaleUpPlan&, const UpRecipe&, const SourceFn&);
+template Result<std::vector<float>> ProduceScaleUp<float>(const ScaleUpPlan&, const UpRecipe&,
+                                                          const SourceFn&);
+template Result<std::vector<double>> ProduceScaleUp<double>(const ScaleUpPlan&, const UpRecipe&,
+                                                            const SourceFn&);
 
-Result<std::map<std::string, Tensor>> ScaleUpInMemory(const ScaleUpPlan& plan, const SourceFn& source, DType dtype) {
+Result<std::map<std::string, Tensor>> ScaleUpInMemory(const ScaleUpPlan& plan,
+                                                      const SourceFn& source, DType dtype) {
   std::map<std::string, Tensor> out;
   for (const UpRecipe& r : plan.recipes) {
     ESCALE_ASSIGN_OR_RETURN(std::vector<double> v, ProduceScaleUp<double>(plan, r, source));
@@ -349,7 +396,8 @@ std::map<std::string, std::string> ScaleUpMetadata(const ScaleUpPlan& p) {
   m["escale.hidden_map"] = JsonIntList(p.hidden->src);
   m["escale.ffn_map"] = JsonIntList(p.ffn->src);
   m["escale.q_head_map"] = JsonIntList(p.q_heads->src);
-  m["escale.kv_head_map"] = p.kv_heads->pooled() ? "mean-pooled " + DescribeMap(*p.kv_heads) : JsonIntList(p.kv_heads->src);
+  m["escale.kv_head_map"] = p.kv_heads->pooled() ? "mean-pooled " + DescribeMap(*p.kv_heads)
+                                                 : JsonIntList(p.kv_heads->src);
   m["escale.source_shape"] = ShapeLine(p.source);
   m["escale.function_preserving"] = ExactnessLine(p.inexact);
   return m;
@@ -357,8 +405,9 @@ std::map<std::string, std::string> ScaleUpMetadata(const ScaleUpPlan& p) {
 
 std::string DescribeScaleUp(const ScaleUpPlan& p, DType out_dtype) {
   std::ostringstream o;
-  o << "scale-up plan (" << ScaleUpMethodName(p.options.method) << ", depth " << DepthMethodName(p.depth)
-    << ", " << MapKindName(p.options.map) << " maps, seed " << p.options.seed << ")\n";
+  o << "scale-up plan (" << ScaleUpMethodName(p.options.method) << ", depth "
+    << DepthMethodName(p.depth) << ", " << MapKindName(p.options.map) << " maps, seed "
+    << p.options.seed << ")\n";
   o << "  source: " << ShapeLine(p.source) << "\n";
   o << "  target: " << ShapeLine(p.target) << "\n";
   o << "maps:\n";
@@ -366,7 +415,8 @@ std::string DescribeScaleUp(const ScaleUpPlan& p, DType out_dtype) {
   o << "  ffn:      " << DescribeMap(*p.ffn) << "\n";
   o << "  q heads:  " << DescribeMap(*p.q_heads) << " (grown inside each KV group)\n";
   o << "  kv heads: " << DescribeMap(*p.kv_heads) << "\n";
-  o << "layers (target <- source" << (p.depth == DepthMethod::kZero ? ", * = o_proj/down_proj zeroed" : "") << "):\n  ";
+  o << "layers (target <- source"
+    << (p.depth == DepthMethod::kZero ? ", * = o_proj/down_proj zeroed" : "") << "):\n  ";
   for (size_t l = 0; l < p.depth_map.src.size(); ++l) {
     o << l << "<-" << p.depth_map.src[l] << (p.depth_map.zeroed[l] ? "*" : "")
       << (l + 1 < p.depth_map.src.size() ? (l % 12 == 11 ? "\n  " : " ") : "\n");
@@ -375,23 +425,33 @@ std::string DescribeScaleUp(const ScaleUpPlan& p, DType out_dtype) {
   for (const UpRecipe& r : p.recipes) {
     if (r.target.layer > 0) continue;
     o << "  " << r.target.name << " " << ShapeToString(r.target.shape) << " <- " << r.source << " "
-      << ShapeToString(r.source_shape) << (r.next.empty() ? "" : " (new units from " + r.next + ")") << "\n";
+      << ShapeToString(r.source_shape) << (r.next.empty() ? "" : " (new units from " + r.next + ")")
+      << "\n";
   }
   const ParameterCounts before = CountParameters(p.source), after = CountParameters(p.target);
   o << "parameters: " << HumanCount(before.total) << " -> " << HumanCount(after.total) << "\n";
-  uint64_t bytes = 0, peak = 0;
+  uint64_t bytes = 0, out_max = 0, scratch_max = 0, mapped_max = 0;
   const uint64_t esize = static_cast<uint64_t>(DTypeSize(out_dtype));
+  const uint64_t work = out_dtype == DType::kF64 ? 8 : 4;  // the precision the producer computes in
   for (const UpRecipe& r : p.recipes) {
     const auto n = static_cast<uint64_t>(ShapeNumel(r.target.shape));
     bytes += n * esize;
+    out_max = std::max(out_max, n * esize);
     const auto sn = static_cast<uint64_t>(ShapeNumel(r.source_shape));
-    // Source(s) converted to fp32, the fp32 result, and the result in the output dtype.
-    const uint64_t need = sn * 4 * (r.next.empty() ? 1 : 2) + n * 4 + n * esize;
-    peak = std::max(peak, need);
+    // Sources not stored at the working precision are converted; a result not written at it is
+    // computed at it first.
+    const uint64_t src = p.source.dtype == (work == 8 ? DType::kF64 : DType::kF32)
+                             ? 0
+                             : sn * work * (r.next.empty() ? 1 : 2);
+    scratch_max = std::max(scratch_max, src + (esize == work ? 0 : n * work));
+    mapped_max = std::max(mapped_max, sn * static_cast<uint64_t>(DTypeSize(p.source.dtype)));
   }
   o << "bytes to write: " << HumanBytes(bytes) << " (" << DTypeName(out_dtype) << ")\n";
-  o << "peak memory: about " << HumanBytes(peak) << " (one source tensor pair and one target tensor; "
-    << "source weights are memory-mapped)\n";
+  o << "peak memory: about " << HumanBytes(2 * out_max + scratch_max)
+    << " (two target tensors in flight and the producer's scratch; source weights are "
+       "memory-mapped and "
+       "released as they are consumed: add about "
+    << HumanBytes(mapped_max) << " of mapped source pages to the resident size)\n";
   o << "function preservation: " << ExactnessLine(p.inexact) << "\n";
   return o.str();
 }
