@@ -4,8 +4,8 @@
 #include <fstream>
 
 #include "eval/answer_extraction.h"
+#include "eval/fewshot.h"
 #include "eval/generation.h"
-#include "eval/python_random.h"
 
 namespace escale::eval {
 
@@ -48,16 +48,13 @@ Result<Gsm8kResult> EvaluateGsm8k(Decoder& dec, const tok::Tokenizer& tokenizer,
       opt.limit >= 0 ? std::min(all.size(), static_cast<size_t>(opt.limit)) : all.size();
   const bool same_split = pool_in.empty();
   const auto& pool = same_split ? all : pool_in;
-  const auto want = static_cast<size_t>(opt.num_fewshot + (same_split ? 1 : 0));
-  if (opt.num_fewshot > 0 && want > pool.size())
-    return InvalidArgument("--num-fewshot " + std::to_string(opt.num_fewshot) + " needs " +
-                           std::to_string(want) + " few-shot documents but the pool has " +
-                           std::to_string(pool.size()));
+  ESCALE_ASSIGN_OR_RETURN(FewshotDraw draw,
+                          FewshotDraw::Create(static_cast<int64_t>(pool.size()), opt.num_fewshot,
+                                              same_split, false, opt.fewshot_seed));
   const int64_t max_ctx = dec.max_seq() - opt.max_gen_toks;
   if (max_ctx < 1)
     return InvalidArgument("--max-length must exceed the generation budget of " +
                            std::to_string(opt.max_gen_toks));
-  PythonRandom rng(opt.fewshot_seed);
   GenerateOptions g;
   g.max_new_tokens = opt.max_gen_toks;
   g.stop = opt.until;
@@ -67,15 +64,9 @@ Result<Gsm8kResult> EvaluateGsm8k(Decoder& dec, const tok::Tokenizer& tokenizer,
   double strict = 0, flexible = 0;
   for (size_t i = 0; i < n; ++i) {
     std::string prompt;
-    if (opt.num_fewshot > 0) {
-      int64_t used = 0;
-      for (int64_t p : rng.Sample(static_cast<int64_t>(pool.size()), static_cast<int64_t>(want))) {
-        if (used == opt.num_fewshot) break;
-        if (same_split && pool[static_cast<size_t>(p)].source == all[i].source) continue;
-        prompt += Example(pool[static_cast<size_t>(p)]) + "\n\n";
-        ++used;
-      }
-    }
+    for (int64_t p :
+         draw.Next([&](int64_t j) { return pool[static_cast<size_t>(j)].source == all[i].source; }))
+      prompt += Example(pool[static_cast<size_t>(p)]) + "\n\n";
     prompt += "Question: " + all[i].question + "\nAnswer:";
     std::vector<int32_t> ids = enc.Encode(prompt);
     if (static_cast<int64_t>(ids.size()) > max_ctx) ids.erase(ids.begin(), ids.end() - max_ctx);

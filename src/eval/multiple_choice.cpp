@@ -6,7 +6,7 @@
 #include <cmath>
 #include <fstream>
 
-#include "eval/python_random.h"
+#include "eval/fewshot.h"
 
 namespace escale::eval {
 
@@ -310,14 +310,11 @@ Result<McResult> EvaluateMultipleChoice(LmScorer& scorer, RequestEncoder& enc,
       opt.limit >= 0 ? std::min(all_docs.size(), static_cast<size_t>(opt.limit)) : all_docs.size();
   const bool same_split = pool_in.empty();
   const std::vector<McDoc>& pool = same_split ? all_docs : pool_in;
-  const auto want = static_cast<size_t>(opt.num_fewshot + (same_split ? 1 : 0));
-  if (opt.num_fewshot < 0) return InvalidArgument("--num-fewshot must be >= 0");
-  if (opt.num_fewshot > 0 && want > pool.size())
-    return InvalidArgument("--num-fewshot " + std::to_string(opt.num_fewshot) + " needs " +
-                           std::to_string(want) + " few-shot documents but the pool has " +
-                           std::to_string(pool.size()));
   // lm-eval draws the examples of every document, in order, from one generator.
-  PythonRandom rng(opt.fewshot_seed);
+  ESCALE_ASSIGN_OR_RETURN(
+      FewshotDraw draw,
+      FewshotDraw::Create(static_cast<int64_t>(pool.size()), opt.num_fewshot, same_split,
+                          opt.sampler == FewshotSampler::kFirstN, opt.fewshot_seed));
   std::vector<TokenRequest> requests;
   std::vector<size_t> first_request(n_docs + 1);
   McResult result;
@@ -325,21 +322,9 @@ Result<McResult> EvaluateMultipleChoice(LmScorer& scorer, RequestEncoder& enc,
   for (size_t i = 0; i < n_docs; ++i) {
     const McDoc& d = all_docs[i];
     std::string prefix = d.description;
-    if (opt.num_fewshot > 0) {
-      std::vector<int64_t> picked;
-      if (opt.sampler == FewshotSampler::kFirstN) {
-        for (size_t k = 0; k < want; ++k) picked.push_back(static_cast<int64_t>(k));
-      } else {
-        picked = rng.Sample(static_cast<int64_t>(pool.size()), static_cast<int64_t>(want));
-      }
-      int64_t used = 0;
-      for (int64_t p : picked) {
-        if (used == opt.num_fewshot) break;
-        if (same_split && pool[static_cast<size_t>(p)].source == d.source) continue;
-        prefix += pool[static_cast<size_t>(p)].fewshot_example + "\n\n";
-        ++used;
-      }
-    }
+    for (int64_t p :
+         draw.Next([&](int64_t j) { return pool[static_cast<size_t>(j)].source == d.source; }))
+      prefix += pool[static_cast<size_t>(p)].fewshot_example + "\n\n";
     first_request[i] = requests.size();
     const size_t n_choices = d.choice_texts.size();
     for (size_t c = 0; c < n_choices; ++c) {

@@ -214,36 +214,32 @@ std::vector<Stage> PlanStages(const Recipe& r) {
 
 namespace {
 
-// Total tokens trained in a run directory (the last step record of its metrics).
-double TokensTrained(const std::string& run_dir) {
-  auto m = ReadStageMetrics(run_dir, run_dir);
-  if (!m.ok() || m->steps.empty()) return 0;
-  return m->steps.back().value("tokens", 0.0);
-}
+// What a training stage's metrics.jsonl says, read once: tokens trained (the last step record),
+// median tokens/s, and the validation curve as (tokens, loss) at each evaluation.
+struct RunFigures {
+  double tokens = 0, tokens_per_second = NAN;
+  std::vector<std::pair<double, double>> val;
+};
 
-double MedianTokensPerSecond(const std::string& run_dir) {
+RunFigures ReadRunFigures(const std::string& run_dir) {
+  RunFigures f;
   auto m = ReadStageMetrics(run_dir, run_dir);
-  if (!m.ok() || m->steps.empty()) return NAN;
+  if (!m.ok() || m->steps.empty()) return f;
+  f.tokens = m->steps.back().value("tokens", 0.0);
   std::vector<double> v;
   for (const auto& r : m->steps)
     if (r.contains("tokens_per_s")) v.push_back(r["tokens_per_s"].get<double>());
-  if (v.empty()) return NAN;
-  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
-  return v[v.size() / 2];
-}
-
-// Validation curve of a training stage: (tokens, loss) at each evaluation.
-std::vector<std::pair<double, double>> ValCurve(const std::string& run_dir) {
-  std::vector<std::pair<double, double>> out;
-  auto m = ReadStageMetrics(run_dir, run_dir);
-  if (!m.ok()) return out;
+  if (!v.empty()) {
+    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
+    f.tokens_per_second = v[v.size() / 2];
+  }
   for (const auto& [step, loss] : m->evals) {
     double tok = 0;
     for (const auto& r : m->steps)
       if (r["step"].get<int64_t>() <= step) tok = r.value("tokens", tok);
-    out.emplace_back(tok, loss);
+    f.val.emplace_back(tok, loss);
   }
-  return out;
+  return f;
 }
 
 Status WriteSummary(const Recipe& r, const std::vector<Stage>& stages) {
@@ -263,7 +259,8 @@ Status WriteSummary(const Recipe& r, const std::vector<Stage>& stages) {
     if (!cfg.ok()) continue;
     const ParameterCounts pc = CountParameters(*cfg);
     const double fpt = TrainingFlopsPerToken(*cfg, SeqLenOf(st.train_config)).total();
-    const double tokens = TokensTrained(st.output), tps = MedianTokensPerSecond(st.output);
+    const RunFigures fig = ReadRunFigures(st.output);
+    const double tokens = fig.tokens, tps = fig.tokens_per_second;
     json row = {{"stage", st.name},     {"parameters", pc.total}, {"active_parameters", pc.active},
                 {"tokens", tokens},     {"flops_per_token", fpt}, {"tokens_per_second", tps},
                 {"flops", fpt * tokens}};
@@ -278,7 +275,7 @@ Status WriteSummary(const Recipe& r, const std::vector<Stage>& stages) {
     const bool base = st.name == "baseline";
     double& flops = base ? base_flops : es_flops;
     auto& curve = base ? base_curve : es_curve;
-    for (const auto& [tok, loss] : ValCurve(st.output)) curve.push_back({flops + fpt * tok, loss});
+    for (const auto& [tok, loss] : fig.val) curve.push_back({flops + fpt * tok, loss});
     flops += fpt * tokens;
     (base ? base_seconds : es_seconds) += std::isfinite(tps) && tps > 0 ? tokens / tps : 0;
     if (base && !curve.empty()) base_final = curve.back().loss;
@@ -379,7 +376,7 @@ Status RunPipeline(const Recipe& r, const PipelineOptions& opt) {
           config.find("token_budget") == std::string::npos) {
         double tokens = 0;
         for (const Stage& t : stages)
-          if (t.train && t.name != "baseline") tokens += TokensTrained(t.output);
+          if (t.train && t.name != "baseline") tokens += ReadRunFigures(t.output).tokens;
         config += "token_budget = " + std::to_string(static_cast<int64_t>(tokens)) + "\n";
       }
       ESCALE_RETURN_IF_ERROR(WriteFileAtomic(r.out + "/configs/" + s.name + ".toml", config));
