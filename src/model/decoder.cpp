@@ -76,7 +76,11 @@ struct Decoder::Impl {
   std::vector<Layer> layers;
   Vec rope_cos, rope_sin;  // [max_seq, hd/2]
   // Scratch, grown to the longest chunk seen.
-  Vec x, xn, qkv, att, y, gu, h, scores, logits, router_logits, expert_out;
+  Vec x, xn, qkv, att, y, gu, h, scores, logits, router_logits, expert_out, rstd, prob, softmax,
+      gate, shared;
+  std::vector<int32_t> expert, route_scratch;
+  std::vector<uint8_t> kept;
+  std::vector<int64_t> load;
 };
 
 namespace {
@@ -222,7 +226,8 @@ Result<std::span<const float>> Decoder::Append(std::span<const int32_t> tokens) 
   grow(s.att, M * q);
   grow(s.y, M * H);
   grow(s.scores, (P + M) * omp_get_max_threads());
-  Vec rstd(Z(M));
+  grow(s.rstd, M);
+  Vec& rstd = s.rstd;
   for (int64_t m = 0; m < M; ++m)
     std::copy_n(s.embed.data() + tokens[Z(m)] * H, H, s.x.data() + m * H);
 
@@ -278,14 +283,19 @@ Result<std::span<const float>> Decoder::Append(std::span<const int32_t> tokens) 
       grow(s.router_logits, M * E);
       grow(s.expert_out, H);
       Linear(s.xn.data(), M, H, L.router.data(), E, s.router_logits.data());
-      std::vector<int32_t> expert(Z(M * k)), scratch(Z(M * k + E + 1));
-      std::vector<float> prob(Z(M * k)), softmax(Z(M * E));
-      std::vector<uint8_t> kept(Z(M * k));
-      std::vector<int64_t> load(Z(E));
+      grow(s.prob, M * k);
+      grow(s.softmax, M * E);
+      auto& expert = s.expert;
+      auto& kept = s.kept;
+      auto& prob = s.prob;
+      expert.resize(std::max(expert.size(), Z(M * k)));
+      s.route_scratch.resize(std::max(s.route_scratch.size(), Z(M * k + E + 1)));
+      kept.resize(std::max(kept.size(), Z(M * k)));
+      s.load.resize(Z(E));
       ops::fast::RouterSpec spec{E, k, c.moe.router == RouterType::kMixtral, 0.0, false};
-      ops::fast::RoutingBuffers rb{expert.data(), prob.data(), kept.data(), softmax.data(),
-                                   load.data()};
-      ops::fast::RouteTokens(s.router_logits.data(), M, M, spec, rb, scratch.data());
+      ops::fast::RoutingBuffers rb{expert.data(), prob.data(), kept.data(), s.softmax.data(),
+                                   s.load.data()};
+      ops::fast::RouteTokens(s.router_logits.data(), M, M, spec, rb, s.route_scratch.data());
       std::fill_n(s.y.data(), M * H, 0.0f);
       for (int64_t a = 0; a < M * k; ++a) {
         if (!kept[Z(a)]) continue;
@@ -294,7 +304,10 @@ Result<std::span<const float>> Decoder::Append(std::span<const int32_t> tokens) 
         for (int64_t i = 0; i < H; ++i) s.y[Z(m * H + i)] += prob[Z(a)] * s.expert_out[Z(i)];
       }
       if (c.moe.shared_intermediate > 0) {
-        Vec gate(Z(M)), shared(Z(M * H));
+        grow(s.gate, M);
+        grow(s.shared, M * H);
+        Vec& gate = s.gate;
+        Vec& shared = s.shared;
         RunFfn(s, L.shared, s.xn.data(), M, shared.data());
         Linear(s.xn.data(), M, H, L.shared_router.data(), 1, gate.data());
         for (int64_t m = 0; m < M; ++m) {
