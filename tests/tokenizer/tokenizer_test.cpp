@@ -222,6 +222,23 @@ TEST(Load, ErrorsAreClear) {
       {"not a model", [](json& j) { j.erase("model"); }, ErrorCode::kFormat, "no 'model'"},
       {"wordpiece", [](json& j) { j["model"]["type"] = "WordPiece"; }, ErrorCode::kUnsupported, "WordPiece"},
       {"byte fallback", [](json& j) { j["model"]["byte_fallback"] = true; }, ErrorCode::kUnsupported, "byte_fallback"},
+      {"unigram", [](json& j) { j["model"]["type"] = "Unigram"; }, ErrorCode::kUnsupported, "Unigram"},
+      {"regex replace", [](json& j) {
+         j["normalizer"] = {{"type", "Replace"}, {"pattern", {{"Regex", " +"}}}, {"content", " "}};
+       }, ErrorCode::kUnsupported, "Regex"},
+      {"spm with split", [](json& j) {
+         j["decoder"] = nullptr;
+         j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"String", " "}}}, {"behavior", "Isolated"}};
+       }, ErrorCode::kUnsupported, "Split"},
+      {"spm with wordpiece decoder", [](json& j) {
+         j["pre_tokenizer"] = nullptr;
+         j["decoder"] = {{"type", "WordPiece"}};
+       }, ErrorCode::kUnsupported, "WordPiece"},
+      {"spm unk missing", [](json& j) {
+         j["pre_tokenizer"] = nullptr;
+         j["decoder"] = nullptr;
+         j["model"]["unk_token"] = "<unk>";
+       }, ErrorCode::kFormat, "<unk>"},
       {"three-part merge", [](json& j) { j["model"]["merges"] = json::array({"a b c"}); }, ErrorCode::kFormat,
        "merge 1"},
       {"merge of unknown", [](json& j) { j["model"]["merges"] = json::array({"a b"}); }, ErrorCode::kFormat,
