@@ -481,6 +481,7 @@ bool Tokenizer::IsSpecial(int32_t id) const {
 const std::vector<AddedToken>& Tokenizer::added_tokens() const { return impl_->added; }
 std::optional<int32_t> Tokenizer::bos_id() const { return impl_->bos; }
 std::optional<int32_t> Tokenizer::eos_id() const { return impl_->eos; }
+bool Tokenizer::decodes_by_concatenation() const { return !impl_->literal; }
 bool Tokenizer::template_adds_bos() const { return !impl_->template_prefix.empty(); }
 const std::string& Tokenizer::sha256() const { return impl_->sha256; }
 
