@@ -5,6 +5,7 @@
 #include <cctype>
 #include <cstdlib>
 #include <cstring>
+#include <span>
 #include <unordered_map>
 
 #include "io/tokenizer_bytes.h"
@@ -69,8 +70,14 @@ void ReplaceAll(std::string_view in, std::string_view pat, std::string_view rep,
 
 // The normalizer steps in order; `buf` is scratch.
 void ApplyNorm(const std::vector<NormStep>& steps, std::string_view in, std::string& out, std::string& buf) {
-  out.assign(in);
-  for (const NormStep& n : steps) {
+  size_t first = 0;
+  if (!steps.empty() && steps[0].kind == NormStep::Kind::kPrepend && !in.empty()) {
+    out.assign(steps[0].a).append(in);  // the usual leading Prepend without moving the text
+    first = 1;
+  } else {
+    out.assign(in);
+  }
+  for (const NormStep& n : std::span(steps).subspan(first)) {
     switch (n.kind) {
       case NormStep::Kind::kNfc:
         Nfc(out, buf);
@@ -368,7 +375,8 @@ struct Encoder::State {
       WithAdded(seg, at_start, t.normalized_matcher, opts, out, /*normalized_stage=*/true);
       return;
     }
-    std::string norm;
+    // Normalized text is consumed before the next call, so one buffer per Encoder serves.
+    std::string& norm = normalized;
     if (t.nfc) {
       Nfc(seg, norm);
     } else {
