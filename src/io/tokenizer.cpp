@@ -306,18 +306,34 @@ struct Encoder::State {
         words.push_back(seg);
       }
     } else if (t.split_at_metaspace) {
+      // One pass over the bytes: cut before a U+2581 run that follows other text, and around an
+      // ASCII character that always becomes its own byte token (cut_ascii).
       constexpr std::string_view kMeta = "\xe2\x96\x81";
+      const auto* p = reinterpret_cast<const unsigned char*>(seg.data());
+      const size_t n = seg.size();
       size_t b = 0;
-      for (size_t j = 0; (j = seg.find(kMeta, j)) != std::string_view::npos;) {
-        size_t run_end = j;
-        while (seg.substr(run_end, kMeta.size()) == kMeta) run_end += kMeta.size();
-        if (j > b && seg.substr(j - kMeta.size(), kMeta.size()) != kMeta) {
-          words.push_back(seg.substr(b, j - b));
-          b = j;
+      bool prev_meta = false;
+      for (size_t j = 0; j < n;) {
+        const unsigned char c = p[j];
+        if (c == 0xe2 && seg.compare(j, kMeta.size(), kMeta) == 0) {
+          if (!prev_meta && j > b) {
+            words.push_back(seg.substr(b, j - b));
+            b = j;
+          }
+          prev_meta = true;
+          j += kMeta.size();
+          continue;
         }
-        j = run_end;
+        prev_meta = false;
+        if (t.cut_ascii[c]) {
+          if (j > b) words.push_back(seg.substr(b, j - b));
+          words.push_back(seg.substr(j, 1));
+          b = j + 1;
+        }
+        ++j;
       }
-      words.push_back(seg.substr(b));
+      if (b < n) words.push_back(seg.substr(b));
+      if (words.empty()) words.push_back(seg);
     } else {
       words.push_back(seg);
     }

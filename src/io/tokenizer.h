@@ -1,9 +1,10 @@
 // BPE tokenizer loaded from a Hugging Face tokenizer.json: byte-level (GPT-2, Llama 3, Qwen2
 // family) or SentencePiece-style with byte fallback (Llama 2, Mistral v0.1; docs/tokenizer.md).
-// Pipeline: added/special tokens split out of the raw text -> normalizer (NFC or none) -> pre-tokenizer
-// (Split regexes run verbatim through PCRE2, ByteLevel) -> BPE by merge rank -> optional template
-// post-processing. Decoding returns exact bytes: decode(encode(x)) == x for any byte string x,
-// including invalid UTF-8 (see docs/tokenizer.md for how invalid bytes are segmented).
+// Pipeline: added/special tokens split out of the raw text -> normalizer (NFC, Prepend, Replace) ->
+// pre-tokenizer (Split regexes run verbatim through PCRE2, ByteLevel; or Metaspace) -> BPE by merge
+// rank -> optional template post-processing. Byte-level decoding returns exact bytes:
+// decode(encode(x)) == x for any byte string x, including invalid UTF-8 (see docs/tokenizer.md for
+// how invalid bytes are segmented and for the SentencePiece-style round trip).
 #pragma once
 
 #include <cstdint>

@@ -67,6 +67,9 @@ class TokenizerImpl {
   // No vocabulary token has U+2581 after another character, so no merge crosses the start of a
   // U+2581 run that follows other text: segments are cut there and cached per word.
   bool split_at_metaspace = false;
+  // With split_at_metaspace and all 256 byte tokens: ASCII bytes outside the vocabulary whose
+  // <0xNN> token no merge uses; such a character is a word of its own (newline, tab in Llama 2).
+  std::array<bool, 256> cut_ascii{};
   bool has_decoder = false;
   std::vector<DecodeStep> decoder;
   std::vector<AddedToken> added;

@@ -374,6 +374,8 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
   if (!merges.is_array()) return FormatError("model.merges must be an array");
   t.bpe.merges.Reserve(merges.size());
   int32_t rank = 0;
+  std::vector<int32_t> merge_sides;  // every id used as a merge's left or right side
+  merge_sides.reserve(2 * merges.size());
   std::string_view a, b;
   std::string ab;
   for (const json& m : merges) {
@@ -400,6 +402,8 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
                          "') uses a token missing from model.vocab");
     }
     t.bpe.merges.InsertOrAssign(BpeModel::Key(ia->second, ib->second), MergeInfo{rank, iab->second});
+    merge_sides.push_back(ia->second);
+    merge_sides.push_back(ib->second);
     ++rank;
   }
 
@@ -443,6 +447,18 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
       if (tok.find(kMeta) != std::string_view::npos) ok = false;
     }
     t.split_at_metaspace = ok;
+    // Only with all 256 byte tokens: else an unknown character leaves an unk pending, which
+    // tokenizers emits after the byte tokens of the next character, across such a cut.
+    const bool all_bytes = std::all_of(std::begin(t.bpe.fallback_id), std::end(t.bpe.fallback_id),
+                                       [](int32_t id) { return id >= 0; });
+    if (ok && t.bpe.byte_fallback && all_bytes) {
+      std::vector<uint8_t> in_merge(t.id_bytes.size(), 0);
+      for (int32_t id : merge_sides) in_merge[static_cast<size_t>(id)] = 1;
+      for (int c = 0; c < 0x80; ++c) {
+        const int32_t fb = t.bpe.fallback_id[c];
+        t.cut_ascii[c] = t.bpe.byte_id[c] < 0 && fb >= 0 && in_merge[static_cast<size_t>(fb)] == 0;
+      }
+    }
   }
   ESCALE_RETURN_IF_ERROR(LoadPostProcessor(root.value("post_processor", json()), t));
 
