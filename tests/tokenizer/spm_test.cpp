@@ -10,9 +10,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
-#include <random>
-
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "io/tokenizer.h"
 #include "support/test_support.h"
@@ -62,8 +61,8 @@ std::string Dec(const Tokenizer& t, const Ids& ids, bool skip = false) {
 TEST(SpmToy, PrependNormalizerLikeLlama2) {
   auto t = Load(Toy());
   ASSERT_TRUE(t);
-  EXPECT_EQ(t->Encode("hi"), (Ids{17}));      // _hi: "_ h" (rank 0) then "_h i"
-  EXPECT_EQ(t->Encode("abc"), (Ids{19, 12}));  // "a b" (1) before "_ a" (2), then "_ ab"; bc lost
+  EXPECT_EQ(t->Encode("hi"), (Ids{17}));        // _hi: "_ h" (rank 0) then "_h i"
+  EXPECT_EQ(t->Encode("abc"), (Ids{19, 12}));   // "a b" (1) before "_ a" (2), then "_ ab"; bc lost
   EXPECT_EQ(t->Encode("  hi"), (Ids{20, 17}));  // "___hi": _h, _hi, then the first "_ _"
   EXPECT_EQ(t->Encode(" "), (Ids{20}));
   EXPECT_EQ(t->Encode("h i ab"), (Ids{16, 9, 14, 19}));
@@ -171,7 +170,7 @@ json AllBytes(json j) {
 
 json NoCut(json j) {
   const auto next = static_cast<int32_t>(j["model"]["vocab"].size());  // ids are 0..size-1
-  j["model"]["vocab"]["z" + kMeta + "z"] = next;  // no merge makes it
+  j["model"]["vocab"]["z" + kMeta + "z"] = next;                       // no merge makes it
   return j;
 }
 
@@ -182,8 +181,22 @@ TEST_P(SpmCut, CutSegmentsEncodeLikeWholeSegments) {
   auto whole = Load(NoCut(base));
   auto cut = Load(base);
   ASSERT_TRUE(whole && cut);
-  const std::vector<std::string> pieces = {"a", "b", "c", "h", "i", " ", " ", "  ", kMeta, "\n", "\xc3\xa9",
-                                           "\xc3\xbc", "\xe2\x82\xac", "x", "\xff", "<s>"};
+  const std::vector<std::string> pieces = {"a",
+                                           "b",
+                                           "c",
+                                           "h",
+                                           "i",
+                                           " ",
+                                           " ",
+                                           "  ",
+                                           kMeta,
+                                           "\n",
+                                           "\xc3\xa9",
+                                           "\xc3\xbc",
+                                           "\xe2\x82\xac",
+                                           "x",
+                                           "\xff",
+                                           "<s>"};
   std::mt19937 rng(11);
   for (int iter = 0; iter < 3000; ++iter) {
     std::string s;
@@ -194,11 +207,12 @@ TEST_P(SpmCut, CutSegmentsEncodeLikeWholeSegments) {
     EncodeOptions plain;
     plain.parse_special = false;
     std::string expected = s;
-    for (size_t p = 0; (p = expected.find(kMeta, p)) != std::string::npos;) expected.replace(p, kMeta.size(), " ");
+    for (size_t p = 0; (p = expected.find(kMeta, p)) != std::string::npos;)
+      expected.replace(p, kMeta.size(), " ");
     const std::string got = Dec(*cut, cut->Encode(s, plain));
     // Without all byte tokens ü, x, the invalid byte 0xFF and "<s>" read as plain text give <unk>.
-    if (GetParam() ||
-        (s.find("\xc3\xbc") == std::string::npos && s.find_first_of("x<\xff") == std::string::npos)) {
+    if (GetParam() || (s.find("\xc3\xbc") == std::string::npos &&
+                       s.find_first_of("x<\xff") == std::string::npos)) {
       ASSERT_EQ(got, expected) << "text: " << s;
     }
   }
