@@ -69,7 +69,8 @@ void ReplaceAll(std::string_view in, std::string_view pat, std::string_view rep,
 }
 
 // The normalizer steps in order; `buf` is scratch.
-void ApplyNorm(const std::vector<NormStep>& steps, std::string_view in, std::string& out, std::string& buf) {
+void ApplyNorm(const std::vector<NormStep>& steps, std::string_view in, std::string& out,
+               std::string& buf) {
   size_t first = 0;
   if (!steps.empty() && steps[0].kind == NormStep::Kind::kPrepend && !in.empty()) {
     out.assign(steps[0].a).append(in);  // the usual leading Prepend without moving the text
@@ -102,10 +103,14 @@ int FallbackByte(std::string_view tok) {
   int v = 0;
   for (char c : tok.substr(3, 2)) {
     v <<= 4;
-    if (c >= '0' && c <= '9') v |= c - '0';
-    else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
-    else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
-    else return -1;
+    if (c >= '0' && c <= '9')
+      v |= c - '0';
+    else if (c >= 'a' && c <= 'f')
+      v |= c - 'a' + 10;
+    else if (c >= 'A' && c <= 'F')
+      v |= c - 'A' + 10;
+    else
+      return -1;
   }
   return v;
 }
@@ -150,7 +155,9 @@ std::string DecodeLiteral(const TokenizerImpl& t, std::vector<std::string> toks)
         for (std::string& s : toks) {
           size_t b = 0, e = s.size();
           for (int k = 0; k < d.start && s.compare(b, d.a.size(), d.a) == 0; ++k) b += d.a.size();
-          for (int k = 0; k < d.stop && e >= b + d.a.size() && s.compare(e - d.a.size(), d.a.size(), d.a) == 0; ++k) {
+          for (int k = 0;
+               k < d.stop && e >= b + d.a.size() && s.compare(e - d.a.size(), d.a.size(), d.a) == 0;
+               ++k) {
             e -= d.a.size();
           }
           s = s.substr(b, e - b);
@@ -285,14 +292,17 @@ struct Encoder::State {
     if (t.metaspace) {
       const MetaspaceStep& m = *t.metaspace;
       prefixed.clear();
-      const bool starts = seg.substr(0, 1) == " " || seg.substr(0, m.replacement.size()) == m.replacement;
+      const bool starts =
+          seg.substr(0, 1) == " " || seg.substr(0, m.replacement.size()) == m.replacement;
       if (!starts && (m.prepend == MetaspaceStep::Prepend::kAlways ||
                       (m.prepend == MetaspaceStep::Prepend::kFirst && at_start))) {
         prefixed = m.replacement;
       }
       for (char c : seg) {
-        if (c == ' ') prefixed += m.replacement;
-        else prefixed.push_back(c);
+        if (c == ' ')
+          prefixed += m.replacement;
+        else
+          prefixed.push_back(c);
       }
       seg = prefixed;
       if (m.split) {
@@ -386,7 +396,8 @@ struct Encoder::State {
     }
   }
 
-  void Normalized(std::string_view seg, bool at_start, const EncodeOptions& opts, std::vector<int32_t>& out) {
+  void Normalized(std::string_view seg, bool at_start, const EncodeOptions& opts,
+                  std::vector<int32_t>& out) {
     if (t.norm.empty()) {
       WithAdded(seg, at_start, t.normalized_matcher, opts, out, /*normalized_stage=*/true);
       return;
@@ -403,11 +414,13 @@ struct Encoder::State {
 
   // Splits `text` around added tokens of `m`; text between goes to the next stage. `at_start`:
   // `text` begins at offset 0 of the original input (Metaspace's "first" prepend scheme).
-  void WithAdded(std::string_view text, bool at_start, const AddedMatcher& m, const EncodeOptions& opts,
-                 std::vector<int32_t>& out, bool normalized_stage) {
+  void WithAdded(std::string_view text, bool at_start, const AddedMatcher& m,
+                 const EncodeOptions& opts, std::vector<int32_t>& out, bool normalized_stage) {
     auto forward = [&](std::string_view part, bool first) {
-      if (normalized_stage) Model(part, first, out);
-      else Normalized(part, first, opts, out);
+      if (normalized_stage)
+        Model(part, first, out);
+      else
+        Normalized(part, first, opts, out);
     };
     if (m.empty()) {
       forward(text, at_start);
@@ -445,7 +458,8 @@ struct Encoder::State {
       if (hit->rstrip) {
         while (me < text.size() && IsAsciiSpace(static_cast<unsigned char>(text[me]))) ++me;
       }
-      if (mb > seg_start) forward(text.substr(seg_start, mb - seg_start), at_start && seg_start == 0);
+      if (mb > seg_start)
+        forward(text.substr(seg_start, mb - seg_start), at_start && seg_start == 0);
       out.push_back(hit->id);
       seg_start = me;
       i = me;
@@ -473,8 +487,10 @@ Result<std::string> Tokenizer::Decode(const std::vector<int32_t>& ids, bool skip
                              std::to_string(vocab_size()) + ")");
     }
     if (skip_special && impl_->id_special[id] != 0) continue;
-    if (impl_->literal) toks.push_back(impl_->id_token[id]);
-    else out += impl_->id_bytes[id];
+    if (impl_->literal)
+      toks.push_back(impl_->id_token[id]);
+    else
+      out += impl_->id_bytes[id];
   }
   if (impl_->literal) return DecodeLiteral(*impl_, std::move(toks));
   return out;
@@ -505,7 +521,9 @@ bool Tokenizer::IsSpecial(int32_t id) const {
 const std::vector<AddedToken>& Tokenizer::added_tokens() const { return impl_->added; }
 std::optional<int32_t> Tokenizer::bos_id() const { return impl_->bos; }
 std::optional<int32_t> Tokenizer::eos_id() const { return impl_->eos; }
-bool Tokenizer::decodes_by_concatenation() const { return !impl_->literal; }
+bool Tokenizer::decodes_by_concatenation() const {
+  return !impl_->literal;
+}
 bool Tokenizer::template_adds_bos() const { return !impl_->template_prefix.empty(); }
 const std::string& Tokenizer::sha256() const { return impl_->sha256; }
 

@@ -34,7 +34,8 @@ std::string TypeOf(const json& j) {
 
 // A Replace/Split pattern given as {"String": ...}; regex patterns are not supported here.
 Result<std::string> LiteralPattern(const json& pattern, const std::string& what) {
-  if (pattern.is_object() && pattern.contains("String")) return pattern.at("String").get<std::string>();
+  if (pattern.is_object() && pattern.contains("String"))
+    return pattern.at("String").get<std::string>();
   return Unsupported(what + " with a Regex pattern is not supported (only {\"String\": ...})");
 }
 
@@ -51,17 +52,20 @@ Status LoadNormalizer(const json& j, TokenizerImpl& t) {
   }
   if (type == "Replace") {
     ESCALE_ASSIGN_OR_RETURN(std::string pat, LiteralPattern(j.at("pattern"), "Replace normalizer"));
-    if (pat.empty()) return Unsupported("Replace normalizer with an empty pattern is not supported");
-    t.norm.push_back({NormStep::Kind::kReplace, std::move(pat), j.at("content").get<std::string>()});
+    if (pat.empty())
+      return Unsupported("Replace normalizer with an empty pattern is not supported");
+    t.norm.push_back(
+        {NormStep::Kind::kReplace, std::move(pat), j.at("content").get<std::string>()});
     return Status::Ok();
   }
   if (type == "Sequence") {
     for (const json& n : j.at("normalizers")) ESCALE_RETURN_IF_ERROR(LoadNormalizer(n, t));
     return Status::Ok();
   }
-  return Unsupported("normalizer '" + type +
-                     "' is not supported (only NFC, Prepend, Replace or none: byte-level BPE such as "
-                     "GPT-2, Llama 3, Qwen2, and SentencePiece-style BPE such as Llama 2, Mistral)");
+  return Unsupported(
+      "normalizer '" + type +
+      "' is not supported (only NFC, Prepend, Replace or none: byte-level BPE such as "
+      "GPT-2, Llama 3, Qwen2, and SentencePiece-style BPE such as Llama 2, Mistral)");
 }
 
 // A ByteLevel step anywhere in a pre-tokenizer or decoder (Sequences included).
@@ -79,7 +83,8 @@ bool HasByteLevel(const json& j) {
 
 Status LoadMetaspace(const json& j, TokenizerImpl& t) {
   if (t.metaspace || !t.pretok.empty()) {
-    return Unsupported("Metaspace pre-tokenizer combined with other pre-tokenizer steps is not supported");
+    return Unsupported(
+        "Metaspace pre-tokenizer combined with other pre-tokenizer steps is not supported");
   }
   MetaspaceStep m;
   m.replacement = j.value("replacement", m.replacement);
@@ -87,10 +92,14 @@ Status LoadMetaspace(const json& j, TokenizerImpl& t) {
   m.split = j.value("split", true);
   if (j.contains("prepend_scheme") && j.at("prepend_scheme").is_string()) {
     const std::string p = j.at("prepend_scheme").get<std::string>();
-    if (p == "always") m.prepend = MetaspaceStep::Prepend::kAlways;
-    else if (p == "first") m.prepend = MetaspaceStep::Prepend::kFirst;
-    else if (p == "never") m.prepend = MetaspaceStep::Prepend::kNever;
-    else return FormatError("Metaspace prepend_scheme '" + p + "' is not always, first or never");
+    if (p == "always")
+      m.prepend = MetaspaceStep::Prepend::kAlways;
+    else if (p == "first")
+      m.prepend = MetaspaceStep::Prepend::kFirst;
+    else if (p == "never")
+      m.prepend = MetaspaceStep::Prepend::kNever;
+    else
+      return FormatError("Metaspace prepend_scheme '" + p + "' is not always, first or never");
   } else {
     // Files written before prepend_scheme existed say add_prefix_space.
     m.prepend = j.value("add_prefix_space", true) ? MetaspaceStep::Prepend::kAlways
@@ -123,7 +132,8 @@ Status LoadDecoder(const json& j, TokenizerImpl& t) {
     d.a = j.at("content").get<std::string>();
     d.start = j.value("start", 0);
     d.stop = j.value("stop", 0);
-    if (d.start < 0 || d.stop < 0) return FormatError("Strip decoder start/stop must not be negative");
+    if (d.start < 0 || d.stop < 0)
+      return FormatError("Strip decoder start/stop must not be negative");
   } else if (type == "Metaspace") {
     d.kind = DecodeStep::Kind::kMetaspace;
     d.a = j.value("replacement", std::string("\xe2\x96\x81"));
@@ -134,9 +144,10 @@ Status LoadDecoder(const json& j, TokenizerImpl& t) {
       d.strip_first = j.value("add_prefix_space", true);
     }
   } else {
-    return Unsupported("decoder '" + type +
-                       "' is not supported for SentencePiece-style BPE (only Replace, ByteFallback, "
-                       "Fuse, Strip and Metaspace)");
+    return Unsupported(
+        "decoder '" + type +
+        "' is not supported for SentencePiece-style BPE (only Replace, ByteFallback, "
+        "Fuse, Strip and Metaspace)");
   }
   t.decoder.push_back(std::move(d));
   return Status::Ok();
@@ -164,7 +175,8 @@ Status LoadPreTokenizer(const json& j, TokenizerImpl& t, bool& byte_level) {
     return Status::Ok();
   }
   if (type == "Metaspace") {
-    if (!t.literal) return Unsupported("Metaspace pre-tokenizer together with ByteLevel is not supported");
+    if (!t.literal)
+      return Unsupported("Metaspace pre-tokenizer together with ByteLevel is not supported");
     return LoadMetaspace(j, t);
   }
   if (type == "ByteLevel") {
@@ -184,8 +196,9 @@ Status LoadPreTokenizer(const json& j, TokenizerImpl& t, bool& byte_level) {
   }
   if (type == "Split") {
     if (t.literal) {
-      return Unsupported("Split pre-tokenizer in a SentencePiece-style (non-ByteLevel) tokenizer is "
-                         "not supported");
+      return Unsupported(
+          "Split pre-tokenizer in a SentencePiece-style (non-ByteLevel) tokenizer is "
+          "not supported");
     }
     if (j.value("invert", false)) return Unsupported("Split pre-tokenizer with invert=true is not supported");
     const std::string b = j.value("behavior", "Isolated");
@@ -199,8 +212,9 @@ Status LoadPreTokenizer(const json& j, TokenizerImpl& t, bool& byte_level) {
     t.pretok.push_back({PreTokStep::Kind::kSplit, std::move(re), behavior});
     return Status::Ok();
   }
-  return Unsupported("pre-tokenizer '" + type +
-                     "' is not supported (only Split + ByteLevel, or Metaspace for SentencePiece-style BPE)");
+  return Unsupported(
+      "pre-tokenizer '" + type +
+      "' is not supported (only Split + ByteLevel, or Metaspace for SentencePiece-style BPE)");
 }
 
 // Template post-processing ("$A" plus special tokens around it) for single sequences.
@@ -266,9 +280,10 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
   const json& model = root.at("model");
   const std::string mtype = TypeOf(model);
   if (!mtype.empty() && mtype != "BPE") {
-    return Unsupported("model type '" + mtype +
-                       "' is not supported: only BPE models (byte-level like GPT-2, Llama 3, Qwen2, or "
-                       "SentencePiece-style like Llama 2, Mistral); Unigram (T5) and WordPiece are not");
+    return Unsupported(
+        "model type '" + mtype +
+        "' is not supported: only BPE models (byte-level like GPT-2, Llama 3, Qwen2, or "
+        "SentencePiece-style like Llama 2, Mistral); Unigram (T5) and WordPiece are not");
   }
   const json pre_tok = root.value("pre_tokenizer", json());
   // SentencePiece-style when neither the pre-tokenizer nor the decoder is ByteLevel.
@@ -277,7 +292,8 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
   t.bpe.byte_fallback = model.value("byte_fallback", false);
   t.bpe.fuse_unk = model.value("fuse_unk", false);
   if (t.bpe.byte_fallback && !t.literal) {
-    return Unsupported("BPE byte_fallback together with a ByteLevel pre-tokenizer is not supported");
+    return Unsupported(
+        "BPE byte_fallback together with a ByteLevel pre-tokenizer is not supported");
   }
   for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     if (model.contains(k) && model.at(k).is_string() && !model.at(k).get<std::string>().empty()) {
@@ -431,9 +447,10 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
   bool byte_level = false;
   ESCALE_RETURN_IF_ERROR(LoadPreTokenizer(pre_tok, t, byte_level));
   if (!t.literal && !byte_level) {
-    return Unsupported("tokenizer.json has a ByteLevel decoder but no ByteLevel pre-tokenizer: only "
-                       "byte-level BPE (GPT-2, Llama 3, Qwen2) or SentencePiece-style BPE (Llama 2, "
-                       "Mistral) is supported");
+    return Unsupported(
+        "tokenizer.json has a ByteLevel decoder but no ByteLevel pre-tokenizer: only "
+        "byte-level BPE (GPT-2, Llama 3, Qwen2) or SentencePiece-style BPE (Llama 2, "
+        "Mistral) is supported");
   }
   if (t.literal) {
     ESCALE_RETURN_IF_ERROR(LoadDecoder(root.value("decoder", json()), t));

@@ -639,19 +639,25 @@ TEST(Generate, SentencePieceTextIsTheWholeContinuationDecoded) {
   json vocab = json::object();
   std::vector<std::string> letter(260);
   for (int i = 0; i < 260; ++i) {
-    letter[static_cast<size_t>(i)] = std::string(1, static_cast<char>(i < 3 ? 'A' : 0x20 + (i % 0x5f)));
-    if (i >= 3 && i < 3 + 0x5f) vocab[meta + letter[static_cast<size_t>(i)]] = i;
-    else vocab["<t" + std::to_string(i) + ">"] = i;  // plain tokens, no space
+    letter[static_cast<size_t>(i)] =
+        std::string(1, static_cast<char>(i < 3 ? 'A' : 0x20 + (i % 0x5f)));
+    if (i >= 3 && i < 3 + 0x5f)
+      vocab[meta + letter[static_cast<size_t>(i)]] = i;
+    else
+      vocab["<t" + std::to_string(i) + ">"] = i;  // plain tokens, no space
   }
   json j;
   j["added_tokens"] = json::array();
   j["normalizer"] = {{"type", "Prepend"}, {"prepend", meta}};
   j["pre_tokenizer"] = nullptr;
-  j["decoder"] = {{"type", "Sequence"},
-                  {"decoders", json::array({{{"type", "Replace"}, {"pattern", {{"String", meta}}}, {"content", " "}},
-                                            {{"type", "Fuse"}},
-                                            {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}})}};
-  j["model"] = {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}, {"byte_fallback", true}};
+  j["decoder"] = {
+      {"type", "Sequence"},
+      {"decoders",
+       json::array({{{"type", "Replace"}, {"pattern", {{"String", meta}}}, {"content", " "}},
+                    {{"type", "Fuse"}},
+                    {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}})}};
+  j["model"] = {
+      {"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}, {"byte_fallback", true}};
   auto tok = tok::Tokenizer::FromJson(j.dump());
   ASSERT_TRUE(tok.ok()) << tok.status().message();
   auto dec = Decoder::Create(c, w, 32);

@@ -1,5 +1,5 @@
-// escale's ids == Hugging Face's ids on real Llama 3, Qwen3 and Llama 2 tokenizer.json files. The golden
-// ids come from the Rust tokenizers crate (cross-checked by transformers.js) through
+// escale's ids == Hugging Face's ids on real Llama 3, Qwen3 and Llama 2 tokenizer.json files. The
+// golden ids come from the Rust tokenizers crate (cross-checked by transformers.js) through
 // scripts/tokenizer/make_golden.mjs; the tokenizer files are fetched by
 // scripts/tokenizer/fetch_tokenizers.sh (test.sh runs it), since Llama 3's licence keeps them out
 // of the repository.
@@ -28,7 +28,8 @@ struct Golden {
 };
 
 std::string ReplaceAll(std::string s, const std::string& from, const std::string& to) {
-  for (size_t i = 0; (i = s.find(from, i)) != std::string::npos; i += to.size()) s.replace(i, from.size(), to);
+  for (size_t i = 0; (i = s.find(from, i)) != std::string::npos; i += to.size())
+    s.replace(i, from.size(), to);
   return s;
 }
 
@@ -78,7 +79,8 @@ TEST_P(GoldenTest, IdsMatchHuggingFaceExactly) {
   if (sc.contains("decoded")) {
     const auto ids = sc["ids"].get<std::vector<int32_t>>();
     EXPECT_EQ(*g.tok->Decode(ids), sc["decoded"].get<std::string>());
-    EXPECT_EQ(*g.tok->Decode(ids, /*skip_special=*/true), sc["decoded_skip_special"].get<std::string>());
+    EXPECT_EQ(*g.tok->Decode(ids, /*skip_special=*/true),
+              sc["decoded_skip_special"].get<std::string>());
   }
 }
 
@@ -172,7 +174,8 @@ TEST(TrainedTokenizer, EncodesLikeHuggingFace) {
   EXPECT_EQ(ids, hf);
 }
 
-INSTANTIATE_TEST_SUITE_P(RealTokenizers, GoldenTest, ::testing::Values("llama3", "qwen3", "llama2"));
+INSTANTIATE_TEST_SUITE_P(RealTokenizers, GoldenTest,
+                         ::testing::Values("llama3", "qwen3", "llama2"));
 
 }  // namespace
 }  // namespace escale::tok
