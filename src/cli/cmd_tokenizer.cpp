@@ -1,4 +1,5 @@
-// escale tokenizer {encode, decode, train}: byte-level BPE from a Hugging Face tokenizer.json.
+// escale tokenizer {encode, decode, train}: BPE (byte-level or SentencePiece-style) from a Hugging
+// Face tokenizer.json; training writes byte-level BPE.
 #include <cstdio>
 #include <memory>
 #include <sstream>
@@ -121,7 +122,9 @@ Status RunTrain(const Options& o) {
 
 CommandRegistration reg(60, [](CLI::App& app) -> RunFn {
   auto o = std::make_shared<Options>();
-  CLI::App* cmd = app.add_subcommand("tokenizer", "Byte-level BPE tokenizers (Hugging Face tokenizer.json)");
+  CLI::App* cmd = app.add_subcommand(
+      "tokenizer",
+      "BPE tokenizers: byte-level or SentencePiece-style (Hugging Face tokenizer.json)");
   cmd->require_subcommand(1);
 
   CLI::App* enc = cmd->add_subcommand("encode", "Text -> token ids (comma-separated, or --json)");

@@ -83,8 +83,15 @@ Result<GenerateResult> Generate(Decoder& dec, const tok::Tokenizer& tokenizer,
       break;
     }
     r.tokens.push_back(next);
-    ESCALE_ASSIGN_OR_RETURN(std::string piece, tokenizer.Decode({next}));
-    decoded += piece;
+    if (tokenizer.decodes_by_concatenation()) {
+      ESCALE_ASSIGN_OR_RETURN(std::string piece, tokenizer.Decode({next}));
+      decoded += piece;
+    } else {
+      // SentencePiece-style decoders strip the leading space of the whole text, not of every
+      // token: decode all generated ids (as lm-eval decodes the continuation); the result only
+      // grows at its end, so the text already emitted stays a prefix.
+      ESCALE_ASSIGN_OR_RETURN(decoded, tokenizer.Decode(r.tokens));
+    }
     size_t cut = std::string::npos;
     for (const auto& s : opt.stop)
       if (!s.empty())

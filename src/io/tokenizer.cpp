@@ -5,6 +5,7 @@
 #include <cctype>
 #include <cstdlib>
 #include <cstring>
+#include <span>
 #include <unordered_map>
 
 #include "io/tokenizer_bytes.h"
@@ -58,6 +59,128 @@ void Nfc(std::string_view in, std::string& out) {
   }
 }
 
+void ReplaceAll(std::string_view in, std::string_view pat, std::string_view rep, std::string& out) {
+  out.clear();
+  size_t i = 0;
+  for (size_t j; (j = in.find(pat, i)) != std::string_view::npos; i = j + pat.size()) {
+    out.append(in.substr(i, j - i)).append(rep);
+  }
+  out.append(in.substr(i));
+}
+
+// The normalizer steps in order; `buf` is scratch.
+void ApplyNorm(const std::vector<NormStep>& steps, std::string_view in, std::string& out,
+               std::string& buf) {
+  size_t first = 0;
+  if (!steps.empty() && steps[0].kind == NormStep::Kind::kPrepend && !in.empty()) {
+    out.assign(steps[0].a).append(in);  // the usual leading Prepend without moving the text
+    first = 1;
+  } else {
+    out.assign(in);
+  }
+  for (const NormStep& n : std::span(steps).subspan(first)) {
+    switch (n.kind) {
+      case NormStep::Kind::kNfc:
+        Nfc(out, buf);
+        out.swap(buf);
+        break;
+      case NormStep::Kind::kPrepend:
+        if (!out.empty()) out.insert(0, n.a);  // tokenizers prepends to non-empty text only
+        break;
+      case NormStep::Kind::kReplace:
+        if (out.find(n.a) != std::string::npos) {
+          ReplaceAll(out, n.a, n.b, buf);
+          out.swap(buf);
+        }
+        break;
+    }
+  }
+}
+
+// "<0xNN>" -> NN, or -1 (tokenizers' ByteFallback accepts either case of hex digit).
+int FallbackByte(std::string_view tok) {
+  if (tok.size() != 6 || tok.substr(0, 3) != "<0x" || tok[5] != '>') return -1;
+  int v = 0;
+  for (char c : tok.substr(3, 2)) {
+    v <<= 4;
+    if (c >= '0' && c <= '9')
+      v |= c - '0';
+    else if (c >= 'a' && c <= 'f')
+      v |= c - 'a' + 10;
+    else if (c >= 'A' && c <= 'F')
+      v |= c - 'A' + 10;
+    else
+      return -1;
+  }
+  return v;
+}
+
+// tokenizers' decoder chain over token strings. ByteFallback keeps the exact bytes of a run of
+// byte tokens (tokenizers writes one U+FFFD per byte when the run is not valid UTF-8).
+std::string DecodeLiteral(const TokenizerImpl& t, std::vector<std::string> toks) {
+  std::string buf;
+  for (const DecodeStep& d : t.decoder) {
+    switch (d.kind) {
+      case DecodeStep::Kind::kReplace:
+        for (std::string& s : toks) {
+          if (s.find(d.a) == std::string::npos) continue;
+          ReplaceAll(s, d.a, d.b, buf);
+          s.swap(buf);
+        }
+        break;
+      case DecodeStep::Kind::kByteFallback: {
+        std::vector<std::string> next;
+        bool in_run = false;
+        for (std::string& s : toks) {
+          const int b = FallbackByte(s);
+          if (b < 0) {
+            next.push_back(std::move(s));
+            in_run = false;
+            continue;
+          }
+          if (!in_run) next.emplace_back();
+          next.back().push_back(static_cast<char>(b));
+          in_run = true;
+        }
+        toks.swap(next);
+        break;
+      }
+      case DecodeStep::Kind::kFuse: {
+        std::string all;
+        for (const std::string& s : toks) all += s;
+        toks.assign(1, std::move(all));
+        break;
+      }
+      case DecodeStep::Kind::kStrip:
+        for (std::string& s : toks) {
+          size_t b = 0, e = s.size();
+          for (int k = 0; k < d.start && s.compare(b, d.a.size(), d.a) == 0; ++k) b += d.a.size();
+          for (int k = 0;
+               k < d.stop && e >= b + d.a.size() && s.compare(e - d.a.size(), d.a.size(), d.a) == 0;
+               ++k) {
+            e -= d.a.size();
+          }
+          s = s.substr(b, e - b);
+        }
+        break;
+      case DecodeStep::Kind::kMetaspace:
+        for (size_t i = 0; i < toks.size(); ++i) {
+          if (toks[i].find(d.a) == std::string::npos) continue;
+          // The first token loses every replacement character, not only a leading one.
+          ReplaceAll(toks[i], d.a, i == 0 && d.strip_first ? "" : " ", buf);
+          toks[i].swap(buf);
+        }
+        break;
+    }
+  }
+  std::string out;
+  for (size_t i = 0; i < toks.size(); ++i) {
+    if (!t.has_decoder && i > 0) out.push_back(' ');  // no decoder: tokenizers joins with spaces
+    out += toks[i];
+  }
+  return out;
+}
+
 }  // namespace
 
 constexpr size_t kMaxCachedWord = 256;
@@ -72,6 +195,7 @@ struct Encoder::State {
   std::vector<int32_t> arena;
   BpeModel::Scratch scratch;
   std::string normalized;
+  std::string norm_buf;
   std::string prefixed;
   SanitizedUtf8 sanitized;
   std::vector<std::pair<size_t, size_t>> pieces, next, matches;
@@ -162,8 +286,76 @@ struct Encoder::State {
     }
   }
 
-  void Model(std::string_view seg, std::vector<int32_t>& out) {
+  // SentencePiece-style: Metaspace (if any), then words as described by split_at_metaspace.
+  void ModelLiteral(std::string_view seg, bool at_start, std::vector<int32_t>& out) {
+    words.clear();
+    if (t.metaspace) {
+      const MetaspaceStep& m = *t.metaspace;
+      prefixed.clear();
+      const bool starts =
+          seg.substr(0, 1) == " " || seg.substr(0, m.replacement.size()) == m.replacement;
+      if (!starts && (m.prepend == MetaspaceStep::Prepend::kAlways ||
+                      (m.prepend == MetaspaceStep::Prepend::kFirst && at_start))) {
+        prefixed = m.replacement;
+      }
+      for (char c : seg) {
+        if (c == ' ')
+          prefixed += m.replacement;
+        else
+          prefixed.push_back(c);
+      }
+      seg = prefixed;
+      if (m.split) {
+        // MergedWithNext: every replacement starts a new word.
+        size_t b = 0;
+        for (size_t j; (j = seg.find(m.replacement, b + 1)) != std::string_view::npos; b = j) {
+          words.push_back(seg.substr(b, j - b));
+        }
+        words.push_back(seg.substr(b));
+      } else {
+        words.push_back(seg);
+      }
+    } else if (t.split_at_metaspace) {
+      // One pass over the bytes: cut before a U+2581 run that follows other text, and around an
+      // ASCII character that always becomes its own byte token (cut_ascii).
+      constexpr std::string_view kMeta = "\xe2\x96\x81";
+      const auto* p = reinterpret_cast<const unsigned char*>(seg.data());
+      const size_t n = seg.size();
+      size_t b = 0;
+      bool prev_meta = false;
+      for (size_t j = 0; j < n;) {
+        const unsigned char c = p[j];
+        if (c == 0xe2 && seg.compare(j, kMeta.size(), kMeta) == 0) {
+          if (!prev_meta && j > b) {
+            words.push_back(seg.substr(b, j - b));
+            b = j;
+          }
+          prev_meta = true;
+          j += kMeta.size();
+          continue;
+        }
+        prev_meta = false;
+        if (t.cut_ascii[c]) {
+          if (j > b) words.push_back(seg.substr(b, j - b));
+          words.push_back(seg.substr(j, 1));
+          b = j + 1;
+        }
+        ++j;
+      }
+      if (b < n) words.push_back(seg.substr(b));
+      if (words.empty()) words.push_back(seg);
+    } else {
+      words.push_back(seg);
+    }
+    Words(out);
+  }
+
+  void Model(std::string_view seg, bool at_start, std::vector<int32_t>& out) {
     if (seg.empty()) return;
+    if (t.literal) {
+      ModelLiteral(seg, at_start, out);
+      return;
+    }
     if (t.prefix_space && seg.front() != ' ') {
       prefixed.assign(1, ' ');
       prefixed.append(seg);
@@ -183,6 +375,10 @@ struct Encoder::State {
         words.push_back(seg.substr(ob, oe - ob));
       }
     }
+    Words(out);
+  }
+
+  void Words(std::vector<int32_t>& out) {
     // Hash every word first and prefetch the cache slot (and, under ignore_merges, the vocabulary
     // slot) a few words ahead, so that the table lookups' memory accesses overlap.
     constexpr size_t kAhead = 8;
@@ -200,25 +396,34 @@ struct Encoder::State {
     }
   }
 
-  void Normalized(std::string_view seg, const EncodeOptions& opts, std::vector<int32_t>& out) {
-    if (!t.nfc) {
-      WithAdded(seg, t.normalized_matcher, opts, out, /*normalized_stage=*/true);
+  void Normalized(std::string_view seg, bool at_start, const EncodeOptions& opts,
+                  std::vector<int32_t>& out) {
+    if (t.norm.empty()) {
+      WithAdded(seg, at_start, t.normalized_matcher, opts, out, /*normalized_stage=*/true);
       return;
     }
-    std::string norm;
-    Nfc(seg, norm);
-    WithAdded(norm, t.normalized_matcher, opts, out, true);
+    // Normalized text is consumed before the next call, so one buffer per Encoder serves.
+    std::string& norm = normalized;
+    if (t.nfc) {
+      Nfc(seg, norm);
+    } else {
+      ApplyNorm(t.norm, seg, norm, norm_buf);
+    }
+    WithAdded(norm, at_start, t.normalized_matcher, opts, out, true);
   }
 
-  // Splits `text` around added tokens of `m`; text between goes to the next stage.
-  void WithAdded(std::string_view text, const AddedMatcher& m, const EncodeOptions& opts,
-                 std::vector<int32_t>& out, bool normalized_stage) {
-    auto forward = [&](std::string_view part) {
-      if (normalized_stage) Model(part, out);
-      else Normalized(part, opts, out);
+  // Splits `text` around added tokens of `m`; text between goes to the next stage. `at_start`:
+  // `text` begins at offset 0 of the original input (Metaspace's "first" prepend scheme).
+  void WithAdded(std::string_view text, bool at_start, const AddedMatcher& m,
+                 const EncodeOptions& opts, std::vector<int32_t>& out, bool normalized_stage) {
+    auto forward = [&](std::string_view part, bool first) {
+      if (normalized_stage)
+        Model(part, first, out);
+      else
+        Normalized(part, first, opts, out);
     };
     if (m.empty()) {
-      forward(text);
+      forward(text, at_start);
       return;
     }
     size_t seg_start = 0;
@@ -253,12 +458,13 @@ struct Encoder::State {
       if (hit->rstrip) {
         while (me < text.size() && IsAsciiSpace(static_cast<unsigned char>(text[me]))) ++me;
       }
-      if (mb > seg_start) forward(text.substr(seg_start, mb - seg_start));
+      if (mb > seg_start)
+        forward(text.substr(seg_start, mb - seg_start), at_start && seg_start == 0);
       out.push_back(hit->id);
       seg_start = me;
       i = me;
     }
-    if (seg_start < text.size()) forward(text.substr(seg_start));
+    if (seg_start < text.size()) forward(text.substr(seg_start), at_start && seg_start == 0);
   }
 };
 
@@ -274,21 +480,25 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text, const EncodeOption
 
 Result<std::string> Tokenizer::Decode(const std::vector<int32_t>& ids, bool skip_special) const {
   std::string out;
+  std::vector<std::string> toks;
   for (int32_t id : ids) {
     if (id < 0 || id >= vocab_size()) {
       return InvalidArgument("token id " + std::to_string(id) + " is outside the vocabulary [0, " +
                              std::to_string(vocab_size()) + ")");
     }
     if (skip_special && impl_->id_special[id] != 0) continue;
-    out += impl_->id_bytes[id];
+    if (impl_->literal)
+      toks.push_back(impl_->id_token[id]);
+    else
+      out += impl_->id_bytes[id];
   }
+  if (impl_->literal) return DecodeLiteral(*impl_, std::move(toks));
   return out;
 }
 
 std::string Tokenizer::Normalize(std::string_view text) const {
-  std::string out;
-  if (impl_->nfc) Nfc(text, out);
-  else out.assign(text);
+  std::string out, buf;
+  ApplyNorm(impl_->norm, text, out, buf);
   return out;
 }
 
@@ -311,6 +521,9 @@ bool Tokenizer::IsSpecial(int32_t id) const {
 const std::vector<AddedToken>& Tokenizer::added_tokens() const { return impl_->added; }
 std::optional<int32_t> Tokenizer::bos_id() const { return impl_->bos; }
 std::optional<int32_t> Tokenizer::eos_id() const { return impl_->eos; }
+bool Tokenizer::decodes_by_concatenation() const {
+  return !impl_->literal;
+}
 bool Tokenizer::template_adds_bos() const { return !impl_->template_prefix.empty(); }
 const std::string& Tokenizer::sha256() const { return impl_->sha256; }
 
@@ -321,7 +534,7 @@ Encoder::~Encoder() = default;
 void Encoder::Encode(std::string_view text, const EncodeOptions& opts, std::vector<int32_t>& out) {
   const TokenizerImpl& t = *tok_->impl_;
   if (opts.add_special_tokens) out.insert(out.end(), t.template_prefix.begin(), t.template_prefix.end());
-  st_->WithAdded(text, t.raw_matcher, opts, out, /*normalized_stage=*/false);
+  st_->WithAdded(text, /*at_start=*/true, t.raw_matcher, opts, out, /*normalized_stage=*/false);
   if (opts.add_special_tokens) out.insert(out.end(), t.template_suffix.begin(), t.template_suffix.end());
 }
 

@@ -1,8 +1,10 @@
-// Byte-level BPE tokenizer loaded from a Hugging Face tokenizer.json (GPT-2, Llama 3, Qwen2 family).
-// Pipeline: added/special tokens split out of the raw text -> normalizer (NFC or none) -> pre-tokenizer
-// (Split regexes run verbatim through PCRE2, ByteLevel) -> BPE by merge rank -> optional template
-// post-processing. Decoding returns exact bytes: decode(encode(x)) == x for any byte string x,
-// including invalid UTF-8 (see docs/tokenizer.md for how invalid bytes are segmented).
+// BPE tokenizer loaded from a Hugging Face tokenizer.json: byte-level (GPT-2, Llama 3, Qwen2
+// family) or SentencePiece-style with byte fallback (Llama 2, Mistral v0.1; docs/tokenizer.md).
+// Pipeline: added/special tokens split out of the raw text -> normalizer (NFC, Prepend, Replace) ->
+// pre-tokenizer (Split regexes run verbatim through PCRE2, ByteLevel; or Metaspace) -> BPE by merge
+// rank -> optional template post-processing. Byte-level decoding returns exact bytes:
+// decode(encode(x)) == x for any byte string x, including invalid UTF-8 (see docs/tokenizer.md for
+// how invalid bytes are segmented and for the SentencePiece-style round trip).
 #pragma once
 
 #include <cstdint>
@@ -52,8 +54,12 @@ class Tokenizer {
   // The text as the normalizer leaves it (NFC for Qwen2; unchanged for Llama 3). Round trip:
   // Decode(Encode(x)) == Normalize(x) for any bytes x; invalid bytes are kept as they are.
   std::string Normalize(std::string_view text) const;
-  // Exact bytes. Ids out of range are an error, not skipped.
+  // Exact bytes. Ids out of range are an error, not skipped. SentencePiece-style tokenizers run
+  // their decoder chain (U+2581 -> space, <0xNN> bytes, strip one leading space).
   Result<std::string> Decode(const std::vector<int32_t>& ids, bool skip_special = false) const;
+  // Decode(a + b) == Decode(a) + Decode(b) (byte-level BPE); false for SentencePiece-style
+  // decoders, whose leading-space strip applies to the whole text.
+  bool decodes_by_concatenation() const;
 
   // One past the largest id (model vocab and added tokens together).
   int32_t vocab_size() const;

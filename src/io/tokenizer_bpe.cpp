@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "io/tokenizer_bytes.h"
+
 namespace escale::tok {
 
 namespace {
@@ -45,9 +47,59 @@ void MergeTable::InsertOrAssign(uint64_t key, MergeInfo v) {
   }
 }
 
+void BpeModel::InitBytes(std::string_view bytes, Scratch& s) const {
+  // Bytes without a vocab entry are dropped, as tokenizers does for a BPE without unk_token.
+  for (unsigned char c : bytes) {
+    const int32_t id = byte_id[c];
+    if (id < 0) continue;
+    const auto n = static_cast<int32_t>(s.syms.size());
+    s.syms.push_back({id, n - 1, -1, 1});
+    if (n > 0) s.syms[n - 1].next = n;
+  }
+}
+
+bool BpeModel::HasFallback(std::string_view ch) const {
+  for (unsigned char c : ch) {
+    if (fallback_id[c] < 0) return false;
+  }
+  return true;
+}
+
+void BpeModel::InitChars(std::string_view text, Scratch& s) const {
+  auto add = [&](int32_t id, uint32_t len) {
+    const auto n = static_cast<int32_t>(s.syms.size());
+    s.syms.push_back({id, n - 1, -1, len});
+    if (n > 0) s.syms[n - 1].next = n;
+  };
+  uint32_t pending_unk = 0;  // bytes covered by the unk not yet added
+  for (size_t i = 0; i < text.size();) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    size_t len = c < 0x80 ? 1 : Utf8SequenceLength(text, i);
+    if (len == 0) len = 1;  // an invalid byte stands alone
+    int32_t id = c < 0x80 ? byte_id[c] : IdOfBytes(text.substr(i, len));
+    if (id >= 0) {
+      if (pending_unk > 0) add(unk_id, pending_unk);
+      pending_unk = 0;
+      add(id, static_cast<uint32_t>(len));
+    } else if (byte_fallback && HasFallback(text.substr(i, len))) {
+      // As tokenizers does, the byte tokens go in without first flushing a pending unk (reachable
+      // only when the vocabulary lacks some <0xNN> tokens).
+      for (size_t k = 0; k < len; ++k) add(fallback_id[static_cast<unsigned char>(text[i + k])], 1);
+    } else if (unk_id >= 0) {
+      if (pending_unk > 0 && !fuse_unk) {
+        add(unk_id, pending_unk);
+        pending_unk = 0;
+      }
+      pending_unk += static_cast<uint32_t>(len);
+    }
+    i += len;
+  }
+  if (pending_unk > 0) add(unk_id, pending_unk);
+}
+
 void BpeModel::Tokenize(std::string_view bytes, Scratch& s, std::vector<int32_t>& out) const {
   if (bytes.empty()) return;
-  if (bytes.size() == 1) {
+  if (!literal && bytes.size() == 1) {
     const int32_t id = byte_id[static_cast<unsigned char>(bytes[0])];
     if (id >= 0) out.push_back(id);
     return;
@@ -63,13 +115,10 @@ void BpeModel::Tokenize(std::string_view bytes, Scratch& s, std::vector<int32_t>
   auto& heap = s.heap;
   syms.clear();
   heap.clear();
-  // Bytes without a vocab entry are dropped, as tokenizers does for a BPE without unk_token.
-  for (unsigned char c : bytes) {
-    const int32_t id = byte_id[c];
-    if (id < 0) continue;
-    const auto n = static_cast<int32_t>(syms.size());
-    syms.push_back({id, n - 1, -1, 1});
-    if (n > 0) syms[n - 1].next = n;
+  if (literal) {
+    InitChars(bytes, s);
+  } else {
+    InitBytes(bytes, s);
   }
   const auto count = static_cast<int32_t>(syms.size());
   for (int32_t i = 0; i + 1 < count; ++i) {

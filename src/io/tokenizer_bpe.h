@@ -1,6 +1,9 @@
 // The BPE model over raw bytes. tokenizer.json stores tokens in the byte-level alphabet; at load
 // time every token is mapped back to its bytes, so merging runs on bytes with no per-character
 // decoding. Merge order: lowest rank first, leftmost on ties (tokenizers Word::merge_all).
+// SentencePiece-style models (`literal`) start from UTF-8 characters instead: a character outside
+// the vocabulary becomes its <0xNN> byte tokens (byte_fallback) or the unk token, consecutive unks
+// fused into one under fuse_unk. An invalid UTF-8 byte counts as a one-byte character.
 #pragma once
 
 #include <cstdint>
@@ -91,8 +94,18 @@ class BpeModel {
 
   StringTable bytes_to_id;  // value.a = id
   MergeTable merges;
-  int32_t byte_id[256];
+  int32_t byte_id[256];  // the one-byte token; literal models: only ASCII characters
   bool ignore_merges = false;
+  bool literal = false;
+  bool byte_fallback = false;
+  int32_t fallback_id[256];  // <0xNN>, or -1 when the vocabulary lacks it
+  int32_t unk_id = -1;
+  bool fuse_unk = false;
+
+ private:
+  void InitBytes(std::string_view bytes, Scratch& s) const;
+  void InitChars(std::string_view text, Scratch& s) const;
+  bool HasFallback(std::string_view ch) const;
 };
 
 }  // namespace escale::tok

@@ -30,12 +30,48 @@ struct AddedMatcher {
   bool empty() const { return tokens.empty(); }
 };
 
+// One normalizer step, applied in file order.
+struct NormStep {
+  enum class Kind { kNfc, kPrepend, kReplace } kind = Kind::kNfc;
+  std::string a;  // Prepend: the prefix; Replace: the literal pattern
+  std::string b;  // Replace: its replacement
+};
+
+// Metaspace pre-tokenizer (older SentencePiece conversions): spaces -> replacement, an optional
+// prefix, and optionally a split before every replacement (MergedWithNext).
+struct MetaspaceStep {
+  enum class Prepend { kAlways, kFirst, kNever } prepend = Prepend::kAlways;
+  std::string replacement = "\xe2\x96\x81";  // U+2581
+  bool split = true;
+};
+
+// One decoder step of a SentencePiece-style tokenizer.json, applied to the token strings in order.
+struct DecodeStep {
+  enum class Kind { kReplace, kByteFallback, kFuse, kStrip, kMetaspace } kind = Kind::kFuse;
+  std::string a, b;  // Replace: pattern -> b; Strip: a is the character; Metaspace: a = replacement
+  int start = 0, stop = 0;   // Strip
+  bool strip_first = false;  // Metaspace: replacement dropped from the first token
+};
+
 class TokenizerImpl {
  public:
   BpeModel bpe;
   std::vector<PreTokStep> pretok;
   bool prefix_space = false;  // ByteLevel(add_prefix_space) as the first pre-tokenizer step
-  bool nfc = false;
+  bool nfc = false;           // the normalizer is exactly NFC (byte-level fast path)
+  std::vector<NormStep> norm;  // the whole normalizer; empty = none
+  // SentencePiece-style BPE (Llama 2, Mistral v0.1): vocabulary strings are literal UTF-8, the
+  // model starts from characters with byte fallback, and decoding follows `decoder`.
+  bool literal = false;
+  std::optional<MetaspaceStep> metaspace;
+  // No vocabulary token has U+2581 after another character, so no merge crosses the start of a
+  // U+2581 run that follows other text: segments are cut there and cached per word.
+  bool split_at_metaspace = false;
+  // With split_at_metaspace and all 256 byte tokens: ASCII bytes outside the vocabulary whose
+  // <0xNN> token no merge uses; such a character is a word of its own (newline, tab in Llama 2).
+  std::array<bool, 256> cut_ascii{};
+  bool has_decoder = false;
+  std::vector<DecodeStep> decoder;
   std::vector<AddedToken> added;
   AddedMatcher raw_matcher;         // normalized == false
   AddedMatcher normalized_matcher;  // normalized == true

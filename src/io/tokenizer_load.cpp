@@ -1,5 +1,7 @@
-// tokenizer.json -> TokenizerImpl. Anything outside byte-level BPE is refused with a clear
-// Unsupported error instead of being encoded differently from Hugging Face.
+// tokenizer.json -> TokenizerImpl. Two kinds of BPE load: byte-level (GPT-2, Llama 3, Qwen2: a
+// ByteLevel pre-tokenizer) and SentencePiece-style (Llama 2, Mistral v0.1: literal vocabulary with
+// byte fallback, Prepend/Replace normalizer or Metaspace pre-tokenizer). Anything else is refused
+// with a clear Unsupported error instead of being encoded differently from Hugging Face.
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
@@ -30,20 +32,125 @@ std::string TypeOf(const json& j) {
   return it != j.end() && it->is_string() ? it->get<std::string>() : "";
 }
 
+// A Replace/Split pattern given as {"String": ...}; regex patterns are not supported here.
+Result<std::string> LiteralPattern(const json& pattern, const std::string& what) {
+  if (pattern.is_object() && pattern.contains("String"))
+    return pattern.at("String").get<std::string>();
+  return Unsupported(what + " with a Regex pattern is not supported (only {\"String\": ...})");
+}
+
 Status LoadNormalizer(const json& j, TokenizerImpl& t) {
   if (j.is_null()) return Status::Ok();
   const std::string type = TypeOf(j);
   if (type == "NFC") {
-    t.nfc = true;
+    t.norm.push_back({NormStep::Kind::kNfc, "", ""});
+    return Status::Ok();
+  }
+  if (type == "Prepend") {
+    t.norm.push_back({NormStep::Kind::kPrepend, j.at("prepend").get<std::string>(), ""});
+    return Status::Ok();
+  }
+  if (type == "Replace") {
+    ESCALE_ASSIGN_OR_RETURN(std::string pat, LiteralPattern(j.at("pattern"), "Replace normalizer"));
+    if (pat.empty())
+      return Unsupported("Replace normalizer with an empty pattern is not supported");
+    t.norm.push_back(
+        {NormStep::Kind::kReplace, std::move(pat), j.at("content").get<std::string>()});
     return Status::Ok();
   }
   if (type == "Sequence") {
     for (const json& n : j.at("normalizers")) ESCALE_RETURN_IF_ERROR(LoadNormalizer(n, t));
     return Status::Ok();
   }
-  return Unsupported("normalizer '" + type +
-                     "' is not supported (only NFC or none: byte-level BPE tokenizers such as "
-                     "GPT-2, Llama 3 and Qwen2)");
+  return Unsupported(
+      "normalizer '" + type +
+      "' is not supported (only NFC, Prepend, Replace or none: byte-level BPE such as "
+      "GPT-2, Llama 3, Qwen2, and SentencePiece-style BPE such as Llama 2, Mistral)");
+}
+
+// A ByteLevel step anywhere in a pre-tokenizer or decoder (Sequences included).
+bool HasByteLevel(const json& j) {
+  if (TypeOf(j) == "ByteLevel") return true;
+  if (TypeOf(j) != "Sequence") return false;
+  for (const char* key : {"pretokenizers", "decoders"}) {
+    if (!j.contains(key)) continue;
+    for (const json& p : j.at(key)) {
+      if (HasByteLevel(p)) return true;
+    }
+  }
+  return false;
+}
+
+Status LoadMetaspace(const json& j, TokenizerImpl& t) {
+  if (t.metaspace || !t.pretok.empty()) {
+    return Unsupported(
+        "Metaspace pre-tokenizer combined with other pre-tokenizer steps is not supported");
+  }
+  MetaspaceStep m;
+  m.replacement = j.value("replacement", m.replacement);
+  if (m.replacement.empty()) return FormatError("Metaspace replacement is empty");
+  m.split = j.value("split", true);
+  if (j.contains("prepend_scheme") && j.at("prepend_scheme").is_string()) {
+    const std::string p = j.at("prepend_scheme").get<std::string>();
+    if (p == "always")
+      m.prepend = MetaspaceStep::Prepend::kAlways;
+    else if (p == "first")
+      m.prepend = MetaspaceStep::Prepend::kFirst;
+    else if (p == "never")
+      m.prepend = MetaspaceStep::Prepend::kNever;
+    else
+      return FormatError("Metaspace prepend_scheme '" + p + "' is not always, first or never");
+  } else {
+    // Files written before prepend_scheme existed say add_prefix_space.
+    m.prepend = j.value("add_prefix_space", true) ? MetaspaceStep::Prepend::kAlways
+                                                  : MetaspaceStep::Prepend::kNever;
+  }
+  t.metaspace = std::move(m);
+  return Status::Ok();
+}
+
+Status LoadDecoder(const json& j, TokenizerImpl& t) {
+  if (j.is_null()) return Status::Ok();
+  const std::string type = TypeOf(j);
+  t.has_decoder = true;
+  DecodeStep d;
+  if (type == "Sequence") {
+    for (const json& p : j.at("decoders")) ESCALE_RETURN_IF_ERROR(LoadDecoder(p, t));
+    return Status::Ok();
+  }
+  if (type == "Replace") {
+    d.kind = DecodeStep::Kind::kReplace;
+    ESCALE_ASSIGN_OR_RETURN(d.a, LiteralPattern(j.at("pattern"), "Replace decoder"));
+    if (d.a.empty()) return Unsupported("Replace decoder with an empty pattern is not supported");
+    d.b = j.at("content").get<std::string>();
+  } else if (type == "ByteFallback") {
+    d.kind = DecodeStep::Kind::kByteFallback;
+  } else if (type == "Fuse") {
+    d.kind = DecodeStep::Kind::kFuse;
+  } else if (type == "Strip") {
+    d.kind = DecodeStep::Kind::kStrip;
+    d.a = j.at("content").get<std::string>();
+    d.start = j.value("start", 0);
+    d.stop = j.value("stop", 0);
+    if (d.start < 0 || d.stop < 0)
+      return FormatError("Strip decoder start/stop must not be negative");
+  } else if (type == "Metaspace") {
+    d.kind = DecodeStep::Kind::kMetaspace;
+    d.a = j.value("replacement", std::string("\xe2\x96\x81"));
+    if (d.a.empty()) return FormatError("Metaspace decoder replacement is empty");
+    if (j.contains("prepend_scheme") && j.at("prepend_scheme").is_string()) {
+      d.strip_first = j.at("prepend_scheme").get<std::string>() != "never";
+    } else {
+      d.strip_first = j.value("add_prefix_space", true);
+    }
+  } else {
+    return Unsupported(
+        "decoder '" + type +
+        "' is not supported for SentencePiece-style BPE (only Replace, ByteFallback, "
+        "Fuse, Strip and Metaspace)");
+  }
+  t.decoder.push_back(std::move(d));
+  return Status::Ok();
 }
 
 Result<std::shared_ptr<const Regex>> CompileSplitPattern(const json& pattern) {
@@ -67,6 +174,11 @@ Status LoadPreTokenizer(const json& j, TokenizerImpl& t, bool& byte_level) {
     for (const json& p : j.at("pretokenizers")) ESCALE_RETURN_IF_ERROR(LoadPreTokenizer(p, t, byte_level));
     return Status::Ok();
   }
+  if (type == "Metaspace") {
+    if (!t.literal)
+      return Unsupported("Metaspace pre-tokenizer together with ByteLevel is not supported");
+    return LoadMetaspace(j, t);
+  }
   if (type == "ByteLevel") {
     byte_level = true;
     if (j.value("add_prefix_space", false)) {
@@ -83,6 +195,11 @@ Status LoadPreTokenizer(const json& j, TokenizerImpl& t, bool& byte_level) {
     return Status::Ok();
   }
   if (type == "Split") {
+    if (t.literal) {
+      return Unsupported(
+          "Split pre-tokenizer in a SentencePiece-style (non-ByteLevel) tokenizer is "
+          "not supported");
+    }
     if (j.value("invert", false)) return Unsupported("Split pre-tokenizer with invert=true is not supported");
     const std::string b = j.value("behavior", "Isolated");
     SplitBehavior behavior;
@@ -95,8 +212,9 @@ Status LoadPreTokenizer(const json& j, TokenizerImpl& t, bool& byte_level) {
     t.pretok.push_back({PreTokStep::Kind::kSplit, std::move(re), behavior});
     return Status::Ok();
   }
-  return Unsupported("pre-tokenizer '" + type +
-                     "' is not supported (byte-level BPE needs Split and ByteLevel only)");
+  return Unsupported(
+      "pre-tokenizer '" + type +
+      "' is not supported (only Split + ByteLevel, or Metaspace for SentencePiece-style BPE)");
 }
 
 // Template post-processing ("$A" plus special tokens around it) for single sequences.
@@ -162,11 +280,20 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
   const json& model = root.at("model");
   const std::string mtype = TypeOf(model);
   if (!mtype.empty() && mtype != "BPE") {
-    return Unsupported("model type '" + mtype + "' is not supported (only byte-level BPE)");
+    return Unsupported(
+        "model type '" + mtype +
+        "' is not supported: only BPE models (byte-level like GPT-2, Llama 3, Qwen2, or "
+        "SentencePiece-style like Llama 2, Mistral); Unigram (T5) and WordPiece are not");
   }
-  if (model.value("byte_fallback", false)) {
-    return Unsupported("BPE with byte_fallback (SentencePiece-style, e.g. Llama 2) is not supported; "
-                       "only byte-level BPE (GPT-2, Llama 3, Qwen2)");
+  const json pre_tok = root.value("pre_tokenizer", json());
+  // SentencePiece-style when neither the pre-tokenizer nor the decoder is ByteLevel.
+  t.literal = !HasByteLevel(pre_tok) && !HasByteLevel(root.value("decoder", json()));
+  t.bpe.literal = t.literal;
+  t.bpe.byte_fallback = model.value("byte_fallback", false);
+  t.bpe.fuse_unk = model.value("fuse_unk", false);
+  if (t.bpe.byte_fallback && !t.literal) {
+    return Unsupported(
+        "BPE byte_fallback together with a ByteLevel pre-tokenizer is not supported");
   }
   for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     if (model.contains(k) && model.at(k).is_string() && !model.at(k).get<std::string>().empty()) {
@@ -215,7 +342,12 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
     t.id_token[id] = token;
     t.token_to_id[token] = id;
     std::string bytes;
-    if (ByteLevelToBytes(token, bytes)) {
+    if (t.literal) {
+      // SentencePiece-style: the vocabulary string is the text itself.
+      t.bpe.bytes_to_id.InsertOrAssign(token, {static_cast<uint32_t>(id), 0});
+      if (token.size() == 1) t.bpe.byte_id[static_cast<unsigned char>(token[0])] = id;
+      t.id_bytes[id] = token;
+    } else if (ByteLevelToBytes(token, bytes)) {
       t.bpe.bytes_to_id.InsertOrAssign(bytes, {static_cast<uint32_t>(id), 0});
       if (bytes.size() == 1) t.bpe.byte_id[static_cast<unsigned char>(bytes[0])] = id;
       t.id_bytes[id] = std::move(bytes);
@@ -234,11 +366,32 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
     }
   }
 
+  std::fill(std::begin(t.bpe.fallback_id), std::end(t.bpe.fallback_id), -1);
+  if (t.literal) {
+    static const char* kHex = "0123456789ABCDEF";
+    for (int b = 0; b < 256; ++b) {
+      const std::string name = std::string("<0x") + kHex[b >> 4] + kHex[b & 15] + ">";
+      if (const StringTable::Value* v = t.bpe.bytes_to_id.Find(name)) {
+        t.bpe.fallback_id[b] = static_cast<int32_t>(v->a);
+      }
+    }
+  }
+  if (model.contains("unk_token") && model.at("unk_token").is_string()) {
+    const std::string unk = model.at("unk_token").get<std::string>();
+    auto it = t.token_to_id.find(unk);
+    if (it == t.token_to_id.end()) {
+      return FormatError("model.unk_token '" + unk + "' is not in model.vocab");
+    }
+    t.bpe.unk_id = it->second;
+  }
+
   // Merges: "a b" strings (legacy) or ["a", "b"] pairs; rank = position.
   const json& merges = model.contains("merges") ? model.at("merges") : json::array();
   if (!merges.is_array()) return FormatError("model.merges must be an array");
   t.bpe.merges.Reserve(merges.size());
   int32_t rank = 0;
+  std::vector<int32_t> merge_sides;  // every id used as a merge's left or right side
+  merge_sides.reserve(2 * merges.size());
   std::string_view a, b;
   std::string ab;
   for (const json& m : merges) {
@@ -265,6 +418,8 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
                          "') uses a token missing from model.vocab");
     }
     t.bpe.merges.InsertOrAssign(BpeModel::Key(ia->second, ib->second), MergeInfo{rank, iab->second});
+    merge_sides.push_back(ia->second);
+    merge_sides.push_back(ib->second);
     ++rank;
   }
 
@@ -288,11 +443,39 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
   BuildMatcher(t, true, t.normalized_matcher);
 
   ESCALE_RETURN_IF_ERROR(LoadNormalizer(root.value("normalizer", json()), t));
+  t.nfc = t.norm.size() == 1 && t.norm[0].kind == NormStep::Kind::kNfc;
   bool byte_level = false;
-  ESCALE_RETURN_IF_ERROR(LoadPreTokenizer(root.value("pre_tokenizer", json()), t, byte_level));
-  if (!byte_level) {
-    return Unsupported("tokenizer.json has no ByteLevel pre-tokenizer: only byte-level BPE tokenizers "
-                       "(GPT-2, Llama 3, Qwen2 families) are supported");
+  ESCALE_RETURN_IF_ERROR(LoadPreTokenizer(pre_tok, t, byte_level));
+  if (!t.literal && !byte_level) {
+    return Unsupported(
+        "tokenizer.json has a ByteLevel decoder but no ByteLevel pre-tokenizer: only "
+        "byte-level BPE (GPT-2, Llama 3, Qwen2) or SentencePiece-style BPE (Llama 2, "
+        "Mistral) is supported");
+  }
+  if (t.literal) {
+    ESCALE_RETURN_IF_ERROR(LoadDecoder(root.value("decoder", json()), t));
+    // Cutting before each U+2581 run that follows other text is exact when no token could span
+    // such a cut (see TokenizerImpl::split_at_metaspace); ignore_merges looks at the whole segment.
+    constexpr std::string_view kMeta = "\xe2\x96\x81";
+    bool ok = !t.metaspace && !t.bpe.ignore_merges && t.bpe.bytes_to_id.Find(kMeta) != nullptr;
+    for (auto it = vocab.begin(); ok && it != vocab.end(); ++it) {
+      std::string_view tok = it.key();
+      while (tok.substr(0, kMeta.size()) == kMeta) tok.remove_prefix(kMeta.size());
+      if (tok.find(kMeta) != std::string_view::npos) ok = false;
+    }
+    t.split_at_metaspace = ok;
+    // Only with all 256 byte tokens: else an unknown character leaves an unk pending, which
+    // tokenizers emits after the byte tokens of the next character, across such a cut.
+    const bool all_bytes = std::all_of(std::begin(t.bpe.fallback_id), std::end(t.bpe.fallback_id),
+                                       [](int32_t id) { return id >= 0; });
+    if (ok && t.bpe.byte_fallback && all_bytes) {
+      std::vector<uint8_t> in_merge(t.id_bytes.size(), 0);
+      for (int32_t id : merge_sides) in_merge[static_cast<size_t>(id)] = 1;
+      for (int c = 0; c < 0x80; ++c) {
+        const int32_t fb = t.bpe.fallback_id[c];
+        t.cut_ascii[c] = t.bpe.byte_id[c] < 0 && fb >= 0 && in_merge[static_cast<size_t>(fb)] == 0;
+      }
+    }
   }
   ESCALE_RETURN_IF_ERROR(LoadPostProcessor(root.value("post_processor", json()), t));
 

@@ -629,6 +629,54 @@ TEST(Generate, GreedyFollowsTheReferenceArgmaxAndStopsAtStopStrings) {
   EXPECT_FALSE(Generate(**dec, *tok, prompt, opt).ok());
 }
 
+// SentencePiece-style decoding strips one leading space of the whole text, not of every token:
+// with a vocabulary where every token is "_" + one letter, the generated text keeps a space before
+// every token but the first (per-token decoding would drop them all).
+TEST(Generate, SentencePieceTextIsTheWholeContinuationDecoded) {
+  const ModelConfig c = TinyModel(false);
+  const TensorMap w = RandomWeights(c, 5);
+  const std::string meta = "\xe2\x96\x81";
+  json vocab = json::object();
+  std::vector<std::string> letter(260);
+  for (int i = 0; i < 260; ++i) {
+    letter[static_cast<size_t>(i)] =
+        std::string(1, static_cast<char>(i < 3 ? 'A' : 0x20 + (i % 0x5f)));
+    if (i >= 3 && i < 3 + 0x5f)
+      vocab[meta + letter[static_cast<size_t>(i)]] = i;
+    else
+      vocab["<t" + std::to_string(i) + ">"] = i;  // plain tokens, no space
+  }
+  json j;
+  j["added_tokens"] = json::array();
+  j["normalizer"] = {{"type", "Prepend"}, {"prepend", meta}};
+  j["pre_tokenizer"] = nullptr;
+  j["decoder"] = {
+      {"type", "Sequence"},
+      {"decoders",
+       json::array({{{"type", "Replace"}, {"pattern", {{"String", meta}}}, {"content", " "}},
+                    {{"type", "Fuse"}},
+                    {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}})}};
+  j["model"] = {
+      {"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}, {"byte_fallback", true}};
+  auto tok = tok::Tokenizer::FromJson(j.dump());
+  ASSERT_TRUE(tok.ok()) << tok.status().message();
+  auto dec = Decoder::Create(c, w, 32);
+  ASSERT_TRUE(dec.ok());
+  GenerateOptions opt;
+  opt.max_new_tokens = 12;
+  std::string streamed;
+  auto r = Generate(**dec, **tok, Bytes("Hi"), opt, [&](std::string_view s) { streamed += s; });
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  std::string expected;
+  for (int32_t t : r->tokens) {
+    const bool spaced = t >= 3 && t < 3 + 0x5f;
+    if (spaced && !expected.empty()) expected += ' ';
+    expected += spaced ? letter[static_cast<size_t>(t)] : "<t" + std::to_string(t) + ">";
+  }
+  EXPECT_EQ(r->text, expected);
+  EXPECT_EQ(streamed, expected);
+}
+
 TEST(GenerateCli, JsonOutputAndErrors) {
   TempDir tmp;
   ModelConfig c = TinyModel(false);

@@ -220,24 +220,66 @@ struct LoadErrorCase {
 TEST(Load, ErrorsAreClear) {
   const std::vector<LoadErrorCase> cases = {
       {"not a model", [](json& j) { j.erase("model"); }, ErrorCode::kFormat, "no 'model'"},
-      {"wordpiece", [](json& j) { j["model"]["type"] = "WordPiece"; }, ErrorCode::kUnsupported, "WordPiece"},
-      {"byte fallback", [](json& j) { j["model"]["byte_fallback"] = true; }, ErrorCode::kUnsupported, "byte_fallback"},
-      {"three-part merge", [](json& j) { j["model"]["merges"] = json::array({"a b c"}); }, ErrorCode::kFormat,
-       "merge 1"},
-      {"merge of unknown", [](json& j) { j["model"]["merges"] = json::array({"a b"}); }, ErrorCode::kFormat,
-       "missing from model.vocab"},
-      {"bad merge type", [](json& j) { j["model"]["merges"] = json::array({42}); }, ErrorCode::kFormat, "merge 1"},
-      {"negative id", [](json& j) { j["model"]["vocab"]["zz"] = -3; }, ErrorCode::kFormat, "out of range"},
-      {"lowercase normalizer", [](json& j) { j["normalizer"] = {{"type", "Lowercase"}}; }, ErrorCode::kUnsupported,
-       "Lowercase"},
-      {"metaspace", [](json& j) { j["pre_tokenizer"] = {{"type", "Metaspace"}}; }, ErrorCode::kUnsupported,
-       "Metaspace"},
-      {"no byte level", [](json& j) { j["pre_tokenizer"] = nullptr; }, ErrorCode::kUnsupported, "ByteLevel"},
-      {"bad regex", [](json& j) {
+      {"wordpiece", [](json& j) { j["model"]["type"] = "WordPiece"; }, ErrorCode::kUnsupported,
+       "WordPiece"},
+      {"byte fallback", [](json& j) { j["model"]["byte_fallback"] = true; },
+       ErrorCode::kUnsupported, "byte_fallback"},
+      {"unigram", [](json& j) { j["model"]["type"] = "Unigram"; }, ErrorCode::kUnsupported,
+       "Unigram"},
+      {"regex replace",
+       [](json& j) {
+         j["normalizer"] = {{"type", "Replace"}, {"pattern", {{"Regex", " +"}}}, {"content", " "}};
+       },
+       ErrorCode::kUnsupported, "Regex"},
+      {"spm with split",
+       [](json& j) {
+         j["decoder"] = nullptr;
+         j["pre_tokenizer"] = {
+             {"type", "Split"}, {"pattern", {{"String", " "}}}, {"behavior", "Isolated"}};
+       },
+       ErrorCode::kUnsupported, "Split"},
+      {"spm with wordpiece decoder",
+       [](json& j) {
+         j["pre_tokenizer"] = nullptr;
+         j["decoder"] = {{"type", "WordPiece"}};
+       },
+       ErrorCode::kUnsupported, "WordPiece"},
+      {"spm unk missing",
+       [](json& j) {
+         j["pre_tokenizer"] = nullptr;
+         j["decoder"] = nullptr;
+         j["model"]["unk_token"] = "<unk>";
+       },
+       ErrorCode::kFormat, "<unk>"},
+      {"three-part merge", [](json& j) { j["model"]["merges"] = json::array({"a b c"}); },
+       ErrorCode::kFormat, "merge 1"},
+      {"merge of unknown", [](json& j) { j["model"]["merges"] = json::array({"a b"}); },
+       ErrorCode::kFormat, "missing from model.vocab"},
+      {"bad merge type", [](json& j) { j["model"]["merges"] = json::array({42}); },
+       ErrorCode::kFormat, "merge 1"},
+      {"negative id", [](json& j) { j["model"]["vocab"]["zz"] = -3; }, ErrorCode::kFormat,
+       "out of range"},
+      {"lowercase normalizer",
+       [](json& j) {
+         j["normalizer"] = {{"type", "Lowercase"}};
+       },
+       ErrorCode::kUnsupported, "Lowercase"},
+      {"metaspace",
+       [](json& j) {
+         j["pre_tokenizer"] = {{"type", "Metaspace"}};
+       },
+       ErrorCode::kUnsupported, "Metaspace"},
+      {"no byte level", [](json& j) { j["pre_tokenizer"] = nullptr; }, ErrorCode::kUnsupported,
+       "ByteLevel"},
+      {"bad regex",
+       [](json& j) {
          j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}}, {"behavior", "Isolated"}};
-       }, ErrorCode::kFormat, "regex"},
-      {"sparse ids", [](json& j) { j["model"]["vocab"]["zz"] = 10000000; }, ErrorCode::kFormat, "dense"},
-      {"vocab wrong type", [](json& j) { j["model"]["vocab"] = json::array(); }, ErrorCode::kFormat, "vocab"},
+       },
+       ErrorCode::kFormat, "regex"},
+      {"sparse ids", [](json& j) { j["model"]["vocab"]["zz"] = 10000000; }, ErrorCode::kFormat,
+       "dense"},
+      {"vocab wrong type", [](json& j) { j["model"]["vocab"] = json::array(); }, ErrorCode::kFormat,
+       "vocab"},
   };
   for (const auto& c : cases) {
     json j = MakeJson({}, json::array());
