@@ -144,14 +144,11 @@ Status PrepareTrain(Args& a, dist::Communicator& comm, TrainerInputs& in) {
 
 Status RunTrain(Args& a) {
   // MPI starts here, and only when a launcher started this process (dist/communicator.h).
-  ESCALE_ASSIGN_OR_RETURN(std::unique_ptr<dist::Communicator> comm, dist::CreateWorld());
+  ESCALE_ASSIGN_OR_RETURN(dist::Communicator * comm, dist::World());
   TrainerInputs in;
-  in.comm = comm.get();
+  in.comm = comm;
   ESCALE_RETURN_IF_ERROR(dist::AgreeOnStatus(*comm, PrepareTrain(a, *comm, in)));
   const TrainOptions& o = a.opt;
-  if (comm->size() > 1 && comm->rank() == 0)
-    std::fprintf(stderr, "escale train: %d ranks (%s), %lld threads each\n", comm->size(), comm->name().c_str(),
-                 static_cast<long long>(o.threads > 0 ? o.threads : omp_get_max_threads()));
   ESCALE_ASSIGN_OR_RETURN(TrainSummary s, RunTraining(o, std::move(in)));
   if (comm->rank() != 0) return Status::Ok();
   std::printf("trained steps %lld..%lld%s: train loss %.4f, validation loss %.4f -> %.4f, %.0f tokens/s, %lld skipped\n",

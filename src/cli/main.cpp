@@ -91,12 +91,9 @@ int Run(int argc, char** argv) {
     const Status st = launch.launched && launch.size != 1 && name != "train"
                           ? Unsupported("only 'escale train' runs under an MPI launcher; run " + name + " as one process")
                           : (*chosen->fn)();
-    if (!st.ok()) {
-      if (launch.rank != 0) return 1;
-      std::fprintf(stderr, "escale %s: error: %s\n", name.c_str(), st.message().c_str());
-      return 1;
-    }
-    return 0;
+    if (!st.ok() && launch.rank == 0) std::fprintf(stderr, "escale %s: error: %s\n", name.c_str(), st.message().c_str());
+    dist::FinalizeWorld();
+    return st.ok() ? 0 : 1;
   }
   std::fprintf(stderr, "escale: error: no command given (see 'escale --help')\n");
   return 2;

@@ -1,8 +1,10 @@
 #include "dist/communicator.h"
 
 #include <array>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 namespace escale::dist {
 
@@ -49,12 +51,30 @@ LaunchInfo DetectLauncher(const std::function<const char*(const char*)>& getenv_
   return info;
 }
 
-Result<std::unique_ptr<Communicator>> CreateWorld() {
+namespace {
+std::unique_ptr<Communicator>& WorldHolder() {
+  static std::unique_ptr<Communicator> world;
+  return world;
+}
+}  // namespace
+
+void FinalizeWorld() { WorldHolder().reset(); }
+
+Result<Communicator*> World() {
+  std::unique_ptr<Communicator>& world = WorldHolder();
+  if (world) return world.get();
   const LaunchInfo launch = DetectLauncher();
-  if (!launch.launched || launch.size == 1) return std::unique_ptr<Communicator>(new SingleProcessCommunicator());
+  if (!launch.launched || launch.size == 1) {
+    world = std::make_unique<SingleProcessCommunicator>();
+    return world.get();
+  }
 #if defined(ESCALE_HAVE_MPI)
-  return CreateMpiWorld();
+  ESCALE_ASSIGN_OR_RETURN(world, CreateMpiWorld());
+  return world.get();
 #else
+  // Without MPI nothing can hold the other ranks until rank 0 has printed this; give it a moment
+  // before the launcher, seeing a rank fail, kills the job.
+  if (launch.rank != 0) std::this_thread::sleep_for(std::chrono::seconds(1));
   return Unsupported("this escale was built without MPI but was started by an MPI launcher" +
                      (launch.size > 1 ? " with " + std::to_string(launch.size) + " processes" : std::string()) +
                      "; rebuild with -DESCALE_MPI=ON (needs libopenmpi-dev) or run one process without mpirun");

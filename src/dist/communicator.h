@@ -65,11 +65,14 @@ LaunchInfo DetectLauncher(const std::function<const char*(const char*)>& getenv 
 // True when this build has the MPI implementation.
 bool BuiltWithMpi();
 
-// The world of this process: MPI when launched with a size other than 1, else a single process.
-// A build without MPI that sees a launcher with size > 1 returns an error (N independent runs
-// would clobber one output directory). Call once per process; MPI is finalised when the returned
-// object dies.
-Result<std::unique_ptr<Communicator>> CreateWorld();
+// The world of this process, created on the first call: MPI when launched with a size other than
+// 1, else a single process. A build without MPI that sees a launcher with size > 1 returns an
+// error (N independent runs would clobber one output directory).
+Result<Communicator*> World();
+// Finalises MPI (if World started it). The CLI calls it after rank 0 has printed any error: a rank
+// that left earlier would make the launcher kill rank 0 before it could say what went wrong, and
+// MPI_Finalize waits for every rank.
+void FinalizeWorld();
 
 // Every rank passes its local status; every rank gets back the first failing rank's status
 // (its message prefixed with "rank R: " when R is not 0), or Ok when all succeeded.

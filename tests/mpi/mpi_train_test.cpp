@@ -1,0 +1,262 @@
+// `mpirun -np 2 escale train` against one process with the same global batch: the losses and the
+// final weights agree up to fp32 summation order, a killed and resumed two-rank run equals an
+// unbroken one bit for bit, and bad setups fail on every rank with one error line.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "dist/communicator.h"
+#include "io/safetensors.h"
+#include "support/test_support.h"
+
+namespace escale {
+namespace {
+using testing::RunEscale;
+using testing::RunShell;
+using testing::TempDir;
+namespace fs = std::filesystem;
+
+TempDir* g_dir = nullptr;  // the suite's shared fixtures (built once)
+std::string MpiTrainDir() { return g_dir->path(); }
+
+const char* const kMpirun =
+    "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 mpirun";
+
+// A tokenizer, shards (with a validation split) and a tiny dense model, built once.
+class MpiTrain : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!dist::BuiltWithMpi() || RunShell("command -v mpirun").exit_code != 0) return;
+    g_dir = new TempDir();
+    const std::string d = g_dir->path();
+    const std::string setup =
+        "cd " + d + " && cat /usr/share/common-licenses/GPL-3 /usr/share/common-licenses/Apache-2.0 > corpus.txt && " +
+        ESCALE_BINARY + " -q tokenizer train corpus.txt --vocab-size 300 -o tok.json && " + ESCALE_BINARY +
+        " -q tokenize --tokenizer tok.json --input corpus.txt --output shards --val-fraction 0 && "
+        "cp shards/train_000000.bin shards/val_000000.bin";
+    ASSERT_EQ(RunShell(setup).exit_code, 0);
+    testing::WriteFile(d + "/config.json",
+                       R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 300,
+ "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+ "num_key_value_heads": 2, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "max_position_embeddings": 256,
+ "tie_word_embeddings": false})");
+    ASSERT_EQ(RunEscale("init " + d + "/model --config " + d + "/config.json --seed 3").exit_code, 0);
+  }
+  static void TearDownTestSuite() {
+    delete g_dir;
+    g_dir = nullptr;
+  }
+  void SetUp() override {
+    if (!dist::BuiltWithMpi()) GTEST_SKIP() << "skipped: this escale was built without MPI (configure with -DESCALE_MPI=ON)";
+    if (RunShell("command -v mpirun").exit_code != 0) GTEST_SKIP() << "skipped: mpirun not found (install openmpi-bin)";
+    ASSERT_NE(g_dir, nullptr);
+  }
+  static std::string Dir() { return g_dir->path(); }
+  // `escale train ARGS` under mpirun with `np` ranks (a time limit, so a hang fails the test).
+  static testing::CommandResult Mpi(int np, const std::string& args) {
+    return RunShell("cd " + Dir() + " && timeout 300 " + kMpirun + " -np " + std::to_string(np) + " " + ESCALE_BINARY +
+                    " -q train " + args);
+  }
+  static testing::CommandResult One(const std::string& args) {
+    return RunShell("cd " + Dir() + " && timeout 300 " + ESCALE_BINARY + " -q train " + args);
+  }
+};
+
+struct Metrics {
+  std::vector<double> loss, val_loss;
+  std::vector<int64_t> world_size;
+};
+Metrics ReadMetrics(const std::string& path) {
+  Metrics m;
+  std::ifstream f(path);
+  for (std::string line; std::getline(f, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    if (j.contains("event")) {
+      m.val_loss.push_back(j.at("val_loss").get<double>());
+    } else {
+      m.loss.push_back(j.at("loss").get<double>());
+      m.world_size.push_back(j.value("world_size", int64_t{1}));
+    }
+  }
+  return m;
+}
+
+double MaxRelDiff(const std::vector<double>& a, const std::vector<double>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double worst = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i)
+    worst = std::max(worst, std::abs(a[i] - b[i]) / std::max(1e-30, std::abs(a[i])));
+  return worst;
+}
+
+std::string LatestCheckpoint(const std::string& run) {
+  std::string name = testing::ReadFile(run + "/checkpoints/latest");
+  while (!name.empty() && std::isspace(static_cast<unsigned char>(name.back()))) name.pop_back();
+  return run + "/checkpoints/" + name;
+}
+
+// The largest |a - b| over every fp32 tensor of two model.safetensors files.
+double MaxWeightDiff(const std::string& a_path, const std::string& b_path) {
+  Result<SafetensorsFile> a = SafetensorsFile::Open(a_path);
+  Result<SafetensorsFile> b = SafetensorsFile::Open(b_path);
+  EXPECT_TRUE(a.ok() && b.ok());
+  if (!a.ok() || !b.ok()) return INFINITY;
+  double worst = 0;
+  EXPECT_EQ(a->entries().size(), b->entries().size());
+  for (const auto& e : a->entries()) {
+    Result<Tensor> ta = a->Get(e.name);
+    Result<Tensor> tb = b->Get(e.name);
+    EXPECT_TRUE(ta.ok() && tb.ok()) << e.name;
+    if (!ta.ok() || !tb.ok()) return INFINITY;
+    EXPECT_EQ(ta->dtype(), DType::kF32);
+    EXPECT_EQ(ta->numel(), tb->numel());
+    const auto* x = reinterpret_cast<const float*>(ta->bytes());
+    const auto* y = reinterpret_cast<const float*>(tb->bytes());
+    for (int64_t i = 0; i < ta->numel(); ++i) worst = std::max(worst, std::abs(static_cast<double>(x[i]) - y[i]));
+  }
+  return worst;
+}
+
+// One rank and two ranks on the same global batch of 4 micro-batches.
+void ExpectTwoRanksMatchOne(const std::string& model_args, const std::string& label) {
+  const std::string args = model_args +
+                           " --data shards --steps 6 --seq-len 32 --micro-batch 4 --global-batch-tokens 512 --lr 3e-3"
+                           " --warmup 2 --eval-every 3 --eval-batches 5 --save-every 0 --no-mfu --threads 1";
+  const std::string one = label + "_np1", two = label + "_np2";
+  auto r1 = RunShell("cd " + MpiTrainDir() + " && " + ESCALE_BINARY + " -q train " + args + " --out " + one);
+  ASSERT_EQ(r1.exit_code, 0) << r1.err;
+  auto r2 = RunShell("cd " + MpiTrainDir() + " && timeout 300 " + kMpirun + " -np 2 " + ESCALE_BINARY + " -q train " +
+                     args + " --out " + two);
+  ASSERT_EQ(r2.exit_code, 0) << r2.err;
+  EXPECT_NE(r2.err.find("2 ranks"), std::string::npos) << r2.err;
+  const Metrics m1 = ReadMetrics(MpiTrainDir() + "/" + one + "/metrics.jsonl");
+  const Metrics m2 = ReadMetrics(MpiTrainDir() + "/" + two + "/metrics.jsonl");
+  ASSERT_EQ(m1.loss.size(), 6u);
+  ASSERT_EQ(m2.loss.size(), 6u);
+  ASSERT_EQ(m1.val_loss.size(), 3u);  // steps 0, 3, 6
+  for (int64_t w : m2.world_size) EXPECT_EQ(w, 2);
+  // Training moved the loss, so agreement below is not agreement of two untouched models.
+  EXPECT_GT(std::abs(m1.loss.front() - m1.loss.back()), 0.05);
+  const double loss_diff = MaxRelDiff(m1.loss, m2.loss), val_diff = MaxRelDiff(m1.val_loss, m2.val_loss);
+  const double weight_diff = MaxWeightDiff(LatestCheckpoint(MpiTrainDir() + "/" + one) + "/model/model.safetensors",
+                                           LatestCheckpoint(MpiTrainDir() + "/" + two) + "/model/model.safetensors");
+  std::printf("%s: max relative loss diff %.3g, validation %.3g, max |weight diff| %.3g\n", label.c_str(), loss_diff,
+              val_diff, weight_diff);
+  EXPECT_LT(loss_diff, 1e-5);
+  EXPECT_LT(val_diff, 1e-5);
+  EXPECT_LT(weight_diff, 1e-4);
+}
+
+TEST_F(MpiTrain, DenseTwoRanksMatchOneRank) { ExpectTwoRanksMatchOne("--model model", "dense"); }
+
+TEST_F(MpiTrain, MoeTwoRanksMatchOneRank) {
+  ExpectTwoRanksMatchOne("--init-from model --scale-out 4,2", "moe");
+}
+
+std::string StripTiming(const std::string& text) {
+  return std::regex_replace(text, std::regex(R"re(,?"(tokens_per_s|step_s|mfu)":[^,}]*)re"), "");
+}
+
+TEST_F(MpiTrain, KilledAndResumedTwoRankRunIsBitExact) {
+  const std::string args =
+      "--model model --data shards --steps 60 --seq-len 32 --micro-batch 4 --global-batch-tokens 256 --lr 3e-3"
+      " --warmup 5 --eval-every 10 --eval-batches 4 --save-every 5 --keep-last 2 --no-mfu --threads 1";
+  auto straight = Mpi(2, args + " --out straight");
+  ASSERT_EQ(straight.exit_code, 0) << straight.err;
+
+  // SIGKILL both ranks once the first checkpoint exists.
+  const std::string mpirun = std::string(kMpirun) + " -np 2 " + ESCALE_BINARY + " -q train " + args + " --out killed";
+  auto killed = RunShell("cd " + Dir() + " && { " + mpirun + " --resume & pid=$!; "
+                         "for i in $(seq 1 3000); do [ -f killed/checkpoints/latest ] && break; sleep 0.01; done; "
+                         "kill -9 $(pgrep -P $pid); wait $pid; true; }");
+  ASSERT_TRUE(fs::exists(Dir() + "/killed/checkpoints/latest")) << killed.err;
+  const std::string after_kill = LatestCheckpoint(Dir() + "/killed");
+  ASSERT_EQ(after_kill.find("step-00000060"), std::string::npos) << "the run finished before it was killed";
+
+  // Resume, then SIGTERM rank 1 alone: both ranks must stop at the same step and save once.
+  auto termed = RunShell(
+      "cd " + Dir() + " && { " + mpirun + " --resume & pid=$!; "
+      "for i in $(seq 1 3000); do [ \"$(cat killed/checkpoints/latest 2>/dev/null)\" != \"$(basename " + after_kill +
+      ")\" ] && break; sleep 0.01; done; "
+      "for c in $(pgrep -P $pid); do grep -qz '^OMPI_COMM_WORLD_RANK=1$' /proc/$c/environ && kill -TERM $c; done; "
+      "wait $pid; }");
+  const std::string after_term = LatestCheckpoint(Dir() + "/killed");
+  if (after_term.find("step-00000060") == std::string::npos) {
+    EXPECT_EQ(termed.exit_code, 0) << termed.err;
+    EXPECT_NE(termed.err.find("stopped by signal"), std::string::npos) << termed.err;
+  }
+  std::printf("killed at %s, SIGTERM to rank 1 stopped at %s\n", fs::path(after_kill).filename().c_str(),
+              fs::path(after_term).filename().c_str());
+  auto rest = Mpi(2, args + " --out killed --resume");
+  ASSERT_EQ(rest.exit_code, 0) << rest.err;
+
+  const std::string a = LatestCheckpoint(Dir() + "/straight"), b = LatestCheckpoint(Dir() + "/killed");
+  EXPECT_EQ(fs::path(a).filename(), fs::path(b).filename());
+  EXPECT_EQ(testing::ReadFile(a + "/model/model.safetensors"), testing::ReadFile(b + "/model/model.safetensors"));
+  EXPECT_EQ(testing::ReadFile(a + "/optimizer.safetensors"), testing::ReadFile(b + "/optimizer.safetensors"));
+  EXPECT_EQ(StripTiming(testing::ReadFile(Dir() + "/straight/metrics.jsonl")),
+            StripTiming(testing::ReadFile(Dir() + "/killed/metrics.jsonl")));
+
+  // A different rank count resumes too (same global batch; not bit-exact, and it says so).
+  ASSERT_EQ(RunShell("cp -r " + Dir() + "/killed " + Dir() + "/regrown && rm -rf " + Dir() +
+                     "/regrown/checkpoints/step-00000060 && echo step-00000055 > " + Dir() +
+                     "/regrown/checkpoints/latest")
+                .exit_code,
+            0);
+  auto one_rank = One(args + " --out regrown --resume");
+  EXPECT_EQ(one_rank.exit_code, 0) << one_rank.err;
+  EXPECT_NE(one_rank.err.find("written by 2 rank(s) with 1"), std::string::npos) << one_rank.err;
+  const double regrown_diff = MaxWeightDiff(a + "/model/model.safetensors",
+                                            LatestCheckpoint(Dir() + "/regrown") + "/model/model.safetensors");
+  std::printf("resumed at step 55 with 1 rank instead of 2: max |weight diff| at step 60 %.3g\n", regrown_diff);
+  EXPECT_LT(regrown_diff, 1e-4);
+}
+
+int CountErrorLines(const std::string& err) {
+  int n = 0;
+  std::istringstream in(err);
+  for (std::string line; std::getline(in, line);) n += line.find("error:") != std::string::npos ? 1 : 0;
+  return n;
+}
+
+TEST_F(MpiTrain, BadSetupsFailOnEveryRankWithOneLine) {
+  // 3 micro-batches per step cannot be shared by 2 ranks.
+  auto uneven = Mpi(2, "--model model --data shards --steps 2 --seq-len 32 --micro-batch 4 --global-batch-tokens 384 "
+                       "--no-mfu --threads 1 --out uneven");
+  EXPECT_NE(uneven.exit_code, 0);
+  EXPECT_NE(uneven.exit_code, 124) << "timed out: a rank hung";
+  EXPECT_EQ(CountErrorLines(uneven.err), 1) << uneven.err;
+  EXPECT_NE(uneven.err.find("cannot be shared by 2 ranks"), std::string::npos) << uneven.err;
+  EXPECT_FALSE(fs::exists(Dir() + "/uneven/checkpoints"));
+
+  auto missing = Mpi(2, "--model model --data no_such_dir --steps 2 --no-mfu --threads 1 --out missing");
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_NE(missing.exit_code, 124) << "timed out: a rank hung";
+  EXPECT_EQ(CountErrorLines(missing.err), 1) << missing.err;
+  EXPECT_NE(missing.err.find("no_such_dir"), std::string::npos) << missing.err;
+
+  // A run directory that already holds checkpoints: only rank 0 looks, everyone stops.
+  ASSERT_EQ(One("--model model --data shards --steps 1 --seq-len 32 --micro-batch 4 --no-mfu --threads 1 --out taken")
+                .exit_code,
+            0);
+  auto taken = Mpi(2, "--model model --data shards --steps 2 --seq-len 32 --micro-batch 4 --global-batch-tokens 256 "
+                      "--no-mfu --threads 1 --out taken");
+  EXPECT_NE(taken.exit_code, 0);
+  EXPECT_NE(taken.exit_code, 124) << "timed out: a rank hung";
+  EXPECT_EQ(CountErrorLines(taken.err), 1) << taken.err;
+  EXPECT_NE(taken.err.find("--resume"), std::string::npos) << taken.err;
+}
+
+}  // namespace
+
+}  // namespace escale
