@@ -239,7 +239,7 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
   // The engine parallelises with OpenMP (BLAS calls run single-threaded inside its team).
   if (opt.threads > 0) omp_set_num_threads(static_cast<int>(opt.threads));
   if (world > 1 && root)
-    std::fprintf(stderr, "escale train: %d ranks (%s), %d threads each, ranks %lld micro-batch(es) each per step\n",
+    std::fprintf(stderr, "escale train: %d ranks (%s), %d threads each, %lld micro-batch(es) per rank per step\n",
                  world, comm.name().c_str(), omp_get_max_threads(), static_cast<long long>(share.count));
   const AdamWConfig adamw{opt.beta1, opt.beta2, opt.eps, opt.weight_decay};
   const LossCoefficients coef{opt.aux_loss, opt.router_max_z, opt.router_z, opt.output_z, opt.output_max_z};
