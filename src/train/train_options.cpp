@@ -100,6 +100,9 @@ std::vector<OptionSpec> TrainOptionTable(TrainOptions& o) {
       {"inject_spike_steps",
        "testing: steps whose loss is inflated tenfold before judging (comma list)",
        &o.inject_spike_steps},
+      {"inject_drift_steps",
+       "testing, under mpirun: steps after which the last rank nudges one weight (comma list)",
+       &o.inject_drift_steps},
   };
 }
 

@@ -60,6 +60,7 @@ struct TrainOptions {
   // or whose loss is inflated tenfold before it is judged.
   std::string inject_nan_steps;
   std::string inject_spike_steps;
+  std::string inject_drift_steps;  // the last rank's weights drift after these steps (replica check)
 
   int64_t tokens_per_micro_batch() const { return seq_len * micro_batch; }
   int64_t accumulation_steps() const;

@@ -191,6 +191,26 @@ std::vector<std::span<float>> ContiguousRuns(std::span<TrainModel::Param> params
   return runs;
 }
 
+// The replicas must hold identical weights (same summed gradients, same update). Checked at each
+// checkpoint with a hash of every weight's bits, so a divergence (a non-deterministic reduction,
+// a faulty node) stops the run instead of saving rank 0's replica as if it spoke for all.
+Status CheckReplicasAgree(dist::Communicator& comm, std::span<TrainModel::Param> params, int64_t step) {
+  if (comm.size() == 1) return Status::Ok();
+  uint64_t h = 1469598103934665603ull;
+  for (const auto& p : params)
+    for (float v : p.value) {
+      uint32_t bits;
+      std::memcpy(&bits, &v, sizeof bits);
+      h = (h ^ bits) * 1099511628211ull;
+    }
+  const double mine = static_cast<double>(h >> 12);  // exact in a double
+  std::array<double, 2> range = {mine, -mine};
+  ESCALE_RETURN_IF_ERROR(comm.AllReduceMax(std::span<double>(range)));
+  if (range[0] == -range[1]) return Status::Ok();
+  return InternalError("the ranks' weights differ after step " + std::to_string(step) +
+                       " (replicas diverged); resume from the last checkpoint and report this");
+}
+
 Status BroadcastFloats(dist::Communicator& comm, std::span<float> data) {
   return comm.Broadcast(std::as_writable_bytes(data), 0);
 }
@@ -205,7 +225,7 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
 
   // Phase 1, the same on every rank: options, schedule, the share of each step.
   ScheduleKind kind{};
-  std::set<int64_t> nan_steps, spike_steps;
+  std::set<int64_t> nan_steps, spike_steps, drift_steps;
   ModelConfig config = in.config;
   int64_t accum = 0, tokens_per_step = 0, total_steps = 0;
   ScheduleConfig sched;
@@ -215,6 +235,7 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
     ESCALE_ASSIGN_OR_RETURN(kind, ParseScheduleKind(opt.schedule));
     ESCALE_ASSIGN_OR_RETURN(nan_steps, ParseStepList(opt.inject_nan_steps, "--inject-nan-steps"));
     ESCALE_ASSIGN_OR_RETURN(spike_steps, ParseStepList(opt.inject_spike_steps, "--inject-spike-steps"));
+    ESCALE_ASSIGN_OR_RETURN(drift_steps, ParseStepList(opt.inject_drift_steps, "--inject-drift-steps"));
     if (!config.is_moe() && (opt.capacity_factor > 0 || !opt.router.empty()))
       return InvalidArgument("--capacity-factor and --router apply to MoE models; this model is dense "
                              "(upcycle it with --init-from DENSE --scale-out E,K)");
@@ -519,10 +540,13 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
     reduced[kStop] = g_stop_signal.load() != 0 ? 1.0 : 0.0;
     // Poisoned on rank 0 alone: the sum carries the NaN to every rank, which must all skip.
     if (nan_steps.count(step) && root) params[0].grad[0] = std::numeric_limits<float>::quiet_NaN();
+    const auto t_comm = std::chrono::steady_clock::now();
     if (world > 1) {
       ESCALE_RETURN_IF_ERROR(comm.AllReduceSum(std::span<double>(reduced)));
       for (std::span<float> run : grad_runs) ESCALE_RETURN_IF_ERROR(comm.AllReduceSum(run));
     }
+    // Includes waiting for the slowest rank to finish its share.
+    const double comm_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_comm).count();
     LossTerms sum{};
     sum.total = reduced[kTotal];
     sum.ce = reduced[kCe];
@@ -548,6 +572,7 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
         AdamWUpdate(adamw, updates, lr, params[i].decay, params[i].value, params[i].grad, ost.m[i], ost.v[i]);
       }
     }
+    if (drift_steps.count(step) && world > 1 && rank == world - 1) params[0].value[0] += 1e-3f;
     ++step;
     tokens_seen += static_cast<double>(tokens_per_step);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -560,7 +585,10 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
       nlohmann::json rec = {{"step", step},         {"loss", sum.total},      {"ce", sum.ce},
                             {"lr", lr},             {"grad_norm", grad_norm}, {"tokens", tokens_seen},
                             {"tokens_per_s", tps},  {"step_s", dt}};
-      if (world > 1) rec["world_size"] = world;
+      if (world > 1) {
+        rec["world_size"] = world;
+        rec["allreduce_s"] = comm_s;
+      }
       if (blended) rec["data"] = served_json();
       if (in.sgemm_gflops > 0) rec["mfu"] = flops_per_token * tps / (in.sgemm_gflops * 1e9 * world);
       if (config.is_moe()) {
@@ -611,6 +639,7 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
       if (summary.last_val_loss >= 0 && root && written.ok()) written = metrics->Append(eval_event(last_eval));
     }
     if ((opt.save_every > 0 && step % opt.save_every == 0) || last || stop) {
+      ESCALE_RETURN_IF_ERROR(CheckReplicasAgree(comm, params, step));
       if (root && written.ok()) written = SaveCheckpoint(opt.out, step, *model, ost, state_json(), in, opt.keep_last);
       last_ckpt = CheckpointsDir(opt.out) + "/" + CheckpointName(step);
     }

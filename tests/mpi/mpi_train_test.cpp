@@ -169,7 +169,7 @@ TEST_F(MpiTrain, MoeTwoRanksMatchOneRank) {
 }
 
 std::string StripTiming(const std::string& text) {
-  return std::regex_replace(text, std::regex(R"re(,?"(tokens_per_s|step_s|mfu)":[^,}]*)re"), "");
+  return std::regex_replace(text, std::regex(R"re(,?"(tokens_per_s|step_s|mfu|allreduce_s)":[^,}]*)re"), "");
 }
 
 TEST_F(MpiTrain, KilledAndResumedTwoRankRunIsBitExact) {
@@ -260,6 +260,19 @@ TEST_F(MpiTrain, BadSetupsFailOnEveryRankWithOneLine) {
   EXPECT_NE(taken.exit_code, 124) << "timed out: a rank hung";
   EXPECT_EQ(CountErrorLines(taken.err), 1) << taken.err;
   EXPECT_NE(taken.err.find("--resume"), std::string::npos) << taken.err;
+}
+
+TEST_F(MpiTrain, DivergedReplicasStopTheRunBeforeSaving) {
+  const std::string args = "--model model --data shards --steps 6 --seq-len 32 --micro-batch 4 "
+                           "--global-batch-tokens 256 --save-every 2 --no-mfu --threads 1";
+  auto healthy = Mpi(2, args + " --out healthy");
+  EXPECT_EQ(healthy.exit_code, 0) << healthy.err;
+  auto drift = Mpi(2, args + " --inject-drift-steps 2 --out drift");  // the weights part after step 3
+  EXPECT_NE(drift.exit_code, 0);
+  EXPECT_NE(drift.exit_code, 124) << "timed out: a rank hung";
+  EXPECT_EQ(CountErrorLines(drift.err), 1) << drift.err;
+  EXPECT_NE(drift.err.find("weights differ after step 4"), std::string::npos) << drift.err;
+  EXPECT_EQ(testing::ReadFile(Dir() + "/drift/checkpoints/latest").substr(0, 13), "step-00000002");
 }
 
 }  // namespace
