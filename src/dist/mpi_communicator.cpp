@@ -73,6 +73,21 @@ class MpiCommunicator final : public Communicator {
     const int err = MPI_Barrier(MPI_COMM_WORLD);
     return err == MPI_SUCCESS ? Status::Ok() : MpiError("MPI_Barrier", err);
   }
+  Status ReduceScatterSum(std::span<const float> send, std::span<float> recv, std::span<const int> counts) override {
+    const int err = MPI_Reduce_scatter(send.data(), recv.data(), counts.data(), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    return err == MPI_SUCCESS ? Status::Ok() : MpiError("MPI_Reduce_scatter", err);
+  }
+  Status AllGather(std::span<float> data, std::span<const int> counts, std::span<const int> displs) override {
+    const int err = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data.data(), counts.data(), displs.data(),
+                                   MPI_FLOAT, MPI_COMM_WORLD);
+    return err == MPI_SUCCESS ? Status::Ok() : MpiError("MPI_Allgatherv", err);
+  }
+  Status Gather(std::span<const float> mine, std::span<float> full, std::span<const int> counts,
+                std::span<const int> displs, int root) override {
+    const int err = MPI_Gatherv(mine.data(), static_cast<int>(mine.size()), MPI_FLOAT, full.data(), counts.data(),
+                                displs.data(), MPI_FLOAT, root, MPI_COMM_WORLD);
+    return err == MPI_SUCCESS ? Status::Ok() : MpiError("MPI_Gatherv", err);
+  }
   std::string name() const override { return name_; }
 
  private:

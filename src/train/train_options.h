@@ -56,6 +56,7 @@ struct TrainOptions {
   double spike_zscore = 6.0;
   int64_t max_skips = 5;
   int64_t threads = 0;  // 0: all cores
+  int64_t zero_stage = 0;  // 1: shard the AdamW moments across the ranks of an mpirun (ZeRO-1)
   // Testing the fault policy: comma-separated step numbers whose gradients are poisoned with NaN,
   // or whose loss is inflated tenfold before it is judged.
   std::string inject_nan_steps;

@@ -7,6 +7,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -138,12 +139,18 @@ struct EvalResult {
   std::vector<double> per_source;  // -1 where a source has none
 };
 
+// AdamW moments over the flat parameter space: parameter i occupies [offset[i], offset[i] + size)
+// in canonical order. A rank holds [lo, hi) of it: everything, or with ZeRO-1 its shard.
 struct OptimizerState {
-  std::vector<std::vector<float>> m, v;
+  std::vector<int64_t> offset;
+  int64_t total = 0, lo = 0, hi = 0;
+  std::vector<float> m, v;  // hi - lo elements
 };
 
-Status SaveCheckpoint(const std::string& run_dir, int64_t step, const TrainModel& model, const OptimizerState& opt_state,
-                      const nlohmann::json& state, const TrainerInputs& in, int64_t keep_last) {
+// m_full and v_full: the moments over the whole flat parameter space.
+Status SaveCheckpoint(const std::string& run_dir, int64_t step, const TrainModel& model, std::span<const float> m_full,
+                      std::span<const float> v_full, const std::vector<int64_t>& offset, const nlohmann::json& state,
+                      const TrainerInputs& in, int64_t keep_last) {
   ESCALE_ASSIGN_OR_RETURN(CheckpointWriter w, CheckpointWriter::Begin(run_dir, step));
   WriteOptions wo;
   wo.dtype = DType::kF32;
@@ -165,8 +172,9 @@ Status SaveCheckpoint(const std::string& run_dir, int64_t step, const TrainModel
   so.max_shard_bytes = uint64_t{1} << 62;
   ESCALE_ASSIGN_OR_RETURN(SafetensorsWriter sw, SafetensorsWriter::Create(w.dir(), entries, so));
   for (size_t i = 0; i < params.size(); ++i) {
-    ESCALE_RETURN_IF_ERROR(sw.Write("m." + params[i].name, opt_state.m[i].data(), opt_state.m[i].size() * 4));
-    ESCALE_RETURN_IF_ERROR(sw.Write("v." + params[i].name, opt_state.v[i].data(), opt_state.v[i].size() * 4));
+    const size_t off = static_cast<size_t>(offset[i]), n = params[i].value.size();
+    ESCALE_RETURN_IF_ERROR(sw.Write("m." + params[i].name, m_full.data() + off, n * 4));
+    ESCALE_RETURN_IF_ERROR(sw.Write("v." + params[i].name, v_full.data() + off, n * 4));
   }
   ESCALE_RETURN_IF_ERROR(sw.Finish());
   ESCALE_RETURN_IF_ERROR(WriteFileAtomic(w.dir() + "/trainer_state.json", state.dump(2) + "\n"));
@@ -318,6 +326,8 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
   // are broadcast below, so every replica starts from identical bits).
   std::unique_ptr<TrainModel> model;
   OptimizerState ost;
+  const bool sharded = opt.zero_stage == 1 && world > 1;
+  std::vector<float> m_full, v_full;  // on resume: the whole moments, read by rank 0 and broadcast
   const bool blended = !in.blend.empty();
   std::vector<std::optional<DataLoader>> val_templates;
   std::optional<DataBlend> train_blend;
@@ -330,8 +340,17 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
     start_weights.clear();
     resumed_model = HfModel();
     for (const auto& p : model->params()) {
-      ost.m.emplace_back(p.value.size(), 0.0f);
-      ost.v.emplace_back(p.value.size(), 0.0f);
+      ost.offset.push_back(ost.total);
+      ost.total += static_cast<int64_t>(p.value.size());
+    }
+    // ZeRO-1: rank r keeps the moments of [total*r/N, total*(r+1)/N) and updates those weights.
+    ost.lo = sharded ? ost.total * rank / world : 0;
+    ost.hi = sharded ? ost.total * (rank + 1) / world : ost.total;
+    ost.m.assign(static_cast<size_t>(ost.hi - ost.lo), 0.0f);
+    ost.v.assign(ost.m.size(), 0.0f);
+    if (resume_from) {
+      m_full.assign(static_cast<size_t>(ost.total), 0.0f);
+      v_full.assign(m_full.size(), 0.0f);
     }
     // The data: one source (--data) or several (--data-blend), each with its own shuffled windows.
     // A single source keeps the RNG stream name it always had, so its order is unchanged.
@@ -387,10 +406,10 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
       for (int which = 0; which < 2; ++which) {
         const std::string name = (which == 0 ? "m." : "v.") + params[i].name;
         ESCALE_ASSIGN_OR_RETURN(Tensor t, of.Get(name));
-        auto& dst = which == 0 ? ost.m[i] : ost.v[i];
-        if (t.dtype() != DType::kF32 || static_cast<size_t>(t.numel()) != dst.size())
+        float* dst = (which == 0 ? m_full : v_full).data() + ost.offset[i];
+        if (t.dtype() != DType::kF32 || static_cast<size_t>(t.numel()) != params[i].value.size())
           return FormatError("optimizer state " + name + " has the wrong dtype or size");
-        std::memcpy(dst.data(), t.bytes(), dst.size() * sizeof(float));
+        std::memcpy(dst, t.bytes(), params[i].value.size() * sizeof(float));
       }
     }
     return Status::Ok();
@@ -399,13 +418,35 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
   DataBlend& train = *train_blend;
   auto params = model->params();
   const std::vector<std::span<float>> grad_runs = ContiguousRuns(params, true);
-  if (world > 1) {
+  if (world > 1)
     for (std::span<float> run : ContiguousRuns(params, false)) ESCALE_RETURN_IF_ERROR(BroadcastFloats(comm, run));
-    if (resume_from)
-      for (size_t i = 0; i < params.size(); ++i) {
-        ESCALE_RETURN_IF_ERROR(BroadcastFloats(comm, ost.m[i]));
-        ESCALE_RETURN_IF_ERROR(BroadcastFloats(comm, ost.v[i]));
-      }
+  if (resume_from) {
+    if (world > 1) {
+      ESCALE_RETURN_IF_ERROR(BroadcastFloats(comm, m_full));
+      ESCALE_RETURN_IF_ERROR(BroadcastFloats(comm, v_full));
+    }
+    std::copy(m_full.begin() + ost.lo, m_full.begin() + ost.hi, ost.m.begin());
+    std::copy(v_full.begin() + ost.lo, v_full.begin() + ost.hi, ost.v.begin());
+    m_full = std::vector<float>();
+    v_full = std::vector<float>();
+  }
+  // ZeRO-1 moves the gradient and the weights as one flat buffer each, split at the shard bounds.
+  std::vector<int> shard_counts, shard_displs;
+  std::vector<float> shard_grad;
+  std::span<float> flat_grad, flat_value;
+  if (sharded) {
+    const std::vector<std::span<float>> value_runs = ContiguousRuns(params, false);
+    if (grad_runs.size() != 1 || value_runs.size() != 1)
+      return InternalError("--zero-stage 1 needs the engine's weights and gradients in one flat buffer each");
+    flat_grad = grad_runs[0];
+    flat_value = value_runs[0];
+    for (int r = 0; r < world; ++r) {
+      const int64_t lo = ost.total * r / world, hi = ost.total * (r + 1) / world;
+      if (hi - lo > INT_MAX) return Unsupported("--zero-stage 1: a shard exceeds 2^31 weights; use more ranks");
+      shard_counts.push_back(static_cast<int>(hi - lo));
+      shard_displs.push_back(static_cast<int>(lo));
+    }
+    shard_grad.assign(ost.m.size(), 0.0f);
   }
 
   // Rank 0 alone writes the metrics log, checkpoints and progress.
@@ -515,7 +556,7 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
   std::string last_ckpt = resume_from ? resume_from->path : "";
   // Summed over the ranks each step: the loss terms (each already divided by the step's
   // micro-batches) and the stop requests, so every rank stops at the same step.
-  enum { kTotal, kCe, kAux, kRouterMaxZ, kRouterZ, kOutputZ, kOutputMaxZ, kStop, kReduced };
+  enum { kTotal, kCe, kAux, kRouterMaxZ, kRouterZ, kOutputZ, kOutputMaxZ, kStop, kGradSq, kReduced };
   std::array<double, kReduced> reduced{};
   while (step < total_steps) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -541,7 +582,14 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
     // Poisoned on rank 0 alone: the sum carries the NaN to every rank, which must all skip.
     if (nan_steps.count(step) && root) params[0].grad[0] = std::numeric_limits<float>::quiet_NaN();
     const auto t_comm = std::chrono::steady_clock::now();
-    if (world > 1) {
+    double sq = 0;
+    if (sharded) {
+      // Each rank receives the summed gradient of its shard; the norm is summed from the shards.
+      ESCALE_RETURN_IF_ERROR(comm.ReduceScatterSum(flat_grad, shard_grad, shard_counts));
+      reduced[kGradSq] = SumOfSquares(shard_grad);
+      ESCALE_RETURN_IF_ERROR(comm.AllReduceSum(std::span<double>(reduced)));
+      sq = reduced[kGradSq];
+    } else if (world > 1) {
       ESCALE_RETURN_IF_ERROR(comm.AllReduceSum(std::span<double>(reduced)));
       for (std::span<float> run : grad_runs) ESCALE_RETURN_IF_ERROR(comm.AllReduceSum(run));
     }
@@ -558,8 +606,8 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
     // From here on every rank holds the same numbers, so the verdict and the update agree.
     double judged_loss = sum.total;
     if (spike_steps.count(step)) judged_loss *= 10.0;
-    double sq = 0;
-    for (const auto& p : params) sq += SumOfSquares(p.grad);
+    if (!sharded)
+      for (const auto& p : params) sq += SumOfSquares(p.grad);
     const double grad_norm = std::sqrt(sq);
     const StepVerdict verdict = faults.Judge(judged_loss, grad_norm);
     faults.Record(verdict, judged_loss);
@@ -567,10 +615,19 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
     if (verdict == StepVerdict::kAccept) {
       ++updates;
       const float clip = static_cast<float>(ClipFactor(grad_norm, opt.clip));
+      if (sharded && clip != 1.0f) Scale(shard_grad, clip);
+      // Each parameter's part inside [lo, hi): all of every parameter without ZeRO-1.
       for (size_t i = 0; i < params.size(); ++i) {
-        if (clip != 1.0f) Scale(params[i].grad, clip);
-        AdamWUpdate(adamw, updates, lr, params[i].decay, params[i].value, params[i].grad, ost.m[i], ost.v[i]);
+        const int64_t off = ost.offset[i], n = static_cast<int64_t>(params[i].value.size());
+        const int64_t a = std::max(off, ost.lo), b = std::min(off + n, ost.hi);
+        if (a >= b) continue;
+        const std::span<float> grad = sharded ? std::span<float>(shard_grad).subspan(a - ost.lo, b - a)
+                                              : params[i].grad.subspan(a - off, b - a);
+        if (!sharded && clip != 1.0f) Scale(grad, clip);
+        AdamWUpdate(adamw, updates, lr, params[i].decay, params[i].value.subspan(a - off, b - a), grad,
+                    std::span<float>(ost.m).subspan(a - ost.lo, b - a), std::span<float>(ost.v).subspan(a - ost.lo, b - a));
       }
+      if (sharded) ESCALE_RETURN_IF_ERROR(comm.AllGather(flat_value, shard_counts, shard_displs));
     }
     if (drift_steps.count(step) && world > 1 && rank == world - 1) params[0].value[0] += 1e-3f;
     ++step;
@@ -640,7 +697,21 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
     }
     if ((opt.save_every > 0 && step % opt.save_every == 0) || last || stop) {
       ESCALE_RETURN_IF_ERROR(CheckReplicasAgree(comm, params, step));
-      if (root && written.ok()) written = SaveCheckpoint(opt.out, step, *model, ost, state_json(), in, opt.keep_last);
+      if (sharded) {  // rank 0 collects the moments' shards (only for the save)
+        if (root) {
+          m_full.resize(static_cast<size_t>(ost.total));
+          v_full.resize(static_cast<size_t>(ost.total));
+        }
+        ESCALE_RETURN_IF_ERROR(comm.Gather(ost.m, m_full, shard_counts, shard_displs, 0));
+        ESCALE_RETURN_IF_ERROR(comm.Gather(ost.v, v_full, shard_counts, shard_displs, 0));
+      }
+      if (root && written.ok())
+        written = SaveCheckpoint(opt.out, step, *model, sharded ? m_full : ost.m, sharded ? v_full : ost.v, ost.offset,
+                                 state_json(), in, opt.keep_last);
+      if (sharded) {
+        m_full = std::vector<float>();
+        v_full = std::vector<float>();
+      }
       last_ckpt = CheckpointsDir(opt.out) + "/" + CheckpointName(step);
     }
     // The other ranks wait here for rank 0's writes (and stop with it if they failed).
