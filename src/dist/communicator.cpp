@@ -11,9 +11,13 @@ namespace escale::dist {
 #if defined(ESCALE_HAVE_MPI)
 // mpi_communicator.cpp: initialises MPI and wraps MPI_COMM_WORLD.
 Result<std::unique_ptr<Communicator>> CreateMpiWorld();
-bool BuiltWithMpi() { return true; }
+bool BuiltWithMpi() {
+  return true;
+}
 #else
-bool BuiltWithMpi() { return false; }
+bool BuiltWithMpi() {
+  return false;
+}
 #endif
 
 namespace {
@@ -32,9 +36,10 @@ LaunchInfo DetectLauncher(const std::function<const char*(const char*)>& getenv_
   auto get = [&](const char* name) { return getenv_fn ? getenv_fn(name) : std::getenv(name); };
   LaunchInfo info;
   // Open MPI's mpirun names size and rank; Slurm/MPICH PMI too; PMIx alone names only the rank.
-  const std::array<std::pair<const char*, const char*>, 3> pairs = {{{"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"},
-                                                                     {"PMI_SIZE", "PMI_RANK"},
-                                                                     {"PMIX_SIZE", "PMIX_RANK"}}};
+  const std::array<std::pair<const char*, const char*>, 3> pairs = {
+      {{"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"},
+       {"PMI_SIZE", "PMI_RANK"},
+       {"PMIX_SIZE", "PMIX_RANK"}}};
   for (const auto& [size_var, rank_var] : pairs) {
     const int size = ParseCount(get(size_var));
     if (size < 1) continue;
@@ -58,7 +63,9 @@ std::unique_ptr<Communicator>& WorldHolder() {
 }
 }  // namespace
 
-void FinalizeWorld() { WorldHolder().reset(); }
+void FinalizeWorld() {
+  WorldHolder().reset();
+}
 
 Result<Communicator*> World() {
   std::unique_ptr<Communicator>& world = WorldHolder();
@@ -75,9 +82,10 @@ Result<Communicator*> World() {
   // Without MPI nothing can hold the other ranks until rank 0 has printed this; give it a moment
   // before the launcher, seeing a rank fail, kills the job.
   if (launch.rank != 0) std::this_thread::sleep_for(std::chrono::seconds(1));
-  return Unsupported("this escale was built without MPI but was started by an MPI launcher" +
-                     (launch.size > 1 ? " with " + std::to_string(launch.size) + " processes" : std::string()) +
-                     "; rebuild with -DESCALE_MPI=ON (needs libopenmpi-dev) or run one process without mpirun");
+  return Unsupported(
+      "this escale was built without MPI but was started by an MPI launcher" +
+      (launch.size > 1 ? " with " + std::to_string(launch.size) + " processes" : std::string()) +
+      "; rebuild with -DESCALE_MPI=ON (needs libopenmpi-dev) or run one process without mpirun");
 #endif
 }
 
@@ -92,7 +100,8 @@ Status BroadcastString(Communicator& comm, std::string& s, int root) {
 Status BroadcastStatus(Communicator& comm, const Status& local, int root) {
   if (comm.size() == 1) return local;
   int64_t code = static_cast<int64_t>(local.code());
-  ESCALE_RETURN_IF_ERROR(comm.Broadcast(std::as_writable_bytes(std::span<int64_t>(&code, 1)), root));
+  ESCALE_RETURN_IF_ERROR(
+      comm.Broadcast(std::as_writable_bytes(std::span<int64_t>(&code, 1)), root));
   if (code == 0) return Status::Ok();
   std::string message = comm.rank() == root ? local.message() : std::string();
   ESCALE_RETURN_IF_ERROR(BroadcastString(comm, message, root));

@@ -40,12 +40,14 @@ class Communicator {
   // The sharded collectives of ZeRO-1. Rank r's segment is [displs[r], displs[r] + counts[r]) of a
   // buffer of sum(counts) elements (displs: the prefix sums of counts).
   // recv (counts[rank] elements) = rank's segment of the element-wise sum of every rank's `send`.
-  virtual Status ReduceScatterSum(std::span<const float> send, std::span<float> recv, std::span<const int> counts) = 0;
+  virtual Status ReduceScatterSum(std::span<const float> send, std::span<float> recv,
+                                  std::span<const int> counts) = 0;
   // In place: every rank's segment of `data` is copied into everyone's `data`.
-  virtual Status AllGather(std::span<float> data, std::span<const int> counts, std::span<const int> displs) = 0;
+  virtual Status AllGather(std::span<float> data, std::span<const int> counts,
+                           std::span<const int> displs) = 0;
   // Root's `full` receives every rank's `mine` at its segment (`full` is ignored on other ranks).
-  virtual Status Gather(std::span<const float> mine, std::span<float> full, std::span<const int> counts,
-                        std::span<const int> displs, int root) = 0;
+  virtual Status Gather(std::span<const float> mine, std::span<float> full,
+                        std::span<const int> counts, std::span<const int> displs, int root) = 0;
   virtual std::string name() const = 0;  // "single process" or "MPI (Open MPI ...)"
 };
 
@@ -60,13 +62,16 @@ class SingleProcessCommunicator final : public Communicator {
   Status AllReduceMax(std::span<double>) override { return Status::Ok(); }
   Status Broadcast(std::span<std::byte>, int) override { return Status::Ok(); }
   Status Barrier() override { return Status::Ok(); }
-  Status ReduceScatterSum(std::span<const float> send, std::span<float> recv, std::span<const int>) override {
+  Status ReduceScatterSum(std::span<const float> send, std::span<float> recv,
+                          std::span<const int>) override {
     std::copy(send.begin(), send.begin() + static_cast<std::ptrdiff_t>(recv.size()), recv.begin());
     return Status::Ok();
   }
-  Status AllGather(std::span<float>, std::span<const int>, std::span<const int>) override { return Status::Ok(); }
-  Status Gather(std::span<const float> mine, std::span<float> full, std::span<const int>, std::span<const int> displs,
-                int) override {
+  Status AllGather(std::span<float>, std::span<const int>, std::span<const int>) override {
+    return Status::Ok();
+  }
+  Status Gather(std::span<const float> mine, std::span<float> full, std::span<const int>,
+                std::span<const int> displs, int) override {
     std::copy(mine.begin(), mine.end(), full.begin() + displs[0]);
     return Status::Ok();
   }

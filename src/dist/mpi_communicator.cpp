@@ -17,7 +17,8 @@ Status MpiError(const char* what, int err) {
   char text[MPI_MAX_ERROR_STRING];
   int len = 0;
   if (MPI_Error_string(err, text, &len) != MPI_SUCCESS) len = 0;
-  return InternalError(std::string(what) + " failed: " + std::string(text, static_cast<size_t>(len)) +
+  return InternalError(std::string(what) +
+                       " failed: " + std::string(text, static_cast<size_t>(len)) +
                        " (check the launcher and the network between the ranks)");
 }
 
@@ -27,7 +28,8 @@ Status InPieces(std::span<T> data, Fn&& fn) {
   constexpr size_t kMaxCount = INT_MAX / 2;
   for (size_t off = 0; off < data.size(); off += kMaxCount) {
     const size_t n = std::min(kMaxCount, data.size() - off);
-    if (const int err = fn(data.data() + off, static_cast<int>(n)); err != MPI_SUCCESS) return MpiError("MPI", err);
+    if (const int err = fn(data.data() + off, static_cast<int>(n)); err != MPI_SUCCESS)
+      return MpiError("MPI", err);
   }
   return Status::Ok();
 }
@@ -58,34 +60,45 @@ class MpiCommunicator final : public Communicator {
   int local_rank() const override { return local_rank_; }
   int local_size() const override { return local_size_; }
   Status AllReduceSum(std::span<float> data) override {
-    return InPieces(data, [](float* p, int n) { return MPI_Allreduce(MPI_IN_PLACE, p, n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD); });
+    return InPieces(data, [](float* p, int n) {
+      return MPI_Allreduce(MPI_IN_PLACE, p, n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    });
   }
   Status AllReduceSum(std::span<double> data) override {
-    return InPieces(data, [](double* p, int n) { return MPI_Allreduce(MPI_IN_PLACE, p, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD); });
+    return InPieces(data, [](double* p, int n) {
+      return MPI_Allreduce(MPI_IN_PLACE, p, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    });
   }
   Status AllReduceMax(std::span<double> data) override {
-    return InPieces(data, [](double* p, int n) { return MPI_Allreduce(MPI_IN_PLACE, p, n, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD); });
+    return InPieces(data, [](double* p, int n) {
+      return MPI_Allreduce(MPI_IN_PLACE, p, n, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    });
   }
   Status Broadcast(std::span<std::byte> data, int root) override {
-    return InPieces(data, [root](std::byte* p, int n) { return MPI_Bcast(p, n, MPI_BYTE, root, MPI_COMM_WORLD); });
+    return InPieces(data, [root](std::byte* p, int n) {
+      return MPI_Bcast(p, n, MPI_BYTE, root, MPI_COMM_WORLD);
+    });
   }
   Status Barrier() override {
     const int err = MPI_Barrier(MPI_COMM_WORLD);
     return err == MPI_SUCCESS ? Status::Ok() : MpiError("MPI_Barrier", err);
   }
-  Status ReduceScatterSum(std::span<const float> send, std::span<float> recv, std::span<const int> counts) override {
-    const int err = MPI_Reduce_scatter(send.data(), recv.data(), counts.data(), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+  Status ReduceScatterSum(std::span<const float> send, std::span<float> recv,
+                          std::span<const int> counts) override {
+    const int err = MPI_Reduce_scatter(send.data(), recv.data(), counts.data(), MPI_FLOAT, MPI_SUM,
+                                       MPI_COMM_WORLD);
     return err == MPI_SUCCESS ? Status::Ok() : MpiError("MPI_Reduce_scatter", err);
   }
-  Status AllGather(std::span<float> data, std::span<const int> counts, std::span<const int> displs) override {
-    const int err = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data.data(), counts.data(), displs.data(),
-                                   MPI_FLOAT, MPI_COMM_WORLD);
+  Status AllGather(std::span<float> data, std::span<const int> counts,
+                   std::span<const int> displs) override {
+    const int err = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data.data(), counts.data(),
+                                   displs.data(), MPI_FLOAT, MPI_COMM_WORLD);
     return err == MPI_SUCCESS ? Status::Ok() : MpiError("MPI_Allgatherv", err);
   }
   Status Gather(std::span<const float> mine, std::span<float> full, std::span<const int> counts,
                 std::span<const int> displs, int root) override {
-    const int err = MPI_Gatherv(mine.data(), static_cast<int>(mine.size()), MPI_FLOAT, full.data(), counts.data(),
-                                displs.data(), MPI_FLOAT, root, MPI_COMM_WORLD);
+    const int err = MPI_Gatherv(mine.data(), static_cast<int>(mine.size()), MPI_FLOAT, full.data(),
+                                counts.data(), displs.data(), MPI_FLOAT, root, MPI_COMM_WORLD);
     return err == MPI_SUCCESS ? Status::Ok() : MpiError("MPI_Gatherv", err);
   }
   std::string name() const override { return name_; }
@@ -101,10 +114,12 @@ class MpiCommunicator final : public Communicator {
 Result<std::unique_ptr<Communicator>> CreateMpiWorld() {
   int initialized = 0;
   MPI_Initialized(&initialized);
-  if (initialized) return InternalError("MPI is already initialised: create the world once per process");
+  if (initialized)
+    return InternalError("MPI is already initialised: create the world once per process");
   int provided = 0;
   if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
-    return InternalError("MPI_Init_thread failed; check that mpirun and this escale use the same MPI");
+    return InternalError(
+        "MPI_Init_thread failed; check that mpirun and this escale use the same MPI");
   // Errors come back as codes (turned into Status) instead of aborting the job.
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   return std::unique_ptr<Communicator>(new MpiCommunicator());

@@ -16,14 +16,19 @@ namespace escale {
 struct RankShare {
   int64_t first = 0;  // index of the first micro-batch of the step this rank computes
   int64_t count = 0;  // how many
-  bool contains(int64_t micro_batch) const { return micro_batch >= first && micro_batch < first + count; }
+  bool contains(int64_t micro_batch) const {
+    return micro_batch >= first && micro_batch < first + count;
+  }
 };
 
 // The micro-batches of a step of `micro_batches` that `rank` of `world` computes. An error (one
 // line, naming the fix) when the step's micro-batches do not divide evenly among the ranks.
-Result<RankShare> ShareOfStep(int64_t micro_batches, int64_t seq_len, int64_t micro_batch, int world, int rank);
+Result<RankShare> ShareOfStep(int64_t micro_batches, int64_t seq_len, int64_t micro_batch,
+                              int world, int rank);
 
 // Validation batch b is evaluated by rank b % world (every rank still reads all of them).
-inline bool EvaluatesBatch(int64_t batch, int world, int rank) { return batch % world == rank; }
+inline bool EvaluatesBatch(int64_t batch, int world, int rank) {
+  return batch % world == rank;
+}
 
 }  // namespace escale

@@ -47,12 +47,28 @@ TEST(SingleProcessCommunicator, AgreementReturnsTheLocalStatus) {
   EXPECT_EQ(s, "unchanged");
 }
 
+TEST(SingleProcessCommunicator, ShardedCollectivesSeeOneShardOfEverything) {
+  SingleProcessCommunicator c;
+  const std::vector<float> grad = {1, 2, 3, 4};
+  std::vector<float> shard(4, 0.0f);
+  const std::vector<int> counts = {4}, displs = {0};
+  ASSERT_TRUE(c.ReduceScatterSum(grad, shard, counts).ok());
+  EXPECT_EQ(shard, grad);
+  std::vector<float> weights = {5, 6, 7, 8};
+  ASSERT_TRUE(c.AllGather(weights, counts, displs).ok());
+  EXPECT_EQ(weights, (std::vector<float>{5, 6, 7, 8}));
+  std::vector<float> full(4, 0.0f);
+  ASSERT_TRUE(c.Gather(weights, full, counts, displs, 0).ok());
+  EXPECT_EQ(full, weights);
+}
+
 TEST(DetectLauncher, ReadsOpenMpiPmiAndPmix) {
   const LaunchInfo none = DetectLauncher(EnvOf({}));
   EXPECT_FALSE(none.launched);
   EXPECT_EQ(none.size, 1);
 
-  const LaunchInfo ompi = DetectLauncher(EnvOf({{"OMPI_COMM_WORLD_SIZE", "4"}, {"OMPI_COMM_WORLD_RANK", "3"}}));
+  const LaunchInfo ompi =
+      DetectLauncher(EnvOf({{"OMPI_COMM_WORLD_SIZE", "4"}, {"OMPI_COMM_WORLD_RANK", "3"}}));
   EXPECT_TRUE(ompi.launched);
   EXPECT_EQ(ompi.size, 4);
   EXPECT_EQ(ompi.rank, 3);

@@ -42,7 +42,8 @@ TEST(ShareOfStep, UnevenSplitsAreOneLineWithTheFix) {
   EXPECT_NE(m.find("384"), std::string::npos) << m;  // 3 ranks x 32 x 4
   Result<RankShare> one = ShareOfStep(1, 32, 4, 2, 1);
   ASSERT_FALSE(one.ok());
-  EXPECT_NE(one.status().message().find("fewer ranks"), std::string::npos) << one.status().message();
+  EXPECT_NE(one.status().message().find("fewer ranks"), std::string::npos)
+      << one.status().message();
 }
 
 TEST(EvaluatesBatch, EachBatchHasExactlyOneRank) {
