@@ -39,9 +39,9 @@ class Communicator {
   virtual Status Barrier() = 0;
   // The sharded collectives of ZeRO-1. Rank r's segment is [displs[r], displs[r] + counts[r]) of a
   // buffer of sum(counts) elements (displs: the prefix sums of counts).
-  // recv (counts[rank] elements) = rank's segment of the element-wise sum of every rank's `send`.
-  virtual Status ReduceScatterSum(std::span<const float> send, std::span<float> recv,
-                                  std::span<const int> counts) = 0;
+  // In place: data[0, counts[rank]) becomes rank's segment of the element-wise sum of every rank's
+  // `data` (MPI_IN_PLACE semantics; the rest of `data` is left undefined). No receive buffer.
+  virtual Status ReduceScatterSum(std::span<float> data, std::span<const int> counts) = 0;
   // In place: every rank's segment of `data` is copied into everyone's `data`.
   virtual Status AllGather(std::span<float> data, std::span<const int> counts,
                            std::span<const int> displs) = 0;
@@ -62,11 +62,7 @@ class SingleProcessCommunicator final : public Communicator {
   Status AllReduceMax(std::span<double>) override { return Status::Ok(); }
   Status Broadcast(std::span<std::byte>, int) override { return Status::Ok(); }
   Status Barrier() override { return Status::Ok(); }
-  Status ReduceScatterSum(std::span<const float> send, std::span<float> recv,
-                          std::span<const int>) override {
-    std::copy(send.begin(), send.begin() + static_cast<std::ptrdiff_t>(recv.size()), recv.begin());
-    return Status::Ok();
-  }
+  Status ReduceScatterSum(std::span<float>, std::span<const int>) override { return Status::Ok(); }
   Status AllGather(std::span<float>, std::span<const int>, std::span<const int>) override {
     return Status::Ok();
   }

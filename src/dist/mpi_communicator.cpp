@@ -83,9 +83,8 @@ class MpiCommunicator final : public Communicator {
     const int err = MPI_Barrier(MPI_COMM_WORLD);
     return err == MPI_SUCCESS ? Status::Ok() : MpiError("MPI_Barrier", err);
   }
-  Status ReduceScatterSum(std::span<const float> send, std::span<float> recv,
-                          std::span<const int> counts) override {
-    const int err = MPI_Reduce_scatter(send.data(), recv.data(), counts.data(), MPI_FLOAT, MPI_SUM,
+  Status ReduceScatterSum(std::span<float> data, std::span<const int> counts) override {
+    const int err = MPI_Reduce_scatter(MPI_IN_PLACE, data.data(), counts.data(), MPI_FLOAT, MPI_SUM,
                                        MPI_COMM_WORLD);
     return err == MPI_SUCCESS ? Status::Ok() : MpiError("MPI_Reduce_scatter", err);
   }

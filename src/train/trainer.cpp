@@ -432,7 +432,7 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
   }
   // ZeRO-1 moves the gradient and the weights as one flat buffer each, split at the shard bounds.
   std::vector<int> shard_counts, shard_displs;
-  std::vector<float> shard_grad;
+  std::span<float> shard_grad;  // the reduce-scatter leaves this rank's summed slice at the buffer's start
   std::span<float> flat_grad, flat_value;
   if (sharded) {
     const std::vector<std::span<float>> value_runs = ContiguousRuns(params, false);
@@ -446,7 +446,7 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
       shard_counts.push_back(static_cast<int>(hi - lo));
       shard_displs.push_back(static_cast<int>(lo));
     }
-    shard_grad.assign(ost.m.size(), 0.0f);
+    shard_grad = flat_grad.first(ost.m.size());
   }
 
   // Rank 0 alone writes the metrics log, checkpoints and progress.
@@ -585,7 +585,7 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
     double sq = 0;
     if (sharded) {
       // Each rank receives the summed gradient of its shard; the norm is summed from the shards.
-      ESCALE_RETURN_IF_ERROR(comm.ReduceScatterSum(flat_grad, shard_grad, shard_counts));
+      ESCALE_RETURN_IF_ERROR(comm.ReduceScatterSum(flat_grad, shard_counts));
       reduced[kGradSq] = SumOfSquares(shard_grad);
       ESCALE_RETURN_IF_ERROR(comm.AllReduceSum(std::span<double>(reduced)));
       sq = reduced[kGradSq];
@@ -621,7 +621,7 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
         const int64_t off = ost.offset[i], n = static_cast<int64_t>(params[i].value.size());
         const int64_t a = std::max(off, ost.lo), b = std::min(off + n, ost.hi);
         if (a >= b) continue;
-        const std::span<float> grad = sharded ? std::span<float>(shard_grad).subspan(a - ost.lo, b - a)
+        const std::span<float> grad = sharded ? shard_grad.subspan(a - ost.lo, b - a)
                                               : params[i].grad.subspan(a - off, b - a);
         if (!sharded && clip != 1.0f) Scale(grad, clip);
         AdamWUpdate(adamw, updates, lr, params[i].decay, params[i].value.subspan(a - off, b - a), grad,
