@@ -24,12 +24,6 @@ target_include_directories(escale_deps INTERFACE ${ESCALE_CBLAS_INCLUDE})
 target_link_libraries(escale_deps INTERFACE nlohmann_json::nlohmann_json PkgConfig::TOMLPP
   PkgConfig::PCRE2 PkgConfig::UTF8PROC ${ESCALE_OPENBLAS} OpenMP::OpenMP_CXX Threads::Threads)
 
-if(ESCALE_MPI)
-  find_package(MPI REQUIRED COMPONENTS CXX)
-  target_link_libraries(escale_deps INTERFACE MPI::MPI_CXX)
-  target_compile_definitions(escale_deps INTERFACE ESCALE_HAVE_MPI=1)
-endif()
-
 if(ESCALE_CUDA)
   include(CheckLanguage)
   check_language(CUDA)

@@ -3,12 +3,14 @@
 #include <cstdio>
 #include <filesystem>
 #include <sstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 #include <omp.h>
 
 #include "cli/command.h"
 #include "core/atomic_output.h"
+#include "dist/communicator.h"
 #include "io/hf_model.h"
 #include "io/token_shards.h"
 #include "model/init.h"
@@ -64,7 +66,17 @@ Result<std::pair<int64_t, int64_t>> ParseExpertsTopK(const std::string& s) {
   return std::make_pair(static_cast<int64_t>(e), static_cast<int64_t>(k));
 }
 
-Status RunTrain(Args& a) {
+// Each rank's default OpenMP team: the cores this process may use, shared with the other ranks
+// on its node (OMP_NUM_THREADS or --threads win). libgomp's default already follows mpirun's
+// binding; without binding every rank would otherwise start a team of all the node's cores.
+int64_t DefaultThreads(const dist::Communicator& comm) {
+  if (std::getenv("OMP_NUM_THREADS") != nullptr || comm.local_size() <= 1) return 0;
+  const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  return std::max(1, std::min(omp_get_max_threads(), cores / comm.local_size()));
+}
+
+// Everything before the training loop; under several ranks every rank runs it on its own.
+Status PrepareTrain(Args& a, dist::Communicator& comm, TrainerInputs& in) {
   TrainOptions& o = a.opt;
   auto table = TrainOptionTable(o);
   if (!a.config_file.empty()) ESCALE_RETURN_IF_ERROR(ApplyTomlFile(a.config_file, table));
@@ -74,8 +86,8 @@ Status RunTrain(Args& a) {
   }
   if (a.resume_flag) o.resume = true;
   ESCALE_RETURN_IF_ERROR(o.Validate());
+  if (o.threads == 0) o.threads = DefaultThreads(comm);
 
-  TrainerInputs in;
   std::string tokenizer_dir;
   if (!o.model_dir.empty()) {
     ESCALE_ASSIGN_OR_RETURN(HfModel m, ReadHfModel(o.model_dir));
@@ -127,8 +139,18 @@ Status RunTrain(Args& a) {
   if (!tokenizer_dir.empty() && fs::is_regular_file(tokenizer_dir + "/tokenizer.json", ec))
     in.copy_files_from = tokenizer_dir;
   if (!a.no_mfu) in.sgemm_gflops = MeasureSgemmRate(512, o.threads > 0 ? static_cast<int>(o.threads) : omp_get_max_threads(), 0.5).gflops;
+  return Status::Ok();
+}
 
+Status RunTrain(Args& a) {
+  // MPI starts here, and only when a launcher started this process (dist/communicator.h).
+  ESCALE_ASSIGN_OR_RETURN(dist::Communicator * comm, dist::World());
+  TrainerInputs in;
+  in.comm = comm;
+  ESCALE_RETURN_IF_ERROR(dist::AgreeOnStatus(*comm, PrepareTrain(a, *comm, in)));
+  const TrainOptions& o = a.opt;
   ESCALE_ASSIGN_OR_RETURN(TrainSummary s, RunTraining(o, std::move(in)));
+  if (comm->rank() != 0) return Status::Ok();
   std::printf("trained steps %lld..%lld%s: train loss %.4f, validation loss %.4f -> %.4f, %.0f tokens/s, %lld skipped\n",
               static_cast<long long>(s.start_step), static_cast<long long>(s.steps_done),
               s.interrupted ? " (interrupted)" : "", s.last_train_loss, s.first_val_loss, s.last_val_loss,

@@ -7,6 +7,7 @@
 
 #include "cli/command.h"
 #include "core/progress.h"
+#include "dist/communicator.h"
 
 namespace escale::cli {
 
@@ -81,15 +82,18 @@ int Run(int argc, char** argv) {
     if (e.app->parsed() && (chosen == nullptr || e.depth > chosen->depth)) chosen = &e;
   if (chosen != nullptr) {
     CLI::App* sub = chosen->app;
-    const Status st = (*chosen->fn)();
-    if (!st.ok()) {
-      std::string name = sub->get_name();
-      for (CLI::App* p = sub->get_parent(); p != nullptr && p->get_parent() != nullptr; p = p->get_parent())
-        name = p->get_name() + " " + name;
-      std::fprintf(stderr, "escale %s: error: %s\n", name.c_str(), st.message().c_str());
-      return 1;
-    }
-    return 0;
+    std::string name = sub->get_name();
+    for (CLI::App* p = sub->get_parent(); p != nullptr && p->get_parent() != nullptr; p = p->get_parent())
+      name = p->get_name() + " " + name;
+    // Under an MPI launcher the ranks agree on one status and rank 0 alone reports it; only
+    // `train` knows how to share its work, any other command would run N times over one output.
+    const dist::LaunchInfo launch = dist::DetectLauncher();
+    const Status st = launch.launched && launch.size != 1 && name != "train"
+                          ? Unsupported("only 'escale train' runs under an MPI launcher; run " + name + " as one process")
+                          : (*chosen->fn)();
+    if (!st.ok() && launch.rank == 0) std::fprintf(stderr, "escale %s: error: %s\n", name.c_str(), st.message().c_str());
+    dist::FinalizeWorld();
+    return st.ok() ? 0 : 1;
   }
   std::fprintf(stderr, "escale: error: no command given (see 'escale --help')\n");
   return 2;

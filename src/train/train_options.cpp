@@ -32,6 +32,7 @@ Status TrainOptions::Validate() const {
     return InvalidArgument("--global-batch-tokens (" + std::to_string(global_batch_tokens) +
                            ") must be a multiple of seq-len x micro-batch (" +
                            std::to_string(tokens_per_micro_batch()) + ")");
+  if (zero_stage != 0 && zero_stage != 1) return InvalidArgument("--zero-stage takes 0 or 1");
   if (steps < 0 || token_budget < 0) return InvalidArgument("--steps and --token-budget must not be negative");
   if (steps == 0 && !(token_budget > 0)) return InvalidArgument("give --steps or --token-budget");
   if (!(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1)) return InvalidArgument("AdamW betas must be in [0, 1)");
@@ -95,11 +96,16 @@ std::vector<OptionSpec> TrainOptionTable(TrainOptions& o) {
       {"spike_zscore", "skip a step whose loss z-score exceeds this (0 = off)", &o.spike_zscore},
       {"max_skips", "stop after this many skipped steps in a row", &o.max_skips},
       {"threads", "worker threads (0 = all cores)", &o.threads},
+      {"zero_stage", "1: shard the AdamW moments across the ranks of an mpirun run (ZeRO-1); 0: every rank holds all",
+       &o.zero_stage},
       {"inject_nan_steps", "testing: steps whose gradients are poisoned with NaN (comma list)",
        &o.inject_nan_steps},
       {"inject_spike_steps",
        "testing: steps whose loss is inflated tenfold before judging (comma list)",
        &o.inject_spike_steps},
+      {"inject_drift_steps",
+       "testing, under mpirun: steps after which the last rank nudges one weight (comma list)",
+       &o.inject_drift_steps},
   };
 }
 

@@ -56,10 +56,12 @@ struct TrainOptions {
   double spike_zscore = 6.0;
   int64_t max_skips = 5;
   int64_t threads = 0;  // 0: all cores
+  int64_t zero_stage = 0;  // 1: shard the AdamW moments across the ranks of an mpirun (ZeRO-1)
   // Testing the fault policy: comma-separated step numbers whose gradients are poisoned with NaN,
   // or whose loss is inflated tenfold before it is judged.
   std::string inject_nan_steps;
   std::string inject_spike_steps;
+  std::string inject_drift_steps;  // the last rank's weights drift after these steps (replica check)
 
   int64_t tokens_per_micro_batch() const { return seq_len * micro_batch; }
   int64_t accumulation_steps() const;

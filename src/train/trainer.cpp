@@ -4,8 +4,10 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -18,6 +20,7 @@
 
 #include "core/atomic_output.h"
 #include "core/progress.h"
+#include "dist/communicator.h"
 #include "io/hf_model.h"
 #include "io/safetensors.h"
 #include "model/layout.h"
@@ -25,6 +28,7 @@
 #include "train/adamw.h"
 #include "train/checkpoint_store.h"
 #include "train/data_blend.h"
+#include "train/data_parallel.h"
 #include "train/fault_policy.h"
 #include "train/metrics_log.h"
 #include "train/schedule.h"
@@ -135,12 +139,18 @@ struct EvalResult {
   std::vector<double> per_source;  // -1 where a source has none
 };
 
+// AdamW moments over the flat parameter space: parameter i occupies [offset[i], offset[i] + size)
+// in canonical order. A rank holds [lo, hi) of it: everything, or with ZeRO-1 its shard.
 struct OptimizerState {
-  std::vector<std::vector<float>> m, v;
+  std::vector<int64_t> offset;
+  int64_t total = 0, lo = 0, hi = 0;
+  std::vector<float> m, v;  // hi - lo elements
 };
 
-Status SaveCheckpoint(const std::string& run_dir, int64_t step, const TrainModel& model, const OptimizerState& opt_state,
-                      const nlohmann::json& state, const TrainerInputs& in, int64_t keep_last) {
+// m_full and v_full: the moments over the whole flat parameter space.
+Status SaveCheckpoint(const std::string& run_dir, int64_t step, const TrainModel& model, std::span<const float> m_full,
+                      std::span<const float> v_full, const std::vector<int64_t>& offset, const nlohmann::json& state,
+                      const TrainerInputs& in, int64_t keep_last) {
   ESCALE_ASSIGN_OR_RETURN(CheckpointWriter w, CheckpointWriter::Begin(run_dir, step));
   WriteOptions wo;
   wo.dtype = DType::kF32;
@@ -162,8 +172,9 @@ Status SaveCheckpoint(const std::string& run_dir, int64_t step, const TrainModel
   so.max_shard_bytes = uint64_t{1} << 62;
   ESCALE_ASSIGN_OR_RETURN(SafetensorsWriter sw, SafetensorsWriter::Create(w.dir(), entries, so));
   for (size_t i = 0; i < params.size(); ++i) {
-    ESCALE_RETURN_IF_ERROR(sw.Write("m." + params[i].name, opt_state.m[i].data(), opt_state.m[i].size() * 4));
-    ESCALE_RETURN_IF_ERROR(sw.Write("v." + params[i].name, opt_state.v[i].data(), opt_state.v[i].size() * 4));
+    const size_t off = static_cast<size_t>(offset[i]), n = params[i].value.size();
+    ESCALE_RETURN_IF_ERROR(sw.Write("m." + params[i].name, m_full.data() + off, n * 4));
+    ESCALE_RETURN_IF_ERROR(sw.Write("v." + params[i].name, v_full.data() + off, n * 4));
   }
   ESCALE_RETURN_IF_ERROR(sw.Finish());
   ESCALE_RETURN_IF_ERROR(WriteFileAtomic(w.dir() + "/trainer_state.json", state.dump(2) + "\n"));
@@ -172,105 +183,200 @@ Status SaveCheckpoint(const std::string& run_dir, int64_t step, const TrainModel
 
 }  // namespace
 
-Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
-  ESCALE_RETURN_IF_ERROR(opt.Validate());
-  ESCALE_ASSIGN_OR_RETURN(ScheduleKind kind, ParseScheduleKind(opt.schedule));
-  ESCALE_ASSIGN_OR_RETURN(std::set<int64_t> nan_steps, ParseStepList(opt.inject_nan_steps, "--inject-nan-steps"));
-  ESCALE_ASSIGN_OR_RETURN(std::set<int64_t> spike_steps, ParseStepList(opt.inject_spike_steps, "--inject-spike-steps"));
-  ModelConfig config = in.config;
-  if (!config.is_moe() && (opt.capacity_factor > 0 || !opt.router.empty()))
-    return InvalidArgument("--capacity-factor and --router apply to MoE models; this model is dense "
-                           "(upcycle it with --init-from DENSE --scale-out E,K)");
-  if (config.is_moe()) {
-    if (opt.capacity_factor > 0) config.moe.capacity_factor = opt.capacity_factor;
-    if (opt.router == "st") config.moe.router = RouterType::kSt;
-    if (opt.router == "mixtral") config.moe.router = RouterType::kMixtral;
-    if (config.moe.router == RouterType::kMixtral && config.moe.top_k == 1)
-      return InvalidArgument("top-1 with mixtral routing gives the router no gradient; use --router st or k >= 2");
+namespace {
+
+// Maximal runs of adjacent spans (the engine keeps values and gradients in flat buffers, so this is
+// usually one run): collectives then move a few large buckets, never one message per tensor.
+std::vector<std::span<float>> ContiguousRuns(std::span<TrainModel::Param> params, bool grads) {
+  std::vector<std::span<float>> runs;
+  for (const auto& p : params) {
+    const std::span<float> s = grads ? p.grad : p.value;
+    if (!runs.empty() && runs.back().data() + runs.back().size() == s.data())
+      runs.back() = std::span<float>(runs.back().data(), runs.back().size() + s.size());
+    else
+      runs.push_back(s);
   }
-  ESCALE_RETURN_IF_ERROR(config.Validate());
+  return runs;
+}
+
+// The replicas must hold identical weights (same summed gradients, same update). Checked at each
+// checkpoint with a hash of every weight's bits, so a divergence (a non-deterministic reduction,
+// a faulty node) stops the run instead of saving rank 0's replica as if it spoke for all.
+Status CheckReplicasAgree(dist::Communicator& comm, std::span<TrainModel::Param> params, int64_t step) {
+  if (comm.size() == 1) return Status::Ok();
+  uint64_t h = 1469598103934665603ull;
+  for (const auto& p : params)
+    for (float v : p.value) {
+      uint32_t bits;
+      std::memcpy(&bits, &v, sizeof bits);
+      h = (h ^ bits) * 1099511628211ull;
+    }
+  const double mine = static_cast<double>(h >> 12);  // exact in a double
+  std::array<double, 2> range = {mine, -mine};
+  ESCALE_RETURN_IF_ERROR(comm.AllReduceMax(std::span<double>(range)));
+  if (range[0] == -range[1]) return Status::Ok();
+  return InternalError("the ranks' weights differ after step " + std::to_string(step) +
+                       " (replicas diverged); resume from the last checkpoint and report this");
+}
+
+Status BroadcastFloats(dist::Communicator& comm, std::span<float> data) {
+  return comm.Broadcast(std::as_writable_bytes(data), 0);
+}
+
+}  // namespace
+
+Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
+  dist::SingleProcessCommunicator single_process;
+  dist::Communicator& comm = in.comm != nullptr ? *in.comm : single_process;
+  const int world = comm.size(), rank = comm.rank();
+  const bool root = rank == 0;
+
+  // Phase 1, the same on every rank: options, schedule, the share of each step.
+  ScheduleKind kind{};
+  std::set<int64_t> nan_steps, spike_steps, drift_steps;
+  ModelConfig config = in.config;
+  int64_t accum = 0, tokens_per_step = 0, total_steps = 0;
+  ScheduleConfig sched;
+  RankShare share;
+  const Status options_ok = [&]() -> Status {
+    ESCALE_RETURN_IF_ERROR(opt.Validate());
+    ESCALE_ASSIGN_OR_RETURN(kind, ParseScheduleKind(opt.schedule));
+    ESCALE_ASSIGN_OR_RETURN(nan_steps, ParseStepList(opt.inject_nan_steps, "--inject-nan-steps"));
+    ESCALE_ASSIGN_OR_RETURN(spike_steps, ParseStepList(opt.inject_spike_steps, "--inject-spike-steps"));
+    ESCALE_ASSIGN_OR_RETURN(drift_steps, ParseStepList(opt.inject_drift_steps, "--inject-drift-steps"));
+    if (!config.is_moe() && (opt.capacity_factor > 0 || !opt.router.empty()))
+      return InvalidArgument("--capacity-factor and --router apply to MoE models; this model is dense "
+                             "(upcycle it with --init-from DENSE --scale-out E,K)");
+    if (config.is_moe()) {
+      if (opt.capacity_factor > 0) config.moe.capacity_factor = opt.capacity_factor;
+      if (opt.router == "st") config.moe.router = RouterType::kSt;
+      if (opt.router == "mixtral") config.moe.router = RouterType::kMixtral;
+      if (config.moe.router == RouterType::kMixtral && config.moe.top_k == 1)
+        return InvalidArgument("top-1 with mixtral routing gives the router no gradient; use --router st or k >= 2");
+    }
+    ESCALE_RETURN_IF_ERROR(config.Validate());
+    accum = opt.accumulation_steps();
+    tokens_per_step = opt.tokens_per_micro_batch() * accum;
+    total_steps = opt.steps > 0 ? opt.steps
+                                : static_cast<int64_t>(std::ceil(opt.token_budget / static_cast<double>(tokens_per_step)));
+    sched = {kind, opt.lr, opt.min_lr, std::min(opt.warmup, total_steps), total_steps, opt.wsd_decay_fraction};
+    ESCALE_RETURN_IF_ERROR(sched.Validate());
+    ESCALE_ASSIGN_OR_RETURN(share, ShareOfStep(accum, opt.seq_len, opt.micro_batch, world, rank));
+    return Status::Ok();
+  }();
+  ESCALE_RETURN_IF_ERROR(dist::AgreeOnStatus(comm, options_ok));
   // The engine parallelises with OpenMP (BLAS calls run single-threaded inside its team).
   if (opt.threads > 0) omp_set_num_threads(static_cast<int>(opt.threads));
-
-  std::error_code ec;
-  fs::create_directories(opt.out, ec);
-  if (ec) return IoError("cannot create run directory " + opt.out + ": " + ec.message());
-  ESCALE_ASSIGN_OR_RETURN(RunLock lock, RunLock::Acquire(opt.out));
-  ESCALE_ASSIGN_OR_RETURN(std::optional<CheckpointInfo> resume_from, FindResumableCheckpoint(opt.out));
-  if (resume_from && !opt.resume)
-    return InvalidArgument(opt.out + " already holds checkpoints (latest: step " + std::to_string(resume_from->step) +
-                           "); pass --resume to continue it or choose a new --out");
-
-  const int64_t accum = opt.accumulation_steps();
-  const int64_t tokens_per_step = opt.tokens_per_micro_batch() * accum;
-  const int64_t total_steps =
-      opt.steps > 0 ? opt.steps : static_cast<int64_t>(std::ceil(opt.token_budget / static_cast<double>(tokens_per_step)));
-  ScheduleConfig sched{kind, opt.lr, opt.min_lr, std::min(opt.warmup, total_steps), total_steps, opt.wsd_decay_fraction};
-  ESCALE_RETURN_IF_ERROR(sched.Validate());
+  if (world > 1 && root)
+    std::fprintf(stderr, "escale train: %d ranks (%s), %d threads each, %lld micro-batch(es) per rank per step\n",
+                 world, comm.name().c_str(), omp_get_max_threads(), static_cast<long long>(share.count));
   const AdamWConfig adamw{opt.beta1, opt.beta2, opt.eps, opt.weight_decay};
   const LossCoefficients coef{opt.aux_loss, opt.router_max_z, opt.router_z, opt.output_z, opt.output_max_z};
 
-  // Weights and state: from the newest complete checkpoint, or the given initialisation.
-  TensorMap start_weights;
+  // Phase 2, rank 0 alone: the run directory, its lock, and the checkpoint to resume from (read
+  // here and broadcast, so the other ranks need not see the run directory at all).
+  std::optional<RunLock> lock;
+  std::optional<CheckpointInfo> resume_from;
   HfModel resumed_model;
   nlohmann::json resumed_state;
-  if (resume_from) {
-    ESCALE_ASSIGN_OR_RETURN(resumed_model, ReadHfModel(resume_from->path + "/model"));
-    start_weights = resumed_model.tensors;
-    ESCALE_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(resume_from->path + "/trainer_state.json"));
-    resumed_state = nlohmann::json::parse(text, nullptr, false);
-    if (resumed_state.is_discarded() || !resumed_state.is_object())
-      return FormatError(resume_from->path + "/trainer_state.json is not valid JSON");
-    if (!resumed_state.contains("resume_key"))
-      return FormatError(resume_from->path + "/trainer_state.json lacks its resume key; "
-                         "resume from an earlier checkpoint (delete this one)");
-    if (resumed_state["resume_key"] != ResumeKey(opt))
-      return InvalidArgument("the options that fix the data order and schedule differ from the run being resumed (" +
-                             resumed_state["resume_key"].dump() + "); resume with the same options");
+  std::string resume_text;  // broadcast: {"path", "step", "state"} or empty
+  if (root) {
+    const Status found = [&]() -> Status {
+      std::error_code ec;
+      fs::create_directories(opt.out, ec);
+      if (ec) return IoError("cannot create run directory " + opt.out + ": " + ec.message());
+      ESCALE_ASSIGN_OR_RETURN(RunLock l, RunLock::Acquire(opt.out));
+      lock.emplace(std::move(l));
+      ESCALE_ASSIGN_OR_RETURN(resume_from, FindResumableCheckpoint(opt.out));
+      if (resume_from && !opt.resume)
+        return InvalidArgument(opt.out + " already holds checkpoints (latest: step " + std::to_string(resume_from->step) +
+                               "); pass --resume to continue it or choose a new --out");
+      if (!resume_from) return Status::Ok();
+      ESCALE_ASSIGN_OR_RETURN(resumed_model, ReadHfModel(resume_from->path + "/model"));
+      ESCALE_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(resume_from->path + "/trainer_state.json"));
+      resumed_state = nlohmann::json::parse(text, nullptr, false);
+      if (resumed_state.is_discarded() || !resumed_state.is_object())
+        return FormatError(resume_from->path + "/trainer_state.json is not valid JSON");
+      if (!resumed_state.contains("resume_key"))
+        return FormatError(resume_from->path + "/trainer_state.json lacks its resume key; "
+                           "resume from an earlier checkpoint (delete this one)");
+      if (resumed_state["resume_key"] != ResumeKey(opt))
+        return InvalidArgument("the options that fix the data order and schedule differ from the run being resumed (" +
+                               resumed_state["resume_key"].dump() + "); resume with the same options");
+      const int64_t saved_world = resumed_state.value("world_size", int64_t{1});
+      if (saved_world != world)
+        std::fprintf(stderr, "escale train: resuming a checkpoint written by %lld rank(s) with %d: the run continues "
+                     "with the same global batch, but not bit-identically to an unbroken %lld-rank run\n",
+                     static_cast<long long>(saved_world), world, static_cast<long long>(saved_world));
+      resume_text = nlohmann::json{{"path", resume_from->path}, {"step", resume_from->step}, {"state", resumed_state}}.dump();
+      return Status::Ok();
+    }();
+    ESCALE_RETURN_IF_ERROR(dist::BroadcastStatus(comm, found, 0));
   } else {
-    start_weights = std::move(in.init);
+    ESCALE_RETURN_IF_ERROR(dist::BroadcastStatus(comm, Status::Ok(), 0));
   }
-  ESCALE_ASSIGN_OR_RETURN(std::unique_ptr<TrainModel> model,
-                          TrainModel::Create(config, start_weights, {opt.micro_batch, opt.seq_len}, coef));
-  start_weights.clear();
-  resumed_model = HfModel();
+  ESCALE_RETURN_IF_ERROR(dist::BroadcastString(comm, resume_text, 0));
+  if (!root && !resume_text.empty()) {
+    const nlohmann::json r = nlohmann::json::parse(resume_text);
+    resume_from = CheckpointInfo{r.at("path").get<std::string>(), r.at("step").get<int64_t>(), {}};
+    resumed_state = r.at("state");
+  }
 
-  auto params = model->params();
+  // Phase 3, every rank: the model, the data and the state to resume (rank 0's weights and moments
+  // are broadcast below, so every replica starts from identical bits).
+  std::unique_ptr<TrainModel> model;
   OptimizerState ost;
-  for (const auto& p : params) {
-    ost.m.emplace_back(p.value.size(), 0.0f);
-    ost.v.emplace_back(p.value.size(), 0.0f);
-  }
-  // The data: one source (--data) or several (--data-blend), each with its own shuffled windows.
-  // A single source keeps the RNG stream name it always had, so its order is unchanged.
+  const bool sharded = opt.zero_stage == 1 && world > 1;
+  std::vector<float> m_full, v_full;  // on resume: the whole moments, read by rank 0 and broadcast
   const bool blended = !in.blend.empty();
-  if (!blended) in.blend.push_back({"", 1.0, std::move(in.train), std::move(in.val)});
-  std::vector<BlendSource> train_sources;
   std::vector<std::optional<DataLoader>> val_templates;
-  for (auto& src : in.blend) {
-    auto named = [&](const Status& st) {
-      return blended ? Status(st.code(), "--data-blend source '" + src.name + "': " + st.message())
-                     : st;
-    };
-    Result<DataLoader> t = DataLoader::Create(std::move(src.train), opt.seq_len, opt.micro_batch,
-                                              config.vocab_size, static_cast<uint64_t>(opt.seed),
-                                              true, blended ? "data/" + src.name : "data");
-    if (!t.ok()) return named(t.status());
-    train_sources.push_back({src.name, src.weight, std::move(t).value()});
-    std::optional<DataLoader> v;
-    if (!src.val.empty()) {
-      Result<DataLoader> vl = DataLoader::Create(std::move(src.val), opt.seq_len, opt.micro_batch,
-                                                 config.vocab_size, 0, false);
-      if (!vl.ok()) return named(vl.status());
-      v.emplace(std::move(vl).value());
-    }
-    val_templates.push_back(std::move(v));
-  }
-  ESCALE_ASSIGN_OR_RETURN(DataBlend train, DataBlend::Create(std::move(train_sources)));
+  std::optional<DataBlend> train_blend;
   FaultDetector faults({100, 20, opt.spike_zscore, opt.max_skips});
   int64_t step = 0, updates = 0;
   double tokens_seen = 0;
-  if (resume_from) {
+  const Status built = [&]() -> Status {
+    TensorMap start_weights = root && resume_from ? resumed_model.tensors : std::move(in.init);
+    ESCALE_ASSIGN_OR_RETURN(model, TrainModel::Create(config, start_weights, {opt.micro_batch, opt.seq_len}, coef));
+    start_weights.clear();
+    resumed_model = HfModel();
+    for (const auto& p : model->params()) {
+      ost.offset.push_back(ost.total);
+      ost.total += static_cast<int64_t>(p.value.size());
+    }
+    // ZeRO-1: rank r keeps the moments of [total*r/N, total*(r+1)/N) and updates those weights.
+    ost.lo = sharded ? ost.total * rank / world : 0;
+    ost.hi = sharded ? ost.total * (rank + 1) / world : ost.total;
+    ost.m.assign(static_cast<size_t>(ost.hi - ost.lo), 0.0f);
+    ost.v.assign(ost.m.size(), 0.0f);
+    if (resume_from) {
+      m_full.assign(static_cast<size_t>(ost.total), 0.0f);
+      v_full.assign(m_full.size(), 0.0f);
+    }
+    // The data: one source (--data) or several (--data-blend), each with its own shuffled windows.
+    // A single source keeps the RNG stream name it always had, so its order is unchanged.
+    if (!blended) in.blend.push_back({"", 1.0, std::move(in.train), std::move(in.val)});
+    std::vector<BlendSource> train_sources;
+    for (auto& src : in.blend) {
+      auto named = [&](const Status& st) {
+        return blended ? Status(st.code(), "--data-blend source '" + src.name + "': " + st.message()) : st;
+      };
+      Result<DataLoader> t = DataLoader::Create(std::move(src.train), opt.seq_len, opt.micro_batch, config.vocab_size,
+                                                static_cast<uint64_t>(opt.seed), true,
+                                                blended ? "data/" + src.name : "data");
+      if (!t.ok()) return named(t.status());
+      train_sources.push_back({src.name, src.weight, std::move(t).value()});
+      std::optional<DataLoader> v;
+      if (!src.val.empty()) {
+        Result<DataLoader> vl =
+            DataLoader::Create(std::move(src.val), opt.seq_len, opt.micro_batch, config.vocab_size, 0, false);
+        if (!vl.ok()) return named(vl.status());
+        v.emplace(std::move(vl).value());
+      }
+      val_templates.push_back(std::move(v));
+    }
+    ESCALE_ASSIGN_OR_RETURN(DataBlend b, DataBlend::Create(std::move(train_sources)));
+    train_blend.emplace(std::move(b));
+    if (!resume_from) return Status::Ok();
     // A damaged state file is a format error with a hint, never an exception escaping.
     std::vector<DataCursor> cursors;
     try {
@@ -279,8 +385,7 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
       tokens_seen = resumed_state.at("tokens_seen").get<double>();
       if (blended) {
         const nlohmann::json& ds = resumed_state.at("data_sources");
-        for (size_t i = 0; i < train.size(); ++i)
-          cursors.push_back(CursorFrom(ds.at(train.name(i))));
+        for (size_t i = 0; i < train_blend->size(); ++i) cursors.push_back(CursorFrom(ds.at(train_blend->name(i))));
       } else {
         cursors.push_back(CursorFrom(resumed_state.at("data")));
       }
@@ -293,41 +398,99 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
     }
     if (step != resume_from->step || updates < 0 || updates > step)
       return FormatError(resume_from->path + "/trainer_state.json disagrees with its manifest");
-    ESCALE_RETURN_IF_ERROR(train.Restore(cursors));
+    ESCALE_RETURN_IF_ERROR(train_blend->Restore(cursors));
+    if (!root) return Status::Ok();
+    auto params = model->params();
     ESCALE_ASSIGN_OR_RETURN(SafetensorsFile of, SafetensorsFile::Open(resume_from->path + "/optimizer.safetensors"));
     for (size_t i = 0; i < params.size(); ++i) {
       for (int which = 0; which < 2; ++which) {
         const std::string name = (which == 0 ? "m." : "v.") + params[i].name;
         ESCALE_ASSIGN_OR_RETURN(Tensor t, of.Get(name));
-        auto& dst = which == 0 ? ost.m[i] : ost.v[i];
-        if (t.dtype() != DType::kF32 || static_cast<size_t>(t.numel()) != dst.size())
+        float* dst = (which == 0 ? m_full : v_full).data() + ost.offset[i];
+        if (t.dtype() != DType::kF32 || static_cast<size_t>(t.numel()) != params[i].value.size())
           return FormatError("optimizer state " + name + " has the wrong dtype or size");
-        std::memcpy(dst.data(), t.bytes(), dst.size() * sizeof(float));
+        std::memcpy(dst, t.bytes(), params[i].value.size() * sizeof(float));
       }
     }
+    return Status::Ok();
+  }();
+  ESCALE_RETURN_IF_ERROR(dist::AgreeOnStatus(comm, built));
+  DataBlend& train = *train_blend;
+  auto params = model->params();
+  const std::vector<std::span<float>> grad_runs = ContiguousRuns(params, true);
+  if (world > 1)
+    for (std::span<float> run : ContiguousRuns(params, false)) ESCALE_RETURN_IF_ERROR(BroadcastFloats(comm, run));
+  if (resume_from) {
+    if (world > 1) {
+      ESCALE_RETURN_IF_ERROR(BroadcastFloats(comm, m_full));
+      ESCALE_RETURN_IF_ERROR(BroadcastFloats(comm, v_full));
+    }
+    std::copy(m_full.begin() + ost.lo, m_full.begin() + ost.hi, ost.m.begin());
+    std::copy(v_full.begin() + ost.lo, v_full.begin() + ost.hi, ost.v.begin());
+    m_full = std::vector<float>();
+    v_full = std::vector<float>();
+  }
+  // ZeRO-1 moves the gradient and the weights as one flat buffer each, split at the shard bounds.
+  std::vector<int> shard_counts, shard_displs;
+  std::span<float> shard_grad;  // the reduce-scatter leaves this rank's summed slice at the buffer's start
+  std::span<float> flat_grad, flat_value;
+  if (sharded) {
+    const std::vector<std::span<float>> value_runs = ContiguousRuns(params, false);
+    if (grad_runs.size() != 1 || value_runs.size() != 1)
+      return InternalError("--zero-stage 1 needs the engine's weights and gradients in one flat buffer each");
+    flat_grad = grad_runs[0];
+    flat_value = value_runs[0];
+    for (int r = 0; r < world; ++r) {
+      const int64_t lo = ost.total * r / world, hi = ost.total * (r + 1) / world;
+      if (hi - lo > INT_MAX) return Unsupported("--zero-stage 1: a shard exceeds 2^31 weights; use more ranks");
+      shard_counts.push_back(static_cast<int>(hi - lo));
+      shard_displs.push_back(static_cast<int>(lo));
+    }
+    shard_grad = flat_grad.first(ost.m.size());
   }
 
-  ESCALE_ASSIGN_OR_RETURN(MetricsLog metrics, MetricsLog::Open(opt.out + "/metrics.jsonl", resume_from ? step : -1));
+  // Rank 0 alone writes the metrics log, checkpoints and progress.
+  std::optional<MetricsLog> metrics;
+  {
+    Status opened = Status::Ok();
+    if (root) {
+      Result<MetricsLog> m = MetricsLog::Open(opt.out + "/metrics.jsonl", resume_from ? step : -1);
+      if (m.ok()) metrics.emplace(std::move(m).value());
+      opened = m.status();
+    }
+    ESCALE_RETURN_IF_ERROR(dist::BroadcastStatus(comm, opened, 0));
+  }
   const double flops_per_token = TrainingFlopsPerToken(config, opt.seq_len).total();
   std::vector<int32_t> tokens(static_cast<size_t>(opt.tokens_per_micro_batch()));
   std::vector<int32_t> targets(tokens.size());
 
+  // Validation batches are shared round-robin among the ranks and their losses summed.
+  std::vector<double> val_sums(val_templates.size());
   auto evaluate = [&]() -> Result<EvalResult> {
     EvalResult r;
     r.per_source.assign(val_templates.size(), -1.0);
+    std::fill(val_sums.begin(), val_sums.end(), 0.0);
+    const Status local = [&]() -> Status {
+      for (size_t i = 0; i < val_templates.size(); ++i) {
+        if (!val_templates[i]) continue;
+        DataLoader val = *val_templates[i];  // always the same first windows: comparable across evals
+        const int64_t batches =
+            std::max<int64_t>(1, std::min<int64_t>(opt.eval_batches, val.windows() / opt.micro_batch));
+        for (int64_t b = 0; b < batches; ++b) {
+          ESCALE_RETURN_IF_ERROR(val.Next(tokens, targets));
+          if (!EvaluatesBatch(b, world, rank)) continue;
+          ESCALE_ASSIGN_OR_RETURN(LossTerms t, model->Evaluate(tokens, targets));
+          val_sums[i] += t.ce / static_cast<double>(batches);
+        }
+      }
+      return Status::Ok();
+    }();
+    ESCALE_RETURN_IF_ERROR(dist::AgreeOnStatus(comm, local));
+    ESCALE_RETURN_IF_ERROR(comm.AllReduceSum(std::span<double>(val_sums)));
     double weighted = 0, weights = 0;
     for (size_t i = 0; i < val_templates.size(); ++i) {
       if (!val_templates[i]) continue;
-      DataLoader val = *val_templates[i];  // always the same first windows: comparable across evals
-      const int64_t batches = std::max<int64_t>(
-          1, std::min<int64_t>(opt.eval_batches, val.windows() / opt.micro_batch));
-      double sum = 0;
-      for (int64_t b = 0; b < batches; ++b) {
-        ESCALE_RETURN_IF_ERROR(val.Next(tokens, targets));
-        ESCALE_ASSIGN_OR_RETURN(LossTerms t, model->Evaluate(tokens, targets));
-        sum += t.ce;
-      }
-      r.per_source[i] = sum / static_cast<double>(batches);
+      r.per_source[i] = val_sums[i];
       weighted += train.weight(i) * r.per_source[i];
       weights += train.weight(i);
     }
@@ -360,6 +523,7 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
                        {"consecutive", faults.consecutive_skips()},
                        {"total", faults.total_skips()}}},
                      {"resume_key", ResumeKey(opt)},
+                     {"world_size", world},
                      {"description", in.description}};
     if (!blended) {
       j["data"] = CursorJson(train.cursors()[0]);
@@ -379,34 +543,71 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
   summary.first_val_loss = first_eval.blended;
   summary.last_val_loss = summary.first_val_loss;
   // A resumed run's log already holds the evaluation at its step (if one was due there).
-  if (summary.first_val_loss >= 0 && !resume_from)
-    ESCALE_RETURN_IF_ERROR(metrics.Append(eval_event(first_eval)));
+  {
+    Status written = Status::Ok();
+    if (summary.first_val_loss >= 0 && !resume_from && root) written = metrics->Append(eval_event(first_eval));
+    ESCALE_RETURN_IF_ERROR(dist::BroadcastStatus(comm, written, 0));
+  }
 
-  Progress progress("train", static_cast<uint64_t>(total_steps), "steps");
+  Progress progress("train", static_cast<uint64_t>(total_steps), "steps", root);
   progress.Update(static_cast<uint64_t>(step));
   double step_seconds_sum = 0;
   int64_t timed_steps = 0;
   std::string last_ckpt = resume_from ? resume_from->path : "";
+  // Summed over the ranks each step: the loss terms (each already divided by the step's
+  // micro-batches) and the stop requests, so every rank stops at the same step.
+  enum { kTotal, kCe, kAux, kRouterMaxZ, kRouterZ, kOutputZ, kOutputMaxZ, kStop, kGradSq, kReduced };
+  std::array<double, kReduced> reduced{};
   while (step < total_steps) {
     const auto t0 = std::chrono::steady_clock::now();
     model->ZeroGrads();
-    LossTerms sum{};
-    for (int64_t a = 0; a < accum; ++a) {
-      ESCALE_RETURN_IF_ERROR(train.Next(tokens, targets));
-      ESCALE_ASSIGN_OR_RETURN(LossTerms t, model->ForwardBackward(tokens, targets, 1.0f / static_cast<float>(accum)));
-      sum.total += t.total / accum;
-      sum.ce += t.ce / accum;
-      sum.aux += t.aux / accum;
-      sum.router_max_z += t.router_max_z / accum;
-      sum.router_z += t.router_z / accum;
-      sum.output_z += t.output_z / accum;
-      sum.output_max_z += t.output_max_z / accum;
+    reduced.fill(0.0);
+    const Status computed = [&]() -> Status {
+      for (int64_t a = 0; a < accum; ++a) {
+        ESCALE_RETURN_IF_ERROR(train.Next(tokens, targets));  // every rank walks the whole global batch
+        if (!share.contains(a)) continue;
+        ESCALE_ASSIGN_OR_RETURN(LossTerms t, model->ForwardBackward(tokens, targets, 1.0f / static_cast<float>(accum)));
+        reduced[kTotal] += t.total / accum;
+        reduced[kCe] += t.ce / accum;
+        reduced[kAux] += t.aux / accum;
+        reduced[kRouterMaxZ] += t.router_max_z / accum;
+        reduced[kRouterZ] += t.router_z / accum;
+        reduced[kOutputZ] += t.output_z / accum;
+        reduced[kOutputMaxZ] += t.output_max_z / accum;
+      }
+      return Status::Ok();
+    }();
+    ESCALE_RETURN_IF_ERROR(dist::AgreeOnStatus(comm, computed));
+    reduced[kStop] = g_stop_signal.load() != 0 ? 1.0 : 0.0;
+    // Poisoned on rank 0 alone: the sum carries the NaN to every rank, which must all skip.
+    if (nan_steps.count(step) && root) params[0].grad[0] = std::numeric_limits<float>::quiet_NaN();
+    const auto t_comm = std::chrono::steady_clock::now();
+    double sq = 0;
+    if (sharded) {
+      // Each rank receives the summed gradient of its shard; the norm is summed from the shards.
+      ESCALE_RETURN_IF_ERROR(comm.ReduceScatterSum(flat_grad, shard_counts));
+      reduced[kGradSq] = SumOfSquares(shard_grad);
+      ESCALE_RETURN_IF_ERROR(comm.AllReduceSum(std::span<double>(reduced)));
+      sq = reduced[kGradSq];
+    } else if (world > 1) {
+      ESCALE_RETURN_IF_ERROR(comm.AllReduceSum(std::span<double>(reduced)));
+      for (std::span<float> run : grad_runs) ESCALE_RETURN_IF_ERROR(comm.AllReduceSum(run));
     }
-    if (nan_steps.count(step)) params[0].grad[0] = std::numeric_limits<float>::quiet_NaN();
+    // Includes waiting for the slowest rank to finish its share.
+    const double comm_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_comm).count();
+    LossTerms sum{};
+    sum.total = reduced[kTotal];
+    sum.ce = reduced[kCe];
+    sum.aux = reduced[kAux];
+    sum.router_max_z = reduced[kRouterMaxZ];
+    sum.router_z = reduced[kRouterZ];
+    sum.output_z = reduced[kOutputZ];
+    sum.output_max_z = reduced[kOutputMaxZ];
+    // From here on every rank holds the same numbers, so the verdict and the update agree.
     double judged_loss = sum.total;
     if (spike_steps.count(step)) judged_loss *= 10.0;
-    double sq = 0;
-    for (const auto& p : params) sq += SumOfSquares(p.grad);
+    if (!sharded)
+      for (const auto& p : params) sq += SumOfSquares(p.grad);
     const double grad_norm = std::sqrt(sq);
     const StepVerdict verdict = faults.Judge(judged_loss, grad_norm);
     faults.Record(verdict, judged_loss);
@@ -414,54 +615,72 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
     if (verdict == StepVerdict::kAccept) {
       ++updates;
       const float clip = static_cast<float>(ClipFactor(grad_norm, opt.clip));
+      if (sharded && clip != 1.0f) Scale(shard_grad, clip);
+      // Each parameter's part inside [lo, hi): all of every parameter without ZeRO-1.
       for (size_t i = 0; i < params.size(); ++i) {
-        if (clip != 1.0f) Scale(params[i].grad, clip);
-        AdamWUpdate(adamw, updates, lr, params[i].decay, params[i].value, params[i].grad, ost.m[i], ost.v[i]);
+        const int64_t off = ost.offset[i], n = static_cast<int64_t>(params[i].value.size());
+        const int64_t a = std::max(off, ost.lo), b = std::min(off + n, ost.hi);
+        if (a >= b) continue;
+        const std::span<float> grad = sharded ? shard_grad.subspan(a - ost.lo, b - a)
+                                              : params[i].grad.subspan(a - off, b - a);
+        if (!sharded && clip != 1.0f) Scale(grad, clip);
+        AdamWUpdate(adamw, updates, lr, params[i].decay, params[i].value.subspan(a - off, b - a), grad,
+                    std::span<float>(ost.m).subspan(a - ost.lo, b - a), std::span<float>(ost.v).subspan(a - ost.lo, b - a));
       }
+      if (sharded) ESCALE_RETURN_IF_ERROR(comm.AllGather(flat_value, shard_counts, shard_displs));
     }
+    if (drift_steps.count(step) && world > 1 && rank == world - 1) params[0].value[0] += 1e-3f;
     ++step;
     tokens_seen += static_cast<double>(tokens_per_step);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     step_seconds_sum += dt;
     ++timed_steps;
-    const double tps = static_cast<double>(tokens_per_step) / dt;
-    nlohmann::json rec = {{"step", step},         {"loss", sum.total},      {"ce", sum.ce},
-                          {"lr", lr},             {"grad_norm", grad_norm}, {"tokens", tokens_seen},
-                          {"tokens_per_s", tps},  {"step_s", dt}};
-    if (blended) rec["data"] = served_json();
-    if (in.sgemm_gflops > 0) rec["mfu"] = flops_per_token * tps / (in.sgemm_gflops * 1e9);
-    if (config.is_moe()) {
-      rec["aux"] = sum.aux;
-      rec["router_max_z"] = sum.router_max_z;
-      rec["router_z"] = sum.router_z;
-      nlohmann::json layers = nlohmann::json::array();
-      for (const auto& s : model->moe_stats()) {
-        double mean = 0, var = 0;
-        int64_t lo = INT64_MAX, hi = 0, total = 0;
-        for (int64_t c : s.tokens_per_expert) {
-          mean += static_cast<double>(c);
-          lo = std::min(lo, c);
-          hi = std::max(hi, c);
-          total += c;
-        }
-        mean /= static_cast<double>(s.tokens_per_expert.size());
-        for (int64_t c : s.tokens_per_expert) var += (static_cast<double>(c) - mean) * (static_cast<double>(c) - mean);
-        var /= static_cast<double>(s.tokens_per_expert.size());
-        layers.push_back({{"layer", s.layer}, {"min", lo}, {"max", hi}, {"cv", mean > 0 ? std::sqrt(var) / mean : 0.0},
-                          {"dropped", total > 0 ? static_cast<double>(s.dropped) / static_cast<double>(total) : 0.0},
-                          {"entropy", s.router_entropy}});
-      }
-      rec["expert_load"] = layers;
-    }
-    if (coef.output_z > 0) rec["output_z"] = sum.output_z;
-    if (coef.output_max_z > 0) rec["output_max_z"] = sum.output_max_z;
-    if (verdict != StepVerdict::kAccept) {
-      rec["skipped"] = std::string(StepVerdictName(verdict));
-      std::fprintf(stderr, "\nescale train: step %lld skipped (%s, loss %g, grad norm %g)\n",
-                   static_cast<long long>(step), std::string(StepVerdictName(verdict)).c_str(), judged_loss, grad_norm);
-    }
-    ESCALE_RETURN_IF_ERROR(metrics.Append(rec));
+    const double tps = static_cast<double>(tokens_per_step) / dt;  // the global batch: tokens of all ranks
     summary.last_train_loss = sum.total;
+    Status written = Status::Ok();  // rank 0's writes this step, broadcast below
+    if (root) {
+      nlohmann::json rec = {{"step", step},         {"loss", sum.total},      {"ce", sum.ce},
+                            {"lr", lr},             {"grad_norm", grad_norm}, {"tokens", tokens_seen},
+                            {"tokens_per_s", tps},  {"step_s", dt}};
+      if (world > 1) {
+        rec["world_size"] = world;
+        rec["allreduce_s"] = comm_s;
+      }
+      if (blended) rec["data"] = served_json();
+      if (in.sgemm_gflops > 0) rec["mfu"] = flops_per_token * tps / (in.sgemm_gflops * 1e9 * world);
+      if (config.is_moe()) {
+        rec["aux"] = sum.aux;
+        rec["router_max_z"] = sum.router_max_z;
+        rec["router_z"] = sum.router_z;
+        // Expert load of rank 0's last micro-batch (with one rank: the step's last).
+        nlohmann::json layers = nlohmann::json::array();
+        for (const auto& s : model->moe_stats()) {
+          double mean = 0, var = 0;
+          int64_t lo = INT64_MAX, hi = 0, total = 0;
+          for (int64_t c : s.tokens_per_expert) {
+            mean += static_cast<double>(c);
+            lo = std::min(lo, c);
+            hi = std::max(hi, c);
+            total += c;
+          }
+          mean /= static_cast<double>(s.tokens_per_expert.size());
+          for (int64_t c : s.tokens_per_expert) var += (static_cast<double>(c) - mean) * (static_cast<double>(c) - mean);
+          var /= static_cast<double>(s.tokens_per_expert.size());
+          layers.push_back({{"layer", s.layer}, {"min", lo}, {"max", hi}, {"cv", mean > 0 ? std::sqrt(var) / mean : 0.0},
+                            {"dropped", total > 0 ? static_cast<double>(s.dropped) / static_cast<double>(total) : 0.0},
+                            {"entropy", s.router_entropy}});
+        }
+        rec["expert_load"] = layers;
+      }
+      if (coef.output_z > 0) rec["output_z"] = sum.output_z;
+      if (coef.output_max_z > 0) rec["output_max_z"] = sum.output_max_z;
+      if (verdict != StepVerdict::kAccept) {
+        rec["skipped"] = std::string(StepVerdictName(verdict));
+        std::fprintf(stderr, "\nescale train: step %lld skipped (%s, loss %g, grad norm %g)\n",
+                     static_cast<long long>(step), std::string(StepVerdictName(verdict)).c_str(), judged_loss, grad_norm);
+      }
+      written = metrics->Append(rec);
+    }
     if (faults.TooManySkips())
       return Status(ErrorCode::kInternal,
                     std::to_string(faults.consecutive_skips()) + " steps in a row were skipped (last: " +
@@ -469,24 +688,42 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
                         "); stopping. Last good checkpoint: " + (last_ckpt.empty() ? "none" : last_ckpt) +
                         " (lower --lr or check the data, then --resume)");
 
-    const bool stop = g_stop_signal.load() != 0;
+    const bool stop = reduced[kStop] > 0;
     const bool last = step == total_steps;
     if ((opt.eval_every > 0 && step % opt.eval_every == 0) || last) {
       ESCALE_ASSIGN_OR_RETURN(last_eval, evaluate());
       summary.last_val_loss = last_eval.blended;
-      if (summary.last_val_loss >= 0) ESCALE_RETURN_IF_ERROR(metrics.Append(eval_event(last_eval)));
+      if (summary.last_val_loss >= 0 && root && written.ok()) written = metrics->Append(eval_event(last_eval));
     }
     if ((opt.save_every > 0 && step % opt.save_every == 0) || last || stop) {
-      ESCALE_RETURN_IF_ERROR(SaveCheckpoint(opt.out, step, *model, ost, state_json(), in, opt.keep_last));
+      ESCALE_RETURN_IF_ERROR(CheckReplicasAgree(comm, params, step));
+      if (sharded) {  // rank 0 collects the moments' shards (only for the save)
+        if (root) {
+          m_full.resize(static_cast<size_t>(ost.total));
+          v_full.resize(static_cast<size_t>(ost.total));
+        }
+        ESCALE_RETURN_IF_ERROR(comm.Gather(ost.m, m_full, shard_counts, shard_displs, 0));
+        ESCALE_RETURN_IF_ERROR(comm.Gather(ost.v, v_full, shard_counts, shard_displs, 0));
+      }
+      if (root && written.ok())
+        written = SaveCheckpoint(opt.out, step, *model, sharded ? m_full : ost.m, sharded ? v_full : ost.v, ost.offset,
+                                 state_json(), in, opt.keep_last);
+      if (sharded) {
+        m_full = std::vector<float>();
+        v_full = std::vector<float>();
+      }
       last_ckpt = CheckpointsDir(opt.out) + "/" + CheckpointName(step);
     }
+    // The other ranks wait here for rank 0's writes (and stop with it if they failed).
+    ESCALE_RETURN_IF_ERROR(dist::BroadcastStatus(comm, written, 0));
     char detail[160];
     std::snprintf(detail, sizeof detail, "loss %.4f lr %.2e %.0f tok/s", sum.total, lr, tps);
     progress.Update(static_cast<uint64_t>(step), detail);
     if (stop) {
       summary.interrupted = true;
-      std::fprintf(stderr, "\nescale train: stopped by signal %d at step %lld; saved %s (continue with --resume)\n",
-                   g_stop_signal.load(), static_cast<long long>(step), last_ckpt.c_str());
+      if (root)
+        std::fprintf(stderr, "\nescale train: stopped by signal at step %lld; saved %s (continue with --resume)\n",
+                     static_cast<long long>(step), last_ckpt.c_str());
       break;
     }
   }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "dist/communicator.h"
 #include "model/config.h"
 #include "model/reference_forward.h"
 #include "train/data_loader.h"
@@ -32,6 +33,9 @@ struct TrainerInputs {
   std::string copy_files_from;       // tokenizer files to carry into every checkpoint's model/
   double sgemm_gflops = 0;           // the machine's measured sgemm rate, for MFU (0: not reported)
   std::string description;           // recorded in checkpoints and metrics ("scale-out 8x2 of ...")
+  // The ranks of a data-parallel run (nullptr: this process alone). Every rank calls RunTraining
+  // with the same options; rank 0 alone writes the run directory (docs/training.md).
+  dist::Communicator* comm = nullptr;
 };
 
 // What one data source contributed (one entry without --data-blend, named "").
