@@ -20,7 +20,9 @@ for (const text of req.texts ?? []) out.tokens.push(Array.from(model.tokenize(te
 const seqs = req.sequences ?? [];
 if (seqs.length > 0) {
   const n = Math.max(...seqs.map((s) => s.length));
-  const context = await model.createContext({ sequences: seqs.length, contextSize: Math.max(64, n + 8), batchSize: Math.max(64, n + 8), threads: 1 });
+  const context = await model.createContext({ sequences: seqs.length, contextSize: Math.max(64, n + 8), batchSize: Math.max(64, n + 8), threads: 1,
+    // f32 cache and no flash attention: the default f16 cache alone moves logits by ~1e-3.
+    flashAttention: false, experimentalKvCacheKeyType: "F32", experimentalKvCacheValueType: "F32" });
   for (const ids of seqs) {
     const sequence = context.getSequence();
     const input = ids.map((t) => [t, { generateNext: { logits: true } }]);

@@ -4,11 +4,12 @@
 // llama.cpp's tokenization of the exported vocabulary is compared with escale's encoder.
 // Skips when node or the package is absent.
 //
-// Tolerances: the models have logits of order 1-10. f32 weights leave only fp32 arithmetic
-// (llama.cpp) against fp64: relative error ~1e-6 per op grows to ~1e-5 over two layers, so
-// 1e-4 of the largest |logit| has margin and still catches any wrong name, permutation or
-// metadata (those move logits by O(1)). f16 weights carry 2^-11 relative rounding per weight:
-// 1e-2. q8_0 rounds each weight to 1/254 of its block's max |w|: 5e-2.
+// Tolerances (relative to the largest |logit|; the script runs llama.cpp with an f32 KV cache and
+// no flash attention). f32 weights leave only fp32 arithmetic against fp64: measured <= 1e-6,
+// bound 1e-5; a wrong name, permutation or metadata key moves logits by O(1). f16 weights carry
+// 2^-11 relative rounding each: measured ~2e-3, bound 1e-2. q8_0 rounds each weight to 1/254 of
+// its block's max |w| and llama.cpp also quantizes the activations to q8_0 for those products:
+// measured 3-5%, bound 0.1. Greedy tokens must agree for f32 (they may flip on near ties below).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -96,7 +97,7 @@ json TinyConfig(const std::string& cls, bool tied, bool bias) {
 
 void Init(const TempDir& t, const json& cfg, const std::string& tok_dir, const std::string& dir) {
   testing::WriteFile(t / "cfg.json", cfg.dump());
-  auto r = RunEscale("init --config " + t / "cfg.json" + " --std 0.25 --seed 7 --tokenizer-from " +
+  auto r = RunEscale("init --config " + t / "cfg.json" + " --std 0.125 --seed 7 --tokenizer-from " +
                      tok_dir + " " + dir);
   ASSERT_EQ(r.exit_code, 0) << r.err;
 }
@@ -160,7 +161,7 @@ void CheckModel(const TempDir& t, const std::string& dir, const std::string& lab
     const char* dtype;
     double tol;
   };
-  for (const Case c : {Case{"f32", 1e-4}, Case{"f16", 1e-2}, Case{"q8_0", 5e-2}}) {
+  for (const Case c : {Case{"f32", 1e-5}, Case{"f16", 1e-2}, Case{"q8_0", 0.1}}) {
     const std::string gguf = t / (label + "-" + c.dtype + ".gguf");
     auto r = RunEscale("convert " + dir + " " + gguf + " --dtype " + c.dtype);
     ASSERT_EQ(r.exit_code, 0) << r.err;
