@@ -121,10 +121,19 @@ struct ArchInfo {
   bool permute_qk = false;  // HF rotate-half RoPE -> ggml's adjacent-pair RoPE (llama only)
 };
 
+// The factor of a linear rope_scaling ("type" or "rope_type" linear), else 0.
+double LinearRopeFactor(const ModelConfig& c) {
+  if (!c.rope_scaling.is_object()) return 0;
+  const std::string type = c.rope_scaling.value("rope_type", c.rope_scaling.value("type", ""));
+  const auto f = c.rope_scaling.find("factor");
+  if (type != "linear" || f == c.rope_scaling.end() || !f->is_number()) return 0;
+  return f->get<double>();
+}
+
 Result<ArchInfo> PickArch(const ModelConfig& c) {
-  if (!c.rope_scaling.is_null())
+  if (!c.rope_scaling.is_null() && LinearRopeFactor(c) <= 0)
     return Unsupported("rope_scaling " + c.rope_scaling.dump() +
-                       " is not exported to GGUF yet; export a model with plain RoPE");
+                       " is not exported to GGUF yet (plain and linear RoPE are)");
   switch (c.arch) {
     case Architecture::kLlama:
     case Architecture::kMistral:
@@ -244,6 +253,10 @@ Result<std::string> ExportGguf(const std::string& src, const std::string& out, c
   w.Add(a + "rope.freq_base", Value::F32(static_cast<float>(c.rope_theta)));
   w.Add(a + "rope.dimension_count", u32(c.head_dim));
   w.Add(a + "vocab_size", u32(c.vocab_size));
+  if (const double factor = LinearRopeFactor(c); factor > 0) {
+    w.Add(a + "rope.scaling.type", Value::Str("linear"));
+    w.Add(a + "rope.scaling.factor", Value::F32(static_cast<float>(factor)));
+  }
   if (c.is_moe()) {
     w.Add(a + "expert_count", u32(c.moe.num_experts));
     w.Add(a + "expert_used_count", u32(c.moe.top_k));
