@@ -307,6 +307,16 @@ Result<std::string> ExportGguf(const std::string& src, const std::string& out, c
   for (size_t k = 0; k < items.size(); ++k) {
     const Item& it = items[k];
     const TensorInfo& info = w.tensors()[k];
+    // Already f32 and not reordered: written straight from the mapping, no copy.
+    if (it.parts.size() == 1 && it.permute_heads == 0 && info.type == TensorType::kF32 &&
+        m.at(it.parts[0]->name).dtype() == DType::kF32) {
+      const Tensor& t = m.at(it.parts[0]->name);
+      PopulatePages(t);
+      ESCALE_RETURN_IF_ERROR(w.WriteTensorData(t.bytes(), t.nbytes()));
+      ReleasePages(m, t);
+      total += info.nbytes;
+      continue;
+    }
     size_t n = 0;
     for (const TensorSpec* p : it.parts) n += static_cast<size_t>(ShapeNumel(p->shape));
     f32.resize(n);
