@@ -113,6 +113,12 @@ Result<Vocab> ReadVocab(const std::string& dir, int64_t vocab_size) {
   v.bos = tok->bos_id();
   v.eos = tok->eos_id();
   v.add_bos = tok->template_adds_bos();
+  // tokenizer_config.json's add_bos_token, when it says, is what transformers follows.
+  if (auto cfg = ReadSmallFile(dir + "/tokenizer_config.json"); cfg.ok()) {
+    const nlohmann::json tc = nlohmann::json::parse(*cfg, nullptr, false);
+    if (tc.is_object() && tc.contains("add_bos_token") && tc["add_bos_token"].is_boolean())
+      v.add_bos = tc["add_bos_token"].get<bool>();
+  }
   return v;
 }
 

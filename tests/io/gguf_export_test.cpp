@@ -119,6 +119,26 @@ TEST(GgufExport, MixtralExpertsAreMergedInOrder) {
   EXPECT_EQ(std::memcmp(f->TensorData(*down) + 2 * e2.nbytes(), e2.bytes(), e2.nbytes()), 0);
 }
 
+TEST(GgufExport, CliConvertAndInspect) {
+  TempDir t;
+  const std::string dir = WriteModel(t, escale::testing::TinyLlama(true), "m");
+  auto r = escale::testing::RunEscale("convert " + dir + " " + t / "m.gguf --dtype q8_0");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto i = escale::testing::RunEscale("inspect " + t / "m.gguf --tensors");
+  ASSERT_EQ(i.exit_code, 0) << i.err;
+  EXPECT_NE(i.out.find("general.architecture = \"llama\""), std::string::npos) << i.out;
+  EXPECT_NE(i.out.find("general.file_type = 7"), std::string::npos) << i.out;
+  EXPECT_NE(i.out.find("token_embd.weight"), std::string::npos);
+  // A damaged file: exit 1 and one line.
+  std::string bytes = escale::testing::ReadFile(t / "m.gguf");
+  escale::testing::WriteFile(t / "bad.gguf", bytes.substr(0, bytes.size() / 2));
+  auto b = escale::testing::RunEscale("inspect " + t / "bad.gguf");
+  EXPECT_EQ(b.exit_code, 1);
+  EXPECT_NE(b.err.find("runs past the end"), std::string::npos) << b.err;
+  auto bad_dtype = escale::testing::RunEscale("convert " + dir + " " + t / "x.gguf --dtype q4_0");
+  EXPECT_NE(bad_dtype.exit_code, 0);
+}
+
 TEST(GgufExport, RefusalsAreOneLine) {
   TempDir t;
   auto q = ExportGguf(WriteModel(t, escale::testing::TinyQwen2Moe(), "qm"), t / "qm.gguf", {});
