@@ -281,3 +281,30 @@ TEST(GgufFormat, Q8_0DequantizesWithinHalfAStep) {
 
 }  // namespace
 }  // namespace escale::gguf
+
+namespace escale::gguf {
+namespace {
+
+// Random byte corruption of a valid file: every result is either a parse whose tensors all lie
+// inside the buffer, or a one-line error (ASan/UBSan builds catch any out-of-bounds read).
+TEST(GgufFormat, RandomCorruptionIsParsedOrRejectedCleanly) {
+  const std::string v = Valid().b;
+  std::mt19937 rng(11);
+  int rejected = 0;
+  for (int trial = 0; trial < 3000; ++trial) {
+    std::string s = v;
+    const int flips = 1 + static_cast<int>(rng() % 4);
+    for (int k = 0; k < flips; ++k) s[rng() % s.size()] = static_cast<char>(rng() & 0xff);
+    auto f = ParseString(s);
+    if (!f.ok()) {
+      ++rejected;
+      EXPECT_EQ(f.status().message().find('\n'), std::string::npos);
+      continue;
+    }
+    for (const auto& t : f->tensors) EXPECT_LE(f->data_offset + t.offset + t.nbytes, s.size());
+  }
+  EXPECT_GT(rejected, 0);
+}
+
+}  // namespace
+}  // namespace escale::gguf
