@@ -19,8 +19,19 @@
 namespace escale::gguf {
 
 enum class ValueType : uint32_t {
-  kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7,
-  kString = 8, kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12,
+  kU8 = 0,
+  kI8 = 1,
+  kU16 = 2,
+  kI16 = 3,
+  kU32 = 4,
+  kI32 = 5,
+  kF32 = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kU64 = 10,
+  kI64 = 11,
+  kF64 = 12,
 };
 std::string_view ValueTypeName(ValueType t);
 
@@ -42,14 +53,48 @@ struct Value {
   std::string s;
   std::vector<Value> arr;
 
-  static Value U32(uint32_t v) { Value x; x.type = ValueType::kU32; x.u = v; return x; }
-  static Value I32(int32_t v) { Value x; x.type = ValueType::kI32; x.i = v; return x; }
-  static Value U64(uint64_t v) { Value x; x.type = ValueType::kU64; x.u = v; return x; }
-  static Value F32(float v) { Value x; x.type = ValueType::kF32; x.f = v; return x; }
-  static Value Bool(bool v) { Value x; x.type = ValueType::kBool; x.u = v ? 1 : 0; return x; }
-  static Value Str(std::string v) { Value x; x.type = ValueType::kString; x.s = std::move(v); return x; }
+  static Value U32(uint32_t v) {
+    Value x;
+    x.type = ValueType::kU32;
+    x.u = v;
+    return x;
+  }
+  static Value I32(int32_t v) {
+    Value x;
+    x.type = ValueType::kI32;
+    x.i = v;
+    return x;
+  }
+  static Value U64(uint64_t v) {
+    Value x;
+    x.type = ValueType::kU64;
+    x.u = v;
+    return x;
+  }
+  static Value F32(float v) {
+    Value x;
+    x.type = ValueType::kF32;
+    x.f = v;
+    return x;
+  }
+  static Value Bool(bool v) {
+    Value x;
+    x.type = ValueType::kBool;
+    x.u = v ? 1 : 0;
+    return x;
+  }
+  static Value Str(std::string v) {
+    Value x;
+    x.type = ValueType::kString;
+    x.s = std::move(v);
+    return x;
+  }
   static Value Array(ValueType elem, std::vector<Value> items) {
-    Value x; x.type = ValueType::kArray; x.elem = elem; x.arr = std::move(items); return x;
+    Value x;
+    x.type = ValueType::kArray;
+    x.elem = elem;
+    x.arr = std::move(items);
+    return x;
   }
 };
 

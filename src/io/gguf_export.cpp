@@ -4,9 +4,8 @@
 
 #include <filesystem>
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "core/atomic_output.h"
 #include "core/tensor.h"
@@ -62,8 +61,10 @@ struct Vocab {
 Result<Vocab> ReadVocab(const std::string& dir, int64_t vocab_size) {
   const std::string path = dir + "/tokenizer.json";
   if (!fs::exists(path))
-    return NotFound(path + " is missing; a GGUF file needs the vocabulary: copy the model's "
-                    "tokenizer.json (and tokenizer_config.json) into " + dir);
+    return NotFound(path +
+                    " is missing; a GGUF file needs the vocabulary: copy the model's "
+                    "tokenizer.json (and tokenizer_config.json) into " +
+                    dir);
   ESCALE_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path, 256u << 20));
   nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded()) return FormatError(path + " is not valid JSON");
@@ -72,14 +73,17 @@ Result<Vocab> ReadVocab(const std::string& dir, int64_t vocab_size) {
   bool byte_level = false;
   ScanPreTokenizer(j.value("pre_tokenizer", nlohmann::json()), regex, byte_level);
   if (model.value("type", "") != "BPE" || !byte_level)
-    return Unsupported(path + " is not a byte-level BPE tokenizer; GGUF export supports byte-level "
+    return Unsupported(path +
+                       " is not a byte-level BPE tokenizer; GGUF export supports byte-level "
                        "BPE (GPT-2, Llama 3, Qwen2 families) only");
   Vocab v;
   for (const auto& p : kPreTypes)
     if (regex == p.regex) v.pre = p.name;
   if (v.pre.empty())
-    return Unsupported(path + ": the pre-tokenizer regex matches none of llama.cpp's pre-types "
-                       "escale knows (llama-bpe, qwen2, gpt-2); llama.cpp would split text differently");
+    return Unsupported(
+        path +
+        ": the pre-tokenizer regex matches none of llama.cpp's pre-types "
+        "escale knows (llama-bpe, qwen2, gpt-2); llama.cpp would split text differently");
   ESCALE_ASSIGN_OR_RETURN(auto tok, tok::Tokenizer::FromFile(path));
   if (tok->vocab_size() > vocab_size)
     return FormatError(path + " has " + std::to_string(tok->vocab_size()) +
@@ -89,7 +93,8 @@ Result<Vocab> ReadVocab(const std::string& dir, int64_t vocab_size) {
   if (model.contains("vocab") && model["vocab"].is_object())
     for (const auto& [k, id] : model["vocab"].items()) {
       const int64_t i = id.get<int64_t>();
-      if (i < 0 || i >= vocab_size) return FormatError(path + ": token id " + std::to_string(i) + " out of range");
+      if (i < 0 || i >= vocab_size)
+        return FormatError(path + ": token id " + std::to_string(i) + " out of range");
       str[static_cast<size_t>(i)] = k;
       type[static_cast<size_t>(i)] = kNormal;
     }
@@ -99,16 +104,19 @@ Result<Vocab> ReadVocab(const std::string& dir, int64_t vocab_size) {
     type[static_cast<size_t>(a.id)] = a.special ? kControl : kUserDefined;
   }
   for (int64_t i = 0; i < vocab_size; ++i) {
-    if (type[static_cast<size_t>(i)] == kUnused) str[static_cast<size_t>(i)] = "[PAD" + std::to_string(i) + "]";
+    if (type[static_cast<size_t>(i)] == kUnused)
+      str[static_cast<size_t>(i)] = "[PAD" + std::to_string(i) + "]";
     v.tokens.push_back(Value::Str(std::move(str[static_cast<size_t>(i)])));
     v.types.push_back(Value::I32(type[static_cast<size_t>(i)]));
   }
   if (model.contains("merges"))
     for (const auto& m : model["merges"]) {
-      if (m.is_string()) v.merges.push_back(Value::Str(m.get<std::string>()));
+      if (m.is_string())
+        v.merges.push_back(Value::Str(m.get<std::string>()));
       else if (m.is_array() && m.size() == 2)
         v.merges.push_back(Value::Str(m[0].get<std::string>() + " " + m[1].get<std::string>()));
-      else return FormatError(path + ": a merge is neither \"a b\" nor [\"a\", \"b\"]");
+      else
+        return FormatError(path + ": a merge is neither \"a b\" nor [\"a\", \"b\"]");
     }
   v.bos = tok->bos_id();
   v.eos = tok->eos_id();
@@ -146,19 +154,23 @@ Result<ArchInfo> PickArch(const ModelConfig& c) {
     case Architecture::kMixtral:
       if (c.is_moe()) {
         if (c.moe.shared_intermediate > 0 || c.moe.every != 1 || !c.moe.dense_layers.empty())
-          return Unsupported("llama.cpp's llama architecture needs every layer MoE and no shared "
-                             "expert; write this model as qwen2_moe instead");
+          return Unsupported(
+              "llama.cpp's llama architecture needs every layer MoE and no shared "
+              "expert; write this model as qwen2_moe instead");
         if (c.moe.router != RouterType::kMixtral)
-          return Unsupported("llama.cpp's llama MoE renormalises the top-k weights; this model's "
-                             "router does not");
+          return Unsupported(
+              "llama.cpp's llama MoE renormalises the top-k weights; this model's "
+              "router does not");
       }
       return ArchInfo{"llama", true};
     case Architecture::kQwen2:
-      if (!c.qkv_bias) return Unsupported("llama.cpp's qwen2 needs q/k/v biases; this Qwen2 config has none");
+      if (!c.qkv_bias)
+        return Unsupported("llama.cpp's qwen2 needs q/k/v biases; this Qwen2 config has none");
       return ArchInfo{"qwen2", false};
     case Architecture::kQwen2Moe:
-      return Unsupported("GGUF export of Qwen2-MoE (qwen2moe) is not verified against llama.cpp yet; "
-                         "export Mixtral-style (llama) or dense models");
+      return Unsupported(
+          "GGUF export of Qwen2-MoE (qwen2moe) is not verified against llama.cpp yet; "
+          "export Mixtral-style (llama) or dense models");
   }
   return Unsupported("unknown architecture");
 }
@@ -166,29 +178,52 @@ Result<ArchInfo> PickArch(const ModelConfig& c) {
 std::string GgufName(const TensorSpec& s) {
   const std::string b = "blk." + std::to_string(s.layer) + ".";
   switch (s.role) {
-    case TensorRole::kEmbed: return "token_embd.weight";
-    case TensorRole::kAttnNorm: return b + "attn_norm.weight";
-    case TensorRole::kWq: return b + "attn_q.weight";
-    case TensorRole::kWk: return b + "attn_k.weight";
-    case TensorRole::kWv: return b + "attn_v.weight";
-    case TensorRole::kBq: return b + "attn_q.bias";
-    case TensorRole::kBk: return b + "attn_k.bias";
-    case TensorRole::kBv: return b + "attn_v.bias";
-    case TensorRole::kWo: return b + "attn_output.weight";
-    case TensorRole::kFfnNorm: return b + "ffn_norm.weight";
-    case TensorRole::kFfnGate: return b + "ffn_gate.weight";
-    case TensorRole::kFfnUp: return b + "ffn_up.weight";
-    case TensorRole::kFfnDown: return b + "ffn_down.weight";
-    case TensorRole::kRouter: return b + "ffn_gate_inp.weight";
-    case TensorRole::kExpertGate: return b + "ffn_gate_exps.weight";
-    case TensorRole::kExpertUp: return b + "ffn_up_exps.weight";
-    case TensorRole::kExpertDown: return b + "ffn_down_exps.weight";
-    case TensorRole::kSharedGate: return b + "ffn_gate_shexp.weight";
-    case TensorRole::kSharedUp: return b + "ffn_up_shexp.weight";
-    case TensorRole::kSharedDown: return b + "ffn_down_shexp.weight";
-    case TensorRole::kSharedRouter: return b + "ffn_gate_inp_shexp.weight";
-    case TensorRole::kFinalNorm: return "output_norm.weight";
-    case TensorRole::kLmHead: return "output.weight";
+    case TensorRole::kEmbed:
+      return "token_embd.weight";
+    case TensorRole::kAttnNorm:
+      return b + "attn_norm.weight";
+    case TensorRole::kWq:
+      return b + "attn_q.weight";
+    case TensorRole::kWk:
+      return b + "attn_k.weight";
+    case TensorRole::kWv:
+      return b + "attn_v.weight";
+    case TensorRole::kBq:
+      return b + "attn_q.bias";
+    case TensorRole::kBk:
+      return b + "attn_k.bias";
+    case TensorRole::kBv:
+      return b + "attn_v.bias";
+    case TensorRole::kWo:
+      return b + "attn_output.weight";
+    case TensorRole::kFfnNorm:
+      return b + "ffn_norm.weight";
+    case TensorRole::kFfnGate:
+      return b + "ffn_gate.weight";
+    case TensorRole::kFfnUp:
+      return b + "ffn_up.weight";
+    case TensorRole::kFfnDown:
+      return b + "ffn_down.weight";
+    case TensorRole::kRouter:
+      return b + "ffn_gate_inp.weight";
+    case TensorRole::kExpertGate:
+      return b + "ffn_gate_exps.weight";
+    case TensorRole::kExpertUp:
+      return b + "ffn_up_exps.weight";
+    case TensorRole::kExpertDown:
+      return b + "ffn_down_exps.weight";
+    case TensorRole::kSharedGate:
+      return b + "ffn_gate_shexp.weight";
+    case TensorRole::kSharedUp:
+      return b + "ffn_up_shexp.weight";
+    case TensorRole::kSharedDown:
+      return b + "ffn_down_shexp.weight";
+    case TensorRole::kSharedRouter:
+      return b + "ffn_gate_inp_shexp.weight";
+    case TensorRole::kFinalNorm:
+      return "output_norm.weight";
+    case TensorRole::kLmHead:
+      return "output.weight";
   }
   return "?";
 }
@@ -228,7 +263,8 @@ Result<TensorType> ParseExportType(const std::string& s) {
   return InvalidArgument("--dtype '" + s + "' is not one of f32, f16, bf16, q8_0 for GGUF");
 }
 
-Result<std::string> ExportGguf(const std::string& src, const std::string& out, const ExportOptions& opt) {
+Result<std::string> ExportGguf(const std::string& src, const std::string& out,
+                               const ExportOptions& opt) {
   if (!opt.overwrite && fs::exists(out))
     return InvalidArgument(out + " exists; pass --overwrite to replace it");
   ESCALE_ASSIGN_OR_RETURN(HfModel m, ReadHfModel(src));
@@ -243,14 +279,17 @@ Result<std::string> ExportGguf(const std::string& src, const std::string& out, c
   w.Add("general.name", Value::Str(fs::path(src).filename().string().empty()
                                        ? fs::path(src).parent_path().filename().string()
                                        : fs::path(src).filename().string()));
-  const uint32_t file_type = opt.type == TensorType::kF32 ? 0 : opt.type == TensorType::kF16 ? 1
-                             : opt.type == TensorType::kQ8_0 ? 7 : 32;
+  const uint32_t file_type = opt.type == TensorType::kF32    ? 0
+                             : opt.type == TensorType::kF16  ? 1
+                             : opt.type == TensorType::kQ8_0 ? 7
+                                                             : 32;
   w.Add("general.file_type", Value::U32(file_type));
   w.Add("general.quantization_version", Value::U32(2));
   w.Add(a + "context_length", u32(c.max_position_embeddings));
   w.Add(a + "embedding_length", u32(c.hidden_size));
   w.Add(a + "block_count", u32(c.num_layers));
-  w.Add(a + "feed_forward_length", u32(c.is_moe() ? c.moe.expert_intermediate : c.intermediate_size));
+  w.Add(a + "feed_forward_length",
+        u32(c.is_moe() ? c.moe.expert_intermediate : c.intermediate_size));
   w.Add(a + "attention.head_count", u32(c.num_heads));
   w.Add(a + "attention.head_count_kv", u32(c.num_kv_heads));
   w.Add(a + "attention.key_length", u32(c.head_dim));
@@ -272,8 +311,10 @@ Result<std::string> ExportGguf(const std::string& src, const std::string& out, c
   w.Add("tokenizer.ggml.tokens", Value::Array(ValueType::kString, std::move(vocab.tokens)));
   w.Add("tokenizer.ggml.token_type", Value::Array(ValueType::kI32, std::move(vocab.types)));
   w.Add("tokenizer.ggml.merges", Value::Array(ValueType::kString, std::move(vocab.merges)));
-  if (vocab.bos) w.Add("tokenizer.ggml.bos_token_id", Value::U32(static_cast<uint32_t>(*vocab.bos)));
-  if (vocab.eos) w.Add("tokenizer.ggml.eos_token_id", Value::U32(static_cast<uint32_t>(*vocab.eos)));
+  if (vocab.bos)
+    w.Add("tokenizer.ggml.bos_token_id", Value::U32(static_cast<uint32_t>(*vocab.bos)));
+  if (vocab.eos)
+    w.Add("tokenizer.ggml.eos_token_id", Value::U32(static_cast<uint32_t>(*vocab.eos)));
   w.Add("tokenizer.ggml.add_bos_token", Value::Bool(vocab.add_bos));
   w.Add("tokenizer.ggml.add_eos_token", Value::Bool(false));
 
@@ -290,7 +331,8 @@ Result<std::string> ExportGguf(const std::string& src, const std::string& out, c
     Item it;
     it.name = GgufName(s);
     it.parts = {&s};
-    for (auto d = s.shape.rbegin(); d != s.shape.rend(); ++d) it.ne.push_back(static_cast<uint64_t>(*d));
+    for (auto d = s.shape.rbegin(); d != s.shape.rend(); ++d)
+      it.ne.push_back(static_cast<uint64_t>(*d));
     if (IsExpert(s.role)) it.ne.push_back(static_cast<uint64_t>(c.moe.num_experts));
     // Vectors and routers stay f32 (llama.cpp's converter does the same); q8_0 needs rows that
     // are whole blocks, else the tensor is written f16.
@@ -330,7 +372,8 @@ Result<std::string> ExportGguf(const std::string& src, const std::string& out, c
     for (const TensorSpec* p : it.parts) {
       const Tensor& t = m.at(p->name);
       PopulatePages(t);
-      ESCALE_RETURN_IF_ERROR(ConvertToF32(t.dtype(), t.bytes(), static_cast<size_t>(t.numel()), f32.data() + at));
+      ESCALE_RETURN_IF_ERROR(
+          ConvertToF32(t.dtype(), t.bytes(), static_cast<size_t>(t.numel()), f32.data() + at));
       at += static_cast<size_t>(t.numel());
       ReleasePages(m, t);
     }
@@ -343,10 +386,18 @@ Result<std::string> ExportGguf(const std::string& src, const std::string& out, c
     }
     bytes.resize(info.nbytes);
     switch (info.type) {
-      case TensorType::kF32: std::memcpy(bytes.data(), f32.data(), n * 4); break;
-      case TensorType::kF16: ESCALE_RETURN_IF_ERROR(ConvertFromF32(f32.data(), n, DType::kF16, bytes.data())); break;
-      case TensorType::kBF16: ESCALE_RETURN_IF_ERROR(ConvertFromF32(f32.data(), n, DType::kBF16, bytes.data())); break;
-      case TensorType::kQ8_0: QuantizeQ8_0(f32.data(), n, bytes.data()); break;
+      case TensorType::kF32:
+        std::memcpy(bytes.data(), f32.data(), n * 4);
+        break;
+      case TensorType::kF16:
+        ESCALE_RETURN_IF_ERROR(ConvertFromF32(f32.data(), n, DType::kF16, bytes.data()));
+        break;
+      case TensorType::kBF16:
+        ESCALE_RETURN_IF_ERROR(ConvertFromF32(f32.data(), n, DType::kBF16, bytes.data()));
+        break;
+      case TensorType::kQ8_0:
+        QuantizeQ8_0(f32.data(), n, bytes.data());
+        break;
     }
     ESCALE_RETURN_IF_ERROR(w.WriteTensorData(bytes.data(), bytes.size()));
     total += info.nbytes;

@@ -19,8 +19,7 @@ class Cursor {
   size_t left() const { return n_ - p_; }
   template <class T>
   Status Read(T& v, const char* what) {
-    if (left() < sizeof(T))
-      return FormatError(Where(what) + ": file ends early (truncated GGUF)");
+    if (left() < sizeof(T)) return FormatError(Where(what) + ": file ends early (truncated GGUF)");
     std::memcpy(&v, d_ + p_, sizeof(T));
     p_ += sizeof(T);
     return Status::Ok();
@@ -49,40 +48,107 @@ class Cursor {
 // Smallest encoded size of one element of `t` (used to bound array counts by the bytes left).
 uint64_t MinSize(ValueType t) {
   switch (t) {
-    case ValueType::kU8: case ValueType::kI8: case ValueType::kBool: return 1;
-    case ValueType::kU16: case ValueType::kI16: return 2;
-    case ValueType::kU32: case ValueType::kI32: case ValueType::kF32: return 4;
-    case ValueType::kString: case ValueType::kU64: case ValueType::kI64: case ValueType::kF64:
+    case ValueType::kU8:
+    case ValueType::kI8:
+    case ValueType::kBool:
+      return 1;
+    case ValueType::kU16:
+    case ValueType::kI16:
+      return 2;
+    case ValueType::kU32:
+    case ValueType::kI32:
+    case ValueType::kF32:
+      return 4;
+    case ValueType::kString:
+    case ValueType::kU64:
+    case ValueType::kI64:
+    case ValueType::kF64:
       return 8;
-    case ValueType::kArray: return 12;
+    case ValueType::kArray:
+      return 12;
   }
   return 1;
 }
 
-bool ValidValueType(uint32_t t) { return t <= static_cast<uint32_t>(ValueType::kF64); }
+bool ValidValueType(uint32_t t) {
+  return t <= static_cast<uint32_t>(ValueType::kF64);
+}
 
 Status ReadScalar(Cursor& c, ValueType t, Value& v, const Limits& lim) {
   v.type = t;
   switch (t) {
-    case ValueType::kU8: { uint8_t x{}; ESCALE_RETURN_IF_ERROR(c.Read(x, "value")); v.u = x; break; }
-    case ValueType::kI8: { int8_t x{}; ESCALE_RETURN_IF_ERROR(c.Read(x, "value")); v.i = x; break; }
-    case ValueType::kU16: { uint16_t x{}; ESCALE_RETURN_IF_ERROR(c.Read(x, "value")); v.u = x; break; }
-    case ValueType::kI16: { int16_t x{}; ESCALE_RETURN_IF_ERROR(c.Read(x, "value")); v.i = x; break; }
-    case ValueType::kU32: { uint32_t x{}; ESCALE_RETURN_IF_ERROR(c.Read(x, "value")); v.u = x; break; }
-    case ValueType::kI32: { int32_t x{}; ESCALE_RETURN_IF_ERROR(c.Read(x, "value")); v.i = x; break; }
-    case ValueType::kU64: { uint64_t x{}; ESCALE_RETURN_IF_ERROR(c.Read(x, "value")); v.u = x; break; }
-    case ValueType::kI64: { int64_t x{}; ESCALE_RETURN_IF_ERROR(c.Read(x, "value")); v.i = x; break; }
-    case ValueType::kF32: { float x{}; ESCALE_RETURN_IF_ERROR(c.Read(x, "value")); v.f = x; break; }
-    case ValueType::kF64: { double x{}; ESCALE_RETURN_IF_ERROR(c.Read(x, "value")); v.f = x; break; }
-    case ValueType::kBool: {
-      uint8_t x = 0;
-      ESCALE_RETURN_IF_ERROR(c.Read(x, "bool"));
-      if (x > 1) return FormatError(c.Where("bool") + ": value " + std::to_string(x) + " is not 0 or 1");
+    case ValueType::kU8: {
+      uint8_t x{};
+      ESCALE_RETURN_IF_ERROR(c.Read(x, "value"));
       v.u = x;
       break;
     }
-    case ValueType::kString: return c.ReadString(v.s, lim.max_string, "string value");
-    case ValueType::kArray: return InternalError("array passed to ReadScalar");
+    case ValueType::kI8: {
+      int8_t x{};
+      ESCALE_RETURN_IF_ERROR(c.Read(x, "value"));
+      v.i = x;
+      break;
+    }
+    case ValueType::kU16: {
+      uint16_t x{};
+      ESCALE_RETURN_IF_ERROR(c.Read(x, "value"));
+      v.u = x;
+      break;
+    }
+    case ValueType::kI16: {
+      int16_t x{};
+      ESCALE_RETURN_IF_ERROR(c.Read(x, "value"));
+      v.i = x;
+      break;
+    }
+    case ValueType::kU32: {
+      uint32_t x{};
+      ESCALE_RETURN_IF_ERROR(c.Read(x, "value"));
+      v.u = x;
+      break;
+    }
+    case ValueType::kI32: {
+      int32_t x{};
+      ESCALE_RETURN_IF_ERROR(c.Read(x, "value"));
+      v.i = x;
+      break;
+    }
+    case ValueType::kU64: {
+      uint64_t x{};
+      ESCALE_RETURN_IF_ERROR(c.Read(x, "value"));
+      v.u = x;
+      break;
+    }
+    case ValueType::kI64: {
+      int64_t x{};
+      ESCALE_RETURN_IF_ERROR(c.Read(x, "value"));
+      v.i = x;
+      break;
+    }
+    case ValueType::kF32: {
+      float x{};
+      ESCALE_RETURN_IF_ERROR(c.Read(x, "value"));
+      v.f = x;
+      break;
+    }
+    case ValueType::kF64: {
+      double x{};
+      ESCALE_RETURN_IF_ERROR(c.Read(x, "value"));
+      v.f = x;
+      break;
+    }
+    case ValueType::kBool: {
+      uint8_t x = 0;
+      ESCALE_RETURN_IF_ERROR(c.Read(x, "bool"));
+      if (x > 1)
+        return FormatError(c.Where("bool") + ": value " + std::to_string(x) + " is not 0 or 1");
+      v.u = x;
+      break;
+    }
+    case ValueType::kString:
+      return c.ReadString(v.s, lim.max_string, "string value");
+    case ValueType::kArray:
+      return InternalError("array passed to ReadScalar");
   }
   return Status::Ok();
 }
@@ -94,17 +160,18 @@ Status ReadValue(Cursor& c, ValueType t, Value& v, const Limits& lim) {
   uint64_t n = 0;
   ESCALE_RETURN_IF_ERROR(c.Read(et, "array type"));
   if (!ValidValueType(et))
-    return FormatError(c.Where("array type") + ": element type " + std::to_string(et) + " is not a GGUF type");
+    return FormatError(c.Where("array type") + ": element type " + std::to_string(et) +
+                       " is not a GGUF type");
   if (static_cast<ValueType>(et) == ValueType::kArray)
     return FormatError(c.Where("array type") + ": nested arrays are not supported");
   v.elem = static_cast<ValueType>(et);
   ESCALE_RETURN_IF_ERROR(c.Read(n, "array length"));
   if (n > lim.max_array)
-    return FormatError(c.Where("array length") + ": " + std::to_string(n) + " elements exceeds the limit " +
-                       std::to_string(lim.max_array));
+    return FormatError(c.Where("array length") + ": " + std::to_string(n) +
+                       " elements exceeds the limit " + std::to_string(lim.max_array));
   if (n > c.left() / MinSize(v.elem))
-    return FormatError(c.Where("array length") + ": " + std::to_string(n) + " elements cannot fit in the " +
-                       std::to_string(c.left()) + " bytes left");
+    return FormatError(c.Where("array length") + ": " + std::to_string(n) +
+                       " elements cannot fit in the " + std::to_string(c.left()) + " bytes left");
   v.arr.resize(n);
   for (auto& e : v.arr) ESCALE_RETURN_IF_ERROR(ReadScalar(c, v.elem, e, lim));
   return Status::Ok();
@@ -113,28 +180,39 @@ Status ReadValue(Cursor& c, ValueType t, Value& v, const Limits& lim) {
 }  // namespace
 
 std::string_view ValueTypeName(ValueType t) {
-  static constexpr std::string_view kNames[] = {"u8",  "i8",     "u16",   "i16", "u32", "i32", "f32",
-                                                "bool", "string", "array", "u64", "i64", "f64"};
+  static constexpr std::string_view kNames[] = {"u8",  "i8",  "u16",  "i16",    "u32",
+                                                "i32", "f32", "bool", "string", "array",
+                                                "u64", "i64", "f64"};
   const auto i = static_cast<uint32_t>(t);
   return i < std::size(kNames) ? kNames[i] : "?";
 }
 
 std::string_view TensorTypeName(TensorType t) {
   switch (t) {
-    case TensorType::kF32: return "f32";
-    case TensorType::kF16: return "f16";
-    case TensorType::kQ8_0: return "q8_0";
-    case TensorType::kBF16: return "bf16";
+    case TensorType::kF32:
+      return "f32";
+    case TensorType::kF16:
+      return "f16";
+    case TensorType::kQ8_0:
+      return "q8_0";
+    case TensorType::kBF16:
+      return "bf16";
   }
   return "?";
 }
 
-int64_t BlockSize(TensorType t) { return t == TensorType::kQ8_0 ? 32 : 1; }
+int64_t BlockSize(TensorType t) {
+  return t == TensorType::kQ8_0 ? 32 : 1;
+}
 int64_t BlockBytes(TensorType t) {
   switch (t) {
-    case TensorType::kF32: return 4;
-    case TensorType::kF16: case TensorType::kBF16: return 2;
-    case TensorType::kQ8_0: return 34;
+    case TensorType::kF32:
+      return 4;
+    case TensorType::kF16:
+    case TensorType::kBF16:
+      return 2;
+    case TensorType::kQ8_0:
+      return 34;
   }
   return 0;
 }
@@ -172,10 +250,12 @@ Result<File> Parse(const std::byte* data, size_t size, const Limits& lim) {
   File f;
   uint32_t magic = 0;
   ESCALE_RETURN_IF_ERROR(c.Read(magic, "magic"));
-  if (std::memcmp(&magic, "GGUF", 4) != 0) return FormatError("not a GGUF file: the first 4 bytes are not 'GGUF'");
+  if (std::memcmp(&magic, "GGUF", 4) != 0)
+    return FormatError("not a GGUF file: the first 4 bytes are not 'GGUF'");
   ESCALE_RETURN_IF_ERROR(c.Read(f.version, "version"));
   if (f.version != 2 && f.version != 3)
-    return FormatError("GGUF version " + std::to_string(f.version) + " is not supported (2 or 3 are)");
+    return FormatError("GGUF version " + std::to_string(f.version) +
+                       " is not supported (2 or 3 are)");
   uint64_t n_tensors = 0, n_kv = 0;
   ESCALE_RETURN_IF_ERROR(c.Read(n_tensors, "tensor count"));
   ESCALE_RETURN_IF_ERROR(c.Read(n_kv, "key/value count"));
@@ -195,7 +275,8 @@ Result<File> Parse(const std::byte* data, size_t size, const Limits& lim) {
     uint32_t t = 0;
     ESCALE_RETURN_IF_ERROR(c.Read(t, "value type"));
     if (!ValidValueType(t))
-      return FormatError("GGUF key '" + key + "' has type " + std::to_string(t) + ", not a GGUF type");
+      return FormatError("GGUF key '" + key + "' has type " + std::to_string(t) +
+                         ", not a GGUF type");
     Value v;
     if (Status s = ReadValue(c, static_cast<ValueType>(t), v, lim); !s.ok())
       return FormatError("GGUF key '" + key + "': " + s.message());
@@ -212,13 +293,15 @@ Result<File> Parse(const std::byte* data, size_t size, const Limits& lim) {
   for (uint64_t i = 0; i < n_tensors; ++i) {
     TensorInfo t;
     ESCALE_RETURN_IF_ERROR(c.ReadString(t.name, 64 * 1024, "tensor name"));
-    if (t.name.empty()) return FormatError("GGUF tensor " + std::to_string(i) + " has an empty name");
-    if (!names.insert(t.name).second) return FormatError("GGUF tensor '" + t.name + "' appears twice");
+    if (t.name.empty())
+      return FormatError("GGUF tensor " + std::to_string(i) + " has an empty name");
+    if (!names.insert(t.name).second)
+      return FormatError("GGUF tensor '" + t.name + "' appears twice");
     uint32_t nd = 0;
     ESCALE_RETURN_IF_ERROR(c.Read(nd, "tensor dims"));
     if (nd == 0 || nd > lim.max_dims)
-      return FormatError("GGUF tensor '" + t.name + "' has " + std::to_string(nd) + " dimensions (1 to " +
-                         std::to_string(lim.max_dims) + " allowed)");
+      return FormatError("GGUF tensor '" + t.name + "' has " + std::to_string(nd) +
+                         " dimensions (1 to " + std::to_string(lim.max_dims) + " allowed)");
     t.ne.resize(nd);
     uint64_t numel = 1;
     for (auto& d : t.ne) {
@@ -232,7 +315,8 @@ Result<File> Parse(const std::byte* data, size_t size, const Limits& lim) {
     uint32_t type = 0;
     ESCALE_RETURN_IF_ERROR(c.Read(type, "tensor type"));
     const auto tt = static_cast<TensorType>(type);
-    if (tt != TensorType::kF32 && tt != TensorType::kF16 && tt != TensorType::kQ8_0 && tt != TensorType::kBF16)
+    if (tt != TensorType::kF32 && tt != TensorType::kF16 && tt != TensorType::kQ8_0 &&
+        tt != TensorType::kBF16)
       return FormatError("GGUF tensor '" + t.name + "' has ggml type " + std::to_string(type) +
                          ", which escale does not read (f32, f16, bf16, q8_0)");
     t.type = tt;
@@ -254,15 +338,16 @@ Result<File> Parse(const std::byte* data, size_t size, const Limits& lim) {
   std::vector<std::pair<uint64_t, const TensorInfo*>> spans;
   for (const auto& t : f.tensors) {
     if (t.offset > data_size || t.nbytes > data_size - t.offset)
-      return FormatError("GGUF tensor '" + t.name + "' data (" + std::to_string(t.nbytes) + " bytes at " +
-                         std::to_string(t.offset) + ") runs past the end of the file (truncated?)");
+      return FormatError("GGUF tensor '" + t.name + "' data (" + std::to_string(t.nbytes) +
+                         " bytes at " + std::to_string(t.offset) +
+                         ") runs past the end of the file (truncated?)");
     spans.emplace_back(t.offset, &t);
   }
   std::sort(spans.begin(), spans.end(), [](auto& a, auto& b) { return a.first < b.first; });
   for (size_t i = 1; i < spans.size(); ++i)
     if (spans[i - 1].first + spans[i - 1].second->nbytes > spans[i].first)
-      return FormatError("GGUF tensors '" + spans[i - 1].second->name + "' and '" + spans[i].second->name +
-                         "' overlap in the data section");
+      return FormatError("GGUF tensors '" + spans[i - 1].second->name + "' and '" +
+                         spans[i].second->name + "' overlap in the data section");
   return f;
 }
 

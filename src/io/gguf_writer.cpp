@@ -20,19 +20,44 @@ void PutString(std::string& o, const std::string& s) {
 
 Status PutScalar(std::string& o, ValueType t, const Value& v) {
   switch (t) {
-    case ValueType::kU8: Put<uint8_t>(o, static_cast<uint8_t>(v.u)); break;
-    case ValueType::kI8: Put<int8_t>(o, static_cast<int8_t>(v.i)); break;
-    case ValueType::kU16: Put<uint16_t>(o, static_cast<uint16_t>(v.u)); break;
-    case ValueType::kI16: Put<int16_t>(o, static_cast<int16_t>(v.i)); break;
-    case ValueType::kU32: Put<uint32_t>(o, static_cast<uint32_t>(v.u)); break;
-    case ValueType::kI32: Put<int32_t>(o, static_cast<int32_t>(v.i)); break;
-    case ValueType::kU64: Put<uint64_t>(o, v.u); break;
-    case ValueType::kI64: Put<int64_t>(o, v.i); break;
-    case ValueType::kF32: Put<float>(o, static_cast<float>(v.f)); break;
-    case ValueType::kF64: Put<double>(o, v.f); break;
-    case ValueType::kBool: Put<uint8_t>(o, v.u ? 1 : 0); break;
-    case ValueType::kString: PutString(o, v.s); break;
-    case ValueType::kArray: return InternalError("nested GGUF arrays are not written");
+    case ValueType::kU8:
+      Put<uint8_t>(o, static_cast<uint8_t>(v.u));
+      break;
+    case ValueType::kI8:
+      Put<int8_t>(o, static_cast<int8_t>(v.i));
+      break;
+    case ValueType::kU16:
+      Put<uint16_t>(o, static_cast<uint16_t>(v.u));
+      break;
+    case ValueType::kI16:
+      Put<int16_t>(o, static_cast<int16_t>(v.i));
+      break;
+    case ValueType::kU32:
+      Put<uint32_t>(o, static_cast<uint32_t>(v.u));
+      break;
+    case ValueType::kI32:
+      Put<int32_t>(o, static_cast<int32_t>(v.i));
+      break;
+    case ValueType::kU64:
+      Put<uint64_t>(o, v.u);
+      break;
+    case ValueType::kI64:
+      Put<int64_t>(o, v.i);
+      break;
+    case ValueType::kF32:
+      Put<float>(o, static_cast<float>(v.f));
+      break;
+    case ValueType::kF64:
+      Put<double>(o, v.f);
+      break;
+    case ValueType::kBool:
+      Put<uint8_t>(o, v.u ? 1 : 0);
+      break;
+    case ValueType::kString:
+      PutString(o, v.s);
+      break;
+    case ValueType::kArray:
+      return InternalError("nested GGUF arrays are not written");
   }
   return Status::Ok();
 }
@@ -83,7 +108,8 @@ Status Writer::Begin(const std::string& path) {
 }
 
 Status Writer::WriteTensorData(const void* bytes, size_t n) {
-  if (!file_ || next_ >= tensors_.size()) return InternalError("GGUF tensor data written out of order");
+  if (!file_ || next_ >= tensors_.size())
+    return InternalError("GGUF tensor data written out of order");
   const TensorInfo& t = tensors_[next_++];
   if (n != t.nbytes)
     return InternalError("GGUF tensor " + t.name + ": " + std::to_string(n) + " bytes, expected " +

@@ -1,12 +1,13 @@
 // GGUF export without llama.cpp: names, shapes, metadata, the Q/K row permutation (checked
 // against the source rows by an independent index formula), tied heads, merged experts, and the
 // refusals for what llama.cpp cannot load as written.
+#include "io/gguf_export.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <filesystem>
 
-#include "io/gguf_export.h"
 #include "io/hf_model.h"
 #include "io/model_fixtures.h"
 #include "support/test_support.h"
@@ -20,7 +21,8 @@ using escale::testing::TempDir;
 // A byte-level tokenizer trained by escale, copied into each model directory.
 std::string Tokenizer(const TempDir& t) {
   escale::testing::WriteFile(t / "c.txt", "hello world hello there the theory of things 123\n");
-  auto r = escale::testing::RunEscale("tokenizer train --overwrite --vocab-size 270 -o " + t / "tok.json " + t / "c.txt");
+  auto r = escale::testing::RunEscale("tokenizer train --overwrite --vocab-size 270 -o " +
+                                      t / "tok.json " + t / "c.txt");
   EXPECT_EQ(r.exit_code, 0) << r.err;
   return t / "tok.json";
 }
@@ -28,7 +30,9 @@ std::string Tokenizer(const TempDir& t) {
 std::string WriteModel(const TempDir& t, ModelConfig c, const std::string& name) {
   c.vocab_size = 300;
   const std::string dir = t / name;
-  EXPECT_TRUE(WriteHfModel(dir, c, escale::testing::RandomWeights(c), escale::testing::QuietOptions()).ok());
+  EXPECT_TRUE(
+      WriteHfModel(dir, c, escale::testing::RandomWeights(c), escale::testing::QuietOptions())
+          .ok());
   fs::copy_file(Tokenizer(t), dir + "/tokenizer.json");
   return dir;
 }
@@ -66,14 +70,19 @@ TEST(GgufExport, LlamaNamesMetadataAndPermutation) {
   for (int64_t h = 0; h < c.num_kv_heads; ++h)
     for (int64_t j = 0; j < hd / 2; ++j)
       for (int64_t sidx = 0; sidx < 2; ++sidx)
-        ASSERT_EQ(std::memcmp(k + (h * hd + 2 * j + sidx) * H, sk + (h * hd + sidx * hd / 2 + j) * H, H * 4), 0);
+        ASSERT_EQ(std::memcmp(k + (h * hd + 2 * j + sidx) * H,
+                              sk + (h * hd + sidx * hd / 2 + j) * H, H * 4),
+                  0);
   // attn_v is not permuted.
-  EXPECT_EQ(std::memcmp(F32(*f, "blk.0.attn_v.weight"), m->at("layers.0.wv").bytes(), m->at("layers.0.wv").nbytes()), 0);
+  EXPECT_EQ(std::memcmp(F32(*f, "blk.0.attn_v.weight"), m->at("layers.0.wv").bytes(),
+                        m->at("layers.0.wv").nbytes()),
+            0);
 }
 
 TEST(GgufExport, TiedHeadHasNoOutputTensorAndQwen2IsNotPermuted) {
   TempDir t;
-  auto f1 = ExportGguf(WriteModel(t, escale::testing::TinyLlama(true), "tied"), t / "tied.gguf", {TensorType::kF16, false, false});
+  auto f1 = ExportGguf(WriteModel(t, escale::testing::TinyLlama(true), "tied"), t / "tied.gguf",
+                       {TensorType::kF16, false, false});
   ASSERT_TRUE(f1.ok()) << f1.status().message();
   auto f = ReadFile(t / "tied.gguf");
   ASSERT_TRUE(f.ok());
@@ -91,8 +100,12 @@ TEST(GgufExport, TiedHeadHasNoOutputTensorAndQwen2IsNotPermuted) {
   EXPECT_EQ(q->Find("general.architecture")->s, "qwen2");
   EXPECT_EQ(q->Find("qwen2.rope.scaling.type")->s, "linear");
   EXPECT_EQ(q->Find("qwen2.rope.scaling.factor")->f, 2.0);
-  EXPECT_EQ(std::memcmp(F32(*q, "blk.0.attn_q.weight"), m->at("layers.0.wq").bytes(), m->at("layers.0.wq").nbytes()), 0);
-  EXPECT_EQ(std::memcmp(F32(*q, "blk.0.attn_k.bias"), m->at("layers.0.bk").bytes(), m->at("layers.0.bk").nbytes()), 0);
+  EXPECT_EQ(std::memcmp(F32(*q, "blk.0.attn_q.weight"), m->at("layers.0.wq").bytes(),
+                        m->at("layers.0.wq").nbytes()),
+            0);
+  EXPECT_EQ(std::memcmp(F32(*q, "blk.0.attn_k.bias"), m->at("layers.0.bk").bytes(),
+                        m->at("layers.0.bk").nbytes()),
+            0);
 }
 
 TEST(GgufExport, MixtralExpertsAreMergedInOrder) {

@@ -92,11 +92,12 @@ TEST(GgufFormat, MalformedHeadersAreRejectedWithAReason) {
     std::string bytes, expect;
   };
   const size_t kv_count_at = 16, tensors_count_at = 8;
-  // Offsets into Valid(): key 1 starts at 24; "general.alignment" key is 8+17 bytes, its type at 49.
+  // Offsets into Valid(): key 1 starts at 24; "general.alignment" key is 8+17 bytes, its type
+  // at 49.
   const size_t align_value_at = 24 + 8 + 17 + 4;
-  const size_t key2_at = align_value_at + 4;             // "k"
+  const size_t key2_at = align_value_at + 4;  // "k"
   const size_t key2_type_at = key2_at + 8 + 1;
-  const size_t t1_at = key2_type_at + 8;                 // tensor "a"
+  const size_t t1_at = key2_type_at + 8;  // tensor "a"
   const size_t t1_dims_at = t1_at + 9;
   const size_t t1_ne0_at = t1_dims_at + 4;
   const size_t t1_type_at = t1_ne0_at + 16;
@@ -196,7 +197,8 @@ TEST(GgufFormat, WriterRoundTripsEveryValueAndTensorType) {
   w.Add("f64", scalar(ValueType::kF64, 0, 0, 1e-300));
   w.Add("bool", Value::Bool(true));
   w.Add("str", Value::Str(std::string("h\0llo", 5)));
-  w.Add("strs", Value::Array(ValueType::kString, {Value::Str("a"), Value::Str(""), Value::Str("ccc")}));
+  w.Add("strs",
+        Value::Array(ValueType::kString, {Value::Str("a"), Value::Str(""), Value::Str("ccc")}));
   w.Add("i32s", Value::Array(ValueType::kI32, {Value::I32(-1), Value::I32(5)}));
   w.Add("empty", Value::Array(ValueType::kF64, {}));
   std::mt19937 rng(1);
@@ -266,7 +268,8 @@ TEST(GgufFormat, Q8_0DequantizesWithinHalfAStep) {
     std::memcpy(&dh, q.data() + b * 34, 2);
     const double d = F16ToF32(dh);
     double amax = 0;
-    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(static_cast<double>(x[b * 32 + j])));
+    for (int j = 0; j < 32; ++j)
+      amax = std::max(amax, std::fabs(static_cast<double>(x[b * 32 + j])));
     EXPECT_NEAR(d, amax / 127, amax / 127 * 1e-3) << "block " << b;
     for (int j = 0; j < 32; ++j) {
       int8_t qi;

@@ -14,7 +14,6 @@
 
 #include <cmath>
 #include <filesystem>
-
 #include <nlohmann/json.hpp>
 
 #include "io/hf_model.h"
@@ -31,7 +30,9 @@ using testing::RunEscale;
 using testing::RunShell;
 using testing::TempDir;
 
-std::string NpmDir() { return testing::SourceDir() + "/build/gguf-npm"; }
+std::string NpmDir() {
+  return testing::SourceDir() + "/build/gguf-npm";
+}
 
 bool LlamaCppAvailable(std::string& why) {
   if (RunShell("command -v node >/dev/null").exit_code != 0) {
@@ -50,8 +51,8 @@ json LlamaCpp(const TempDir& t, const std::string& gguf, const json& request) {
   const std::string req = t / "request.json", out = t / "answer.json";
   testing::WriteFile(req, request.dump());
   fs::remove(out);
-  auto r = RunShell("node " + testing::SourceDir() + "/scripts/gguf/llama_cpp_eval.mjs '" + gguf + "' '" +
-                    req + "' '" + out + "' 2>&1");
+  auto r = RunShell("node " + testing::SourceDir() + "/scripts/gguf/llama_cpp_eval.mjs '" + gguf +
+                    "' '" + req + "' '" + out + "' 2>&1");
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
   if (r.exit_code != 0) return json();
   return json::parse(testing::ReadFile(out));
@@ -62,10 +63,17 @@ const char* kCorpus =
     "Über café naïve résumé — tabs\there and  double  spaces.\n\nNew paragraph: a = b + c;\n"
     "the theory of the thing is that there are three threes. 42 + 58 = 100.\n";
 
-const std::vector<std::string> kTexts = {
-    "Hello world", "a\nb", "  leading spaces", "trailing  ", "x\n\n\ny", "tab\there",
-    "numbers 1234567 and 89", "it's THE'S don't", "über café", "<|endoftext|>after special",
-    "The quick brown fox.\n"};
+const std::vector<std::string> kTexts = {"Hello world",
+                                         "a\nb",
+                                         "  leading spaces",
+                                         "trailing  ",
+                                         "x\n\n\ny",
+                                         "tab\there",
+                                         "numbers 1234567 and 89",
+                                         "it's THE'S don't",
+                                         "über café",
+                                         "<|endoftext|>after special",
+                                         "The quick brown fox.\n"};
 
 // A trained escale tokenizer (GPT-2 regex) with 320 ids, in `dir`.
 void TrainTokenizer(const TempDir& t, const std::string& dir) {
@@ -103,7 +111,7 @@ void Init(const TempDir& t, const json& cfg, const std::string& tok_dir, const s
 }
 
 const std::vector<std::vector<int32_t>> kSequences = {{1, 50, 260, 3, 99, 310, 7, 7},
-                                                       {300, 2, 150, 45, 45, 12}};
+                                                      {300, 2, 150, 45, 45, 12}};
 
 struct Measured {
   double max_rel = 0;  // max |llama.cpp - reference| / max |reference| over sequences
@@ -215,7 +223,8 @@ void CheckTokenization(const TempDir& t, const std::string& model_dir, const std
   ASSERT_TRUE(ans.contains("tokens"));
   for (size_t i = 0; i < kTexts.size(); ++i) {
     const std::vector<int32_t> ours = (*tok)->Encode(kTexts[i]);
-    EXPECT_EQ(ans["tokens"][i].get<std::vector<int32_t>>(), ours) << "text: " << json(kTexts[i]).dump();
+    EXPECT_EQ(ans["tokens"][i].get<std::vector<int32_t>>(), ours)
+        << "text: " << json(kTexts[i]).dump();
   }
 }
 
