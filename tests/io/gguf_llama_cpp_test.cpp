@@ -9,7 +9,7 @@
 // bound 1e-5; a wrong name, permutation or metadata key moves logits by O(1). f16 weights carry
 // 2^-11 relative rounding each: measured ~2e-3, bound 1e-2. q8_0 rounds each weight to 1/254 of
 // its block's max |w| and llama.cpp also quantizes the activations to q8_0 for those products:
-// measured 3-5%, bound 0.1. Greedy tokens must agree for f32 (they may flip on near ties below).
+// measured 3-5%, bound 0.1. Greedy tokens must agree for f32 and f16 (q8_0 may flip near ties: measured 13/14).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -178,7 +178,7 @@ void CheckModel(const TempDir& t, const std::string& dir, const std::string& lab
                 label.c_str(), c.dtype, m.max_rel, static_cast<long long>(m.greedy_agree),
                 static_cast<long long>(m.greedy_total));
     EXPECT_LT(m.max_rel, c.tol) << label << " " << c.dtype;
-    if (std::string(c.dtype) == "f32") {
+    if (std::string(c.dtype) != "q8_0") {
       EXPECT_EQ(m.greedy_agree, m.greedy_total) << label;
     }
   }
