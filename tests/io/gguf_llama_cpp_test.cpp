@@ -9,7 +9,8 @@
 // bound 1e-5; a wrong name, permutation or metadata key moves logits by O(1). f16 weights carry
 // 2^-11 relative rounding each: measured ~2e-3, bound 1e-2. q8_0 rounds each weight to 1/254 of
 // its block's max |w| and llama.cpp also quantizes the activations to q8_0 for those products:
-// measured 3-5%, bound 0.1. Greedy tokens must agree for f32 and f16 (q8_0 may flip near ties: measured 13/14).
+// measured 3-5%, bound 0.1. Greedy tokens must agree for f32 and f16 (q8_0 may flip near ties:
+// measured 13/14).
 #include <gtest/gtest.h>
 
 #include <cmath>
