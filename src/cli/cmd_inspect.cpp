@@ -6,6 +6,7 @@
 
 #include "cli/command.h"
 #include "core/progress.h"
+#include "io/gguf.h"
 #include "io/hf_model.h"
 #include "model/layout.h"
 
@@ -74,7 +75,57 @@ std::string Human(double n) {
   return b;
 }
 
+// One metadata value as JSON; long arrays (vocabularies) are summarised by their length.
+json GgufValueJson(const gguf::Value& v, bool full) {
+  using gguf::ValueType;
+  switch (v.type) {
+    case ValueType::kU8: case ValueType::kU16: case ValueType::kU32: case ValueType::kU64: return v.u;
+    case ValueType::kI8: case ValueType::kI16: case ValueType::kI32: case ValueType::kI64: return v.i;
+    case ValueType::kF32: case ValueType::kF64: return v.f;
+    case ValueType::kBool: return v.u != 0;
+    case ValueType::kString: return v.s;
+    case ValueType::kArray: {
+      if (!full && v.arr.size() > 16)
+        return "[" + std::string(gguf::ValueTypeName(v.elem)) + " x " + std::to_string(v.arr.size()) + "]";
+      json a = json::array();
+      for (const auto& e : v.arr) a.push_back(GgufValueJson(e, full));
+      return a;
+    }
+  }
+  return nullptr;
+}
+
+// escale inspect FILE.gguf: the GGUF metadata and tensor table, read by the strict reader.
+Status InspectGguf(const InspectArgs& a) {
+  ESCALE_ASSIGN_OR_RETURN(gguf::File f, gguf::ReadFile(a.dir));
+  json meta = json::object();
+  for (const auto& [k, v] : f.kv) meta[k] = GgufValueJson(v, a.json_out && a.tensors);
+  json tensors = json::array();
+  uint64_t bytes = 0;
+  for (const auto& t : f.tensors) {
+    tensors.push_back({{"name", t.name}, {"type", gguf::TensorTypeName(t.type)}, {"ne", t.ne},
+                       {"offset", f.data_offset + t.offset}, {"bytes", t.nbytes}});
+    bytes += t.nbytes;
+  }
+  if (a.json_out) {
+    json j = {{"file", a.dir}, {"version", f.version}, {"alignment", f.alignment},
+              {"metadata", meta}, {"tensor_count", f.tensors.size()}, {"tensor_bytes", bytes}};
+    if (a.tensors) j["tensors"] = tensors;
+    std::cout << j.dump(2) << "\n";
+    return Status::Ok();
+  }
+  std::printf("%s: GGUF v%u, alignment %u, %zu tensors, %" PRIu64 " bytes of tensor data\n",
+              a.dir.c_str(), f.version, f.alignment, f.tensors.size(), bytes);
+  for (const auto& [k, v] : meta.items()) std::printf("  %s = %s\n", k.c_str(), v.dump().c_str());
+  if (a.tensors)
+    for (const auto& t : tensors)
+      std::printf("  %-40s %-5s %s\n", t["name"].get<std::string>().c_str(),
+                  t["type"].get<std::string>().c_str(), t["ne"].dump().c_str());
+  return Status::Ok();
+}
+
 Status RunInspect(const InspectArgs& a) {
+  if (a.dir.size() > 5 && a.dir.compare(a.dir.size() - 5, 5, ".gguf") == 0) return InspectGguf(a);
   if (a.seq_len < 1) return InvalidArgument("--seq-len must be at least 1");
   ESCALE_ASSIGN_OR_RETURN(HfModel m, ReadHfModel(a.dir));
   const ModelConfig& c = m.config;
@@ -172,7 +223,7 @@ CommandRegistration reg(10, [](CLI::App& app) -> RunFn {
   auto args = std::make_shared<InspectArgs>();
   CLI::App* sub = app.add_subcommand("inspect", "Show a Hugging Face model directory's config, parameter "
                                                 "and activated-parameter counts, FLOPs per token, dtypes and tensors");
-  sub->add_option("dir", args->dir, "Model directory (config.json + *.safetensors)")->required();
+  sub->add_option("dir", args->dir, "Model directory (config.json + *.safetensors), or a .gguf file")->required();
   sub->add_flag("--json", args->json_out, "Print one JSON object");
   sub->add_flag("--tensors", args->tensors, "List every tensor (canonical and Hugging Face names, dtype, shape)");
   sub->add_option("--seq-len", args->seq_len, "Sequence length for the attention FLOPs")->capture_default_str();
