@@ -56,5 +56,8 @@ echo "(the scale-out row starts where the scale-up row ends: upcycling keeps the
 echo
 echo "== a sample from the final MoE model (greedy)"
 $ESCALE generate "$(latest "$RUN/out")" --prompt "The meaning of life" --max-new-tokens 40
+echo
+echo "== export for llama.cpp: the final MoE as one q8_0 GGUF file"
+$ESCALE convert "$(latest "$RUN/out")" "$RUN/final-moe.q8_0.gguf" --dtype q8_0 --overwrite
 $ESCALE -q report "$RUN" --title "escale demo: EfficientScale on the bundled corpus"
 echo "demo finished in $(( $(date +%s) - start )) s; models under $RUN"
