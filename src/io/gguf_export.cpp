@@ -2,6 +2,7 @@
 // only; see docs/formats.md "GGUF" for the mapping and why Q/K rows are permuted for `llama`.
 #include "io/gguf_export.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -168,9 +169,21 @@ Result<ArchInfo> PickArch(const ModelConfig& c) {
         return Unsupported("llama.cpp's qwen2 needs q/k/v biases; this Qwen2 config has none");
       return ArchInfo{"qwen2", false};
     case Architecture::kQwen2Moe:
-      return Unsupported(
-          "GGUF export of Qwen2-MoE (qwen2moe) is not verified against llama.cpp yet; "
-          "export Mixtral-style (llama) or dense models");
+      if (!c.qkv_bias)
+        return Unsupported("llama.cpp's qwen2moe needs q/k/v biases; this config has none");
+      if (c.moe.every != 1 || !c.moe.dense_layers.empty())
+        return Unsupported(
+            "llama.cpp's qwen2moe needs every layer MoE; this model has dense layers");
+      if (c.moe.shared_intermediate <= 0)
+        return Unsupported(
+            "llama.cpp's qwen2moe needs a shared expert; this model has none (scale-out "
+            "--shared-experts adds one, or export it Mixtral-style as llama)");
+      // llama.cpp's qwen2moe graph never renormalises the top-k weights.
+      if (c.moe.router != RouterType::kSt)
+        return Unsupported(
+            "llama.cpp's qwen2moe does not renormalise the top-k weights and this model does "
+            "(norm_topk_prob true); export it Mixtral-style as llama instead");
+      return ArchInfo{"qwen2moe", false};
   }
   return Unsupported("unknown architecture");
 }
@@ -263,6 +276,24 @@ Result<TensorType> ParseExportType(const std::string& s) {
   return InvalidArgument("--dtype '" + s + "' is not one of f32, f16, bf16, q8_0 for GGUF");
 }
 
+// llama.cpp's qwen2moe computes the shared expert's sigmoid gate as silu(x) / x, which is NaN at
+// x = 0: a gate whose weights are all zero (as `escale scale-out --shared-experts` leaves it, so
+// that sigmoid(0) = 1/2 keeps the function) makes every logit NaN there.
+Status CheckSharedGatesNonZero(const HfModel& m) {
+  for (const TensorSpec& s : CanonicalTensors(m.config)) {
+    if (s.role != TensorRole::kSharedRouter) continue;
+    const Tensor& t = m.at(s.name);
+    std::vector<float> v(static_cast<size_t>(t.numel()));
+    ESCALE_RETURN_IF_ERROR(ConvertToF32(t.dtype(), t.bytes(), v.size(), v.data()));
+    if (std::all_of(v.begin(), v.end(), [](float x) { return x == 0.0f; }))
+      return Unsupported(
+          s.name +
+          " (the shared expert's gate) is all zeros, as scale-out leaves it: llama.cpp "
+          "computes this sigmoid as silu(x)/x, NaN at 0; train the model a step first");
+  }
+  return Status::Ok();
+}
+
 Result<std::string> ExportGguf(const std::string& src, const std::string& out,
                                const ExportOptions& opt) {
   if (!opt.overwrite && fs::exists(out))
@@ -271,6 +302,7 @@ Result<std::string> ExportGguf(const std::string& src, const std::string& out,
   const ModelConfig& c = m.config;
   ESCALE_ASSIGN_OR_RETURN(ArchInfo arch, PickArch(c));
   ESCALE_ASSIGN_OR_RETURN(Vocab vocab, ReadVocab(src, c.vocab_size));
+  if (arch.name == "qwen2moe") ESCALE_RETURN_IF_ERROR(CheckSharedGatesNonZero(m));
 
   Writer w;
   const std::string a = arch.name + ".";
@@ -305,6 +337,9 @@ Result<std::string> ExportGguf(const std::string& src, const std::string& out,
   if (c.is_moe()) {
     w.Add(a + "expert_count", u32(c.moe.num_experts));
     w.Add(a + "expert_used_count", u32(c.moe.top_k));
+    w.Add(a + "expert_feed_forward_length", u32(c.moe.expert_intermediate));
+    if (c.moe.shared_intermediate > 0)
+      w.Add(a + "expert_shared_feed_forward_length", u32(c.moe.shared_intermediate));
   }
   w.Add("tokenizer.ggml.model", Value::Str("gpt2"));
   w.Add("tokenizer.ggml.pre", Value::Str(vocab.pre));

@@ -154,10 +154,19 @@ TEST(GgufExport, CliConvertAndInspect) {
 
 TEST(GgufExport, RefusalsAreOneLine) {
   TempDir t;
-  auto q = ExportGguf(WriteModel(t, escale::testing::TinyQwen2Moe(), "qm"), t / "qm.gguf", {});
-  ASSERT_FALSE(q.ok());
-  EXPECT_NE(q.status().message().find("qwen2moe"), std::string::npos);
-  EXPECT_FALSE(fs::exists(t / "qm.gguf"));
+  // Each Qwen2-MoE llama.cpp's qwen2moe cannot run as written is refused with its own reason.
+  ModelConfig qm = escale::testing::TinyQwen2Moe();
+  const std::vector<std::pair<std::string, std::string>> reasons = {
+      {"dense", "every layer MoE"}, {"renorm", "renormalise"}, {"noshared", "shared expert"}};
+  for (const auto& [name, reason] : reasons) {
+    if (name == "renorm") qm.moe.every = 1, qm.moe.dense_layers.clear();
+    if (name == "noshared") qm.moe.router = RouterType::kSt, qm.moe.shared_intermediate = 0;
+    auto q = ExportGguf(WriteModel(t, qm, "qm-" + name), t / (name + ".gguf"), {});
+    ASSERT_FALSE(q.ok()) << name;
+    EXPECT_NE(q.status().message().find(reason), std::string::npos) << q.status().message();
+    EXPECT_EQ(q.status().message().find('\n'), std::string::npos);
+    EXPECT_FALSE(fs::exists(t / (name + ".gguf")));
+  }
   const std::string dir = WriteModel(t, escale::testing::TinyLlama(), "m");
   fs::remove(dir + "/tokenizer.json");
   auto n = ExportGguf(dir, t / "m.gguf", {});

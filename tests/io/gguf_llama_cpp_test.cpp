@@ -15,9 +15,12 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "core/rng.h"
 #include "io/hf_model.h"
+#include "io/safetensors.h"
 #include "io/tokenizer.h"
 #include "model/reference_forward.h"
 #include "support/test_support.h"
@@ -215,6 +218,52 @@ TEST_F(GgufLlamaCpp, MixtralFromScaleOutMatchesReference) {
                      " --experts 4 --top-k 2 --expert-noise 0.2 --router-init-std 0.5 --seed 3");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   CheckModel(t, t / "moe", "mixtral");
+}
+
+// Gives every shared-expert gate of the model in `dir` (one f32 safetensors file) small random
+// weights in place: a fresh scale-out leaves them 0, which llama.cpp cannot evaluate (see
+// CheckSharedGatesNonZero) and which would leave the gate path untested.
+void RandomiseSharedGates(const std::string& dir) {
+  const std::string path = dir + "/model.safetensors";
+  uint64_t data_offset = 0;
+  std::vector<SafetensorsEntry> entries;
+  {
+    auto f = SafetensorsFile::Open(path);
+    ASSERT_TRUE(f.ok()) << f.status().message();
+    data_offset = f->data_offset();
+    entries = f->entries();
+  }
+  std::fstream io(path, std::ios::in | std::ios::out | std::ios::binary);
+  Rng rng(11);
+  int patched = 0;
+  for (const SafetensorsEntry& e : entries) {
+    if (e.name.find("shared_expert_gate") == std::string::npos) continue;
+    ASSERT_EQ(e.dtype, DType::kF32);
+    std::vector<float> v((e.end - e.begin) / 4);
+    for (float& x : v) x = static_cast<float>(0.3 * rng.NextNormal());
+    io.seekp(static_cast<std::streamoff>(data_offset + e.begin));
+    io.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * 4));
+    ++patched;
+  }
+  ASSERT_TRUE(io.good());
+  ASSERT_GT(patched, 0);
+}
+
+TEST_F(GgufLlamaCpp, Qwen2MoeWithSharedExpertMatchesReference) {
+  TempDir t;
+  TrainTokenizer(t, t / "tok");
+  Init(t, TinyConfig("Qwen2ForCausalLM", false, true), t / "tok", t / "dense");
+  auto r = RunEscale("scale-out " + t / "dense" + " " + t / "moe" +
+                     " --experts 4 --top-k 2 --format qwen2-moe --router st --shared-experts"
+                     " --expert-noise 0.2 --router-init-std 0.5 --seed 3");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // Fresh from scale-out the shared gate is 0: refused with the reason, not a NaN model.
+  r = RunEscale("convert " + t / "moe" + " " + t / "fresh.gguf");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("silu(x)/x"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(t / "fresh.gguf"));
+  RandomiseSharedGates(t / "moe");
+  CheckModel(t, t / "moe", "qwen2moe");
 }
 
 void CheckTokenization(const TempDir& t, const std::string& model_dir, const std::string& gguf) {
