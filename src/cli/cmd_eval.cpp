@@ -204,6 +204,11 @@ Status RunEval(const EvalArgs& a) {
     ESCALE_ASSIGN_OR_RETURN(AtomicFile f, AtomicFile::Create(a.samples));
     samples.emplace(std::move(f));
   }
+  // One JSON object per line; invalid UTF-8 in generated text is replaced, never an error.
+  const auto write_sample = [&samples](const json& s) {
+    const std::string text = s.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+    return samples->Write(text.data(), text.size());
+  };
   std::unique_ptr<Decoder> decoder;
   for (const std::string& path : a.tasks) {
     const std::string name = fs::path(path).stem().string();
@@ -255,8 +260,7 @@ Status RunEval(const EvalArgs& a) {
                     {"flexible", d.flexible},
                     {"strict_correct", d.strict_correct},
                     {"flexible_correct", d.flexible_correct}};
-          const std::string text = s.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
-          ESCALE_RETURN_IF_ERROR(samples->Write(text.data(), text.size()));
+          ESCALE_RETURN_IF_ERROR(write_sample(s));
         }
       }
       continue;
@@ -308,8 +312,7 @@ Status RunEval(const EvalArgs& a) {
                   {"logprobs", d.logprobs},
                   {"greedy", d.greedy},
                   {"context", d.context}};
-        const std::string text = s.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
-        ESCALE_RETURN_IF_ERROR(samples->Write(text.data(), text.size()));
+        ESCALE_RETURN_IF_ERROR(write_sample(s));
       }
     }
   }

@@ -70,10 +70,7 @@ Status CheckRoutingKept(const ModelConfig& src, const ScaleOutOptions& opt) {
 
 std::vector<double> RouterNoise(uint64_t seed, int64_t layer, int64_t rows, int64_t cols,
                                 double std_dev) {
-  Rng rng = Rng::Stream(seed, "router-noise/layer/" + D(layer));
-  std::vector<double> w(static_cast<size_t>(rows * cols));
-  for (double& x : w) x = rng.NextNormal() * std_dev;
-  return w;
+  return GaussianDraws(seed, "router-noise/layer/" + D(layer), rows * cols, std_dev);
 }
 
 Result<ScaleOutPlan> PlanExpertGrowth(const ModelConfig& src, const ScaleOutOptions& opt) {

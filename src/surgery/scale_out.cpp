@@ -51,12 +51,17 @@ std::vector<uint8_t> ReinitMask(uint64_t seed, int64_t layer, int64_t expert, in
 
 }  // namespace
 
-std::vector<double> RouterBaseWeights(uint64_t seed, int64_t layer, int64_t rows, int64_t cols,
-                                      double std_dev) {
-  Rng rng = Rng::Stream(seed, "router/layer/" + D(layer));
-  std::vector<double> w(static_cast<size_t>(rows * cols));
+std::vector<double> GaussianDraws(uint64_t seed, const std::string& stream, int64_t n,
+                                  double std_dev) {
+  Rng rng = Rng::Stream(seed, stream);
+  std::vector<double> w(static_cast<size_t>(n));
   for (double& x : w) x = rng.NextNormal() * std_dev;
   return w;
+}
+
+std::vector<double> RouterBaseWeights(uint64_t seed, int64_t layer, int64_t rows, int64_t cols,
+                                      double std_dev) {
+  return GaussianDraws(seed, "router/layer/" + D(layer), rows * cols, std_dev);
 }
 
 Result<ScaleOutPlan> PlanScaleOut(const ModelConfig& src, const ScaleOutOptions& opt) {

@@ -99,6 +99,10 @@ Result<std::vector<T>> ProduceScaleOut(const ScaleOutPlan& plan, const OutRecipe
 Result<std::map<std::string, Tensor>> ScaleOutInMemory(const ScaleOutPlan& plan, const SourceFn& source,
                                                        DType dtype);
 
+// n draws of N(0, std_dev^2) from the named stream of `seed` (the router weights and noise).
+std::vector<double> GaussianDraws(uint64_t seed, const std::string& stream, int64_t n,
+                                  double std_dev);
+
 // The rows x cols router matrix of `layer` before per-group repetition: N(0, std^2), row-major,
 // from Rng::Stream(seed, "router/layer/<layer>").
 std::vector<double> RouterBaseWeights(uint64_t seed, int64_t layer, int64_t rows, int64_t cols, double std_dev);
