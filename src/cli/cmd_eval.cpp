@@ -184,11 +184,16 @@ Status RunEval(const EvalArgs& a) {
     json j = PerplexityJson(r, false);
     j["files"] = files;
     j["loss"] = r.tokens ? -r.logprob / static_cast<double>(r.tokens) : NAN;
+    j["validation_loss"] = r.full_window_loss();
+    j["validation_tokens"] = r.full_window_tokens;
     results["shard_perplexity"] = j;
     std::snprintf(line, sizeof line,
-                  "shard perplexity: %zu shards, %lld tokens: loss %.4f, token ppl %.4f\n",
+                  "shard perplexity: %zu shards, %lld tokens: loss %.4f, token ppl %.4f; "
+                  "validation loss %.4f (%lld tokens in complete %lld-token windows)\n",
                   files.size(), static_cast<long long>(r.tokens), j["loss"].get<double>(),
-                  r.token_perplexity());
+                  r.token_perplexity(), r.full_window_loss(),
+                  static_cast<long long>(r.full_window_tokens),
+                  static_cast<long long>(scorer->max_length()));
     table += line;
   }
 

@@ -14,6 +14,9 @@ double PerplexityResult::word_perplexity() const {
 double PerplexityResult::byte_perplexity() const {
   return bytes ? std::exp(-logprob / bytes) : NAN;
 }
+double PerplexityResult::full_window_loss() const {
+  return full_window_tokens ? -full_window_logprob / static_cast<double>(full_window_tokens) : NAN;
+}
 double PerplexityResult::bits_per_byte() const {
   return bytes ? -logprob / bytes / std::numbers::ln2 : NAN;
 }
@@ -26,9 +29,14 @@ Status ScoreWindows(LmScorer& scorer, const std::vector<TokenRequest>& windows, 
   ESCALE_ASSIGN_OR_RETURN(std::vector<LogLikelihood> lls, scorer.Score(windows, [&](int64_t n) {
     if (done) done(n, total);
   }));
-  for (const LogLikelihood& ll : lls) {
+  for (size_t i = 0; i < lls.size(); ++i) {
+    const LogLikelihood& ll = lls[i];
     r.logprob += ll.logprob;
     r.tokens += ll.tokens;
+    if (static_cast<int64_t>(windows[i].continuation.size()) == scorer.max_length()) {
+      r.full_window_logprob += ll.logprob;
+      r.full_window_tokens += ll.tokens;
+    }
   }
   return Status::Ok();
 }

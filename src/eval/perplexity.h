@@ -23,6 +23,12 @@ struct PerplexityResult {
   int64_t words = 0;   // lm-eval word count of the original text (0 for shards)
   int64_t bytes = 0;   // UTF-8 bytes of the original text (0 for shards)
   double logprob = 0;  // nats, summed over every predicted token
+  // The windows that predict a whole max_length block: for shards exactly the trainer's
+  // validation windows (every complete seq_len window), so full_window_loss() is the
+  // validation loss of `escale train` with --eval-batches 0 at seq_len = max_length.
+  int64_t full_window_tokens = 0;
+  double full_window_logprob = 0;
+  double full_window_loss() const;
   double token_perplexity() const;
   double word_perplexity() const;
   double byte_perplexity() const;

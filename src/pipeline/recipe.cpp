@@ -2,6 +2,7 @@
 
 #include <toml++/toml.h>
 
+#include <cmath>
 #include <set>
 #include <sstream>
 
@@ -182,9 +183,29 @@ Result<Recipe> ParseRecipe(const std::string& path) {
   if (!r.scale_up && !r.scale_out)
     return InvalidArgument(path + ": nothing to grow: add [scale_up] and/or [scale_out]");
   if (const toml::table* b = table("baseline")) {
-    ESCALE_RETURN_IF_ERROR(CheckKeys(path, "baseline", *b, {"train", "enabled"}));
+    ESCALE_RETURN_IF_ERROR(
+        CheckKeys(path, "baseline", *b, {"train", "enabled", "compute", "decay_branches"}));
     r.baseline = (*b)["enabled"].value_or(true);
     r.baseline_train = MergeTrain(train, sub_train(b));
+    ESCALE_ASSIGN_OR_RETURN(r.baseline_compute, Num(path, *b, "compute", 1.0));
+    if (!(r.baseline_compute > 0) || !std::isfinite(r.baseline_compute))
+      return InvalidArgument(path + ": 'baseline.compute' must be a positive multiple of the " +
+                             "EfficientScale stages' FLOPs");
+    if (const toml::node* n = b->get("decay_branches")) {
+      const toml::array* a = n->as_array();
+      if (!a) return InvalidArgument(path + ": 'baseline.decay_branches' must be a list of numbers");
+      for (const auto& e : *a) {
+        const auto v = e.value<double>();
+        if (!v || !(*v > 0 && *v < 1))
+          return InvalidArgument(path + ": 'baseline.decay_branches' holds fractions of the " +
+                                 "baseline's steps in (0, 1), e.g. [0.25, 0.5]");
+        r.decay_branches.push_back(*v);
+      }
+      toml::table merged = toml::parse(r.baseline_train.toml);
+      if (!r.decay_branches.empty() && merged["schedule"].value_or(std::string("cosine")) != "wsd")
+        return InvalidArgument(path + ": decay branches need schedule = \"wsd\" for the baseline " +
+                               "(a constant stable phase to branch from)");
+    }
   }
   if (const toml::table* e = table("eval")) {
     ESCALE_RETURN_IF_ERROR(

@@ -39,9 +39,15 @@ struct Recipe {
   bool scale_up = false, scale_out = false;
   Flags scale_up_flags, scale_out_flags;
   TrainStageSpec up_train, out_train;
-  // [baseline]: the final architecture from random init on the same total tokens
+  // [baseline]: the final architecture from random initialisation at equal compute: its budget
+  // is `compute` times the FLOPs the EfficientScale stages trained (unless its train table sets
+  // steps or token_budget). `decay_branches`: fractions of its steps at which a WSD decay branch
+  // off the stable run ends, so the baseline is the lower envelope of fully decayed runs at
+  // several budgets, not one undecayed curve.
   bool baseline = false;
   TrainStageSpec baseline_train;
+  double baseline_compute = 1.0;
+  std::vector<double> decay_branches;
   // [eval]
   bool eval = true;
   std::vector<std::string> tasks;

@@ -5,7 +5,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
+#include <tuple>
 #include <nlohmann/json.hpp>
+#include <toml++/toml.h>
 
 #include "core/atomic_output.h"
 #include "core/subprocess.h"
@@ -13,6 +16,9 @@
 #include "io/tokenizer.h"
 #include "model/layout.h"
 #include "pipeline/report.h"
+#include "eval/savings.h"
+#include "train/checkpoint_store.h"
+#include "train/train_options.h"
 
 namespace escale::pipeline {
 
@@ -55,13 +61,24 @@ Result<std::string> ResolveLatest(const std::string& arg) {
   return dir + "/checkpoints/" + name + "/model";
 }
 
-// The sequence length a train stage uses: from its TOML, else the trainer's default.
+toml::table ParseStageToml(const std::string& text) {
+  try {
+    return toml::parse(text);
+  } catch (const toml::parse_error&) {
+    return {};  // the stage's own train run reports a bad table with its line
+  }
+}
+
+// An option of a train stage's TOML, else the trainer's default.
+int64_t IntOption(const std::string& toml_text, const char* key, int64_t dflt) {
+  return ParseStageToml(toml_text)[key].value_or(dflt);
+}
 int64_t SeqLenOf(const std::string& toml_text) {
-  // The train option table's default is 256; the stage TOML may set seq_len.
-  const auto p = toml_text.find("seq_len");
-  if (p == std::string::npos) return 256;
-  const auto eq = toml_text.find('=', p);
-  return eq == std::string::npos ? 256 : std::atoll(toml_text.c_str() + eq + 1);
+  return IntOption(toml_text, "seq_len", TrainOptions{}.seq_len);
+}
+
+std::string BranchName(double fraction) {
+  return "baseline_decay_" + std::to_string(static_cast<int>(std::lround(fraction * 100)));
 }
 
 }  // namespace
@@ -187,6 +204,17 @@ std::vector<Stage> PlanStages(const Recipe& r) {
             "the final architecture from scratch, same tokens"};
     s.push_back(b);
     trained.push_back("baseline");
+    for (double f : r.decay_branches) {
+      Stage br = b;
+      br.name = BranchName(f);
+      br.output = o + "/" + br.name;
+      br.args = {"train", "--config", o + "/configs/" + br.name + ".toml", "--from-config",
+                 o + "/" + (r.scale_out ? "upcycled" : "grown") + "/config.json", "--data",
+                 o + "/shards", "--out", br.output, "--seed", seed};
+      br.branch_fraction = f;
+      br.note = "a WSD decay branch of the baseline (a fully decayed run at a smaller budget)";
+      s.push_back(br);
+    }
   }
   if (r.eval) {
     for (const auto& name : trained) {
@@ -215,124 +243,246 @@ std::vector<Stage> PlanStages(const Recipe& r) {
 namespace {
 
 // What a training stage's metrics.jsonl says, read once: tokens trained (the last step record),
-// median tokens/s, and the validation curve as (tokens, loss) at each evaluation.
+// training seconds (the sum of step times, evaluations excluded), median tokens/s, and the
+// validation curve at each evaluation with the run's own cumulative tokens, seconds and FLOPs.
 struct RunFigures {
-  double tokens = 0, tokens_per_second = NAN;
-  std::vector<std::pair<double, double>> val;
+  double tokens = 0, seconds = 0, tokens_per_second = NAN, flops_per_token = NAN;
+  Curve val;  // flops/seconds/tokens from the run's start (a branch: the parent's start)
+  double flops() const { return flops_per_token * tokens; }
 };
 
-RunFigures ReadRunFigures(const std::string& run_dir) {
+RunFigures ReadRunFigures(const std::string& run_dir, double flops_per_token = NAN) {
   RunFigures f;
+  f.flops_per_token = flops_per_token;
   auto m = ReadStageMetrics(run_dir, run_dir);
   if (!m.ok() || m->steps.empty()) return f;
   f.tokens = m->steps.back().value("tokens", 0.0);
   std::vector<double> v;
-  for (const auto& r : m->steps)
+  std::vector<std::tuple<int64_t, double, double>> cum;  // step, tokens, seconds
+  for (const auto& r : m->steps) {
     if (r.contains("tokens_per_s")) v.push_back(r["tokens_per_s"].get<double>());
+    f.seconds += r.value("step_s", 0.0);
+    cum.emplace_back(r["step"].get<int64_t>(), r.value("tokens", 0.0), f.seconds);
+  }
   if (!v.empty()) {
     std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
     f.tokens_per_second = v[v.size() / 2];
   }
   for (const auto& [step, loss] : m->evals) {
-    double tok = 0;
-    for (const auto& r : m->steps)
-      if (r["step"].get<int64_t>() <= step) tok = r.value("tokens", tok);
-    f.val.emplace_back(tok, loss);
+    double tok = 0, sec = 0;
+    for (const auto& [st, t, sc] : cum)
+      if (st <= step) tok = t, sec = sc;
+    f.val.push_back({flops_per_token * tok, sec, tok, loss});
   }
   return f;
+}
+
+// Training FLOPs per token of the model a train stage trains (its latest checkpoint's config).
+double StageFlopsPerToken(const Stage& st) {
+  auto model_dir = ResolveLatest(Latest(st.output));
+  if (!model_dir.ok()) return NAN;
+  auto cfg = ReadHfConfig(*model_dir);
+  return cfg.ok() ? TrainingFlopsPerToken(*cfg, SeqLenOf(st.train_config)).total() : NAN;
+}
+
+json CurveJson(const Curve& c) {
+  json a = json::array();
+  for (const CurvePoint& p : c)
+    a.push_back({{"flops", p.flops}, {"seconds", p.seconds}, {"tokens", p.tokens}, {"loss", p.loss}});
+  return a;
+}
+
+json Optional(const std::optional<double>& v) {
+  return v && std::isfinite(*v) ? json(*v) : json(nullptr);
+}
+
+// The cost block: EfficientScale's stages laid end to end on the FLOPs axis against the
+// baseline's lower envelope (the stable run and its decay branches), at equal loss.
+json CostBlock(const Curve& es, double prep_flops, double prep_seconds, const Curve& envelope) {
+  json cost;
+  auto s = CompareAtEqualLoss(es, envelope, prep_flops, prep_seconds);
+  if (!s.ok()) {
+    cost["error"] = s.status().message();
+    return cost;
+  }
+  cost = {{"efficientscale_final_val_loss", s->arm_final_loss},
+          {"efficientscale_flops", s->arm_flops},
+          {"efficientscale_seconds", s->arm_seconds},
+          {"preparation_flops", s->preparation_flops},
+          {"preparation_seconds", s->preparation_seconds},
+          {"baseline_final_val_loss", s->baseline_final_loss},
+          {"baseline_flops", s->baseline_flops},
+          {"baseline_seconds", s->baseline_seconds},
+          {"efficientscale_to_baseline_loss", s->arm_reach.Describe()},
+          {"efficientscale_flops_to_baseline_loss",
+           s->arm_reach.reached ? json(s->arm_reach.at.flops) : json(nullptr)},
+          {"compute_savings_with_preparation", Optional(s->compute_with_preparation)},
+          {"compute_savings_without_preparation", Optional(s->compute_without_preparation)},
+          {"time_savings_with_preparation", Optional(s->time_with_preparation)},
+          {"time_savings_without_preparation", Optional(s->time_without_preparation)},
+          {"baseline_to_efficientscale_loss", s->baseline_reach.Describe()},
+          {"baseline_compute_to_efficientscale_loss_with_preparation",
+           Optional(s->baseline_to_arm_final_with_preparation)},
+          {"baseline_compute_to_efficientscale_loss_without_preparation",
+           Optional(s->baseline_to_arm_final_without_preparation)},
+          {"loss_gap_at_equal_flops", Optional(s->loss_gap_at_equal_flops)}};
+  return cost;
+}
+
+std::string Ratio(const json& v) {
+  if (!v.is_number()) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2fx", v.get<double>());
+  return buf;
 }
 
 Status WriteSummary(const Recipe& r, const std::vector<Stage>& stages) {
   json summary = {{"recipe", r.path}, {"out", r.out}};
   json rows = json::array();
-  double es_flops = 0, es_seconds = 0;
-  struct Point {
-    double flops, loss;
-  };
-  std::vector<Point> es_curve, base_curve;
-  double base_flops = 0, base_seconds = 0, base_final = NAN;
+  // EfficientScale: its stages end to end; the baseline: each run (stable, branches) on its own.
+  Curve es;
+  double es_flops = 0, es_seconds = 0, es_tokens = 0, prep_flops = 0, prep_seconds = 0;
+  std::vector<Curve> base_runs;
+  json base_json = json::object();
   for (const Stage& st : stages) {
     if (!st.train) continue;
-    auto model_dir = ResolveLatest(Latest(st.output));
-    if (!model_dir.ok()) continue;
-    auto cfg = ReadHfConfig(*model_dir);
-    if (!cfg.ok()) continue;
+    const double fpt = StageFlopsPerToken(st);
+    if (!std::isfinite(fpt)) continue;
+    auto cfg = ReadHfConfig(*ResolveLatest(Latest(st.output)));
     const ParameterCounts pc = CountParameters(*cfg);
-    const double fpt = TrainingFlopsPerToken(*cfg, SeqLenOf(st.train_config)).total();
-    const RunFigures fig = ReadRunFigures(st.output);
-    const double tokens = fig.tokens, tps = fig.tokens_per_second;
-    json row = {{"stage", st.name},     {"parameters", pc.total}, {"active_parameters", pc.active},
-                {"tokens", tokens},     {"flops_per_token", fpt}, {"tokens_per_second", tps},
-                {"flops", fpt * tokens}};
+    const RunFigures fig = ReadRunFigures(st.output, fpt);
+    json row = {{"stage", st.name},         {"parameters", pc.total},
+                {"active_parameters", pc.active}, {"tokens", fig.tokens},
+                {"flops_per_token", fpt},   {"tokens_per_second", fig.tokens_per_second},
+                {"flops", fig.flops()},     {"seconds", fig.seconds}};
+    if (!fig.val.empty()) row["trainer_val_loss"] = fig.val.back().loss;
     std::ifstream ev(r.out + "/eval/" + st.name + ".json");
     if (ev) {
       json e = json::parse(ev, nullptr, false);
-      if (!e.is_discarded() && e.contains("shard_perplexity"))
-        row["val_loss"] = e["shard_perplexity"]["loss"];
+      if (!e.is_discarded() && e.contains("shard_perplexity")) {
+        row["val_loss"] = e["shard_perplexity"].value("validation_loss", json(nullptr));
+        row["rolling_window_loss"] = e["shard_perplexity"]["loss"];
+      }
       if (!e.is_discarded() && e.contains("tasks")) row["tasks"] = e["tasks"];
     }
     rows.push_back(row);
-    const bool base = st.name == "baseline";
-    double& flops = base ? base_flops : es_flops;
-    auto& curve = base ? base_curve : es_curve;
-    for (const auto& [tok, loss] : fig.val) curve.push_back({flops + fpt * tok, loss});
-    flops += fpt * tokens;
-    (base ? base_seconds : es_seconds) += std::isfinite(tps) && tps > 0 ? tokens / tps : 0;
-    if (base && !curve.empty()) base_final = curve.back().loss;
+    if (st.name.starts_with("baseline")) {
+      Curve c;
+      for (const CurvePoint& p : fig.val)
+        if (p.flops > 0) c.push_back(p);
+      base_runs.push_back(c);
+      base_json[st.name] = CurveJson(c);
+      continue;
+    }
+    for (const CurvePoint& p : fig.val) {
+      const CurvePoint q{es_flops + p.flops, es_seconds + p.seconds, es_tokens + p.tokens, p.loss};
+      if (q.flops > 0) es.push_back(q);
+    }
+    es_flops += fig.flops();
+    es_seconds += fig.seconds;
+    es_tokens += fig.tokens;
+    if (st.name == "prepare") prep_flops = fig.flops(), prep_seconds = fig.seconds;
   }
   summary["stages"] = rows;
-  if (base_flops > 0 && es_flops > 0) {
-    // SPEC.md §6 on one machine: the cluster rate is the same for every phase, so compute and time
-    // savings are both the ratio of the from-scratch time to the EfficientScale time on the same
-    // tokens; plus the honest figure: EfficientScale compute until its validation loss first
-    // reaches the baseline's final loss.
-    json cost = {{"efficientscale_flops", es_flops},
-                 {"baseline_flops", base_flops},
-                 {"efficientscale_seconds", es_seconds},
-                 {"baseline_seconds", base_seconds},
-                 {"time_savings", es_seconds > 0 ? base_seconds / es_seconds : NAN},
-                 {"baseline_final_val_loss", base_final}};
-    double reach = NAN;
-    for (const Point& p : es_curve)
-      if (p.loss <= base_final) {
-        reach = p.flops;
-        break;
-      }
-    cost["efficientscale_flops_to_baseline_loss"] =
-        std::isfinite(reach) ? json(reach) : json(nullptr);
-    cost["compute_savings_to_baseline_loss"] =
-        std::isfinite(reach) && reach > 0 ? json(base_flops / reach) : json(nullptr);
-    summary["cost"] = cost;
-  }
+  const Curve envelope = LowerEnvelope(base_runs);
+  summary["curves"] = {{"efficientscale", CurveJson(es)},
+                       {"baseline_runs", base_json},
+                       {"baseline_envelope", CurveJson(envelope)}};
+  if (!es.empty() && !envelope.empty())
+    summary["cost"] = CostBlock(es, prep_flops, prep_seconds, envelope);
   ESCALE_RETURN_IF_ERROR(WriteFileAtomic(r.out + "/pipeline.json", summary.dump(2) + "\n"));
-  std::printf("\n%-10s %14s %14s %12s %12s %10s\n", "stage", "parameters", "active", "tokens",
-              "tokens/s", "val loss");
+  std::printf("\n%-20s %12s %12s %12s %10s %10s %10s\n", "stage", "parameters", "active",
+              "tokens", "TFLOPs", "tokens/s", "val loss");
   for (const auto& row : rows)
-    std::printf("%-10s %14lld %14lld %12.0f %12.0f %10s\n", row["stage"].get<std::string>().c_str(),
+    std::printf("%-20s %12lld %12lld %12.0f %10.3f %10.0f %10s\n",
+                row["stage"].get<std::string>().c_str(),
                 static_cast<long long>(row["parameters"].get<int64_t>()),
                 static_cast<long long>(row["active_parameters"].get<int64_t>()),
-                row["tokens"].get<double>(),
+                row["tokens"].get<double>(), row["flops"].get<double>() / 1e12,
                 row["tokens_per_second"].is_number() ? row["tokens_per_second"].get<double>() : NAN,
-                row.contains("val_loss")
-                    ? std::to_string(row["val_loss"].get<double>()).substr(0, 6).c_str()
+                row.contains("trainer_val_loss")
+                    ? std::to_string(row["trainer_val_loss"].get<double>()).substr(0, 6).c_str()
                     : "-");
-  if (summary.contains("cost")) {
+  if (summary.contains("cost") && !summary["cost"].contains("error")) {
     const json& c = summary["cost"];
     std::printf(
-        "\nbaseline final val loss %.4f; EfficientScale %s it after %s of the baseline's FLOPs\n",
-        c["baseline_final_val_loss"].get<double>(),
-        c["efficientscale_flops_to_baseline_loss"].is_null() ? "never reached" : "reached",
-        c["compute_savings_to_baseline_loss"].is_null()
-            ? "-"
-            : (std::to_string(100.0 / c["compute_savings_to_baseline_loss"].get<double>())
-                   .substr(0, 5) +
-               "%")
-                  .c_str());
+        "\nbaseline (lower envelope of %zu run(s)) final val loss %.4f after %.3g FLOPs; "
+        "EfficientScale: %s\n"
+        "compute savings to the baseline's loss: %s with preparation, %s without; time: %s / %s\n",
+        base_runs.size(), c["baseline_final_val_loss"].get<double>(),
+        c["baseline_flops"].get<double>(),
+        c["efficientscale_to_baseline_loss"].get<std::string>().c_str(),
+        Ratio(c["compute_savings_with_preparation"]).c_str(),
+        Ratio(c["compute_savings_without_preparation"]).c_str(),
+        Ratio(c["time_savings_with_preparation"]).c_str(),
+        Ratio(c["time_savings_without_preparation"]).c_str());
   }
   return Status::Ok();
 }
 
+// The baseline's budget, fixed when it starts: `compute` times the EfficientScale FLOPs, in
+// steps, unless its table sets steps or a token budget; plus the checkpoints its branches need.
+Result<std::string> BaselineConfig(const Recipe& r, const std::vector<Stage>& stages,
+                                   const Stage& base) {
+  toml::table t = ParseStageToml(base.train_config);
+  int64_t steps = t["steps"].value_or(int64_t{0});
+  if (steps == 0 && !t.contains("token_budget")) {
+    double flops = 0;
+    for (const Stage& st : stages)
+      if (st.train && !st.name.starts_with("baseline"))
+        flops += ReadRunFigures(st.output, StageFlopsPerToken(st)).flops();
+    const std::string cfg_path = base.args[4];  // --from-config PATH
+    ESCALE_ASSIGN_OR_RETURN(ModelConfig cfg, ReadHfConfig(fs::path(cfg_path).parent_path().string()));
+    const double fpt = TrainingFlopsPerToken(cfg, SeqLenOf(base.train_config)).total();
+    if (!(flops > 0) || !std::isfinite(flops))
+      return InvalidArgument("the baseline's budget is measured from the EfficientScale stages' "
+                             "FLOPs, and none were recorded; set steps in [baseline.train]");
+    const int64_t per_step =
+        t["global_batch_tokens"].value_or(int64_t{0}) > 0
+            ? t["global_batch_tokens"].value_or(int64_t{0})
+            : SeqLenOf(base.train_config) * t["micro_batch"].value_or(TrainOptions{}.micro_batch);
+    steps = std::max<int64_t>(
+        1, static_cast<int64_t>(std::ceil(r.baseline_compute * flops / fpt / static_cast<double>(per_step))));
+    t.insert_or_assign("steps", steps);
+  }
+  std::string keep;
+  for (double f : r.decay_branches) {
+    const BranchPoint b = DecayBranch(steps, f, t["wsd_decay_fraction"].value_or(TrainOptions{}.wsd_decay_fraction),
+                                      t["warmup"].value_or(TrainOptions{}.warmup));
+    keep += (keep.empty() ? "" : ",") + std::to_string(b.at);
+  }
+  if (!keep.empty()) t.insert_or_assign("keep_steps", keep);
+  std::ostringstream out;
+  out << t;
+  return out.str() + "\n";
+}
+
+// A decay branch's table: the baseline's, with the branch's own steps.
+Result<std::string> BranchConfig(const Recipe& r, const Stage& br, BranchPoint& point) {
+  ESCALE_ASSIGN_OR_RETURN(std::string base_text, ReadSmallFile(r.out + "/configs/baseline.toml"));
+  toml::table t = ParseStageToml(base_text);
+  const int64_t steps = t["steps"].value_or(int64_t{0});
+  if (steps <= 0) return InvalidArgument("the baseline's steps are unknown; rerun its stage");
+  point = DecayBranch(steps, br.branch_fraction,
+                      t["wsd_decay_fraction"].value_or(TrainOptions{}.wsd_decay_fraction),
+                      t["warmup"].value_or(TrainOptions{}.warmup));
+  t.insert_or_assign("steps", point.total);
+  t.erase("keep_steps");
+  std::ostringstream out;
+  out << t;
+  return out.str() + "\n";
+}
+
 }  // namespace
+
+BranchPoint DecayBranch(int64_t steps, double fraction, double decay_fraction, int64_t warmup) {
+  BranchPoint b;
+  b.total = std::max<int64_t>(2, std::llround(fraction * static_cast<double>(steps)));
+  const int64_t decay = std::llround(decay_fraction * static_cast<double>(b.total));
+  b.at = std::clamp<int64_t>(b.total - decay, std::max<int64_t>(1, std::min(warmup, b.total - 1)),
+                             b.total - 1);
+  return b;
+}
 
 Status RunPipeline(const Recipe& r, const PipelineOptions& opt) {
   const std::vector<Stage> stages = PlanStages(r);
@@ -372,12 +522,13 @@ Status RunPipeline(const Recipe& r, const PipelineOptions& opt) {
     }
     if (s.train) {
       std::string config = s.train_config;
-      if (s.name == "baseline" && config.find("steps") == std::string::npos &&
-          config.find("token_budget") == std::string::npos) {
-        double tokens = 0;
-        for (const Stage& t : stages)
-          if (t.train && t.name != "baseline") tokens += ReadRunFigures(t.output).tokens;
-        config += "token_budget = " + std::to_string(static_cast<int64_t>(tokens)) + "\n";
+      if (s.name == "baseline") {
+        ESCALE_ASSIGN_OR_RETURN(config, BaselineConfig(r, stages, s));
+      } else if (s.branch_fraction > 0) {
+        BranchPoint point;
+        ESCALE_ASSIGN_OR_RETURN(config, BranchConfig(r, s, point));
+        argv.insert(argv.end(), {"--branch-from", r.out + "/baseline/checkpoints/" +
+                                                      CheckpointName(point.at)});
       }
       ESCALE_RETURN_IF_ERROR(WriteFileAtomic(r.out + "/configs/" + s.name + ".toml", config));
       if (fs::exists(s.output + "/checkpoints/latest")) argv.push_back("--resume");

@@ -23,7 +23,16 @@ struct Stage {
   bool train = false;
   bool overwrite_flag = false;  // the command takes --overwrite (redo after an interruption)
   std::string note;             // what it is, for the plan
+  double branch_fraction = 0;   // > 0: a decay branch of the baseline ending at this fraction
 };
+
+// Where a WSD decay branch of a stable run of `steps` steps ends and starts: it ends at
+// round(fraction * steps) and branches off at the start of its own decay phase (the last
+// `decay_fraction` of its steps), so it is the run a budget of that many steps would have given.
+struct BranchPoint {
+  int64_t total = 0, at = 0;
+};
+BranchPoint DecayBranch(int64_t steps, double fraction, double decay_fraction, int64_t warmup);
 
 // The stages of a recipe, before anything runs.
 std::vector<Stage> PlanStages(const Recipe& r);

@@ -55,7 +55,8 @@ Result<CheckpointWriter> CheckpointWriter::Begin(const std::string& run_dir, int
   return CheckpointWriter(run_dir, step, std::move(staging));
 }
 
-Status CheckpointWriter::Commit(const nlohmann::json& info, int64_t keep_last) {
+Status CheckpointWriter::Commit(const nlohmann::json& info, int64_t keep_last,
+                                const std::set<int64_t>& keep_steps) {
   nlohmann::json files = nlohmann::json::object();
   std::error_code ec;
   for (const auto& entry : fs::recursive_directory_iterator(dir(), ec)) {
@@ -74,6 +75,7 @@ Status CheckpointWriter::Commit(const nlohmann::json& info, int64_t keep_last) {
   ESCALE_RETURN_IF_ERROR(WriteFileAtomic(CheckpointsDir(run_dir_) + "/latest", CheckpointName(step_) + "\n"));
   if (keep_last > 0) {
     auto all = ListCheckpoints(run_dir_);
+    std::erase_if(all, [&](const CheckpointInfo& c) { return keep_steps.count(c.step) > 0; });
     const int64_t excess = static_cast<int64_t>(all.size()) - keep_last;
     for (int64_t i = 0; i < excess; ++i) {
       if (all[static_cast<size_t>(i)].step == step_) continue;

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -30,8 +31,10 @@ class CheckpointWriter {
   // Where the caller writes this checkpoint's files (they are fsynced by Commit).
   const std::string& dir() const { return staging_.path(); }
   // Writes manifest.json (files, sizes, `info`), renames the directory into place, points
-  // `latest` at it and removes complete checkpoints beyond the newest `keep_last` (0 keeps all).
-  Status Commit(const nlohmann::json& info, int64_t keep_last);
+  // `latest` at it and removes complete checkpoints beyond the newest `keep_last` (0 keeps all);
+  // checkpoints of the steps in `keep_steps` are never removed and do not count against it.
+  Status Commit(const nlohmann::json& info, int64_t keep_last,
+                const std::set<int64_t>& keep_steps = {});
 
  private:
   CheckpointWriter(std::string run_dir, int64_t step, StagingDir staging)

@@ -7,6 +7,7 @@
 // loaders are in train/data_blend.h.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -68,5 +69,26 @@ class DataLoader {
   bool shuffle_ = true;
   DataCursor cursor_;
 };
+
+// Which validation windows an evaluation scores. `eval_batches` > 0: that many micro-batches of
+// the split's first windows (at least one); 0: every complete seq_len window of the split, the
+// last batch partly filled (its padding is not scored). The loss is the mean over the scored
+// windows, the definition `escale eval --shards` reports as validation_loss.
+struct ValidationPlan {
+  int64_t windows = 0, batches = 0, micro_batch = 1;
+  int64_t Rows(int64_t batch) const { return std::min(micro_batch, windows - batch * micro_batch); }
+};
+inline ValidationPlan PlanValidation(int64_t available, int64_t micro_batch, int64_t eval_batches) {
+  ValidationPlan p;
+  p.micro_batch = micro_batch;
+  if (eval_batches == 0) {
+    p.windows = available;
+    p.batches = (available + micro_batch - 1) / micro_batch;
+  } else {
+    p.batches = std::max<int64_t>(1, std::min<int64_t>(eval_batches, available / micro_batch));
+    p.windows = p.batches * micro_batch;
+  }
+  return p;
+}
 
 }  // namespace escale

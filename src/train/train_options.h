@@ -21,6 +21,7 @@ struct TrainOptions {
   std::string data_blend;     // or weighted sources "NAME=WEIGHT:DIR ..." (train/data_blend.h)
   std::string out;            // run directory
   bool resume = false;
+  std::string branch_from;    // --branch-from: another run's checkpoint to start from (decay branches)
   // Batch.
   int64_t seq_len = 256;
   int64_t micro_batch = 8;        // sequences per forward/backward
@@ -53,6 +54,7 @@ struct TrainOptions {
   int64_t eval_batches = 8;
   int64_t save_every = 200;
   int64_t keep_last = 3;
+  std::string keep_steps;  // checkpoints also written at these steps and never pruned (comma list)
   double spike_zscore = 6.0;
   int64_t max_skips = 5;
   int64_t threads = 0;  // 0: all cores

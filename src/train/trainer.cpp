@@ -147,10 +147,22 @@ struct OptimizerState {
   std::vector<float> m, v;  // hi - lo elements
 };
 
+// A branch's log starts as the parent run's log (cut at the branch step when the log is opened),
+// so its curve shows the whole history and its cost counts the parent's steps.
+Status StartBranchLog(const std::string& checkpoint_dir, const std::string& out) {
+  fs::path ckpt = fs::path(checkpoint_dir).lexically_normal();
+  if (!ckpt.has_filename()) ckpt = ckpt.parent_path();
+  const fs::path parent_log = ckpt.parent_path().parent_path() / "metrics.jsonl";
+  std::error_code ec;
+  if (!fs::exists(parent_log, ec)) return Status::Ok();
+  ESCALE_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(parent_log.string()));
+  return WriteFileAtomic(out + "/metrics.jsonl", text);
+}
+
 // m_full and v_full: the moments over the whole flat parameter space.
 Status SaveCheckpoint(const std::string& run_dir, int64_t step, const TrainModel& model, std::span<const float> m_full,
                       std::span<const float> v_full, const std::vector<int64_t>& offset, const nlohmann::json& state,
-                      const TrainerInputs& in, int64_t keep_last) {
+                      const TrainerInputs& in, int64_t keep_last, const std::set<int64_t>& keep_steps) {
   ESCALE_ASSIGN_OR_RETURN(CheckpointWriter w, CheckpointWriter::Begin(run_dir, step));
   WriteOptions wo;
   wo.dtype = DType::kF32;
@@ -178,7 +190,7 @@ Status SaveCheckpoint(const std::string& run_dir, int64_t step, const TrainModel
   }
   ESCALE_RETURN_IF_ERROR(sw.Finish());
   ESCALE_RETURN_IF_ERROR(WriteFileAtomic(w.dir() + "/trainer_state.json", state.dump(2) + "\n"));
-  return w.Commit({{"step", step}, {"description", in.description}}, keep_last);
+  return w.Commit({{"step", step}, {"description", in.description}}, keep_last, keep_steps);
 }
 
 }  // namespace
@@ -233,7 +245,7 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
 
   // Phase 1, the same on every rank: options, schedule, the share of each step.
   ScheduleKind kind{};
-  std::set<int64_t> nan_steps, spike_steps, drift_steps;
+  std::set<int64_t> nan_steps, spike_steps, drift_steps, keep_steps;
   ModelConfig config = in.config;
   int64_t accum = 0, tokens_per_step = 0, total_steps = 0;
   ScheduleConfig sched;
@@ -244,6 +256,7 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
     ESCALE_ASSIGN_OR_RETURN(nan_steps, ParseStepList(opt.inject_nan_steps, "--inject-nan-steps"));
     ESCALE_ASSIGN_OR_RETURN(spike_steps, ParseStepList(opt.inject_spike_steps, "--inject-spike-steps"));
     ESCALE_ASSIGN_OR_RETURN(drift_steps, ParseStepList(opt.inject_drift_steps, "--inject-drift-steps"));
+    ESCALE_ASSIGN_OR_RETURN(keep_steps, ParseStepList(opt.keep_steps, "--keep-steps"));
     if (!config.is_moe() && (opt.capacity_factor > 0 || !opt.router.empty()))
       return InvalidArgument("--capacity-factor and --router apply to MoE models; this model is dense "
                              "(upcycle it with --init-from DENSE --scale-out E,K)");
@@ -291,6 +304,13 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
       if (resume_from && !opt.resume)
         return InvalidArgument(opt.out + " already holds checkpoints (latest: step " + std::to_string(resume_from->step) +
                                "); pass --resume to continue it or choose a new --out");
+      // A branch starts from another run's checkpoint once; after its own first checkpoint it
+      // resumes from its own, like any run.
+      if (!resume_from && !opt.branch_from.empty()) {
+        ESCALE_ASSIGN_OR_RETURN(CheckpointInfo b, VerifyCheckpoint(opt.branch_from));
+        ESCALE_RETURN_IF_ERROR(StartBranchLog(opt.branch_from, opt.out));
+        resume_from = b;
+      }
       if (!resume_from) return Status::Ok();
       ESCALE_ASSIGN_OR_RETURN(resumed_model, ReadHfModel(resume_from->path + "/model"));
       ESCALE_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(resume_from->path + "/trainer_state.json"));
@@ -474,13 +494,23 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
       for (size_t i = 0; i < val_templates.size(); ++i) {
         if (!val_templates[i]) continue;
         DataLoader val = *val_templates[i];  // always the same first windows: comparable across evals
-        const int64_t batches =
-            std::max<int64_t>(1, std::min<int64_t>(opt.eval_batches, val.windows() / opt.micro_batch));
-        for (int64_t b = 0; b < batches; ++b) {
-          ESCALE_RETURN_IF_ERROR(val.Next(tokens, targets));
-          if (!EvaluatesBatch(b, world, rank)) continue;
+        const ValidationPlan plan = PlanValidation(val.windows(), opt.micro_batch, opt.eval_batches);
+        for (int64_t b = 0; b < plan.batches; ++b) {
+          const int64_t rows = plan.Rows(b);
+          if (!EvaluatesBatch(b, world, rank)) {
+            for (int64_t w = 0; w < rows; ++w) ESCALE_RETURN_IF_ERROR(val.NextWindow(tokens.data(), targets.data()));
+            continue;
+          }
+          if (rows == opt.micro_batch) {
+            ESCALE_RETURN_IF_ERROR(val.Next(tokens, targets));
+          } else {  // the split's last windows: the rest of the batch is padding that is not scored
+            std::fill(tokens.begin(), tokens.end(), 0);
+            std::fill(targets.begin(), targets.end(), -1);
+            for (int64_t w = 0; w < rows; ++w)
+              ESCALE_RETURN_IF_ERROR(val.NextWindow(tokens.data() + w * opt.seq_len, targets.data() + w * opt.seq_len));
+          }
           ESCALE_ASSIGN_OR_RETURN(LossTerms t, model->Evaluate(tokens, targets));
-          val_sums[i] += t.ce / static_cast<double>(batches);
+          val_sums[i] += t.ce / (static_cast<double>(plan.windows) / static_cast<double>(rows));
         }
       }
       return Status::Ok();
@@ -695,7 +725,7 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
       summary.last_val_loss = last_eval.blended;
       if (summary.last_val_loss >= 0 && root && written.ok()) written = metrics->Append(eval_event(last_eval));
     }
-    if ((opt.save_every > 0 && step % opt.save_every == 0) || last || stop) {
+    if ((opt.save_every > 0 && step % opt.save_every == 0) || keep_steps.count(step) || last || stop) {
       ESCALE_RETURN_IF_ERROR(CheckReplicasAgree(comm, params, step));
       if (sharded) {  // rank 0 collects the moments' shards (only for the save)
         if (root) {
@@ -707,7 +737,7 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
       }
       if (root && written.ok())
         written = SaveCheckpoint(opt.out, step, *model, sharded ? m_full : ost.m, sharded ? v_full : ost.v, ost.offset,
-                                 state_json(), in, opt.keep_last);
+                                 state_json(), in, opt.keep_last, keep_steps);
       if (sharded) {
         m_full = std::vector<float>();
         v_full = std::vector<float>();

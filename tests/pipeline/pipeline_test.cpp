@@ -156,7 +156,9 @@ std::string TinyRecipe(const TempDir& tmp, int top_k) {
          "[prepare]\nmodel = \"" +
          (tmp / "model") + "\"\n[prepare.train]\nsteps = 4\nwarmup = 1\nlr = 1e-3\n" +
          "[scale_out]\nexperts = 4\ntop_k = " + std::to_string(top_k) +
-         "\n[scale_out.train]\nsteps = 3\nwarmup = 1\n" + "[baseline.train]\nwarmup = 1\n";
+         "\n[scale_out.train]\nsteps = 3\nwarmup = 1\n" +
+         "[baseline]\ndecay_branches = [0.5]\n[baseline.train]\nwarmup = 1\nschedule = \"wsd\"\n"
+         "wsd_decay_fraction = 0.25\n";
 }
 
 TEST(Pipeline, RunsStopsOnAFailedStageAndResumes) {
@@ -177,15 +179,41 @@ TEST(Pipeline, RunsStopsOnAFailedStageAndResumes) {
   EXPECT_EQ(fs::last_write_time(tmp / "run/stages/prepare.done"), prepared);  // not run again
   EXPECT_NE(ok.out.find("== prepare: done"), std::string::npos);
   const json summary = json::parse(testing::ReadFile(tmp / "run/pipeline.json"));
-  ASSERT_EQ(summary["stages"].size(), 3u);  // prepare, moe, baseline
-  EXPECT_EQ(summary["stages"][0]["tokens"], 4 * 32);
-  EXPECT_EQ(summary["stages"][1]["tokens"], 3 * 32);
-  // The baseline trains on as many tokens as the stages before it (a budget of 224 tokens in
-  // steps of 32: 7 steps).
-  EXPECT_EQ(summary["stages"][2]["tokens"], 7 * 32);
-  EXPECT_LT(summary["stages"][1]["active_parameters"].get<int64_t>(),
-            summary["stages"][1]["parameters"].get<int64_t>());
-  EXPECT_TRUE(summary["cost"]["time_savings"].is_number());
+  ASSERT_EQ(summary["stages"].size(), 4u);  // prepare, moe, baseline, its decay branch
+  const json& prep = summary["stages"][0];
+  const json& moe = summary["stages"][1];
+  const json& base = summary["stages"][2];
+  const json& branch = summary["stages"][3];
+  EXPECT_EQ(prep["tokens"], 4 * 32);
+  EXPECT_EQ(moe["tokens"], 3 * 32);
+  // The baseline gets the compute of the stages before it (equal FLOPs, not equal tokens), rounded
+  // up to whole steps of 32 tokens.
+  const double es_flops = prep["flops"].get<double>() + moe["flops"].get<double>();
+  EXPECT_GE(base["flops"].get<double>(), es_flops);
+  EXPECT_LT(base["flops"].get<double>(), es_flops + 32 * base["flops_per_token"].get<double>());
+  // The branch ends at half the baseline's steps and includes the stable steps before it.
+  const int64_t base_steps = base["tokens"].get<int64_t>() / 32;
+  EXPECT_EQ(branch["stage"], "baseline_decay_50");
+  EXPECT_EQ(branch["tokens"].get<int64_t>(), std::max<int64_t>(2, std::llround(0.5 * base_steps)) * 32);
+  EXPECT_LT(moe["active_parameters"].get<int64_t>(), moe["parameters"].get<int64_t>());
+  // The cost block: both savings figures are there (a number, or null with the reason beside).
+  const json& cost = summary["cost"];
+  ASSERT_FALSE(cost.contains("error")) << cost.dump();
+  for (const char* k : {"compute_savings_with_preparation", "compute_savings_without_preparation",
+                        "time_savings_with_preparation", "time_savings_without_preparation"})
+    EXPECT_TRUE(cost.contains(k) && (cost[k].is_number() || cost[k].is_null())) << k;
+  const std::string reach = cost["efficientscale_to_baseline_loss"];
+  EXPECT_TRUE(reach.starts_with("reached") || reach.starts_with("not reached within")) << reach;
+  EXPECT_EQ(cost["compute_savings_with_preparation"].is_number(), reach.starts_with("reached"));
+  EXPECT_DOUBLE_EQ(cost["efficientscale_flops"].get<double>(), es_flops);
+  EXPECT_DOUBLE_EQ(cost["preparation_flops"].get<double>(), prep["flops"].get<double>());
+  const json& env = summary["curves"]["baseline_envelope"];
+  ASSERT_FALSE(env.empty());
+  for (size_t i = 1; i < env.size(); ++i) {
+    EXPECT_GT(env[i]["flops"].get<double>(), env[i - 1]["flops"].get<double>());
+    EXPECT_LT(env[i]["loss"].get<double>(), env[i - 1]["loss"].get<double>());
+  }
+  EXPECT_DOUBLE_EQ(cost["baseline_final_val_loss"].get<double>(), env.back()["loss"].get<double>());
   EXPECT_TRUE(fs::exists(tmp / "run/report.html"));
   const double moe_loss =
       json::parse(testing::ReadFile(tmp / "run/eval/moe.json"))["shard_perplexity"]["loss"];
