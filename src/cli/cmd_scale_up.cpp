@@ -58,6 +58,9 @@ CommandRegistration reg(20, [](CLI::App& app) -> RunFn {
   sub->add_option("--seed", a->opt.seed, "Seed of the random map")->capture_default_str();
   sub->add_option("--dtype", a->dtype, "Output dtype: f32, bf16, f16, f64 (default: the source's)");
   sub->add_flag("--keep-tied", a->opt.keep_tied, "Keep tied embeddings when the hidden size grows (not exact)");
+  sub->add_option("--symmetry-noise", a->opt.symmetry_noise,
+                  "FPI: scale each copy's share of a split weight by 1 + EPS (z - mean z), z ~ N(0,1) "
+                  "(seeded): copies diverge in training, the function is kept (e.g. 0.05)");
   sub->add_flag("--dry-run", a->dry_run, "Print the plan without reading any weight");
   sub->add_flag("--overwrite", a->overwrite, "Replace DST if it exists");
   return [a]() { return RunScaleUp(*a); };

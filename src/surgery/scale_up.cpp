@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "core/check.h"
+#include "core/rng.h"
 #include "surgery/plan_report.h"
 
 namespace escale::surgery {
@@ -107,6 +108,11 @@ Result<ScaleUpPlan> PlanScaleUp(const ModelConfig& src, const ScaleUpOptions& op
                            "; FFN can only grow");
   const int64_t l2 = opt.layers ? opt.layers : l1;
 
+  if (!(opt.symmetry_noise >= 0 && opt.symmetry_noise < 1))
+    return InvalidArgument("--symmetry-noise must be in [0, 1) (a relative size such as 0.05)");
+  if (opt.symmetry_noise > 0 && opt.method != ScaleUpMethod::kFpi)
+    return InvalidArgument("--symmetry-noise applies to --method fpi (AKI and AKI-Pro break the "
+                           "copies' symmetry by construction)");
   ScaleUpPlan p;
   p.source = src;
   p.options = opt;
@@ -275,6 +281,32 @@ std::vector<ColumnRun> ColumnRuns(const UpRecipe& r) {
 
 }  // namespace
 
+// Zero-sum multiplicative noise across the copies of each source column, row by row, drawn
+// serially from one stream per tensor (so the result does not depend on the thread count).
+template <class T>
+void BreakSymmetry(const DimMap& cols, double eps, uint64_t seed, const std::string& tensor,
+                   int64_t rows, T* out) {
+  std::vector<std::vector<int64_t>> copies(static_cast<size_t>(cols.n_src));
+  for (int64_t j = 0; j < cols.n_dst; ++j) copies[static_cast<size_t>(cols.src[static_cast<size_t>(j)])].push_back(j);
+  std::erase_if(copies, [](const std::vector<int64_t>& c) { return c.size() < 2; });
+  if (copies.empty()) return;
+  Rng rng = Rng::Stream(seed, "symmetry-noise/" + tensor);
+  std::vector<double> z;
+  for (int64_t i = 0; i < rows; ++i) {
+    T* o = out + i * cols.n_dst;
+    for (const std::vector<int64_t>& c : copies) {
+      z.resize(c.size());
+      double mean = 0;
+      for (double& v : z) mean += (v = rng.NextNormal());
+      mean /= static_cast<double>(z.size());
+      for (size_t k = 0; k < c.size(); ++k) {
+        T& w = o[c[k]];
+        w = static_cast<T>(static_cast<double>(w) * (1.0 + eps * (z[k] - mean)));
+      }
+    }
+  }
+}
+
 template <class T>
 Status ProduceScaleUpInto(const ScaleUpPlan& plan, const UpRecipe& r, const SourceFn& source,
                           T* out, Scratch<T>& scratch) {
@@ -340,6 +372,9 @@ Status ProduceScaleUpInto(const ScaleUpPlan& plan, const UpRecipe& r, const Sour
       o[j] = acc / static_cast<T>(srows.size()) / cdiv[ju];
     }
   }
+  if (plan.options.symmetry_noise > 0 && r.divide_cols && r.cols && !rows.pooled())
+    BreakSymmetry(*r.cols, plan.options.symmetry_noise, plan.options.seed, r.target.name,
+                  rows.n_dst, out);
   return Status::Ok();
 }
 template Status ProduceScaleUpInto<float>(const ScaleUpPlan&, const UpRecipe&, const SourceFn&,
@@ -393,6 +428,8 @@ std::map<std::string, std::string> ScaleUpMetadata(const ScaleUpPlan& p) {
   m["escale.depth_zeroed"] = JsonIntList(zeroed);
   m["escale.map"] = std::string(MapKindName(p.options.map));
   m["escale.seed"] = std::to_string(p.options.seed);
+  if (p.options.symmetry_noise > 0)
+    m["escale.symmetry_noise"] = std::to_string(p.options.symmetry_noise);
   m["escale.hidden_map"] = JsonIntList(p.hidden->src);
   m["escale.ffn_map"] = JsonIntList(p.ffn->src);
   m["escale.q_head_map"] = JsonIntList(p.q_heads->src);
@@ -408,6 +445,10 @@ std::string DescribeScaleUp(const ScaleUpPlan& p, DType out_dtype) {
   o << "scale-up plan (" << ScaleUpMethodName(p.options.method) << ", depth "
     << DepthMethodName(p.depth) << ", " << MapKindName(p.options.map) << " maps, seed "
     << p.options.seed << ")\n";
+  if (p.options.symmetry_noise > 0)
+    o << "  symmetry breaking: each copy's share of a split weight x (1 + "
+      << p.options.symmetry_noise << " (z - mean z)), z ~ N(0, 1): the copies diverge in training, "
+      << "the function is kept\n";
   o << "  source: " << ShapeLine(p.source) << "\n";
   o << "  target: " << ShapeLine(p.target) << "\n";
   o << "maps:\n";

@@ -32,6 +32,12 @@ struct ScaleUpOptions {
   MapKind map = MapKind::kCircular;
   uint64_t seed = 0;
   bool keep_tied = false;
+  // FPI only: each copy's share of an input-expanded (split) weight is scaled by
+  // 1 + symmetry_noise * (z - mean z), z ~ N(0, 1) seeded per tensor, so that the copies of a unit
+  // get different gradients and diverge (otherwise they stay identical forever in a deterministic
+  // engine). The shares still sum to the source weight and the copies' inputs are identical, so the
+  // grown model's function is unchanged: exact in exact arithmetic, to rounding in floating point.
+  double symmetry_noise = 0;
 };
 
 // How one target tensor is made: W'[i,j] = mean_{r in rows(i)} S[r, cols.src[j]] / C(cols.src[j])

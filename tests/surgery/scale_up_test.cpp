@@ -1,10 +1,12 @@
 // Scale-up on random tiny models in fp64: what is exact is exact to ~1e-12, and what is not differs
 // the way the maths says it must.
+#include "surgery/scale_up.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 
-#include "surgery/scale_up.h"
+#include "model/reference_model.h"
 #include "surgery_fixtures.h"
 
 namespace escale::surgery {
@@ -13,6 +15,7 @@ namespace {
 using testing::Forward;
 using testing::MaxAbs;
 using testing::MaxAbsDiff;
+using testing::ProbeTokens;
 using testing::RandomModel;
 using testing::TinyConfig;
 using testing::Values;
@@ -51,6 +54,58 @@ TEST_P(ScaleUpVariants, FpiIntegerWidthFactorsAreExact) {
   const double scale = MaxAbs(Forward(c, m).logits);
   ASSERT_GT(scale, 0.5);  // the model is not trivially small
   EXPECT_LT(LogitDiff(c, m, g), 1e-12 * scale);
+}
+
+// dLoss/dW of the FFN gate rows of unit j and of its FPI copy j + f1, in layer 0.
+std::pair<std::vector<double>, std::vector<double>> CopyGateGrads(const Grown& g, int64_t j,
+                                                                  int64_t f1) {
+  const std::vector<int32_t>& tokens = ProbeTokens();
+  std::vector<int32_t> targets(tokens.begin() + 1, tokens.end());
+  targets.push_back(-1);
+  auto r = ReferenceLossAndGradients(g.plan.target, g.tensors, tokens, targets,
+                                     static_cast<int64_t>(tokens.size()), LossCoefficients{});
+  EXPECT_TRUE(r.ok()) << r.status().message();
+  const std::vector<double>& gate = r->grads.at("layers.0.ffn.gate");
+  const int64_t H = g.plan.target.hidden_size;
+  auto row = [&](int64_t i) {
+    return std::vector<double>(gate.begin() + i * H, gate.begin() + (i + 1) * H);
+  };
+  return {row(j), row(j + f1)};
+}
+
+TEST_P(ScaleUpVariants, FpiSymmetryNoiseKeepsTheFunctionAndSeparatesTheCopies) {
+  const ModelConfig c = TinyConfig(GetParam());
+  const TensorMap m = RandomModel(c, 11);
+  ScaleUpOptions o;
+  o.hidden = 32;  // x2
+  o.intermediate = 2 * c.intermediate_size;
+  const Grown plain = Grow(c, m, o);
+  o.symmetry_noise = 0.1;
+  o.seed = 4;
+  const Grown noisy = Grow(c, m, o);
+  EXPECT_TRUE(noisy.plan.exact());
+  const double scale = MaxAbs(Forward(c, m).logits);
+  EXPECT_LT(LogitDiff(c, m, noisy), 1e-12 * scale);
+  // The split (input-expanded) weights moved, by about 10%; tensors without a split input, such
+  // as the norms, are as in plain FPI.
+  const auto down_p = Values(plain.tensors.at("layers.0.ffn.down"));
+  const auto down_n = Values(noisy.tensors.at("layers.0.ffn.down"));
+  EXPECT_GT(MaxAbsDiff(down_p, down_n), 1e-3);
+  EXPECT_LT(MaxAbsDiff(down_p, down_n), 0.6 * MaxAbs(down_p));
+  EXPECT_EQ(Values(plain.tensors.at("layers.0.attn_norm")),
+            Values(noisy.tensors.at("layers.0.attn_norm")));
+  // Without noise an FPI copy gets exactly its original's gradient (it can never diverge); with
+  // noise the gradients differ, so training separates them.
+  const int64_t f1 = c.intermediate_size;
+  const auto [a, b] = CopyGateGrads(plain, 1, f1);
+  EXPECT_LT(MaxAbsDiff(a, b), 1e-12 * MaxAbs(a));
+  ASSERT_GT(MaxAbs(a), 1e-6);
+  const auto [na, nb] = CopyGateGrads(noisy, 1, f1);
+  EXPECT_GT(MaxAbsDiff(na, nb), 1e-3 * MaxAbs(na));
+  // Seeded: the same seed gives the same tensors, another seed others.
+  EXPECT_EQ(Values(Grow(c, m, o).tensors.at("layers.0.ffn.down")), down_n);
+  o.seed = 5;
+  EXPECT_NE(Values(Grow(c, m, o).tensors.at("layers.0.ffn.down")), down_n);
 }
 
 TEST_P(ScaleUpVariants, FpiWithMoreKvGroupsAndZeroDepthIsExact) {
@@ -109,7 +164,9 @@ TEST(ScaleUp, RmsNormOfAnUnevenCopyIsTheCountWeightedMeanSquare) {
   const DimMap g = MakeWidthMap(5, 8, MapKind::kCircular, 0, "hidden");
   const std::vector<double> x = {0.3, -1.2, 2.0, 0.7, -0.1};
   double ms_grown = 0, ms_weighted = 0, ms = 0;
-  for (int64_t i = 0; i < 8; ++i) ms_grown += x[static_cast<size_t>(g.src[static_cast<size_t>(i)])] * x[static_cast<size_t>(g.src[static_cast<size_t>(i)])];
+  for (int64_t i = 0; i < 8; ++i)
+    ms_grown += x[static_cast<size_t>(g.src[static_cast<size_t>(i)])] *
+                x[static_cast<size_t>(g.src[static_cast<size_t>(i)])];
   for (size_t j = 0; j < 5; ++j) {
     ms_weighted += static_cast<double>(g.count[j]) * x[j] * x[j];
     ms += x[j] * x[j];
@@ -171,7 +228,8 @@ TEST(ScaleUp, InterpolationRepeatsEachSourceLayerInPlaceAndStackingCycles) {
     for (int64_t l = 0; l < 6; ++l) {
       const int64_t s = d == DepthMethod::kInterpolate ? l / 2 : l % 3;
       for (const char* t : {"wq", "bk", "wo", "ffn.down", "attn_norm"})
-        EXPECT_EQ(Values(g.tensors.at(LayerTensorName(l, t))), Values(m.at(LayerTensorName(s, t)))) << l << t;
+        EXPECT_EQ(Values(g.tensors.at(LayerTensorName(l, t))), Values(m.at(LayerTensorName(s, t))))
+            << l << t;
     }
     EXPECT_GT(LogitDiff(c, m, g), 1e-3);
   }
@@ -187,14 +245,20 @@ TEST(ScaleUp, ZeroDepthDiffersFromInterpolationOnlyInTheCopiesOutputProjections)
   o.depth = DepthMethod::kZero;
   const Grown zero = Grow(c, m, o);
   for (const auto& [name, t] : zero.tensors) {
-    const bool copy = name.rfind("layers.1.", 0) == 0 || name.rfind("layers.3.", 0) == 0 || name.rfind("layers.5.", 0) == 0;
+    const bool copy = name.rfind("layers.1.", 0) == 0 || name.rfind("layers.3.", 0) == 0 ||
+                      name.rfind("layers.5.", 0) == 0;
     const bool out_proj = name.ends_with(".wo") || name.ends_with(".ffn.down");
-    if (copy && out_proj) EXPECT_EQ(MaxAbs(Values(t)), 0.0) << name;
-    else EXPECT_EQ(Values(t), Values(interp.tensors.at(name))) << name;
+    if (copy && out_proj)
+      EXPECT_EQ(MaxAbs(Values(t)), 0.0) << name;
+    else
+      EXPECT_EQ(Values(t), Values(interp.tensors.at(name))) << name;
   }
-  // Each zeroed block is an identity, so the residual after target layer 2s+1 is the source's after s.
-  const auto rs = Forward(c, m, true).residuals, rz = Forward(zero.plan.target, zero.tensors, true).residuals;
-  for (int64_t s = 0; s < 3; ++s) EXPECT_LT(MaxAbsDiff(rs[static_cast<size_t>(s)], rz[static_cast<size_t>(2 * s + 1)]), 1e-12);
+  // Each zeroed block is an identity, so the residual after target layer 2s+1 is the source's after
+  // s.
+  const auto rs = Forward(c, m, true).residuals,
+             rz = Forward(zero.plan.target, zero.tensors, true).residuals;
+  for (int64_t s = 0; s < 3; ++s)
+    EXPECT_LT(MaxAbsDiff(rs[static_cast<size_t>(s)], rz[static_cast<size_t>(2 * s + 1)]), 1e-12);
 }
 
 TEST(ScaleUp, AkiNewUnitsDifferFromFpiByTheNextLayersWeights) {
@@ -211,7 +275,8 @@ TEST(ScaleUp, AkiNewUnitsDifferFromFpiByTheNextLayersWeights) {
   const DimMap& H = *fpi.plan.hidden;
   const DimMap& F = *fpi.plan.ffn;
   // gate of layer 0: [f2, d2], rows FFN, columns hidden (divided).
-  const auto a0 = Values(aki.tensors.at("layers.0.ffn.gate")), f0 = Values(fpi.tensors.at("layers.0.ffn.gate"));
+  const auto a0 = Values(aki.tensors.at("layers.0.ffn.gate")),
+             f0 = Values(fpi.tensors.at("layers.0.ffn.gate"));
   const auto w0 = Values(m.at("layers.0.ffn.gate")), w1 = Values(m.at("layers.1.ffn.gate"));
   int64_t fresh_entries = 0;
   for (int64_t i = 0; i < 40; ++i)
@@ -219,14 +284,17 @@ TEST(ScaleUp, AkiNewUnitsDifferFromFpiByTheNextLayersWeights) {
       const auto si = static_cast<size_t>(F.src[static_cast<size_t>(i)]);
       const auto sj = static_cast<size_t>(H.src[static_cast<size_t>(j)]);
       const bool fresh = F.fresh[static_cast<size_t>(i)] || H.fresh[static_cast<size_t>(j)];
-      const double want = fresh ? (w1[si * 16 + sj] - w0[si * 16 + sj]) / static_cast<double>(H.count[sj]) : 0.0;
-      EXPECT_NEAR(a0[static_cast<size_t>(i * 32 + j)] - f0[static_cast<size_t>(i * 32 + j)], want, 1e-15);
+      const double want =
+          fresh ? (w1[si * 16 + sj] - w0[si * 16 + sj]) / static_cast<double>(H.count[sj]) : 0.0;
+      EXPECT_NEAR(a0[static_cast<size_t>(i * 32 + j)] - f0[static_cast<size_t>(i * 32 + j)], want,
+                  1e-15);
       fresh_entries += fresh;
     }
   EXPECT_EQ(fresh_entries, 40 * 32 - 24 * 16);
   // Biases follow AKI too; norms, the embedding, the head and the top layer are FPI.
   EXPECT_NE(Values(aki.tensors.at("layers.0.bq")), Values(fpi.tensors.at("layers.0.bq")));
-  for (const char* t : {"layers.0.attn_norm", "embed", "lm_head", "norm", "layers.2.wq", "layers.2.ffn.down"})
+  for (const char* t :
+       {"layers.0.attn_norm", "embed", "lm_head", "norm", "layers.2.wq", "layers.2.ffn.down"})
     EXPECT_EQ(Values(aki.tensors.at(t)), Values(fpi.tensors.at(t))) << t;
   EXPECT_GT(LogitDiff(c, m, aki), 1e-3);
 }
@@ -243,8 +311,10 @@ TEST(ScaleUp, AkiProIsAkiWidthWithInterpolatedDepth) {
   const Grown pro = Grow(c, m, o);
   EXPECT_EQ(pro.plan.depth, DepthMethod::kInterpolate);
   for (int64_t l = 0; l < 6; ++l)
-    for (const char* t : {"wq", "wk", "wv", "bq", "wo", "ffn.gate", "ffn.up", "ffn.down", "ffn_norm"})
-      EXPECT_EQ(Values(pro.tensors.at(LayerTensorName(l, t))), Values(aki.tensors.at(LayerTensorName(l / 2, t))));
+    for (const char* t :
+         {"wq", "wk", "wv", "bq", "wo", "ffn.gate", "ffn.up", "ffn.down", "ffn_norm"})
+      EXPECT_EQ(Values(pro.tensors.at(LayerTensorName(l, t))),
+                Values(aki.tensors.at(LayerTensorName(l / 2, t))));
   o.depth = DepthMethod::kStack;
   EXPECT_FALSE(PlanScaleUp(c, o).ok());
 }
@@ -263,8 +333,8 @@ TEST(ScaleUp, PooledKvHeadsAreExactOnlyWhenThePooledHeadsAgree) {
       std::vector<double> v = Values(m.at(LayerTensorName(l, t)));
       const size_t row = v.size() / 4;  // one head's block
       for (size_t h : {size_t{1}, size_t{3}})
-        std::copy(v.begin() + static_cast<long>((h - 1) * row), v.begin() + static_cast<long>(h * row),
-                  v.begin() + static_cast<long>(h * row));
+        std::copy(v.begin() + static_cast<long>((h - 1) * row),
+                  v.begin() + static_cast<long>(h * row), v.begin() + static_cast<long>(h * row));
       m[LayerTensorName(l, t)] = testing::F64Tensor(v, m.at(LayerTensorName(l, t)).shape());
     }
   const Grown same = Grow(c, m, o);
@@ -295,6 +365,14 @@ TEST(ScaleUp, ImpossiblePlansAreRefusedWithTheReason) {
   ScaleUpOptions o;
   o.hidden = 8;
   refused(o, "can only grow");
+  o = {};
+  o.hidden = 32;
+  o.symmetry_noise = 0.1;
+  o.method = ScaleUpMethod::kAkiPro;
+  refused(o, "--symmetry-noise applies to --method fpi");
+  o.method = ScaleUpMethod::kFpi;
+  o.symmetry_noise = 1.5;
+  refused(o, "--symmetry-noise must be in [0, 1)");
   o = {};
   o.hidden = 32;
   o.heads = 16;
