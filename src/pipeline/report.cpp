@@ -99,9 +99,91 @@ std::vector<double> Smooth(const std::vector<double>& y, double alpha) {
   return o;
 }
 
+Series CurveSeries(const std::string& name, const json& points, bool markers) {
+  Series s{name, {}, {}, markers};
+  if (!points.is_array()) return s;
+  for (const json& p : points) {
+    s.x.push_back(Get(p, "flops"));
+    s.y.push_back(Get(p, "loss"));
+  }
+  return s;
+}
+
+std::string SavingsCell(const json& cost, const char* key) {
+  const json& v = cost.value(key, json(nullptr));
+  return v.is_number() ? Fmt("%.2f&times;", v.get<double>()) : "not reached";
+}
+
+// Validation loss against cumulative training FLOPs: EfficientScale's stages end to end, each
+// baseline run, and the baseline's lower envelope; then the savings at equal loss.
+std::string RenderComparison(const json& pipeline) {
+  if (!pipeline.contains("curves")) return "";
+  const json& curves = pipeline["curves"];
+  PlotSpec plot{"Validation loss against training compute",
+                "training FLOPs (log scale)",
+                "loss",
+                {},
+                {},
+                false};
+  plot.log_x = true;
+  plot.series.push_back(
+      CurveSeries("EfficientScale", curves.value("efficientscale", json()), false));
+  plot.series.push_back(
+      CurveSeries("scratch envelope", curves.value("baseline_envelope", json()), false));
+  for (const auto& [name, c] : curves.value("baseline_runs", json::object()).items())
+    plot.series.push_back(CurveSeries(name, c, true));
+  double boundary = 0;
+  for (const json& row : pipeline.value("stages", json::array())) {
+    const std::string name = row.value("stage", "");
+    if (name.starts_with("baseline")) continue;
+    if (boundary > 0) plot.markers.push_back({boundary, name});
+    boundary += Get(row, "flops");
+  }
+  std::string html =
+      "<h2>Against training from scratch, at equal compute</h2>\n" + RenderSvg(plot) +
+      "<p class=\"note\">Each point is a validation loss on the whole held-out split. The scratch "
+      "envelope is the best loss any from-scratch run (the stable run and its fully decayed "
+      "branches) reached within that many FLOPs; dashed lines mark where each EfficientScale "
+      "stage begins.</p>\n";
+  if (!pipeline.contains("cost")) return html;
+  const json& c = pipeline["cost"];
+  if (c.contains("error"))
+    return html + "<p>No savings: " + HtmlEscape(c["error"].get<std::string>()) + "</p>\n";
+  html +=
+      "<table id=\"savings\"><tr><th>figure</th><th>with preparation</th>"
+      "<th>without preparation</th></tr>\n";
+  html +=
+      "<tr><td>compute to reach the scratch baseline's final loss (scratch / EfficientScale)"
+      "</td><td>" +
+      SavingsCell(c, "compute_savings_with_preparation") + "</td><td>" +
+      SavingsCell(c, "compute_savings_without_preparation") + "</td></tr>\n";
+  html += "<tr><td>training time to that loss (same machine and threads)</td><td>" +
+          SavingsCell(c, "time_savings_with_preparation") + "</td><td>" +
+          SavingsCell(c, "time_savings_without_preparation") + "</td></tr>\n";
+  html +=
+      "<tr><td>scratch compute to EfficientScale's final loss / EfficientScale's compute"
+      "</td><td>" +
+      SavingsCell(c, "baseline_compute_to_efficientscale_loss_with_preparation") + "</td><td>" +
+      SavingsCell(c, "baseline_compute_to_efficientscale_loss_without_preparation") +
+      "</td></tr>\n</table>\n";
+  html += "<p class=\"note\">Scratch baseline: final loss " +
+          Fmt("%.4f", Get(c, "baseline_final_val_loss")) + " after " +
+          Fmt("%.3g", Get(c, "baseline_flops")) + " FLOPs. EfficientScale: final loss " +
+          Fmt("%.4f", Get(c, "efficientscale_final_val_loss")) + " after " +
+          Fmt("%.3g", Get(c, "efficientscale_flops")) + " FLOPs (preparation " +
+          Fmt("%.3g", Get(c, "preparation_flops")) + "); it " +
+          HtmlEscape(c.value("efficientscale_to_baseline_loss", std::string("-"))) +
+          " of the baseline's loss. Loss gap at equal FLOPs: " +
+          Fmt("%+.4f", Get(c, "loss_gap_at_equal_flops")) +
+          " (negative: EfficientScale ahead). \"Not reached\" means the curve never got there "
+          "within its budget: no number is extrapolated.</p>\n";
+  return html;
+}
+
 }  // namespace
 
-std::string RenderReport(const std::vector<StageMetrics>& stages, const std::string& title) {
+std::string RenderReport(const std::vector<StageMetrics>& stages, const std::string& title,
+                         const nlohmann::json* pipeline) {
   std::string html =
       "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>" +
       HtmlEscape(title) +
@@ -129,7 +211,7 @@ std::string RenderReport(const std::vector<StageMetrics>& stages, const std::str
     skipped += s.skipped_lines;
     // The from-scratch baseline is a separate run over the same tokens: it starts at 0, beside the
     // EfficientScale stages laid end to end.
-    const bool baseline = s.name == "baseline";
+    const bool baseline = s.name.starts_with("baseline");
     const double start = baseline ? 0.0 : total_tokens;
     Series tl{s.name, {}, {}, false}, lrs{s.name, {}, {}, false}, tp{s.name, {}, {}, false};
     std::vector<double> raw, tps, mfu, step_s;
@@ -240,6 +322,7 @@ std::string RenderReport(const std::vector<StageMetrics>& stages, const std::str
   if (skipped > 0)
     html += "<p class=\"note\">" + std::to_string(skipped) +
             " unreadable metrics line(s) were skipped (a run cut while writing).</p>\n";
+  if (pipeline) html += RenderComparison(*pipeline);
   html += "<h2>Loss</h2>\n" + RenderSvg(loss) + RenderSvg(val);
   html += "<h2>Schedule and throughput</h2>\n" + RenderSvg(lr) + RenderSvg(tput);
   if (!moe_plots.empty()) {

@@ -27,6 +27,9 @@ Result<StageMetrics> ReadStageMetrics(const std::string& dir, const std::string&
 // do, in the order they were last written (stages run one after another).
 Result<std::vector<StageMetrics>> DiscoverStages(const std::string& run_dir);
 
-std::string RenderReport(const std::vector<StageMetrics>& stages, const std::string& title);
+// `pipeline`: the run's pipeline.json when there is one; it adds the comparison against training
+// from scratch at equal compute (validation loss against FLOPs, arms overlaid; savings table).
+std::string RenderReport(const std::vector<StageMetrics>& stages, const std::string& title,
+                         const nlohmann::json* pipeline = nullptr);
 
 }  // namespace escale::pipeline

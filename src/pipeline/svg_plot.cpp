@@ -74,10 +74,14 @@ std::string RenderSvg(const PlotSpec& p) {
   const double W = p.width, H = p.height, pw = W - left - right, ph = H - top - bottom;
   double x0 = std::numeric_limits<double>::infinity(), x1 = -x0, y0 = x0, y1 = -x0;
   auto ty = [&](double y) { return p.log_y ? std::log10(y) : y; };
+  auto tx = [&](double x) { return p.log_x ? std::log10(x) : x; };
+  auto shown = [&](double x, double y) {
+    return std::isfinite(x) && std::isfinite(y) && !(p.log_y && y <= 0) && !(p.log_x && x <= 0);
+  };
   for (const Series& s : p.series)
     for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
-      if (!std::isfinite(s.x[i]) || !std::isfinite(s.y[i]) || (p.log_y && s.y[i] <= 0)) continue;
-      x0 = std::min(x0, s.x[i]), x1 = std::max(x1, s.x[i]);
+      if (!shown(s.x[i], s.y[i])) continue;
+      x0 = std::min(x0, tx(s.x[i])), x1 = std::max(x1, tx(s.x[i]));
       y0 = std::min(y0, ty(s.y[i])), y1 = std::max(y1, ty(s.y[i]));
     }
   std::string o = "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"plot\" width=\"" + Num(W) +
@@ -94,11 +98,12 @@ std::string RenderSvg(const PlotSpec& p) {
   if (y1 == y0) y0 -= 0.5, y1 += 0.5;
   const double pad = (y1 - y0) * 0.05;
   y0 -= pad, y1 += pad;
-  auto X = [&](double x) { return left + (x - x0) / (x1 - x0) * pw; };
+  auto X = [&](double x) { return left + (tx(x) - x0) / (x1 - x0) * pw; };
   auto Y = [&](double y) { return top + ph - (ty(y) - y0) / (y1 - y0) * ph; };
   o += "<rect x=\"" + Num(left) + "\" y=\"" + Num(top) + "\" width=\"" + Num(pw) + "\" height=\"" +
        Num(ph) + "\" fill=\"none\" stroke=\"#888\"/>\n";
-  for (double t : NiceTicks(x0, x1)) {
+  for (double tick : NiceTicks(x0, x1)) {
+    const double t = p.log_x ? std::pow(10.0, tick) : tick;
     o += "<line x1=\"" + Num(X(t)) + "\" x2=\"" + Num(X(t)) + "\" y1=\"" + Num(top + ph) +
          "\" y2=\"" + Num(top + ph + 4) + "\" stroke=\"#888\"/><text x=\"" + Num(X(t)) + "\" y=\"" +
          Num(top + ph + 16) + "\" text-anchor=\"middle\">" + Label(t) + "</text>\n";
@@ -114,7 +119,7 @@ std::string RenderSvg(const PlotSpec& p) {
   o += "<text transform=\"translate(14," + Num(top + ph / 2) +
        ") rotate(-90)\" text-anchor=\"middle\">" + HtmlEscape(p.y_label) + "</text>\n";
   for (const Marker& m : p.markers) {
-    if (m.x < x0 || m.x > x1) continue;
+    if (!shown(m.x, 1.0) || tx(m.x) < x0 || tx(m.x) > x1) continue;
     o += "<line class=\"marker\" x1=\"" + Num(X(m.x)) + "\" x2=\"" + Num(X(m.x)) + "\" y1=\"" +
          Num(top) + "\" y2=\"" + Num(top + ph) +
          "\" stroke=\"#999\" stroke-dasharray=\"4 3\"/><text x=\"" + Num(X(m.x) + 3) + "\" y=\"" +
@@ -125,7 +130,7 @@ std::string RenderSvg(const PlotSpec& p) {
     const char* color = kColors[si % std::size(kColors)];
     std::string pts;
     for (size_t i = 0; i < s.x.size() && i < s.y.size(); ++i) {
-      if (!std::isfinite(s.x[i]) || !std::isfinite(s.y[i]) || (p.log_y && s.y[i] <= 0)) continue;
+      if (!shown(s.x[i], s.y[i])) continue;
       if (s.markers)
         o += "<circle cx=\"" + Num(X(s.x[i])) + "\" cy=\"" + Num(Y(s.y[i])) + "\" r=\"3\" fill=\"" +
              color + "\"/>\n";

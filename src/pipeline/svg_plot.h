@@ -23,6 +23,7 @@ struct PlotSpec {
   std::vector<Series> series;
   std::vector<Marker> markers;
   bool log_y = false;
+  bool log_x = false;  // x values <= 0 are skipped
   int width = 760, height = 300;
 };
 
