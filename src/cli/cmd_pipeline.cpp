@@ -10,7 +10,8 @@ namespace escale::cli {
 namespace {
 
 struct PipelineArgs {
-  std::string recipe;
+  std::string recipe, out;
+  int64_t seed = -1;
   bool dry_run = false;
 };
 
@@ -22,10 +23,17 @@ CommandRegistration reg(90, [](CLI::App& app) -> RunFn {
       "training, from-scratch baseline, evaluation, cost, report (rerun to resume)");
   c->add_option("recipe", a->recipe, "Recipe TOML (see recipes/demo.toml and docs/pipeline.md)")
       ->required();
+  c->add_option("--seed", a->seed,
+                "Override the recipe's seed (initialisation, data order, router draws; the "
+                "held-out split keeps [data] seed): one recipe, several seeds")
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--out", a->out, "Override the recipe's run directory");
   c->add_flag("--dry-run", a->dry_run,
               "Print the stages and their commands (and which are done) without running");
   return [a]() -> Status {
     ESCALE_ASSIGN_OR_RETURN(pipeline::Recipe r, pipeline::ParseRecipe(a->recipe));
+    if (a->seed >= 0) r.seed = static_cast<uint64_t>(a->seed);
+    if (!a->out.empty()) r.out = a->out;
     pipeline::PipelineOptions o;
     o.dry_run = a->dry_run;
     ESCALE_ASSIGN_OR_RETURN(o.executable, SelfExecutable());

@@ -18,7 +18,9 @@ std::string Sci(double v) {
 // (they are proportional to FLOPs within one stage).
 CurvePoint Between(const CurvePoint& a, const CurvePoint& b, double u) {
   CurvePoint p;
-  p.flops = std::exp(std::log(a.flops) + u * (std::log(b.flops) - std::log(a.flops)));
+  // From a point at zero FLOPs (a starting model) the log axis has no left end: linear there.
+  p.flops = a.flops > 0 ? std::exp(std::log(a.flops) + u * (std::log(b.flops) - std::log(a.flops)))
+                        : a.flops + u * (b.flops - a.flops);
   const double v = b.flops > a.flops ? (p.flops - a.flops) / (b.flops - a.flops) : 1.0;
   p.seconds = a.seconds + v * (b.seconds - a.seconds);
   p.tokens = a.tokens + v * (b.tokens - a.tokens);
@@ -122,6 +124,7 @@ Result<SavingsFigures> CompareAtEqualLoss(const Curve& arm, const Curve& baselin
     const CurvePoint& a = s.arm_reach.at;
     s.compute_with_preparation = Ratio(s.baseline_flops, a.flops);
     s.time_with_preparation = Ratio(s.baseline_seconds, a.seconds);
+    s.reached_in_preparation = preparation_flops > 0 && a.flops <= preparation_flops;
     s.compute_without_preparation = Ratio(s.baseline_flops, a.flops - preparation_flops);
     s.time_without_preparation = Ratio(s.baseline_seconds, a.seconds - preparation_seconds);
   }

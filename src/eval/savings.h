@@ -64,6 +64,9 @@ struct SavingsFigures {
   // The headline: the arm reaching the baseline's final loss. Savings = baseline cost / arm cost
   // to that loss; absent when the arm never reaches it (arm_reach says within how much).
   Reach arm_reach;
+  // The arm was already at the baseline's final loss during its preparation phase: "without
+  // preparation" then costs nothing and has no finite saving (the figures are absent).
+  bool reached_in_preparation = false;
   std::optional<double> compute_with_preparation, compute_without_preparation;
   std::optional<double> time_with_preparation, time_without_preparation;
   // The other direction: the baseline reaching the arm's final loss, over the arm's whole cost.

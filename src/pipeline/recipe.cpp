@@ -140,7 +140,8 @@ Result<Recipe> ParseRecipe(const std::string& path) {
   const toml::table* data = table("data");
   if (!data) return InvalidArgument(path + ": a [data] table with 'inputs' is required");
   ESCALE_RETURN_IF_ERROR(CheckKeys(
-      path, "data", *data, {"inputs", "tokenizer", "vocab_size", "val_fraction", "workers"}));
+      path, "data", *data, {"inputs", "tokenizer", "vocab_size", "val_fraction", "workers", "seed"}));
+  ESCALE_ASSIGN_OR_RETURN(r.data_seed, Int(path, *data, "seed", -1));
   ESCALE_ASSIGN_OR_RETURN(r.inputs, StrList(path, *data, "inputs"));
   if (r.inputs.empty())
     return InvalidArgument(path + ": 'data.inputs' must list at least one file or directory");

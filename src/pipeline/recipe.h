@@ -30,6 +30,7 @@ struct Recipe {
   std::string tokenizer;      // existing tokenizer.json; empty: train one
   int64_t vocab_size = 8192;  // of the trained tokenizer
   double val_fraction = 0.02;
+  int64_t data_seed = -1;  // the held-out split's seed; -1: the recipe's seed
   int64_t workers = 2;
   // [prepare]
   std::string model;   // a pretrained dense checkpoint; empty: init from `preset`

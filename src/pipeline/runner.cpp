@@ -114,7 +114,8 @@ std::vector<Stage> PlanStages(const Recipe& r) {
   for (const auto& in : r.inputs) shards.args.insert(shards.args.end(), {"--input", in});
   shards.args.insert(shards.args.end(),
                      {"--output", o + "/shards", "--val-fraction", FormatNumber(r.val_fraction),
-                      "--workers", std::to_string(r.workers), "--seed", seed});
+                      "--workers", std::to_string(r.workers), "--seed",
+                      r.data_seed >= 0 ? std::to_string(r.data_seed) : seed});
   s.push_back(shards);
   std::string model = r.model;
   if (model.empty()) {
@@ -313,7 +314,11 @@ json CostBlock(const Curve& es, double prep_flops, double prep_seconds, const Cu
           {"baseline_final_val_loss", s->baseline_final_loss},
           {"baseline_flops", s->baseline_flops},
           {"baseline_seconds", s->baseline_seconds},
-          {"efficientscale_to_baseline_loss", s->arm_reach.Describe()},
+          {"efficientscale_to_baseline_loss",
+           s->reached_in_preparation
+               ? "reached during the preparation stage (" + s->arm_reach.Describe() +
+                     "): the small model alone beats the baseline; give the baseline more compute"
+               : s->arm_reach.Describe()},
           {"efficientscale_flops_to_baseline_loss",
            s->arm_reach.reached ? json(s->arm_reach.at.flops) : json(nullptr)},
           {"compute_savings_with_preparation", Optional(s->compute_with_preparation)},

@@ -110,6 +110,38 @@ TEST_F(TrainBranch, ABranchWithTheSameBudgetIsTheUnbrokenRun) {
   EXPECT_FALSE(fs::exists(d + "/none/checkpoints/latest"));
 }
 
+TEST_F(TrainBranch, CompareLaysRunsOnTheFlopsAxis) {
+  const std::string d = dir_->path();
+  if (!fs::exists(d + "/stable/checkpoints/latest"))
+    Check(RunEscale(Train("stable", "--steps 12 --save-every 1 --keep-last 1 --keep-steps 4,8")));
+  Check(RunEscale(Train("cont", "--steps 3 --eval-batches 1 --save-every 0")));
+  auto r = RunEscale("compare first=" + d + "/stable after=" + d + "/cont@first --svg " + d +
+                     "/cmp.svg");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("| first |"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("| after |"), std::string::npos) << r.out;
+  const std::string svg = testing::ReadFile(d + "/cmp.svg");
+  EXPECT_EQ(svg.rfind("<svg", 0), 0u);
+  EXPECT_NE(svg.find("after"), std::string::npos);
+  // 12 steps of 32 tokens, then 3 more: the second run's table row ends at 15 steps' FLOPs.
+  const auto row = [&](const std::string& name) {
+    const auto at = r.out.find("| " + name + " |");
+    return r.out.substr(at, r.out.find('\n', at) - at);
+  };
+  EXPECT_NE(row("first").find("| 384 |"), std::string::npos) << row("first");
+  EXPECT_NE(row("after").find("| 96 |"), std::string::npos) << row("after");
+  // "after" continues where "first" ended (same model and sequence length): 15/12 of its FLOPs.
+  const auto flops = [&](const std::string& name) {
+    std::string cells = row(name);
+    for (int i = 0; i < 3; ++i) cells = cells.substr(cells.find('|') + 1);
+    return std::stod(cells);
+  };
+  EXPECT_NEAR(flops("after") / flops("first"), 15.0 / 12.0, 0.01);
+  auto bad = RunEscale("compare x=" + d + "/stable@lots");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("FLOPs"), std::string::npos) << bad.err;
+}
+
 TEST_F(TrainBranch, WholeSplitValidationIsEvalsValidationLoss) {
   const std::string d = dir_->path();
   // A micro-batch that does not divide the split's windows: the last batch is padded.

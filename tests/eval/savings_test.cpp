@@ -120,6 +120,26 @@ TEST(Savings, AnArmThatNeverReachesTheBaselineHasNoSavingNumber) {
   EXPECT_FALSE(s->loss_gap_at_equal_flops.has_value());  // 4e12 is past the baseline's 1e12
 }
 
+TEST(Savings, ReachedDuringPreparationHasNoWithoutPreparationFigure) {
+  const Curve base = LogLinear(20, 0.5, 1e9, {1e10, 1e12});  // final loss 6.18
+  // The small model is below 6.18 at 2e11 FLOPs, inside its 5e11-FLOP preparation stage.
+  const Curve arm = {{1e11, 100, 1, 7.0}, {5e11, 500, 2, 5.0}, {8e11, 800, 3, 4.5}};
+  auto s = CompareAtEqualLoss(arm, base, 5e11, 500);
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE(s->arm_reach.reached);
+  EXPECT_TRUE(s->reached_in_preparation);
+  EXPECT_LT(s->arm_reach.at.flops, 5e11);
+  ASSERT_TRUE(s->compute_with_preparation.has_value());
+  EXPECT_GT(*s->compute_with_preparation, 2.0);
+  EXPECT_FALSE(s->compute_without_preparation.has_value());
+  EXPECT_FALSE(s->time_without_preparation.has_value());
+  // Reached after the preparation: not flagged.
+  auto later = CompareAtEqualLoss(arm, base, 1e11, 100);
+  ASSERT_TRUE(later.ok());
+  EXPECT_FALSE(later->reached_in_preparation);
+  EXPECT_TRUE(later->compute_without_preparation.has_value());
+}
+
 TEST(Savings, RefusesCurvesThatCannotBeCompared) {
   const Curve good = LogLinear(20, 0.5, 1e9, {1e10, 1e12});
   Curve nan_loss = good;
