@@ -11,6 +11,7 @@ namespace {
 
 struct PipelineArgs {
   std::string recipe, out;
+  std::vector<std::string> set;
   int64_t seed = -1;
   bool dry_run = false;
 };
@@ -28,10 +29,13 @@ CommandRegistration reg(90, [](CLI::App& app) -> RunFn {
                 "held-out split keeps [data] seed): one recipe, several seeds")
       ->check(CLI::NonNegativeNumber);
   c->add_option("--out", a->out, "Override the recipe's run directory");
+  c->add_option("--set", a->set,
+                "KEY=VALUE: override one recipe value, e.g. --set scale_up.train.lr=1e-3 "
+                "(repeatable; values are TOML: numbers, true/false, \"strings\")");
   c->add_flag("--dry-run", a->dry_run,
               "Print the stages and their commands (and which are done) without running");
   return [a]() -> Status {
-    ESCALE_ASSIGN_OR_RETURN(pipeline::Recipe r, pipeline::ParseRecipe(a->recipe));
+    ESCALE_ASSIGN_OR_RETURN(pipeline::Recipe r, pipeline::ParseRecipe(a->recipe, a->set));
     if (a->seed >= 0) r.seed = static_cast<uint64_t>(a->seed);
     if (!a->out.empty()) r.out = a->out;
     pipeline::PipelineOptions o;

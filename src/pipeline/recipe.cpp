@@ -2,6 +2,7 @@
 
 #include <toml++/toml.h>
 
+#include <charconv>
 #include <cmath>
 #include <set>
 #include <sstream>
@@ -67,11 +68,10 @@ Result<std::vector<std::string>> StrList(const std::string& path, const toml::ta
 std::string ValueText(const toml::node& n) {
   if (n.is_string()) return std::string(*n.as_string());
   if (n.is_integer()) return std::to_string(**n.as_integer());
-  if (n.is_floating_point()) {
-    std::ostringstream s;
-    s.precision(17);
-    s << **n.as_floating_point();
-    return s.str();
+  if (n.is_floating_point()) {  // the shortest text that reads back to the same double
+    char buf[32];
+    const auto r = std::to_chars(buf, buf + sizeof buf, **n.as_floating_point());
+    return std::string(buf, r.ptr);
   }
   if (n.is_boolean()) return **n.as_boolean() ? "true" : "false";
   return "";
@@ -115,7 +115,38 @@ TrainStageSpec MergeTrain(const toml::table* defaults, const toml::table* stage)
 
 }  // namespace
 
-Result<Recipe> ParseRecipe(const std::string& path) {
+// "scale_up.train.lr=1e-3": the value is read as TOML (a number, true/false, a quoted string,
+// a [list]); anything TOML does not read is taken as a bare string.
+Status ApplyOverride(toml::table& t, const std::string& text) {
+  const auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0)
+    return InvalidArgument("--set '" + text + "': give KEY=VALUE, e.g. scale_up.train.lr=1e-3");
+  const std::string key = text.substr(0, eq), value = text.substr(eq + 1);
+  toml::table holder;
+  try {
+    holder = toml::parse("v = " + value);
+  } catch (const toml::parse_error&) {
+    holder = toml::table{};
+    holder.insert("v", value);
+  }
+  toml::table* at = &t;
+  std::string rest = key;
+  for (auto dot = rest.find('.'); dot != std::string::npos; dot = rest.find('.')) {
+    const std::string part = rest.substr(0, dot);
+    rest = rest.substr(dot + 1);
+    if (part.empty() || rest.empty())
+      return InvalidArgument("--set '" + text + "': '" + key + "' is not a dotted key");
+    toml::node* n = at->get(part);
+    if (!n) n = at->insert(part, toml::table{}).first->second.as_table();
+    if (!n || !n->is_table())
+      return InvalidArgument("--set '" + text + "': '" + part + "' is not a table in the recipe");
+    at = n->as_table();
+  }
+  at->insert_or_assign(rest, *holder.get("v"));
+  return Status::Ok();
+}
+
+Result<Recipe> ParseRecipe(const std::string& path, const std::vector<std::string>& overrides) {
   toml::table t;
   try {
     t = toml::parse_file(path);
@@ -123,6 +154,7 @@ Result<Recipe> ParseRecipe(const std::string& path) {
     return FormatError(path + ":" + std::to_string(err.source().begin.line) + ": " +
                        std::string(err.description()));
   }
+  for (const std::string& o : overrides) ESCALE_RETURN_IF_ERROR(ApplyOverride(t, o));
   ESCALE_RETURN_IF_ERROR(CheckKeys(
       path, "", t,
       {"out", "seed", "data", "train", "prepare", "scale_up", "scale_out", "baseline", "eval"}));

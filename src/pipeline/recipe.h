@@ -56,6 +56,8 @@ struct Recipe {
   bool verify = true;  // escale verify after each conversion (fp64: for small models)
 };
 
-Result<Recipe> ParseRecipe(const std::string& path);
+// `overrides`: "KEY=VALUE" with a dotted key ("scale_up.train.lr=1e-3", "seed=2"), applied to
+// the file's table before it is read, so one recipe serves a sweep or several seeds.
+Result<Recipe> ParseRecipe(const std::string& path, const std::vector<std::string>& overrides = {});
 
 }  // namespace escale::pipeline

@@ -202,7 +202,7 @@ std::vector<Stage> PlanStages(const Recipe& r) {
             r.baseline_train.toml,
             true,
             false,
-            "the final architecture from scratch, same tokens"};
+            "the final architecture from scratch at equal compute"};
     s.push_back(b);
     trained.push_back("baseline");
     for (double f : r.decay_branches) {

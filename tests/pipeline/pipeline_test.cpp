@@ -97,6 +97,41 @@ TEST(Recipe, PlanMapsTablesToCommands) {
   EXPECT_EQ(find("baseline").args[4], "run/upcycled/config.json");
 }
 
+TEST(Recipe, OverridesServeSweepsAndSeedsWithoutCopies) {
+  TempDir tmp;
+  testing::WriteFile(
+      tmp / "recipe.toml",
+      Recipe("run", "[scale_out.train]\nsteps = 3\nlr = 1e-3\n[eval]\nverify = false\n"));
+  auto r =
+      ParseRecipe(tmp / "recipe.toml",
+                  {"scale_out.train.lr=4e-4", "seed=7", "scale_out.router_init_std=0.1",
+                   "scale_out.format=\"qwen2-moe\"", "baseline.train.steps=5", "out=elsewhere"});
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->seed, 7u);
+  EXPECT_EQ(r->out, "elsewhere");
+  EXPECT_TRUE(r->baseline);  // a table created by an override
+  const auto stages = PlanStages(*r);
+  auto find = [&](const std::string& n) {
+    return *std::find_if(stages.begin(), stages.end(), [&](const Stage& s) { return s.name == n; });
+  };
+  EXPECT_NE(find("moe").train_config.find("lr = 0.0004"), std::string::npos)
+      << find("moe").train_config;
+  std::string so;
+  for (const auto& a : find("scale_out").args) so += a + " ";
+  EXPECT_NE(so.find("--router-init-std 0.1 "), std::string::npos) << so;
+  EXPECT_NE(so.find("--format qwen2-moe "), std::string::npos) << so;
+  EXPECT_NE(so.find("--seed 7"), std::string::npos) << so;
+  // Overrides are checked like the file: unknown keys and non-tables are refused by name.
+  for (const auto& [bad, needle] :
+       std::vector<std::pair<std::string, std::string>>{{"nonsense=1", "unknown key 'nonsense'"},
+                                                        {"seed.x=1", "'seed' is not a table"},
+                                                        {"noequals", "give KEY=VALUE"}}) {
+    auto b = ParseRecipe(tmp / "recipe.toml", {bad});
+    ASSERT_FALSE(b.ok()) << bad;
+    EXPECT_NE(b.status().message().find(needle), std::string::npos) << b.status().message();
+  }
+}
+
 // A tokenizer of 256 byte tokens plus <|endoftext|>, a tiny Qwen2 model of that vocabulary, and a
 // corpus of short documents.
 void MakeInputs(const TempDir& tmp) {
@@ -194,7 +229,8 @@ TEST(Pipeline, RunsStopsOnAFailedStageAndResumes) {
   // The branch ends at half the baseline's steps and includes the stable steps before it.
   const int64_t base_steps = base["tokens"].get<int64_t>() / 32;
   EXPECT_EQ(branch["stage"], "baseline_decay_50");
-  EXPECT_EQ(branch["tokens"].get<int64_t>(), std::max<int64_t>(2, std::llround(0.5 * base_steps)) * 32);
+  EXPECT_EQ(branch["tokens"].get<int64_t>(),
+            std::max<int64_t>(2, std::llround(0.5 * base_steps)) * 32);
   EXPECT_LT(moe["active_parameters"].get<int64_t>(), moe["parameters"].get<int64_t>());
   // The cost block: both savings figures are there (a number, or null with the reason beside).
   const json& cost = summary["cost"];

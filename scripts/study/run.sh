@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The reproduction study of docs/reproduction.md, resumable: every piece is skipped when its
+# output is complete, and an interrupted training run resumes from its last checkpoint.
+#   scripts/study/run.sh [STUDY_DIR]        (default build/study)
+# STUDY_SEEDS (default "1 2 3") picks the seeds; STUDY_PARTS (default "es table1 fig3 fig4
+# report") the pieces. About 100 minutes on 2 cores for everything; a benchmark, not a test.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+E=${ESCALE:-build/release/escale}
+S=${1:-build/study}
+seeds=${STUDY_SEEDS:-1 2 3}
+parts=${STUDY_PARTS:-es table1 fig3 fig4 report}
+recipe=recipes/study/efficientscale.toml
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+mkdir -p "$S"
+latest() { echo "$1/checkpoints/$(cat "$1/checkpoints/latest")/model"; }
+want() { [[ " $parts " == *" $1 "* ]]; }
+# Trains OUT from MODEL with CONFIG's options (the stage's own TOML) unless OUT is finished.
+train_like() {  # CONFIG MODEL OUT [extra flags]
+  local config=$1 model=$2 out=$3
+  shift 3
+  [[ -f $out/done ]] && return 0
+  local resume=()
+  [[ -f $out/checkpoints/latest ]] && resume=(--resume)
+  $E train --config "$config" --model "$model" --data "$S/es-1/shards" --out "$out" "${resume[@]}" "$@" \
+    > "$out.log" 2>&1
+  touch "$out/done"
+}
+[[ -f build/corpus/corpus.jsonl ]] || scripts/corpus/build_corpus.sh
+
+# 1. The EfficientScale run and its from-scratch baseline (envelope of decay branches), per seed.
+if want es; then
+  for seed in $seeds; do
+    echo "== EfficientScale, seed $seed"
+    $E pipeline "$recipe" --seed "$seed" --out "$S/es-$seed" > "$S/es-$seed.log" 2>&1 ||
+      { tail -5 "$S/es-$seed.log"; exit 1; }
+    tail -4 "$S/es-$seed.log"
+  done
+fi
+small=$(latest "$S/es-1/prepare")
+
+# 2. Table 1: validation loss right after each growth method, from seed 1's small model.
+if want table1; then
+  echo "== Table 1"
+  scripts/study/table1.sh "$small" "$S/es-1/shards" "$S/table1" | tee "$S/table1.md"
+fi
+
+# 3. Figure 3: each growth method trained like the scale-up stage (same options, steps, LR), and the
+#    grown shape from scratch at the same LR; seed 1's small model is the source.
+if want fig3; then
+  echo "== Figure 3"
+  mkdir -p "$S/fig3"
+  w="--hidden 256 --intermediate 688 --heads 8 --kv-heads 2 --layers 6 --seed 1"
+  declare -A arms=(
+    [fpi_zero_noise]="--method fpi $w --depth zero --symmetry-noise 0.05"
+    [fpi_zero]="--method fpi $w --depth zero"
+    [fpi_interpolate]="--method fpi $w --depth interpolate"
+    [aki_pro]="--method aki-pro $w"
+  )
+  for arm in fpi_zero_noise fpi_zero fpi_interpolate aki_pro; do
+    [[ -d $S/fig3/$arm.model ]] || $E -q scale-up "$small" "$S/fig3/$arm.model" ${arms[$arm]} >/dev/null
+    train_like "$S/es-1/configs/up.toml" "$S/fig3/$arm.model" "$S/fig3/$arm"
+  done
+  [[ -d $S/fig3/scratch.model ]] ||
+    $E -q init "$S/fig3/scratch.model" --config "$S/fig3/aki_pro.model/config.json" --seed 1 >/dev/null
+  train_like "$S/es-1/configs/up.toml" "$S/fig3/scratch.model" "$S/fig3/scratch_m" --warmup 30
+  # The small model continued at the same FLOPs instead of grown (from its stable checkpoint).
+  up_steps=$(sed -n 's/^steps = \([0-9]*\)/\1/p' "$S/es-1/configs/up.toml")
+  prep_steps=$(sed -n 's/^steps = \([0-9]*\)/\1/p' "$S/es-1/configs/prepare.toml")
+  ratio=$($E inspect "$S/fig3/aki_pro.model" --json | sed -n 's/.*"active_matmul": *\([0-9]*\).*/\1/p')
+  base=$($E inspect "$small" --json | sed -n 's/.*"active_matmul": *\([0-9]*\).*/\1/p')
+  cont_steps=$(( prep_steps + up_steps * ratio / base ))
+  [[ -f $S/fig3/small_continued/done ]] || {
+    $E train --config "$S/es-1/configs/prepare.toml" --from-config "$small/config.json" \
+      --data "$S/es-1/shards" --out "$S/fig3/small_continued" --steps "$cont_steps" \
+      --branch-from "$(dirname "$small")" --seed 1 > "$S/fig3/small_continued.log" 2>&1
+    touch "$S/fig3/small_continued/done"; }
+fi
+
+# 4. Figure 4: the upcycled MoE against continuing the dense grown model with the MoE stage's
+#    options (same steps, LR, decay), per seed; the scratch MoE is the pipeline's baseline.
+if want fig4; then
+  echo "== Figure 4"
+  mkdir -p "$S/fig4"
+  for seed in $seeds; do
+    train_like "$S/es-$seed/configs/moe.toml" "$(latest "$S/es-$seed/up")" "$S/fig4/dense-$seed" \
+      --seed "$seed"
+  done
+fi
+
+# 5. The plots and tables docs/reproduction.md shows.
+if want report; then
+  echo "== artefacts -> docs/reproduction/"
+  d=docs/reproduction
+  mkdir -p "$d"
+  prep_flops() { sed -n 's/.*"preparation_flops": *\([0-9.e+-]*\).*/\1/p' "$S/es-$1/pipeline.json" | head -1; }
+  $E compare "small=$S/es-1/prepare" "fpi_zero_noise=$S/fig3/fpi_zero_noise@small" \
+    "fpi_zero=$S/fig3/fpi_zero@small" "fpi_interpolate=$S/fig3/fpi_interpolate@small" \
+    "aki_pro=$S/fig3/aki_pro@small" "small_continued=$S/fig3/small_continued" \
+    "scratch_M=$S/fig3/scratch_m" --svg "$d/fig3.svg" --markdown "$d/fig3.md" \
+    --title "Figure 3 analogue: grown models against scratch (validation loss)" >/dev/null
+  for seed in $seeds; do
+    $E compare "dense_grown=$S/es-$seed/up@$(prep_flops "$seed")" \
+      "upcycled_moe=$S/es-$seed/moe@dense_grown" "dense_continued=$S/fig4/dense-$seed@dense_grown" \
+      "scratch_moe=$S/es-$seed/baseline" --svg "$d/fig4-seed$seed.svg" --markdown "$d/fig4-seed$seed.md" \
+      --title "Figure 4 analogue, seed $seed: upcycled MoE, dense continuation, scratch MoE" >/dev/null
+    cp "$S/es-$seed/pipeline.json" "$d/pipeline-seed$seed.json"
+  done
+  cp "$S/table1.md" "$d/table1.md"
+  echo "wrote $d"
+fi
