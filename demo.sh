@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up, build, and run the EfficientScale flow on the bundled corpus as far as it exists today.
+# Set up, build, and run the default EfficientScale pipeline (recipes/demo.toml) on the bundled corpus.
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/setup.sh

@@ -77,14 +77,18 @@ if want fig3; then
     touch "$S/fig3/small_continued/done"; }
 fi
 
-# 4. Figure 4: the upcycled MoE against continuing the dense grown model with the MoE stage's
-#    options (same steps, LR, decay), per seed; the scratch MoE is the pipeline's baseline.
+# 4. Figure 4: the upcycled MoE against continuing the dense grown model at equal FLOPs (the MoE
+#    stage's options; as many more steps as an MoE step costs more, its own decay at the end), per
+#    seed; the scratch MoE is the pipeline's baseline.
 if want fig4; then
   echo "== Figure 4"
   mkdir -p "$S/fig4"
   for seed in $seeds; do
+    moe_steps=$(sed -n 's/^steps = \([0-9]*\)/\1/p' "$S/es-$seed/configs/moe.toml")
+    e_matmul=$($E inspect "$(latest "$S/es-$seed/moe")" --json | sed -n 's/.*"active_matmul": *\([0-9]*\).*/\1/p')
+    m_matmul=$($E inspect "$(latest "$S/es-$seed/up")" --json | sed -n 's/.*"active_matmul": *\([0-9]*\).*/\1/p')
     train_like "$S/es-$seed/configs/moe.toml" "$(latest "$S/es-$seed/up")" "$S/fig4/dense-$seed" \
-      --seed "$seed"
+      --seed "$seed" --steps $(( (moe_steps * e_matmul + m_matmul - 1) / m_matmul ))
   done
 fi
 
