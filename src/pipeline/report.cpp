@@ -130,7 +130,8 @@ std::string RenderComparison(const json& pipeline) {
       CurveSeries("EfficientScale", curves.value("efficientscale", json()), false));
   plot.series.push_back(
       CurveSeries("scratch envelope", curves.value("baseline_envelope", json()), false));
-  for (const auto& [name, c] : curves.value("baseline_runs", json::object()).items())
+  const json runs = curves.value("baseline_runs", json::object());
+  for (const auto& [name, c] : runs.items())
     plot.series.push_back(CurveSeries(name, c, true));
   double boundary = 0;
   for (const json& row : pipeline.value("stages", json::array())) {

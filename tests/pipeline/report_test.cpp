@@ -53,6 +53,49 @@ TEST(SvgPlot, OnePolylinePerLineSeriesAndEscapedText) {
   EXPECT_NE(RenderSvg(empty).find("no data"), std::string::npos);
 }
 
+TEST(SvgPlot, LogXPlacesDecadesEvenlyAndSkipsNonPositiveX) {
+  PlotSpec p{"log", "flops", "loss", {}, {}, false};
+  p.log_x = true;
+  p.series.push_back({"dots", {0, 1e10, 1e11, 1e12}, {9, 3, 2, 1}, true});
+  const std::string svg = RenderSvg(p);
+  EXPECT_EQ(Count(svg, "<circle"), 3u);  // x = 0 has no place on a log axis
+  std::vector<double> cx;
+  const std::regex circle("<circle cx=\"([0-9.]+)\"");
+  for (auto it = std::sregex_iterator(svg.begin(), svg.end(), circle); it != std::sregex_iterator(); ++it)
+    cx.push_back(std::stod((*it)[1]));
+  ASSERT_EQ(cx.size(), 3u);
+  EXPECT_NEAR(cx[1] - cx[0], cx[2] - cx[1], 0.5);  // one decade, one equal step
+}
+
+TEST(Report, PipelineSummaryAddsTheComparisonAtEqualCompute) {
+  const json summary = {
+      {"stages", {{{"stage", "prepare"}, {"flops", 1e11}}, {{"stage", "moe"}, {"flops", 2e11}},
+                  {{"stage", "baseline"}, {"flops", 6e11}}}},
+      {"curves",
+       {{"efficientscale", {{{"flops", 5e10}, {"loss", 6.0}}, {{"flops", 3e11}, {"loss", 4.0}}}},
+        {"baseline_envelope", {{{"flops", 1e11}, {"loss", 7.0}}, {{"flops", 6e11}, {"loss", 4.5}}}},
+        {"baseline_runs", {{"baseline", {{{"flops", 1e11}, {"loss", 7.0}}, {{"flops", 6e11}, {"loss", 4.5}}}}}}}},
+      {"cost",
+       {{"compute_savings_with_preparation", 2.5}, {"compute_savings_without_preparation", nullptr},
+        {"time_savings_with_preparation", 2.0}, {"time_savings_without_preparation", 3.0},
+        {"baseline_final_val_loss", 4.5}, {"baseline_flops", 6e11},
+        {"efficientscale_final_val_loss", 4.0}, {"efficientscale_flops", 3e11},
+        {"preparation_flops", 1e11}, {"loss_gap_at_equal_flops", -0.6},
+        {"efficientscale_to_baseline_loss", "reached at 2.4e+11 FLOPs"}}}};
+  const std::string html = RenderReport({}, "t", &summary);
+  EXPECT_NE(html.find("Validation loss against training compute"), std::string::npos);
+  EXPECT_NE(html.find("id=\"savings\""), std::string::npos);
+  EXPECT_NE(html.find("2.50&times;"), std::string::npos);
+  EXPECT_NE(html.find("3.00&times;"), std::string::npos);
+  EXPECT_NE(html.find("not reached"), std::string::npos);  // the null figure
+  EXPECT_NE(html.find("reached at 2.4e+11 FLOPs"), std::string::npos);
+  // EfficientScale's line, the envelope's line, the baseline run's dots; a stage boundary marker.
+  EXPECT_GE(Count(html, "<polyline"), 2u);
+  EXPECT_NE(html.find("class=\"marker\""), std::string::npos);
+  // Without a summary the page has no such section.
+  EXPECT_EQ(RenderReport({}, "t").find("id=\"savings\""), std::string::npos);
+}
+
 // A trainer-like metrics.jsonl: `steps` steps of `tokens_per_step`, loss falling from `start`.
 void WriteMetrics(const std::string& dir, int steps, double start, bool moe, bool cut_last_line) {
   fs::create_directories(dir);
