@@ -4,7 +4,7 @@
 #   preparation (tokenizer, shards, a small dense model trained from scratch)
 #   -> scale-up (FPI 2x wide, 4 -> 6 layers, exact) -> continued pretraining
 #   -> scale-out (8 experts, top-2, exact) -> continued pretraining (the run's only LR decay)
-#   -> the same MoE from scratch with 2x the compute (stable run + a decay branch)
+#   -> the same MoE from scratch with 1.5x the compute (stable run + a decay branch)
 #   -> evaluation, savings at equal loss, report
 # then a generated sample and the final MoE as a GGUF file for llama.cpp. Rerunning resumes:
 # finished stages are kept (DEMO_DIR=dir picks another run directory, DEMO_FRESH=1 starts over).

@@ -115,24 +115,17 @@ Result<SavingsFigures> CompareAtEqualLoss(const Curve& arm, const Curve& baselin
   s.arm_flops = arm.back().flops;
   s.arm_seconds = arm.back().seconds;
   s.baseline_final_loss = baseline.back().loss;
-  const Reach own = FirstReach(baseline, s.baseline_final_loss);
-  s.baseline_flops = own.at.flops;
-  s.baseline_seconds = own.at.seconds;
-
-  s.arm_reach = FirstReach(arm, s.baseline_final_loss);
-  if (s.arm_reach.reached) {
-    const CurvePoint& a = s.arm_reach.at;
-    s.compute_with_preparation = Ratio(s.baseline_flops, a.flops);
-    s.time_with_preparation = Ratio(s.baseline_seconds, a.seconds);
+  s.target_is_baseline_final = s.baseline_final_loss >= s.arm_final_loss;
+  s.target_loss = std::max(s.baseline_final_loss, s.arm_final_loss);
+  s.arm_reach = FirstReach(arm, s.target_loss);
+  s.baseline_reach = FirstReach(baseline, s.target_loss);
+  if (s.arm_reach.reached && s.baseline_reach.reached) {
+    const CurvePoint &a = s.arm_reach.at, &b = s.baseline_reach.at;
     s.reached_in_preparation = preparation_flops > 0 && a.flops <= preparation_flops;
-    s.compute_without_preparation = Ratio(s.baseline_flops, a.flops - preparation_flops);
-    s.time_without_preparation = Ratio(s.baseline_seconds, a.seconds - preparation_seconds);
-  }
-  s.baseline_reach = FirstReach(baseline, s.arm_final_loss);
-  if (s.baseline_reach.reached) {
-    s.baseline_to_arm_final_with_preparation = Ratio(s.baseline_reach.at.flops, s.arm_flops);
-    s.baseline_to_arm_final_without_preparation =
-        Ratio(s.baseline_reach.at.flops, s.arm_flops - preparation_flops);
+    s.compute_with_preparation = Ratio(b.flops, a.flops);
+    s.time_with_preparation = Ratio(b.seconds, a.seconds);
+    s.compute_without_preparation = Ratio(b.flops, a.flops - preparation_flops);
+    s.time_without_preparation = Ratio(b.seconds, a.seconds - preparation_seconds);
   }
   if (const auto at = LossAt(baseline, s.arm_flops))
     s.loss_gap_at_equal_flops = s.arm_final_loss - *at;

@@ -53,27 +53,23 @@ Reach FirstReach(const Curve& c, double target_loss);
 // Loss of a curve at `flops`, interpolated (log FLOPs); nullopt outside the measured range.
 std::optional<double> LossAt(const Curve& c, double flops);
 
-// One arm against a baseline curve (usually a LowerEnvelope) at equal loss. The arm's curve
+// One arm against a baseline curve (usually a LowerEnvelope) at equal loss. The target is the
+// loss both reach: the worse of the two final losses (the baseline's final is its envelope's
+// best). Savings = the baseline's cost to the target / the arm's cost to it. The arm's curve
 // includes its preparation phase (the small model), whose cost is given: "with preparation"
 // charges it to the arm (AquilaMoE's Table 6 does), "without" treats the small model as given.
 struct SavingsFigures {
   double arm_final_loss = 0, baseline_final_loss = 0;
-  double arm_flops = 0, arm_seconds = 0;            // the whole arm, preparation included
-  double baseline_flops = 0, baseline_seconds = 0;  // the baseline reaching its final loss
+  double arm_flops = 0, arm_seconds = 0;  // the whole arm, preparation included
   double preparation_flops = 0, preparation_seconds = 0;
-  // The headline: the arm reaching the baseline's final loss. Savings = baseline cost / arm cost
-  // to that loss; absent when the arm never reaches it (arm_reach says within how much).
-  Reach arm_reach;
-  // The arm was already at the baseline's final loss during its preparation phase: "without
-  // preparation" then costs nothing and has no finite saving (the figures are absent).
+  double target_loss = 0;
+  bool target_is_baseline_final = false;  // else the arm's final loss (the arm ended worse)
+  Reach arm_reach, baseline_reach;        // each curve reaching the target
+  // The arm was at the target already during its preparation phase: the small model alone
+  // matched the baseline, "without preparation" costs nothing and has no finite figure.
   bool reached_in_preparation = false;
   std::optional<double> compute_with_preparation, compute_without_preparation;
   std::optional<double> time_with_preparation, time_without_preparation;
-  // The other direction: the baseline reaching the arm's final loss, over the arm's whole cost.
-  // Absent when the baseline never gets there (then the saving is at least max_flops / arm cost).
-  Reach baseline_reach;
-  std::optional<double> baseline_to_arm_final_with_preparation;
-  std::optional<double> baseline_to_arm_final_without_preparation;
   // The arm's final loss minus the baseline's loss at the arm's total FLOPs (negative: the arm
   // is ahead); absent when the baseline's curve does not cover those FLOPs.
   std::optional<double> loss_gap_at_equal_flops;

@@ -306,30 +306,30 @@ json CostBlock(const Curve& es, double prep_flops, double prep_seconds, const Cu
     cost["error"] = s.status().message();
     return cost;
   }
+  const std::string es_reach =
+      s->reached_in_preparation
+          ? "reached during the preparation stage (" + s->arm_reach.Describe() +
+                "): the small model alone matches the baseline; give the baseline more compute"
+          : s->arm_reach.Describe();
   cost = {{"efficientscale_final_val_loss", s->arm_final_loss},
           {"efficientscale_flops", s->arm_flops},
           {"efficientscale_seconds", s->arm_seconds},
           {"preparation_flops", s->preparation_flops},
           {"preparation_seconds", s->preparation_seconds},
           {"baseline_final_val_loss", s->baseline_final_loss},
-          {"baseline_flops", s->baseline_flops},
-          {"baseline_seconds", s->baseline_seconds},
-          {"efficientscale_to_baseline_loss",
-           s->reached_in_preparation
-               ? "reached during the preparation stage (" + s->arm_reach.Describe() +
-                     "): the small model alone beats the baseline; give the baseline more compute"
-               : s->arm_reach.Describe()},
-          {"efficientscale_flops_to_baseline_loss",
+          {"target_loss", s->target_loss},
+          {"target_loss_is", s->target_is_baseline_final ? "the baseline's final loss"
+                                                         : "EfficientScale's final loss"},
+          {"efficientscale_to_target", es_reach},
+          {"baseline_to_target", s->baseline_reach.Describe()},
+          {"efficientscale_flops_to_target",
            s->arm_reach.reached ? json(s->arm_reach.at.flops) : json(nullptr)},
+          {"baseline_flops_to_target",
+           s->baseline_reach.reached ? json(s->baseline_reach.at.flops) : json(nullptr)},
           {"compute_savings_with_preparation", Optional(s->compute_with_preparation)},
           {"compute_savings_without_preparation", Optional(s->compute_without_preparation)},
           {"time_savings_with_preparation", Optional(s->time_with_preparation)},
           {"time_savings_without_preparation", Optional(s->time_without_preparation)},
-          {"baseline_to_efficientscale_loss", s->baseline_reach.Describe()},
-          {"baseline_compute_to_efficientscale_loss_with_preparation",
-           Optional(s->baseline_to_arm_final_with_preparation)},
-          {"baseline_compute_to_efficientscale_loss_without_preparation",
-           Optional(s->baseline_to_arm_final_without_preparation)},
           {"loss_gap_at_equal_flops", Optional(s->loss_gap_at_equal_flops)}};
   return cost;
 }
@@ -411,12 +411,11 @@ Status WriteSummary(const Recipe& r, const std::vector<Stage>& stages) {
   if (summary.contains("cost") && !summary["cost"].contains("error")) {
     const json& c = summary["cost"];
     std::printf(
-        "\nbaseline (lower envelope of %zu run(s)) final val loss %.4f after %.3g FLOPs; "
-        "EfficientScale: %s\n"
-        "compute savings to the baseline's loss: %s with preparation, %s without; time: %s / %s\n",
-        base_runs.size(), c["baseline_final_val_loss"].get<double>(),
-        c["baseline_flops"].get<double>(),
-        c["efficientscale_to_baseline_loss"].get<std::string>().c_str(),
+        "\nat validation loss %.4f (%s): baseline (envelope of %zu run(s)) %s; EfficientScale %s\n"
+        "compute savings: %s with preparation, %s without; time: %s / %s\n",
+        c["target_loss"].get<double>(), c["target_loss_is"].get<std::string>().c_str(),
+        base_runs.size(), c["baseline_to_target"].get<std::string>().c_str(),
+        c["efficientscale_to_target"].get<std::string>().c_str(),
         Ratio(c["compute_savings_with_preparation"]).c_str(),
         Ratio(c["compute_savings_without_preparation"]).c_str(),
         Ratio(c["time_savings_with_preparation"]).c_str(),

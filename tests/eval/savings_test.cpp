@@ -81,42 +81,48 @@ TEST(Savings, WithAndWithoutPreparationByHand) {
   // Baseline: loss = 20 - 0.5 ln F from 1e10 to 1e12 FLOPs at 1e9 FLOP/s; final loss at 1e12.
   const Curve base = LogLinear(20, 0.5, 1e9, {1e10, 1e11, 1e12});
   const double target = 20 - 0.5 * std::log(1e12);
-  // Arm: preparation up to 1e11 FLOPs (100 s), then it reaches the target at 3e11, ends at 4e11.
+  // Arm: preparation up to 1e11 FLOPs (100 s), then it reaches the target at 3e11, ends at 4e11
+  // below it: the target is the baseline's final loss, the worse of the two.
   Curve arm = {{5e10, 50, 1, target + 2},
                {1e11, 100, 2, target + 1},
                {3e11, 300, 3, target},
                {4e11, 400, 4, target - 0.1}};
   auto s = CompareAtEqualLoss(arm, base, 1e11, 100);
   ASSERT_TRUE(s.ok()) << s.status().message();
-  EXPECT_NEAR(s->baseline_flops, 1e12, 1e-3);
-  ASSERT_TRUE(s->arm_reach.reached);
+  EXPECT_TRUE(s->target_is_baseline_final);
+  EXPECT_DOUBLE_EQ(s->target_loss, target);
+  ASSERT_TRUE(s->arm_reach.reached && s->baseline_reach.reached);
+  EXPECT_NEAR(s->baseline_reach.at.flops, 1e12, 1e-3);
   EXPECT_NEAR(s->arm_reach.at.flops, 3e11, 1e-3);
   ASSERT_TRUE(s->compute_with_preparation && s->compute_without_preparation);
   EXPECT_NEAR(*s->compute_with_preparation, 1e12 / 3e11, 1e-12);
   EXPECT_NEAR(*s->compute_without_preparation, 1e12 / 2e11, 1e-12);
   EXPECT_NEAR(*s->time_with_preparation, 1000.0 / 300, 1e-12);
   EXPECT_NEAR(*s->time_without_preparation, 1000.0 / 200, 1e-12);
-  // The arm ends below anything the baseline measured: the other direction has no number.
-  EXPECT_FALSE(s->baseline_reach.reached);
-  EXPECT_FALSE(s->baseline_to_arm_final_with_preparation.has_value());
+  EXPECT_FALSE(s->reached_in_preparation);
   // At the arm's 4e11 FLOPs the baseline is at 20 - 0.5 ln 4e11.
   ASSERT_TRUE(s->loss_gap_at_equal_flops.has_value());
   EXPECT_NEAR(*s->loss_gap_at_equal_flops, (target - 0.1) - (20 - 0.5 * std::log(4e11)), 1e-12);
 }
 
-TEST(Savings, AnArmThatNeverReachesTheBaselineHasNoSavingNumber) {
-  const Curve base = LogLinear(20, 0.5, 1e9, {1e10, 1e12});
-  const Curve arm = {{1e11, 100, 1, 9.0}, {4e12, 4000, 2, 8.0}};  // baseline ends at 6.18
+TEST(Savings, AnArmThatEndsWorseIsComparedAtItsOwnFinalLoss) {
+  const Curve base = LogLinear(20, 0.5, 1e9, {1e10, 1e12});    // ends at 6.18
+  const Curve arm = {{1e11, 100, 1, 9.0}, {4e12, 4000, 2, 8.0}};  // ends worse, at 8.0
   auto s = CompareAtEqualLoss(arm, base, 1e10, 10);
   ASSERT_TRUE(s.ok());
-  EXPECT_FALSE(s->arm_reach.reached);
-  EXPECT_FALSE(s->compute_with_preparation.has_value());
-  EXPECT_FALSE(s->compute_without_preparation.has_value());
-  EXPECT_EQ(s->arm_reach.Describe().rfind("not reached within 4e+12 FLOPs", 0), 0u);
-  // The baseline reaches the arm's final loss 8.0 at exp(24) FLOPs, inside its range.
+  EXPECT_FALSE(s->target_is_baseline_final);
+  EXPECT_DOUBLE_EQ(s->target_loss, 8.0);
+  // The arm never reaches the baseline's 6.18: said with the bound, never a number.
+  const Reach never = FirstReach(arm, s->baseline_final_loss);
+  EXPECT_FALSE(never.reached);
+  EXPECT_EQ(never.Describe().rfind("not reached within 4e+12 FLOPs", 0), 0u);
+  // The baseline reaches 8.0 at exp(24) FLOPs: the saving is below 1 (the arm costs more).
   ASSERT_TRUE(s->baseline_reach.reached);
   EXPECT_NEAR(s->baseline_reach.at.flops / std::exp(24.0), 1.0, 1e-12);
-  EXPECT_NEAR(*s->baseline_to_arm_final_with_preparation, std::exp(24.0) / 4e12, 1e-9);
+  ASSERT_TRUE(s->compute_with_preparation.has_value());
+  EXPECT_NEAR(*s->compute_with_preparation, std::exp(24.0) / 4e12, 1e-9);
+  EXPECT_LT(*s->compute_with_preparation, 1.0);
+  EXPECT_NEAR(*s->compute_without_preparation, std::exp(24.0) / (4e12 - 1e10), 1e-9);
   EXPECT_FALSE(s->loss_gap_at_equal_flops.has_value());  // 4e12 is past the baseline's 1e12
 }
 

@@ -238,9 +238,15 @@ TEST(Pipeline, RunsStopsOnAFailedStageAndResumes) {
   for (const char* k : {"compute_savings_with_preparation", "compute_savings_without_preparation",
                         "time_savings_with_preparation", "time_savings_without_preparation"})
     EXPECT_TRUE(cost.contains(k) && (cost[k].is_number() || cost[k].is_null())) << k;
-  const std::string reach = cost["efficientscale_to_baseline_loss"];
-  EXPECT_TRUE(reach.starts_with("reached") || reach.starts_with("not reached within")) << reach;
-  EXPECT_EQ(cost["compute_savings_with_preparation"].is_number(), reach.starts_with("reached"));
+  const std::string reach = cost["efficientscale_to_target"];
+  EXPECT_TRUE(reach.starts_with("reached")) << reach;
+  EXPECT_DOUBLE_EQ(cost["target_loss"].get<double>(),
+                   std::max(cost["baseline_final_val_loss"].get<double>(),
+                            cost["efficientscale_final_val_loss"].get<double>()));
+  EXPECT_TRUE(cost["compute_savings_with_preparation"].is_number());
+  EXPECT_DOUBLE_EQ(cost["compute_savings_with_preparation"].get<double>(),
+                   cost["baseline_flops_to_target"].get<double>() /
+                       cost["efficientscale_flops_to_target"].get<double>());
   EXPECT_DOUBLE_EQ(cost["efficientscale_flops"].get<double>(), es_flops);
   EXPECT_DOUBLE_EQ(cost["preparation_flops"].get<double>(), prep["flops"].get<double>());
   const json& env = summary["curves"]["baseline_envelope"];

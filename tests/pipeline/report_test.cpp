@@ -81,13 +81,16 @@ TEST(Report, PipelineSummaryAddsTheComparisonAtEqualCompute) {
         {"baseline_final_val_loss", 4.5}, {"baseline_flops", 6e11},
         {"efficientscale_final_val_loss", 4.0}, {"efficientscale_flops", 3e11},
         {"preparation_flops", 1e11}, {"loss_gap_at_equal_flops", -0.6},
-        {"efficientscale_to_baseline_loss", "reached at 2.4e+11 FLOPs"}}}};
+        {"target_loss", 4.5}, {"target_loss_is", "the baseline's final loss"},
+        {"baseline_to_target", "reached at 6e+11 FLOPs"},
+        {"efficientscale_to_target", "reached at 2.4e+11 FLOPs"}}}};
   const std::string html = RenderReport({}, "t", &summary);
   EXPECT_NE(html.find("Validation loss against training compute"), std::string::npos);
   EXPECT_NE(html.find("id=\"savings\""), std::string::npos);
   EXPECT_NE(html.find("2.50&times;"), std::string::npos);
   EXPECT_NE(html.find("3.00&times;"), std::string::npos);
-  EXPECT_NE(html.find("not reached"), std::string::npos);  // the null figure
+  EXPECT_NE(html.find("&ndash; (see below)"), std::string::npos);  // the null figure
+  EXPECT_NE(html.find("to validation loss 4.5000"), std::string::npos);
   EXPECT_NE(html.find("reached at 2.4e+11 FLOPs"), std::string::npos);
   // EfficientScale's line, the envelope's line, the baseline run's dots; a stage boundary marker.
   EXPECT_GE(Count(html, "<polyline"), 2u);
