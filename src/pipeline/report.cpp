@@ -131,8 +131,7 @@ std::string RenderComparison(const json& pipeline) {
   plot.series.push_back(
       CurveSeries("scratch envelope", curves.value("baseline_envelope", json()), false));
   const json runs = curves.value("baseline_runs", json::object());
-  for (const auto& [name, c] : runs.items())
-    plot.series.push_back(CurveSeries(name, c, true));
+  for (const auto& [name, c] : runs.items()) plot.series.push_back(CurveSeries(name, c, true));
   double boundary = 0;
   for (const json& row : pipeline.value("stages", json::array())) {
     const std::string name = row.value("stage", "");
@@ -150,9 +149,8 @@ std::string RenderComparison(const json& pipeline) {
   const json& c = pipeline["cost"];
   if (c.contains("error"))
     return html + "<p>No savings: " + HtmlEscape(c["error"].get<std::string>()) + "</p>\n";
-  html += "<table id=\"savings\"><tr><th>to validation loss " +
-          Fmt("%.4f", Get(c, "target_loss")) + " (" +
-          HtmlEscape(c.value("target_loss_is", std::string("-"))) +
+  html += "<table id=\"savings\"><tr><th>to validation loss " + Fmt("%.4f", Get(c, "target_loss")) +
+          " (" + HtmlEscape(c.value("target_loss_is", std::string("-"))) +
           "), scratch / EfficientScale</th><th>with preparation</th><th>without preparation</th>"
           "</tr>\n";
   html += "<tr><td>compute (training FLOPs)</td><td>" +
@@ -161,18 +159,19 @@ std::string RenderComparison(const json& pipeline) {
   html += "<tr><td>training time (same machine and threads)</td><td>" +
           SavingsCell(c, "time_savings_with_preparation") + "</td><td>" +
           SavingsCell(c, "time_savings_without_preparation") + "</td></tr>\n</table>\n";
-  html += "<p class=\"note\">The target is the loss both arms reach: the worse of the two final "
-          "losses. Scratch (the lower envelope of its runs) ends at " +
-          Fmt("%.4f", Get(c, "baseline_final_val_loss")) + " and " +
-          HtmlEscape(c.value("baseline_to_target", std::string("-"))) +
-          "; EfficientScale ends at " + Fmt("%.4f", Get(c, "efficientscale_final_val_loss")) +
-          " after " + Fmt("%.3g", Get(c, "efficientscale_flops")) + " FLOPs (preparation " +
-          Fmt("%.3g", Get(c, "preparation_flops")) + ") and " +
-          HtmlEscape(c.value("efficientscale_to_target", std::string("-"))) +
-          ". Loss gap at equal FLOPs: " + Fmt("%+.4f", Get(c, "loss_gap_at_equal_flops")) +
-          " (negative: EfficientScale ahead). A figure without a number: EfficientScale reached "
-          "the target during preparation (the small model alone matched scratch); nothing is "
-          "extrapolated.</p>\n";
+  html +=
+      "<p class=\"note\">The target is the loss both arms reach: the worse of the two final "
+      "losses. Scratch (the lower envelope of its runs) ends at " +
+      Fmt("%.4f", Get(c, "baseline_final_val_loss")) + " and " +
+      HtmlEscape(c.value("baseline_to_target", std::string("-"))) + "; EfficientScale ends at " +
+      Fmt("%.4f", Get(c, "efficientscale_final_val_loss")) + " after " +
+      Fmt("%.3g", Get(c, "efficientscale_flops")) + " FLOPs (preparation " +
+      Fmt("%.3g", Get(c, "preparation_flops")) + ") and " +
+      HtmlEscape(c.value("efficientscale_to_target", std::string("-"))) +
+      ". Loss gap at equal FLOPs: " + Fmt("%+.4f", Get(c, "loss_gap_at_equal_flops")) +
+      " (negative: EfficientScale ahead). A figure without a number: EfficientScale reached "
+      "the target during preparation (the small model alone matched scratch); nothing is "
+      "extrapolated.</p>\n";
   return html;
 }
 

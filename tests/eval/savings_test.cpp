@@ -106,7 +106,7 @@ TEST(Savings, WithAndWithoutPreparationByHand) {
 }
 
 TEST(Savings, AnArmThatEndsWorseIsComparedAtItsOwnFinalLoss) {
-  const Curve base = LogLinear(20, 0.5, 1e9, {1e10, 1e12});    // ends at 6.18
+  const Curve base = LogLinear(20, 0.5, 1e9, {1e10, 1e12});       // ends at 6.18
   const Curve arm = {{1e11, 100, 1, 9.0}, {4e12, 4000, 2, 8.0}};  // ends worse, at 8.0
   auto s = CompareAtEqualLoss(arm, base, 1e10, 10);
   ASSERT_TRUE(s.ok());

@@ -47,6 +47,11 @@ TEST(Recipe, ErrorsAreOneLineNamingTheKey) {
        "0\n[prepare]\npreset=\"x\"\n[scale_up]\nlayers=2\n",
        "val_fraction"},
       {"out = \"o\"\n[data\n", "recipe.toml:2"},
+      {Recipe("o", "[baseline]\ncompute = -1\n"), "'baseline.compute' must be a positive"},
+      {Recipe("o", "[baseline]\ndecay_branches = [1.5]\n[baseline.train]\nschedule = \"wsd\"\n"),
+       "fractions of the baseline's steps in (0, 1)"},
+      {Recipe("o", "[baseline]\ndecay_branches = [0.5]\n"), "decay branches need schedule"},
+      {Recipe("o", "[baseline]\nbudget = 2\n"), "unknown key 'baseline.budget'"},
   };
   for (const auto& c : cases) {
     testing::WriteFile(tmp / "recipe.toml", c.text);
@@ -95,6 +100,20 @@ TEST(Recipe, PlanMapsTablesToCommands) {
   const Stage ev = find("eval_moe");
   EXPECT_EQ(ev.args.back(), "64");  // --max-length: the stage's sequence length
   EXPECT_EQ(find("baseline").args[4], "run/upcycled/config.json");
+}
+
+TEST(Recipe, DecayBranchesStartWhereTheirOwnDecayWouldHave) {
+  // 850 steps, a branch ending at a quarter: 213 steps whose last 20% (43) decay, so it branches
+  // off the stable run at 170; at a half: 425 steps from 340.
+  EXPECT_EQ(DecayBranch(850, 0.25, 0.2, 30).total, 213);
+  EXPECT_EQ(DecayBranch(850, 0.25, 0.2, 30).at, 170);
+  EXPECT_EQ(DecayBranch(850, 0.5, 0.2, 30).total, 425);
+  EXPECT_EQ(DecayBranch(850, 0.5, 0.2, 30).at, 340);
+  // Never before the warmup ends, never at step 0, always at least one decay step.
+  EXPECT_EQ(DecayBranch(100, 0.3, 0.9, 20).at, 20);
+  EXPECT_EQ(DecayBranch(4, 0.5, 0.25, 1).total, 2);
+  EXPECT_EQ(DecayBranch(4, 0.5, 0.25, 1).at, 1);
+  EXPECT_EQ(DecayBranch(1000, 0.5, 0.0, 10).at, 499);
 }
 
 TEST(Recipe, OverridesServeSweepsAndSeedsWithoutCopies) {

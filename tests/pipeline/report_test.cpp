@@ -61,7 +61,8 @@ TEST(SvgPlot, LogXPlacesDecadesEvenlyAndSkipsNonPositiveX) {
   EXPECT_EQ(Count(svg, "<circle"), 3u);  // x = 0 has no place on a log axis
   std::vector<double> cx;
   const std::regex circle("<circle cx=\"([0-9.]+)\"");
-  for (auto it = std::sregex_iterator(svg.begin(), svg.end(), circle); it != std::sregex_iterator(); ++it)
+  for (auto it = std::sregex_iterator(svg.begin(), svg.end(), circle); it != std::sregex_iterator();
+       ++it)
     cx.push_back(std::stod((*it)[1]));
   ASSERT_EQ(cx.size(), 3u);
   EXPECT_NEAR(cx[1] - cx[0], cx[2] - cx[1], 0.5);  // one decade, one equal step
@@ -69,19 +70,28 @@ TEST(SvgPlot, LogXPlacesDecadesEvenlyAndSkipsNonPositiveX) {
 
 TEST(Report, PipelineSummaryAddsTheComparisonAtEqualCompute) {
   const json summary = {
-      {"stages", {{{"stage", "prepare"}, {"flops", 1e11}}, {{"stage", "moe"}, {"flops", 2e11}},
-                  {{"stage", "baseline"}, {"flops", 6e11}}}},
+      {"stages",
+       {{{"stage", "prepare"}, {"flops", 1e11}},
+        {{"stage", "moe"}, {"flops", 2e11}},
+        {{"stage", "baseline"}, {"flops", 6e11}}}},
       {"curves",
        {{"efficientscale", {{{"flops", 5e10}, {"loss", 6.0}}, {{"flops", 3e11}, {"loss", 4.0}}}},
         {"baseline_envelope", {{{"flops", 1e11}, {"loss", 7.0}}, {{"flops", 6e11}, {"loss", 4.5}}}},
-        {"baseline_runs", {{"baseline", {{{"flops", 1e11}, {"loss", 7.0}}, {{"flops", 6e11}, {"loss", 4.5}}}}}}}},
+        {"baseline_runs",
+         {{"baseline", {{{"flops", 1e11}, {"loss", 7.0}}, {{"flops", 6e11}, {"loss", 4.5}}}}}}}},
       {"cost",
-       {{"compute_savings_with_preparation", 2.5}, {"compute_savings_without_preparation", nullptr},
-        {"time_savings_with_preparation", 2.0}, {"time_savings_without_preparation", 3.0},
-        {"baseline_final_val_loss", 4.5}, {"baseline_flops", 6e11},
-        {"efficientscale_final_val_loss", 4.0}, {"efficientscale_flops", 3e11},
-        {"preparation_flops", 1e11}, {"loss_gap_at_equal_flops", -0.6},
-        {"target_loss", 4.5}, {"target_loss_is", "the baseline's final loss"},
+       {{"compute_savings_with_preparation", 2.5},
+        {"compute_savings_without_preparation", nullptr},
+        {"time_savings_with_preparation", 2.0},
+        {"time_savings_without_preparation", 3.0},
+        {"baseline_final_val_loss", 4.5},
+        {"baseline_flops", 6e11},
+        {"efficientscale_final_val_loss", 4.0},
+        {"efficientscale_flops", 3e11},
+        {"preparation_flops", 1e11},
+        {"loss_gap_at_equal_flops", -0.6},
+        {"target_loss", 4.5},
+        {"target_loss_is", "the baseline's final loss"},
         {"baseline_to_target", "reached at 6e+11 FLOPs"},
         {"efficientscale_to_target", "reached at 2.4e+11 FLOPs"}}}};
   const std::string html = RenderReport({}, "t", &summary);
