@@ -15,7 +15,8 @@ RUN=${DEMO_DIR:-build/pipeline-demo}
 start=$(date +%s)
 [[ ${DEMO_FRESH:-0} == 1 ]] && rm -rf "$RUN"
 scripts/corpus/build_corpus.sh
-OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive} $ESCALE pipeline recipes/demo.toml --out "$RUN"
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}  # cores may be shared: do not spin
+$ESCALE pipeline recipes/demo.toml --out "$RUN"
 latest() { echo "$1/checkpoints/$(cat "$1/checkpoints/latest")/model"; }
 
 echo
