@@ -63,7 +63,7 @@ void Progress::Finish(const std::string& detail) {
 
 void Progress::Draw(bool final_line, const std::string& detail) {
   const double el = elapsed_seconds();
-  const double rate = el > 0 ? static_cast<double>(done_) / el : 0;
+  const double rate = el > 0 ? static_cast<double>(done_ - std::min(done_, base_)) / el : 0;
   std::string amount, rate_s;
   if (unit_ == "B") {
     amount = FormatBytes(static_cast<double>(done_)) + "/" + FormatBytes(static_cast<double>(total_));

@@ -16,6 +16,9 @@ class Progress {
   void Update(uint64_t done, const std::string& detail = "");
   void Add(uint64_t delta, const std::string& detail = "") { Update(done_ + delta, detail); }
   void Finish(const std::string& detail = "");
+  // Work already done before this process started (a resumed run): shown in the count, not
+  // counted in the rate or the ETA.
+  void StartAt(uint64_t done) { done_ = base_ = done; }
   double elapsed_seconds() const;
 
   static void SetGloballyEnabled(bool enabled);
@@ -28,7 +31,7 @@ class Progress {
   bool enabled_;
   bool tty_;
   bool finished_ = false;
-  uint64_t done_ = 0;
+  uint64_t done_ = 0, base_ = 0;
   std::chrono::steady_clock::time_point start_;
   std::chrono::steady_clock::time_point last_draw_;
 };

@@ -580,7 +580,7 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
   }
 
   Progress progress("train", static_cast<uint64_t>(total_steps), "steps", root);
-  progress.Update(static_cast<uint64_t>(step));
+  progress.StartAt(static_cast<uint64_t>(step));
   double step_seconds_sum = 0;
   int64_t timed_steps = 0;
   std::string last_ckpt = resume_from ? resume_from->path : "";
