@@ -26,6 +26,20 @@ std::string Sci(double v) {
 
 }  // namespace
 
+Curve ValidationCurve(const StageMetrics& m, double flops_per_token, double offset_flops) {
+  Curve c;
+  double tokens = 0, seconds = 0;
+  size_t next = 0;
+  for (const auto& [step, loss] : m.evals) {
+    for (; next < m.steps.size() && m.steps[next]["step"].get<int64_t>() <= step; ++next) {
+      tokens = m.steps[next].value("tokens", tokens);
+      seconds += m.steps[next].value("step_s", 0.0);
+    }
+    c.push_back({offset_flops + flops_per_token * tokens, seconds, tokens, loss});
+  }
+  return c;
+}
+
 Result<CompareInput> ParseCompareInput(const std::string& text,
                                        const std::vector<CompareInput>& earlier,
                                        const std::vector<ComparedRun>& read) {
@@ -69,15 +83,7 @@ Result<ComparedRun> ReadComparedRun(const CompareInput& in) {
   ComparedRun r;
   r.input = in;
   r.flops_per_token = TrainingFlopsPerToken(cfg, seq_len).total();
-  double tokens = 0, seconds = 0;
-  size_t next = 0;
-  for (const auto& [step, loss] : m.evals) {
-    for (; next < m.steps.size() && m.steps[next]["step"].get<int64_t>() <= step; ++next) {
-      tokens = m.steps[next].value("tokens", tokens);
-      seconds += m.steps[next].value("step_s", 0.0);
-    }
-    r.curve.push_back({in.offset_flops + r.flops_per_token * tokens, seconds, tokens, loss});
-  }
+  r.curve = ValidationCurve(m, r.flops_per_token, in.offset_flops);
   if (r.curve.empty()) return NotFound(in.run_dir + "/metrics.jsonl holds no evaluation");
   return r;
 }

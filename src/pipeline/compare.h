@@ -9,6 +9,7 @@
 
 #include "core/status.h"
 #include "eval/savings.h"
+#include "pipeline/report.h"
 
 namespace escale::pipeline {
 
@@ -22,6 +23,10 @@ struct ComparedRun {
   double flops_per_token = 0;
   Curve curve;  // every evaluation, offset applied; points at 0 FLOPs kept (the starting model)
 };
+
+// A run's validation curve from its metrics: each evaluation at the cumulative tokens, training
+// seconds (sum of step times) and FLOPs (tokens x flops_per_token + offset) of its step.
+Curve ValidationCurve(const StageMetrics& m, double flops_per_token, double offset_flops = 0);
 
 // "NAME=RUN_DIR" or "NAME=RUN_DIR@OFFSET" (OFFSET in FLOPs, e.g. 1.5e13, or the name of an
 // earlier input whose final FLOPs the run continues from).

@@ -6,7 +6,6 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-#include <tuple>
 #include <nlohmann/json.hpp>
 #include <toml++/toml.h>
 
@@ -17,6 +16,7 @@
 #include "model/layout.h"
 #include "pipeline/report.h"
 #include "eval/savings.h"
+#include "pipeline/compare.h"
 #include "train/checkpoint_store.h"
 #include "train/train_options.h"
 
@@ -259,22 +259,15 @@ RunFigures ReadRunFigures(const std::string& run_dir, double flops_per_token = N
   if (!m.ok() || m->steps.empty()) return f;
   f.tokens = m->steps.back().value("tokens", 0.0);
   std::vector<double> v;
-  std::vector<std::tuple<int64_t, double, double>> cum;  // step, tokens, seconds
   for (const auto& r : m->steps) {
     if (r.contains("tokens_per_s")) v.push_back(r["tokens_per_s"].get<double>());
     f.seconds += r.value("step_s", 0.0);
-    cum.emplace_back(r["step"].get<int64_t>(), r.value("tokens", 0.0), f.seconds);
   }
   if (!v.empty()) {
     std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
     f.tokens_per_second = v[v.size() / 2];
   }
-  for (const auto& [step, loss] : m->evals) {
-    double tok = 0, sec = 0;
-    for (const auto& [st, t, sc] : cum)
-      if (st <= step) tok = t, sec = sc;
-    f.val.push_back({flops_per_token * tok, sec, tok, loss});
-  }
+  f.val = ValidationCurve(*m, flops_per_token);
   return f;
 }
 
