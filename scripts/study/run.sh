@@ -11,6 +11,7 @@ S=${1:-build/study}
 seeds=${STUDY_SEEDS:-1 2 3}
 parts=${STUDY_PARTS:-es table1 fig3 fig4 report}
 recipe=recipes/study/efficientscale.toml
+fig4_best=${FIG4_BEST:-3.75e-4}  # seed 1's best learning rate for both Figure 4 arms (docs/reproduction.md)
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 mkdir -p "$S"
 latest() { echo "$1/checkpoints/$(cat "$1/checkpoints/latest")/model"; }
@@ -77,18 +78,32 @@ if want fig3; then
     touch "$S/fig3/small_continued/done"; }
 fi
 
-# 4. Figure 4: the upcycled MoE against continuing the dense grown model at equal FLOPs (the MoE
-#    stage's options; as many more steps as an MoE step costs more, its own decay at the end), per
-#    seed; the scratch MoE is the pipeline's baseline.
+# 4. Figure 4: the upcycled MoE against continuing the dense grown model at equal FLOPs, per seed,
+#    from the grown model's stable checkpoint; the scratch MoE is the pipeline's baseline.
+#    (a) The pipeline's own MoE stage (8 copies, top-2) against the dense model continued with the
+#        same options for as many more steps as an MoE step costs more, its own decay at the end.
+#    (b) Granular upcycling, 8 copies x 2 slices, top-2 of 16 half-width experts: a token costs what
+#        a dense token costs, so equal FLOPs is equal steps. Both arms at each learning rate of
+#        FIG4_LRS (default: a sweep on seed 1, the sweep's best on the other seeds).
 if want fig4; then
   echo "== Figure 4"
   mkdir -p "$S/fig4"
   for seed in $seeds; do
     moe_steps=$(sed -n 's/^steps = \([0-9]*\)/\1/p' "$S/es-$seed/configs/moe.toml")
+    dense_model=$(latest "$S/es-$seed/up")
     e_matmul=$($E inspect "$(latest "$S/es-$seed/moe")" --json | sed -n 's/.*"active_matmul": *\([0-9]*\).*/\1/p')
-    m_matmul=$($E inspect "$(latest "$S/es-$seed/up")" --json | sed -n 's/.*"active_matmul": *\([0-9]*\).*/\1/p')
-    train_like "$S/es-$seed/configs/moe.toml" "$(latest "$S/es-$seed/up")" "$S/fig4/dense-$seed" \
+    m_matmul=$($E inspect "$dense_model" --json | sed -n 's/.*"active_matmul": *\([0-9]*\).*/\1/p')
+    train_like "$S/es-$seed/configs/moe.toml" "$dense_model" "$S/fig4/dense-$seed" \
       --seed "$seed" --steps $(( (moe_steps * e_matmul + m_matmul - 1) / m_matmul ))
+    g=$S/fig4/granular-$seed.model
+    [[ -d $g ]] || $E -q scale-out "$dense_model" "$g" --experts 8 --top-k 1 --granularity 2 --seed "$seed" >/dev/null
+    g_matmul=$($E inspect "$g" --json | sed -n 's/.*"active_matmul": *\([0-9]*\).*/\1/p')
+    if [[ $seed == 1 ]]; then lrs=${FIG4_LRS:-1.875e-4 3.75e-4 7.5e-4 1.5e-3 3e-3}; else lrs=${FIG4_LRS:-$fig4_best}; fi
+    for lr in $lrs; do
+      train_like "$S/es-$seed/configs/moe.toml" "$g" "$S/fig4/granular-$seed-lr$lr" --seed "$seed" --lr "$lr"
+      train_like "$S/es-$seed/configs/moe.toml" "$dense_model" "$S/fig4/dense-$seed-lr$lr" --seed "$seed" --lr "$lr" \
+        --steps $(( (moe_steps * g_matmul + m_matmul - 1) / m_matmul ))
+    done
   done
 fi
 
@@ -108,6 +123,12 @@ if want report; then
       "upcycled_moe=$S/es-$seed/moe@dense_grown" "dense_continued=$S/fig4/dense-$seed@dense_grown" \
       "scratch_moe=$S/es-$seed/baseline" --svg "$d/fig4-seed$seed.svg" --markdown "$d/fig4-seed$seed.md" \
       --title "Figure 4 analogue, seed $seed: upcycled MoE, dense continuation, scratch MoE" >/dev/null
+    [[ -f $S/fig4/granular-$seed-lr$fig4_best/done ]] &&
+      $E compare "dense_grown=$S/es-$seed/up@$(prep_flops "$seed")" \
+        "granular_moe=$S/fig4/granular-$seed-lr$fig4_best@dense_grown" \
+        "dense_continued=$S/fig4/dense-$seed-lr$fig4_best@dense_grown" \
+        --svg "$d/fig4-granular-seed$seed.svg" --markdown "$d/fig4-granular-seed$seed.md" \
+        --title "Figure 4 analogue, seed $seed: granular upcycled MoE and dense continuation, LR $fig4_best" >/dev/null
     cp "$S/es-$seed/pipeline.json" "$d/pipeline-seed$seed.json"
   done
   cp "$S/table1.md" "$d/table1.md"

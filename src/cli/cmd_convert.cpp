@@ -39,6 +39,7 @@ Status RunConvert(const ConvertArgs& a) {
   if (a.format == "gguf" || (a.format.empty() && EndsWith(a.dst, ".gguf"))) return RunGguf(a);
   ESCALE_ASSIGN_OR_RETURN(HfModel m, ReadHfModel(a.src));
   WriteOptions opt;
+  opt.inputs = {a.src};
   opt.dtype = m.config.dtype;
   if (!a.dtype.empty()) {
     std::string d = a.dtype;

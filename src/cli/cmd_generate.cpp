@@ -46,7 +46,7 @@ Status RunGenerate(GenerateArgs& a) {
   tok::EncodeOptions eo;
   eo.add_special_tokens =
       a.add_bos == "yes" || (a.add_bos == "auto" && tokenizer.template_adds_bos());
-  const std::vector<int32_t> ids = tokenizer.Encode(prompt, eo);
+  ESCALE_ASSIGN_OR_RETURN(const std::vector<int32_t> ids, tokenizer.TryEncode(prompt, eo));
   const int64_t ctx = a.max_length > 0 ? a.max_length : model.config.max_position_embeddings;
   ESCALE_ASSIGN_OR_RETURN(auto dec, Decoder::Create(model.config, model.tensors, ctx));
   model = HfModel();  // the decoder holds its own fp32 copy

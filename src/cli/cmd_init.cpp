@@ -46,6 +46,7 @@ Status RunInit(const Args& a) {
   wo.dtype = dt;
   wo.overwrite = a.overwrite;
   wo.copy_tokenizer_from = a.tokenizer_from;
+  wo.inputs = {a.tokenizer_from};
   wo.metadata = {{"escale.init", "random normal std " + std::to_string(a.std) + " seed " + std::to_string(a.seed)}};
   ESCALE_RETURN_IF_ERROR(WriteHfModel(a.out, c, weights, wo));
   std::printf("wrote %s: %s, %.2fM parameters\n", a.out.c_str(), std::string(ArchitectureClassName(c.arch)).c_str(),

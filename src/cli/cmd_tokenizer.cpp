@@ -50,7 +50,7 @@ Status RunEncode(const Options& o) {
   tok::EncodeOptions opts;
   opts.parse_special = !o.no_special;
   opts.add_special_tokens = o.add_special;
-  const std::vector<int32_t> ids = tok->Encode(input, opts);
+  ESCALE_ASSIGN_OR_RETURN(const std::vector<int32_t> ids, tok->TryEncode(input, opts));
   if (o.json) {
     nlohmann::json j;
     j["ids"] = ids;

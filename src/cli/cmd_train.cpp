@@ -1,18 +1,19 @@
 // escale train: continued pretraining of a dense or MoE model (from a checkpoint, from a config,
 // or upcycled online from a dense checkpoint), with bit-exact --resume.
+#include <omp.h>
+
 #include <cstdio>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
-
-#include <nlohmann/json.hpp>
-#include <omp.h>
 
 #include "cli/command.h"
 #include "core/atomic_output.h"
 #include "dist/communicator.h"
 #include "io/hf_model.h"
 #include "io/token_shards.h"
+#include "io/tokenizer.h"
 #include "model/init.h"
 #include "ops/cpu/sgemm_rate.h"
 #include "surgery/scale_out.h"
@@ -49,6 +50,32 @@ Result<std::vector<TokenArray>> LoadSplit(const std::string& dir, const std::str
     out.push_back({owner->data(), static_cast<int64_t>(owner->size()), owner->token_bytes(), owner});
   }
   return out;
+}
+
+// A shard set's manifest must be escale tokenize's, and when the model carries a tokenizer.json
+// the shards must have been made with those exact bytes: other ids train "successfully" into
+// garbage.
+Status CheckShardManifest(const std::string& dir, const std::string& tokenizer_json) {
+  ESCALE_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(dir + "/manifest.json"));
+  const nlohmann::json m = nlohmann::json::parse(text, nullptr, false);
+  if (m.is_discarded() || !m.is_object() || !m.contains("format") ||
+      m["format"] != "llm.c token shards" || !m.contains("tokenizer") ||
+      !m["tokenizer"].is_object())
+    return FormatError(dir +
+                       "/manifest.json is empty, not JSON or not written by escale tokenize; rerun "
+                       "escale tokenize");
+  std::error_code ec;
+  if (tokenizer_json.empty() || !fs::is_regular_file(tokenizer_json, ec)) return Status::Ok();
+  const nlohmann::json& t = m["tokenizer"];
+  if (!t.contains("sha256") || !t["sha256"].is_string()) return Status::Ok();  // older manifests
+  ESCALE_ASSIGN_OR_RETURN(const std::string mine, tok::TokenizerFileSha256(tokenizer_json));
+  const std::string theirs = t["sha256"].get<std::string>();
+  if (mine != theirs)
+    return InvalidArgument("the shards in " + dir + " were made with another tokenizer (sha256 " +
+                           theirs.substr(0, 12) + "...) than " + tokenizer_json + " (" +
+                           mine.substr(0, 12) +
+                           "...); retokenize with escale tokenize --tokenizer " + tokenizer_json);
+  return Status::Ok();
 }
 
 Result<std::pair<int64_t, int64_t>> ParseExpertsTopK(const std::string& s) {
@@ -135,6 +162,13 @@ Status PrepareTrain(Args& a, dist::Communicator& comm, TrainerInputs& in) {
       in.blend.push_back(std::move(src));
     }
   }
+  const std::string tokenizer_json = tokenizer_dir.empty() ? "" : tokenizer_dir + "/tokenizer.json";
+  if (o.data_blend.empty()) {
+    ESCALE_RETURN_IF_ERROR(CheckShardManifest(o.data, tokenizer_json));
+  } else {
+    ESCALE_ASSIGN_OR_RETURN(std::vector<BlendEntry> entries, ParseDataBlend(o.data_blend));
+    for (const auto& e : entries) ESCALE_RETURN_IF_ERROR(CheckShardManifest(e.dir, tokenizer_json));
+  }
   std::error_code ec;
   if (!tokenizer_dir.empty() && fs::is_regular_file(tokenizer_dir + "/tokenizer.json", ec))
     in.copy_files_from = tokenizer_dir;
@@ -151,10 +185,15 @@ Status RunTrain(Args& a) {
   const TrainOptions& o = a.opt;
   ESCALE_ASSIGN_OR_RETURN(TrainSummary s, RunTraining(o, std::move(in)));
   if (comm->rank() != 0) return Status::Ok();
-  std::printf("trained steps %lld..%lld%s: train loss %.4f, validation loss %.4f -> %.4f, %.0f tokens/s, %lld skipped\n",
+  // A negative validation loss means the shards hold no validation split.
+  char val[96] = "no validation split";
+  if (s.first_val_loss >= 0)
+    std::snprintf(val, sizeof val, "validation loss %.4f -> %.4f", s.first_val_loss,
+                  s.last_val_loss);
+  std::printf("trained steps %lld..%lld%s: train loss %.4f, %s, %.0f tokens/s, %lld skipped\n",
               static_cast<long long>(s.start_step), static_cast<long long>(s.steps_done),
-              s.interrupted ? " (interrupted)" : "", s.last_train_loss, s.first_val_loss, s.last_val_loss,
-              s.tokens_per_second, static_cast<long long>(s.skipped_steps));
+              s.interrupted ? " (interrupted)" : "", s.last_train_loss, val, s.tokens_per_second,
+              static_cast<long long>(s.skipped_steps));
   if (!o.data_blend.empty()) {
     double total = 0;
     for (const auto& r : s.sources) total += r.tokens;

@@ -26,7 +26,7 @@ Status RunVerify(const VerifyArgs& args) {
     // The text is encoded with A's tokenizer unless --tokenizer names another tokenizer.json.
     const std::string path = args.tokenizer.empty() ? args.a + "/tokenizer.json" : args.tokenizer;
     ESCALE_ASSIGN_OR_RETURN(auto tok, tok::Tokenizer::FromFile(path));
-    tokens = tok->Encode(args.text);
+    ESCALE_ASSIGN_OR_RETURN(tokens, tok->TryEncode(args.text));
     if (tokens.empty()) return InvalidArgument("--text encodes to no tokens");
     for (int32_t t : tokens)
       if (t < 0 || t >= std::min(a.config.vocab_size, b.config.vocab_size))
@@ -51,6 +51,8 @@ Status RunVerify(const VerifyArgs& args) {
       std::printf("B records: %s\n", it->second.c_str());
     std::fputs(surgery::FormatVerifyReport(r).c_str(), stdout);
   }
+  if (const std::string bad = surgery::NonFiniteProblem(r); !bad.empty())
+    return InvalidArgument(bad);
   if (args.tolerance >= 0 && !(r.max_abs <= args.tolerance)) {
     char buf[128];
     std::snprintf(buf, sizeof buf, "max |logit diff| %.3e exceeds --tolerance %.3e", r.max_abs, args.tolerance);

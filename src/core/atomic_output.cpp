@@ -1,18 +1,22 @@
 #include "core/atomic_output.h"
 
-#include "core/splice_write.h"
-
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <vector>
+
+#include "core/splice_write.h"
 
 namespace escale {
 namespace fs = std::filesystem;
@@ -20,9 +24,51 @@ namespace fs = std::filesystem;
 namespace {
 std::string Errno() { return std::strerror(errno); }
 
+constexpr size_t kNameMax = 255;       // NAME_MAX of Linux file systems
+constexpr size_t kSuffixReserve = 24;  // ".tmp-" + pid (7 digits) + "-" + counter (10 digits)
+
 std::string UniqueSuffix() {
   static std::atomic<unsigned> counter{0};
   return ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter.fetch_add(1));
+}
+
+// The temporary sibling of `final_path`: its name, shortened when the suffix would push a long
+// (legal) name past NAME_MAX, then ".tmp-PID-N".
+std::string StagingPrefix(const std::string& final_path) {
+  const fs::path p(final_path);
+  std::string base = p.filename().string();
+  if (base.size() + kSuffixReserve > kNameMax) base.resize(kNameMax - kSuffixReserve);
+  return (p.parent_path() / base).string() + ".tmp-";
+}
+std::string TempSibling(const std::string& final_path) {
+  return StagingPrefix(final_path) + UniqueSuffix().substr(5);
+}
+
+// Removes staging entries of `final_path` whose process is gone: NAME.tmp-PID-N with no live PID.
+// A live PID (ours, a concurrent writer, or a reused number) is left alone.
+void RemoveStaleStaging(const std::string& final_path) {
+  const std::string prefix = StagingPrefix(final_path);
+  const fs::path parent = fs::path(prefix).parent_path();
+  const std::string name_prefix = fs::path(prefix).filename().string();
+  std::error_code ec;
+  fs::directory_iterator it(parent.empty() ? fs::path(".") : parent, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.compare(0, name_prefix.size(), name_prefix) != 0) continue;
+    const std::string rest = name.substr(name_prefix.size());
+    const size_t dash = rest.find('-');
+    if (dash == 0 || dash == std::string::npos ||
+        rest.find_first_not_of("0123456789-") != std::string::npos)
+      continue;
+    const long pid = std::strtol(rest.substr(0, dash).c_str(), nullptr, 10);
+    if (pid <= 0 || pid == ::getpid() || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH)
+      continue;
+    std::error_code rm;
+    const auto removed = fs::remove_all(it->path(), rm);
+    if (!rm && removed > 0)
+      std::fprintf(stderr, "escale: removed %s, left by a run that was killed (process %ld)\n",
+                   it->path().c_str(), pid);
+  }
 }
 
 std::string ParentOf(const std::string& path) {
@@ -44,9 +90,11 @@ Status FsyncDir(const std::string& dir) {
 Result<AtomicFile> AtomicFile::Create(const std::string& final_path) {
   AtomicFile f;
   f.final_ = final_path;
-  f.tmp_ = final_path + UniqueSuffix();
+  f.tmp_ = TempSibling(final_path);
   f.fd_ = ::open(f.tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (f.fd_ < 0) return IoError("cannot create " + f.tmp_ + ": " + Errno());
+  if (f.fd_ < 0)
+    return IoError("cannot create " + final_path + " (its temporary file " + f.tmp_ +
+                   "): " + Errno());
   return f;
 }
 
@@ -87,19 +135,70 @@ Status AtomicFile::Commit() {
   return FsyncDir(ParentOf(final_));
 }
 
-Result<StagingDir> StagingDir::Create(const std::string& final_dir, bool overwrite) {
+std::string NormalizeOutputPath(const std::string& path) {
+  if (path.empty()) return path;
+  std::string n = fs::path(path).lexically_normal().string();
+  while (n.size() > 1 && n.back() == '/') n.pop_back();
+  return n;
+}
+
+Status CheckOutputApartFromInputs(const std::string& output,
+                                  const std::vector<std::string>& inputs) {
+  std::error_code ec;
+  const fs::path out = fs::weakly_canonical(fs::absolute(output, ec), ec);
+  if (ec) return Status::Ok();  // an unresolvable path cannot be an existing input
+  auto under = [](const fs::path& inner, const fs::path& outer) {
+    return std::mismatch(outer.begin(), outer.end(), inner.begin(), inner.end()).first ==
+           outer.end();
+  };
+  for (const std::string& in : inputs) {
+    if (in.empty()) continue;
+    std::error_code e2;
+    const fs::path p = fs::weakly_canonical(fs::absolute(NormalizeOutputPath(in), e2), e2);
+    if (e2) continue;
+    if (p == out)
+      return InvalidArgument("output " + output + " is the input " + in +
+                             "; choose another output path");
+    if (under(p, out))
+      return InvalidArgument("output " + output + " contains the input " + in +
+                             " (replacing it would delete the input); choose another output path");
+    if (under(out, p))
+      return InvalidArgument("output " + output + " lies inside the input " + in +
+                             "; choose a path outside it");
+  }
+  return Status::Ok();
+}
+
+Result<StagingDir> StagingDir::Create(const std::string& user_dir, bool overwrite,
+                                      const std::vector<std::string>& inputs) {
+  const std::string final_dir = NormalizeOutputPath(user_dir);
+  std::string spelled = user_dir;  // "out/." and "a/.." name a directory only by reference: refused
+  while (spelled.size() > 1 && spelled.back() == '/') spelled.pop_back();
+  const std::string last = fs::path(spelled).filename().string();
+  const std::string base = fs::path(final_dir).filename().string();
+  if (final_dir.empty() || base.empty() || base == "." || base == ".." || last == "." ||
+      last == "..")
+    return InvalidArgument("output path '" + user_dir +
+                           "' names no new directory; give a path such as out/model");
+  ESCALE_RETURN_IF_ERROR(CheckOutputApartFromInputs(final_dir, inputs));
   std::error_code ec;
   if (fs::exists(final_dir, ec) && !overwrite)
-    return InvalidArgument("output " + final_dir + " already exists; choose a new path or pass --overwrite");
+    return InvalidArgument("output " + user_dir +
+                           " already exists; choose a new path or pass --overwrite");
+  if (fs::exists(final_dir, ec) && !fs::is_directory(final_dir, ec))
+    return InvalidArgument("output " + user_dir +
+                           " exists and is not a directory; remove it or choose another path");
   const std::string parent = ParentOf(final_dir);
   if (!fs::is_directory(parent, ec)) fs::create_directories(parent, ec);
   if (ec) return IoError("cannot create directory " + parent + ": " + ec.message());
+  RemoveStaleStaging(final_dir);
   StagingDir d;
   d.final_ = final_dir;
-  d.tmp_ = final_dir + UniqueSuffix();
+  d.tmp_ = TempSibling(final_dir);
   d.overwrite_ = overwrite;
   if (!fs::create_directory(d.tmp_, ec) || ec)
-    return IoError("cannot create directory " + d.tmp_ + ": " + ec.message());
+    return IoError("cannot create " + user_dir + " (its staging directory " + d.tmp_ +
+                   "): " + ec.message());
   return d;
 }
 
@@ -122,7 +221,7 @@ Status StagingDir::Commit() {
   std::string old;
   if (fs::exists(final_, ec)) {
     if (!overwrite_) return InvalidArgument("output " + final_ + " appeared while writing; not replaced");
-    old = final_ + UniqueSuffix();
+    old = TempSibling(final_);
     fs::rename(final_, old, ec);
     if (ec) return IoError("cannot move old " + final_ + " aside: " + ec.message());
   }

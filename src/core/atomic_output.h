@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/status.h"
 
@@ -40,10 +41,14 @@ class AtomicFile {
 };
 
 // Builds a directory. Files go into path(); Commit() fsyncs the directory and renames it over
-// `final_dir` (an existing `final_dir` is replaced only when `overwrite` was set).
+// `final_dir` (an existing `final_dir` is replaced only when `overwrite` was set). `final_dir` may
+// end in '/'. An output that equals, contains or lies inside one of `inputs` is refused, so that
+// --overwrite can never delete what is being read. Staging entries of `final_dir` left by killed
+// processes are removed first (and said so on stderr).
 class StagingDir {
  public:
-  static Result<StagingDir> Create(const std::string& final_dir, bool overwrite);
+  static Result<StagingDir> Create(const std::string& final_dir, bool overwrite,
+                                   const std::vector<std::string>& inputs = {});
   StagingDir(StagingDir&& o) noexcept;
   StagingDir& operator=(StagingDir&&) = delete;
   StagingDir(const StagingDir&) = delete;
@@ -60,6 +65,14 @@ class StagingDir {
   bool overwrite_ = false;
   bool committed_ = false;
 };
+
+// Refuses an output path that equals, contains or lies inside any of `inputs` (compared after
+// resolving symlinks and "..", so different spellings of one place are caught).
+Status CheckOutputApartFromInputs(const std::string& output,
+                                  const std::vector<std::string>& inputs);
+// "dir/" -> "dir", "a/./b" -> "a/b"; the path a user means, without the spelling that breaks
+// rename(2) and sibling names.
+std::string NormalizeOutputPath(const std::string& path);
 
 // Atomically replace a small file's contents (manifests, pointers, JSON).
 Status WriteFileAtomic(const std::string& path, const std::string& contents);

@@ -60,6 +60,14 @@ Curve LowerEnvelope(const std::vector<Curve>& curves) {
   Curve env;
   for (const CurvePoint& p : all)
     if (env.empty() || p.loss < env.back().loss) env.push_back(p);
+  // Seconds (and tokens) are each run's own measurements: a branch that ran on a quieter machine
+  // can reach more FLOPs in fewer seconds than the run before it on the envelope. The time to a
+  // point is then the least time any later point of the envelope took (a run that got at least
+  // this far did it that fast): monotone, and never in EfficientScale's favour.
+  for (size_t i = env.size(); i-- > 1;) {
+    env[i - 1].seconds = std::min(env[i - 1].seconds, env[i].seconds);
+    env[i - 1].tokens = std::min(env[i - 1].tokens, env[i].tokens);
+  }
   return env;
 }
 

@@ -36,7 +36,9 @@ Status ValidateCurve(const Curve& c, const std::string& what);
 // The best loss reachable with at most x FLOPs by any of `curves`: the points of all curves in
 // FLOPs order, each kept only if its loss is below every point before it. This is the fair
 // "scratch" reference when each curve is one fully decayed run (or a decay branch) at its own
-// budget: a run at budget x could have stopped at any of the cheaper runs' points.
+// budget: a run at budget x could have stopped at any of the cheaper runs' points. Seconds and
+// tokens are made non-decreasing by taking, at each point, the least of that and every later point
+// (runs measured under different machine load need not agree on the time axis).
 Curve LowerEnvelope(const std::vector<Curve>& curves);
 
 // Where a curve first reaches `target_loss` (loss <= target), interpolated between the two points

@@ -123,19 +123,38 @@ Status ParseRope(const json& j, ModelConfig& c, double default_theta) {
     return Status::Ok();
   }
   std::string type = "default";
-  for (const char* key : {"rope_type", "type"})
-    if (scaling.contains(key) && scaling[key].is_string()) type = scaling[key].get<std::string>();
+  for (const char* key : {"rope_type", "type"}) {
+    if (!scaling.contains(key)) continue;
+    // A number or null here is not "default": it would silently train plain RoPE.
+    if (!scaling[key].is_string())
+      return Cfg(std::string("rope_scaling '") + key +
+                 "' must be a string such as \"linear\" or \"llama3\", got " + scaling[key].dump());
+    type = scaling[key].get<std::string>();
+  }
   if (type == "default") {
     c.rope_scaling = nullptr;
     return Status::Ok();
   }
+  // Every factor divides a frequency or a wavelength: zero, negative or non-finite values give
+  // infinite or NaN rotations.
+  auto positive = [&](const char* k) -> Status {
+    if (!scaling.contains(k) || !scaling[k].is_number())
+      return Cfg("rope_scaling of type " + type + " needs a numeric '" + k + "'");
+    const double v = scaling[k].get<double>();
+    if (!(v > 0) || !std::isfinite(v))
+      return Cfg("rope_scaling '" + std::string(k) + "' must be a positive number, got " +
+                 scaling[k].dump());
+    return Status::Ok();
+  };
   if (type == "linear") {
-    if (!scaling.contains("factor") || !scaling["factor"].is_number())
-      return Cfg("rope_scaling of type linear needs a numeric 'factor'");
+    ESCALE_RETURN_IF_ERROR(positive("factor"));
   } else if (type == "llama3") {
     for (const char* k : {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"})
-      if (!scaling.contains(k) || !scaling[k].is_number())
-        return Cfg(std::string("rope_scaling of type llama3 needs a numeric '") + k + "'");
+      ESCALE_RETURN_IF_ERROR(positive(k));
+    if (!(scaling["high_freq_factor"].get<double>() > scaling["low_freq_factor"].get<double>()))
+      return Cfg("rope_scaling of type llama3 needs high_freq_factor > low_freq_factor (got " +
+                 scaling["high_freq_factor"].dump() + " and " + scaling["low_freq_factor"].dump() +
+                 ")");
   } else {
     return CfgUnsupported("RoPE scaling type '" + type +
                           "' is not supported; escale handles default, linear and llama3");

@@ -274,7 +274,7 @@ Status StreamHfModel(const std::string& dir, const ModelConfig& config, const Te
   if (!opt.copy_tokenizer_from.empty() && !fs::is_directory(opt.copy_tokenizer_from, ec))
     return NotFound("tokenizer source " + opt.copy_tokenizer_from + " is not a directory");
 
-  ESCALE_ASSIGN_OR_RETURN(StagingDir staging, StagingDir::Create(dir, opt.overwrite));
+  ESCALE_ASSIGN_OR_RETURN(StagingDir staging, StagingDir::Create(dir, opt.overwrite, opt.inputs));
   const std::vector<TensorSpec> specs = CanonicalTensors(out_cfg);
   std::vector<SafetensorsEntry> declared;
   std::vector<size_t> sizes;

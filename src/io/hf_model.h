@@ -70,6 +70,10 @@ struct WriteOptions {
   std::map<std::string, std::string> metadata;  // recorded in every shard's __metadata__
   bool overwrite = false;
   std::string copy_tokenizer_from;  // carry tokenizer files over from this directory, if set
+  // What the output must not equal, contain or lie inside: the command's inputs. (Tokenizer files
+  // are copied into the staging directory before anything is replaced, so copy_tokenizer_from may
+  // be the output itself.)
+  std::vector<std::string> inputs;
   bool progress = true;
   // Tensors produced ahead of the writer (2: one is produced while the previous one is written).
   size_t in_flight = 2;

@@ -39,6 +39,7 @@ struct Batch {
 struct Encoded {
   std::vector<int32_t> train, val;
   uint64_t train_docs = 0, val_docs = 0, text_bytes = 0, file_bytes = 0;
+  std::string error;  // the encoder's, with the document number: the run fails on it
 };
 
 double ProcessCpuSeconds() {
@@ -157,7 +158,10 @@ Result<TokenizeSummary> TokenizeToShards(const TokenizeOptions& opts) {
   }
   delim_name = tok->IdToToken(*delim);
 
-  ESCALE_ASSIGN_OR_RETURN(StagingDir staging, StagingDir::Create(opts.output_dir, opts.overwrite));
+  std::vector<std::string> inputs = opts.inputs;
+  inputs.push_back(opts.tokenizer_path);
+  ESCALE_ASSIGN_OR_RETURN(StagingDir staging,
+                          StagingDir::Create(opts.output_dir, opts.overwrite, inputs));
   const int width = ShardTokenBytes(tok->vocab_size());
   SplitWriter train(staging.path(), "train", width, opts.shard_tokens);
   SplitWriter val(staging.path(), "val", width, opts.shard_tokens);
@@ -243,6 +247,8 @@ Result<TokenizeSummary> TokenizeToShards(const TokenizeOptions& opts) {
           out.push_back(*delim);
           enc.Encode(b.docs[i], enc_opts, out);
           ++(is_val ? e.val_docs : e.train_docs);
+          if (!enc.error().empty() && e.error.empty())
+            e.error = "document " + std::to_string(b.first_doc + i + 1) + ": " + enc.error();
         }
         std::lock_guard<std::mutex> lk(pl.mu);
         pl.done.emplace(b.seq, std::move(e));
@@ -265,6 +271,10 @@ Result<TokenizeSummary> TokenizeToShards(const TokenizeOptions& opts) {
       e = std::move(pl.done[next]);
       pl.done.erase(next);
       pl.cv.notify_all();
+    }
+    if (!e.error.empty()) {
+      write_status = FormatError(e.error);
+      break;
     }
     write_status = train.Add(e.train);
     if (write_status.ok()) write_status = val.Add(e.val);

@@ -194,6 +194,7 @@ struct Encoder::State {
   StringTable cache;
   std::vector<int32_t> arena;
   BpeModel::Scratch scratch;
+  std::string error;  // see Encoder::error()
   std::string normalized;
   std::string norm_buf;
   std::string prefixed;
@@ -247,6 +248,13 @@ struct Encoder::State {
       for (const auto& [pb, pe] : pieces) {
         matches.clear();
         matchers[s]->FindAll(text.substr(pb, pe - pb), matches);
+        if (matchers[s]->exhausted() && error.empty())
+          error =
+              "the tokenizer's pre-tokenizer regex exceeded its work bound (catastrophic "
+              "backtracking) on a " +
+              std::to_string(pe - pb) +
+              "-byte piece of the input; pattern: " + t.pretok[s].regex->pattern() +
+              " (fix the Split pattern in tokenizer.json)";
         size_t cur = pb;
         bool pending_next = false;  // MergedWithNext: a match waits to start the next piece
         size_t pending_begin = 0;
@@ -478,6 +486,15 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text, const EncodeOption
   return out;
 }
 
+Result<std::vector<int32_t>> Tokenizer::TryEncode(std::string_view text,
+                                                  const EncodeOptions& opts) const {
+  Encoder enc(*this, 1u << 12);
+  std::vector<int32_t> out;
+  enc.Encode(text, opts, out);
+  if (!enc.error().empty()) return FormatError(enc.error());
+  return out;
+}
+
 Result<std::string> Tokenizer::Decode(const std::vector<int32_t>& ids, bool skip_special) const {
   std::string out;
   std::vector<std::string> toks;
@@ -530,6 +547,13 @@ const std::string& Tokenizer::sha256() const { return impl_->sha256; }
 Encoder::Encoder(const Tokenizer& tok, size_t max_cache_entries)
     : tok_(&tok), st_(std::make_unique<State>(*tok.impl_, max_cache_entries)) {}
 Encoder::~Encoder() = default;
+const std::string& Encoder::error() const {
+  return st_->error;
+}
+void Encoder::ClearError() {
+  st_->error.clear();
+  for (auto& m : st_->matchers) m->ClearExhausted();
+}
 
 void Encoder::Encode(std::string_view text, const EncodeOptions& opts, std::vector<int32_t>& out) {
   const TokenizerImpl& t = *tok_->impl_;

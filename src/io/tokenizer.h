@@ -51,6 +51,9 @@ class Tokenizer {
 
   // Thread-safe; allocates a scratch Encoder per call. Hot loops should hold an Encoder.
   std::vector<int32_t> Encode(std::string_view text, const EncodeOptions& opts = {}) const;
+  // The same, failing with one line when a pre-tokenizer regex exceeded its work bound.
+  Result<std::vector<int32_t>> TryEncode(std::string_view text,
+                                         const EncodeOptions& opts = {}) const;
   // The text as the normalizer leaves it (NFC for Qwen2; unchanged for Llama 3). Round trip:
   // Decode(Encode(x)) == Normalize(x) for any bytes x; invalid bytes are kept as they are.
   std::string Normalize(std::string_view text) const;
@@ -84,6 +87,10 @@ class Tokenizer {
   std::unique_ptr<TokenizerImpl> impl_;
 };
 
+// The SHA-256 (hex) of a tokenizer.json's bytes: what Tokenizer::sha256() reports and what
+// `escale tokenize` records in a shard set's manifest, without loading the tokenizer.
+Result<std::string> TokenizerFileSha256(const std::string& path);
+
 // Per-thread encoding state: PCRE2 match data, a per-word cache, merge scratch. Not thread-safe;
 // one per worker thread.
 class Encoder {
@@ -95,6 +102,11 @@ class Encoder {
   Encoder& operator=(const Encoder&) = delete;
   // Appends ids to `out`.
   void Encode(std::string_view text, const EncodeOptions& opts, std::vector<int32_t>& out);
+  // Non-empty once an Encode() hit a pre-tokenizer regex's work bound (catastrophic
+  // backtracking): that text's tail was kept as one piece, so its ids are not what the pattern
+  // means. Says which pattern; callers turn it into a failure. Sticky until ClearError().
+  const std::string& error() const;
+  void ClearError();
   const Tokenizer& tokenizer() const { return *tok_; }
 
  private:

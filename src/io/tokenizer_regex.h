@@ -29,11 +29,17 @@ class Regex {
     Matcher(const Matcher&) = delete;
     Matcher& operator=(const Matcher&) = delete;
     // Appends [begin, end) of every non-overlapping match in `text` (valid UTF-8) to `out`.
+    // Every match attempt is bounded (PCRE2 match and depth limits): a pattern that backtracks
+    // catastrophically on this text stops there, the rest of the text becomes one match so that
+    // nothing is lost, and exhausted() says so until ClearExhausted().
     void FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>>& out);
+    bool exhausted() const { return exhausted_; }
+    void ClearExhausted() { exhausted_ = false; }
 
    private:
     const Regex& re_;
     void* match_data_ = nullptr;
+    bool exhausted_ = false;
   };
 
  private:

@@ -3,6 +3,8 @@
 #include <cstring>
 #include <string>
 
+#include "core/atomic_output.h"
+#include "io/tokenizer.h"
 #include "io/tokenizer_impl.h"
 
 namespace escale::tok {
@@ -69,6 +71,11 @@ std::string Sha256Hex(const void* data, size_t n) {
     for (int s = 28; s >= 0; s -= 4) out.push_back(kHex[(v >> s) & 0xf]);
   }
   return out;
+}
+
+Result<std::string> TokenizerFileSha256(const std::string& path) {
+  ESCALE_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path, size_t{1} << 30));
+  return Sha256Hex(text.data(), text.size());
 }
 
 }  // namespace escale::tok

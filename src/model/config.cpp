@@ -44,6 +44,50 @@ Status ModelConfig::Validate() const {
     if (v <= 0) return InvalidArgument(std::string(name) + " must be positive, got " + std::to_string(v));
     return Status::Ok();
   };
+  // Upper bounds far above any published model (Llama 3.1 405B: 126 layers, hidden 16384), so that
+  // a typo such as num_hidden_layers 1e12 is refused here, naming the key, instead of running out
+  // of memory while planning.
+  auto at_most = [](const char* name, int64_t v, int64_t max) -> Status {
+    if (v > max)
+      return InvalidArgument(std::string(name) + " " + std::to_string(v) + " is more than " +
+                             std::to_string(max) +
+                             ", larger than any model escale can hold; check config.json");
+    return Status::Ok();
+  };
+  ESCALE_RETURN_IF_ERROR(
+      at_most("vocab_size", vocab_size, int64_t{1} << 31));  // token ids are int32
+  ESCALE_RETURN_IF_ERROR(at_most("hidden_size", hidden_size, int64_t{1} << 20));
+  ESCALE_RETURN_IF_ERROR(at_most("num_hidden_layers", num_layers, int64_t{1} << 16));
+  ESCALE_RETURN_IF_ERROR(at_most("num_attention_heads", num_heads, int64_t{1} << 16));
+  ESCALE_RETURN_IF_ERROR(at_most("num_key_value_heads", num_kv_heads, int64_t{1} << 16));
+  ESCALE_RETURN_IF_ERROR(at_most("head_dim", head_dim, int64_t{1} << 16));
+  ESCALE_RETURN_IF_ERROR(at_most("intermediate_size", intermediate_size, int64_t{1} << 24));
+  ESCALE_RETURN_IF_ERROR(
+      at_most("max_position_embeddings", max_position_embeddings, int64_t{1} << 31));
+  if (is_moe()) {
+    ESCALE_RETURN_IF_ERROR(at_most("num_experts", moe.num_experts, int64_t{1} << 16));
+    ESCALE_RETURN_IF_ERROR(
+        at_most("expert intermediate size", moe.expert_intermediate, int64_t{1} << 24));
+    ESCALE_RETURN_IF_ERROR(
+        at_most("shared_expert_intermediate_size", moe.shared_intermediate, int64_t{1} << 24));
+  }
+  {
+    // Each size alone can be plausible while their product overflows int64 in the layout code:
+    // bound the parameter count, computed in floating point.
+    const long double H = hidden_size, L = num_layers, hd = head_dim;
+    const long double attn = 2 * H * hd * (static_cast<long double>(num_heads) + num_kv_heads);
+    const long double ffn =
+        is_moe() ? 3 * H *
+                       (static_cast<long double>(moe.num_experts) * moe.expert_intermediate +
+                        moe.shared_intermediate + intermediate_size)
+                 : 3 * H * intermediate_size;
+    const long double total = 2 * H * vocab_size + L * (attn + ffn);
+    if (total > 1e15L)
+      return InvalidArgument("the config describes about " +
+                             std::to_string(static_cast<double>(total)) +
+                             " parameters, more than 10^15; check its sizes");
+  }
+  ESCALE_RETURN_IF_ERROR(positive("max_position_embeddings", max_position_embeddings));
   ESCALE_RETURN_IF_ERROR(positive("vocab_size", vocab_size));
   ESCALE_RETURN_IF_ERROR(positive("hidden_size", hidden_size));
   ESCALE_RETURN_IF_ERROR(positive("num_hidden_layers", num_layers));

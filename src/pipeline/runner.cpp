@@ -1,22 +1,24 @@
 #include "pipeline/runner.h"
 
+#include <toml++/toml.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <nlohmann/json.hpp>
-#include <toml++/toml.h>
+#include <sstream>
 
 #include "core/atomic_output.h"
 #include "core/subprocess.h"
+#include "eval/savings.h"
 #include "io/hf_model.h"
 #include "io/tokenizer.h"
 #include "model/layout.h"
-#include "pipeline/report.h"
-#include "eval/savings.h"
 #include "pipeline/compare.h"
+#include "pipeline/recipe_check.h"
+#include "pipeline/report.h"
 #include "train/checkpoint_store.h"
 #include "train/train_options.h"
 
@@ -482,6 +484,7 @@ BranchPoint DecayBranch(int64_t steps, double fraction, double decay_fraction, i
 }
 
 Status RunPipeline(const Recipe& r, const PipelineOptions& opt) {
+  ESCALE_RETURN_IF_ERROR(CheckRecipe(r, opt.executable));
   const std::vector<Stage> stages = PlanStages(r);
   const std::string markers = r.out + "/stages";
   if (opt.dry_run) {

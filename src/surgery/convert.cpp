@@ -185,6 +185,7 @@ Result<std::string> ScaleUpModel(const std::string& src, const std::string& dst,
   wo.metadata = ScaleUpMetadata(plan);
   wo.overwrite = conv.overwrite;
   wo.copy_tokenizer_from = src;
+  wo.inputs = {src};
   wo.progress = conv.progress;
   ESCALE_RETURN_IF_ERROR(
       Execute(dst, plan.target, model, std::move(steps), names, dtype, produce, wo));
@@ -222,6 +223,7 @@ Result<std::string> ScaleOutModel(const std::string& src, const std::string& dst
   wo.metadata = ScaleOutMetadata(plan);
   wo.overwrite = conv.overwrite;
   wo.copy_tokenizer_from = src;
+  wo.inputs = {src};
   wo.progress = conv.progress;
   ESCALE_RETURN_IF_ERROR(
       Execute(dst, plan.target, model, std::move(steps), names, dtype, produce, wo));

@@ -78,11 +78,12 @@ Result<ScaleOutPlan> PlanScaleOut(const ModelConfig& src, const ScaleOutOptions&
   if (k < 1 || k > E)
     return InvalidArgument("--top-k must be between 1 and --experts " + D(E) + " (got " + D(k) +
                            ")");
-  if (k == 1 && opt.router == RouterType::kMixtral)
+  if (G < 1) return InvalidArgument("--granularity must be at least 1 (got " + D(G) + ")");
+  // The model routes to k*G slices; only a single selected slice leaves the softmax constant.
+  if (k * G == 1 && opt.router == RouterType::kMixtral)
     return InvalidArgument(
         "--top-k 1 with mixtral routing gives the router no gradient (softmax over one selected "
-        "expert is always 1); use --top-k 2 or more, or --router st");
-  if (G < 1) return InvalidArgument("--granularity must be at least 1 (got " + D(G) + ")");
+        "expert is always 1); use --top-k 2 or more, --granularity 2 or more, or --router st");
   if (G > f)
     return InvalidArgument("--granularity " + D(G) + " is larger than the FFN size " + D(f));
   if (E * G > 65536)

@@ -27,7 +27,32 @@ int64_t ArgMax(const double* x, int64_t n) {
   return std::max_element(x, x + n) - x;
 }
 
+// std::max(x, NaN) is x: a NaN difference would vanish from every maximum. These keep it.
+double MaxKeepNan(double acc, double v) {
+  return std::isnan(acc) || std::isnan(v) ? std::nan("") : std::max(acc, v);
+}
+
 }  // namespace
+
+std::string NonFiniteProblem(const VerifyReport& r) {
+  std::string s;
+  auto add = [&](const char* who, int64_t n) {
+    if (n == 0) return;
+    if (!s.empty()) s += "; ";
+    s += std::string("model ") + who + " computes " + std::to_string(n) + " NaN or infinite logit" +
+         (n == 1 ? "" : "s");
+  };
+  add("A", r.nonfinite_a);
+  add("B", r.nonfinite_b);
+  if (s.empty()) {
+    bool bad = !std::isfinite(r.max_abs) || !std::isfinite(r.kl_mean) || !std::isfinite(r.kl_max);
+    for (const LayerDrift& d : r.layers)
+      bad = bad || !std::isfinite(d.max_abs) || !std::isfinite(d.rel_rms);
+    if (bad) s = "a comparison is NaN or infinite (a residual stream overflowed)";
+  }
+  if (!s.empty()) s += ": the models cannot be called equal; check the weights for NaN or inf";
+  return s;
+}
 
 Result<VerifyReport> CompareModels(const ModelConfig& a, const TensorMap& ta, const ModelConfig& b,
                                    const TensorMap& tb, const std::vector<int32_t>& tokens,
@@ -54,16 +79,18 @@ Result<VerifyReport> CompareModels(const ModelConfig& a, const TensorMap& ta, co
     const double* la = ra.logits.data() + t * V;
     const double* lb = rb.logits.data() + t * V;
     for (int64_t v = 0; v < V; ++v) {
+      r.nonfinite_a += std::isfinite(la[v]) ? 0 : 1;
+      r.nonfinite_b += std::isfinite(lb[v]) ? 0 : 1;
       const double d = std::abs(la[v] - lb[v]);
-      r.max_abs = std::max(r.max_abs, d);
+      r.max_abs = MaxKeepNan(r.max_abs, d);
       sum_abs += d;
     }
     const std::vector<double> pa = LogSoftmax(la, V), pb = LogSoftmax(lb, V);
     double kl = 0;
     for (int64_t v = 0; v < V; ++v) kl += std::exp(pa[static_cast<size_t>(v)]) * (pa[static_cast<size_t>(v)] - pb[static_cast<size_t>(v)]);
-    kl = std::max(kl, 0.0);  // rounding can leave a tiny negative
+    kl = std::isnan(kl) ? kl : std::max(kl, 0.0);  // rounding can leave a tiny negative
     r.kl_mean += kl / static_cast<double>(T);
-    r.kl_max = std::max(r.kl_max, kl);
+    r.kl_max = MaxKeepNan(r.kl_max, kl);
     agree += ArgMax(la, V) == ArgMax(lb, V) ? 1 : 0;
   }
   r.mean_abs = sum_abs / static_cast<double>(T * V);
@@ -103,7 +130,7 @@ Result<VerifyReport> CompareModels(const ModelConfig& a, const TensorMap& ta, co
       for (int64_t h = 0; h < w; ++h) {
         const double va = xa[static_cast<size_t>(t * a.hidden_size + h)];
         const double diff = va - xb[static_cast<size_t>(t * b.hidden_size + h)];
-        d.max_abs = std::max(d.max_abs, std::abs(diff));
+        d.max_abs = MaxKeepNan(d.max_abs, std::abs(diff));
         sd += diff * diff;
         sa += va * va;
       }
@@ -160,6 +187,11 @@ std::string FormatVerifyReport(const VerifyReport& r) {
   std::snprintf(buf, sizeof buf, "KL(A||B): mean %.3e, max %.3e\ntop-1 agreement: %.4f\n", r.kl_mean, r.kl_max,
                 r.top1_agreement);
   o << buf;
+  if (r.nonfinite_a > 0 || r.nonfinite_b > 0) {
+    std::snprintf(buf, sizeof buf, "NaN or infinite logits: %lld in A, %lld in B\n",
+                  static_cast<long long>(r.nonfinite_a), static_cast<long long>(r.nonfinite_b));
+    o << buf;
+  }
   o << "residual drift (" << r.layer_note << "):\n";
   for (const LayerDrift& d : r.layers) {
     std::snprintf(buf, sizeof buf, "  A layer %lld vs B layer %lld: max |diff| %.3e, relative rms %.3e\n",
@@ -173,7 +205,10 @@ nlohmann::json VerifyReportJson(const VerifyReport& r) {
   nlohmann::json j;
   j["tokens"] = r.tokens;
   j["vocab"] = r.vocab;
-  j["max_abs_logit_diff"] = r.max_abs;
+  j["max_abs_logit_diff"] = r.max_abs;  // JSON has no NaN: a non-finite value is written as null
+  j["nonfinite_logits_a"] = r.nonfinite_a;
+  j["nonfinite_logits_b"] = r.nonfinite_b;
+  j["finite"] = NonFiniteProblem(r).empty();
   j["mean_abs_logit_diff"] = r.mean_abs;
   j["kl_mean"] = r.kl_mean;
   j["kl_max"] = r.kl_max;

@@ -37,6 +37,8 @@ struct VerifyReport {
   double kl_mean = 0;         // mean over positions of KL(softmax(A) || softmax(B))
   double kl_max = 0;
   double top1_agreement = 0;  // fraction of positions with the same argmax
+  int64_t nonfinite_a = 0;    // NaN or infinite logits of A
+  int64_t nonfinite_b = 0;    // ... of B
   int64_t compared_width = 0; // residual coordinates compared
   std::vector<LayerDrift> layers;
   std::string layer_note;     // why layers were or were not paired
@@ -53,6 +55,10 @@ Result<std::vector<int32_t>> ParseTokenList(const std::string& text, int64_t voc
 std::vector<int32_t> DefaultProbeTokens(int64_t n, int64_t vocab);
 // "[0,0,1,1]" (a metadata value) -> list; nullopt when absent or malformed.
 std::optional<std::vector<int64_t>> ParseIntListJson(const std::string& text);
+
+// One line saying which model computes NaN or infinity, or empty when every logit and residual
+// compared is finite. A non-finite value is never "close": the caller treats it as a failure.
+std::string NonFiniteProblem(const VerifyReport& r);
 
 std::string FormatVerifyReport(const VerifyReport& r);
 nlohmann::json VerifyReportJson(const VerifyReport& r);

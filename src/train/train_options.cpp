@@ -1,13 +1,26 @@
 #include "train/train_options.h"
 
-#include <cmath>
-#include <cstdlib>
-
 #include <toml++/toml.h>
 
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+
+#include "core/atomic_output.h"
 #include "train/data_blend.h"
 
 namespace escale {
+
+namespace {
+Status ApplyTomlTable(const toml::table& t, const std::string& path,
+                      const std::vector<OptionSpec>& table);
+
+std::string FormatDouble(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+}  // namespace
 
 int64_t TrainOptions::accumulation_steps() const {
   if (global_batch_tokens <= 0) return 1;
@@ -26,8 +39,34 @@ Status TrainOptions::Validate() const {
         "give exactly one of --data SHARD_DIR or --data-blend 'NAME=WEIGHT:DIR ...'");
   if (!data_blend.empty()) ESCALE_RETURN_IF_ERROR(ParseDataBlend(data_blend).status());
   if (out.empty()) return InvalidArgument("--out RUN_DIR is required");
-  if (seq_len < 2) return InvalidArgument("--seq-len must be at least 2");
-  if (micro_batch < 1) return InvalidArgument("--micro-batch must be at least 1");
+  // Bounds that no real run comes near, so that an absurd value (a typo, 1e8) is refused here,
+  // naming the flag, instead of failing later as an allocation or an overflow.
+  constexpr int64_t kMaxSeqLen = int64_t{1} << 20, kMaxMicroBatch = int64_t{1} << 16,
+                    kMaxThreads = 1024;
+  if (seq_len < 2 || seq_len > kMaxSeqLen)
+    return InvalidArgument("--seq-len must be between 2 and " + std::to_string(kMaxSeqLen) +
+                           " (got " + std::to_string(seq_len) + ")");
+  if (micro_batch < 1 || micro_batch > kMaxMicroBatch)
+    return InvalidArgument("--micro-batch must be between 1 and " + std::to_string(kMaxMicroBatch) +
+                           " (got " + std::to_string(micro_batch) + ")");
+  if (tokens_per_micro_batch() > (int64_t{1} << 31))
+    return InvalidArgument(
+        "--seq-len x --micro-batch = " + std::to_string(tokens_per_micro_batch()) +
+        " tokens per micro-batch is more than 2^31; use --global-batch-tokens for large batches");
+  // AdamW's step is about lr per weight whatever the gradient: above 1 every weight leaves its
+  // scale in one step.
+  if (!(lr > 0 && lr <= 1))
+    return InvalidArgument("--lr must be a number in (0, 1] (got " + FormatDouble(lr) +
+                           "; typical: 1e-4 to 3e-3)");
+  if (!(min_lr >= 0 && min_lr <= lr))
+    return InvalidArgument("--min-lr must be between 0 and --lr (got " + FormatDouble(min_lr) +
+                           ")");
+  if (warmup < 0) return InvalidArgument("--warmup must not be negative");
+  if (!(wsd_decay_fraction >= 0 && wsd_decay_fraction <= 1))
+    return InvalidArgument("--wsd-decay-fraction must be between 0 and 1");
+  if (!(spike_zscore >= 0) || !std::isfinite(spike_zscore))
+    return InvalidArgument("--spike-zscore must be a finite number >= 0 (0 = off)");
+  if (max_skips < 1) return InvalidArgument("--max-skips must be at least 1");
   if (global_batch_tokens < 0 || (global_batch_tokens > 0 && global_batch_tokens % tokens_per_micro_batch() != 0))
     return InvalidArgument("--global-batch-tokens (" + std::to_string(global_batch_tokens) +
                            ") must be a multiple of seq-len x micro-batch (" +
@@ -36,17 +75,23 @@ Status TrainOptions::Validate() const {
   if (steps < 0 || token_budget < 0) return InvalidArgument("--steps and --token-budget must not be negative");
   if (steps == 0 && !(token_budget > 0)) return InvalidArgument("give --steps or --token-budget");
   if (!(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1)) return InvalidArgument("AdamW betas must be in [0, 1)");
-  if (!(eps > 0)) return InvalidArgument("--eps must be positive");
-  if (!(weight_decay >= 0)) return InvalidArgument("--weight-decay must be >= 0");
-  if (!(clip >= 0)) return InvalidArgument("--clip must be >= 0 (0 disables clipping)");
+  if (!(eps > 0) || !std::isfinite(eps))
+    return InvalidArgument("--eps must be a finite positive number");
+  if (!(weight_decay >= 0 && weight_decay <= 10))
+    return InvalidArgument("--weight-decay must be between 0 and 10");
+  if (!(clip >= 0) || !std::isfinite(clip))
+    return InvalidArgument("--clip must be a finite number >= 0 (0 disables clipping)");
   for (double c : {aux_loss, router_max_z, router_z, output_z, output_max_z})
     if (!(c >= 0) || !std::isfinite(c)) return InvalidArgument("loss coefficients must be finite and >= 0");
-  if (!(capacity_factor >= 0)) return InvalidArgument("--capacity-factor must be >= 0 (0 = dropless)");
+  if (!(capacity_factor >= 0) || !std::isfinite(capacity_factor))
+    return InvalidArgument("--capacity-factor must be >= 0 (0 = dropless)");
   if (!router.empty() && router != "mixtral" && router != "st")
     return InvalidArgument("--router must be mixtral or st");
   if (eval_every < 0 || save_every < 0 || keep_last < 0 || eval_batches < 0)
     return InvalidArgument("--eval-every, --eval-batches, --save-every and --keep-last must be >= 0");
-  if (threads < 0) return InvalidArgument("--threads must be >= 0");
+  if (threads < 0 || threads > kMaxThreads)
+    return InvalidArgument("--threads must be between 0 (all cores) and " +
+                           std::to_string(kMaxThreads) + " (got " + std::to_string(threads) + ")");
   return Status::Ok();
 }
 
@@ -152,14 +197,26 @@ Status ApplyOptionText(const OptionSpec& spec, const std::string& text) {
 }
 
 Status ApplyTomlFile(const std::string& path, const std::vector<OptionSpec>& table) {
+  ESCALE_ASSIGN_OR_RETURN(const std::string text, ReadSmallFile(path));
+  return ApplyTomlText(text, path, table);
+}
+
+Status ApplyTomlText(const std::string& text, const std::string& path,
+                     const std::vector<OptionSpec>& table) {
   // Debian builds toml++ with exceptions: parse errors arrive as toml::parse_error.
   toml::table t;
   try {
-    t = toml::parse_file(path);
+    t = toml::parse(text, path);
   } catch (const toml::parse_error& err) {
     return FormatError(path + ":" + std::to_string(err.source().begin.line) + ": " +
                        std::string(err.description()));
   }
+  return ApplyTomlTable(t, path, table);
+}
+
+namespace {
+Status ApplyTomlTable(const toml::table& t, const std::string& path,
+                      const std::vector<OptionSpec>& table) {
   for (const auto& [key, node] : t) {
     const std::string k(key.str());
     const OptionSpec* spec = nullptr;
@@ -191,5 +248,7 @@ Status ApplyTomlFile(const std::string& path, const std::vector<OptionSpec>& tab
   }
   return Status::Ok();
 }
+
+}  // namespace
 
 }  // namespace escale

@@ -79,6 +79,9 @@ std::vector<OptionSpec> TrainOptionTable(TrainOptions& o);
 
 // Sets options from a TOML file: unknown keys and wrongly typed values are errors naming the key.
 Status ApplyTomlFile(const std::string& path, const std::vector<OptionSpec>& table);
+// The same for TOML text (a pipeline stage's merged train table); `path` names it in errors.
+Status ApplyTomlText(const std::string& text, const std::string& path,
+                     const std::vector<OptionSpec>& table);
 // Sets one option from its text form (a flag's value); errors name the flag.
 Status ApplyOptionText(const OptionSpec& spec, const std::string& text);
 

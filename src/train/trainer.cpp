@@ -1,7 +1,9 @@
 #include "train/trainer.h"
 
 #include <fcntl.h>
+#include <omp.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <array>
@@ -11,12 +13,11 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
-
-#include <nlohmann/json.hpp>
-#include <omp.h>
 
 #include "core/atomic_output.h"
 #include "core/progress.h"
@@ -64,30 +65,52 @@ class StopSignals {
   struct sigaction old_term_ {};
 };
 
-// One trainer per run directory at a time (advisory lock held for the run).
+// One trainer per run directory at a time (advisory lock held for the run). The lock file is
+// removed on release, whatever the exit path, and so is the run directory when this run created it
+// and left nothing in it (a refusal before the first checkpoint).
 class RunLock {
  public:
-  static Result<RunLock> Acquire(const std::string& run_dir) {
+  static Result<RunLock> Acquire(const std::string& run_dir, bool created_dir) {
     const std::string path = run_dir + "/.lock";
-    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return IoError("cannot open " + path);
-    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    // The holder unlinks the file before it unlocks: a waiter may lock that unlinked inode, so it
+    // retries until the inode it locked is still the one at the path.
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+      if (fd < 0) return IoError("cannot create " + path + ": " + std::strerror(errno));
+      if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        ::close(fd);
+        return InvalidArgument("another escale train is using " + run_dir +
+                               "; wait for it or choose another --out");
+      }
+      struct stat held {};
+      struct stat now {};
+      if (::fstat(fd, &held) == 0 && ::stat(path.c_str(), &now) == 0 && held.st_ino == now.st_ino &&
+          held.st_dev == now.st_dev) {
+        RunLock l;
+        l.fd_ = fd;
+        l.path_ = path;
+        l.dir_ = created_dir ? run_dir : "";
+        return l;
+      }
       ::close(fd);
-      return InvalidArgument("another escale train is using " + run_dir + "; wait for it or choose another --out");
     }
-    RunLock l;
-    l.fd_ = fd;
-    return l;
+    return IoError("cannot lock " + path + ": it keeps being replaced");
   }
-  RunLock(RunLock&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  RunLock(RunLock&& o) noexcept : fd_(o.fd_), path_(std::move(o.path_)), dir_(std::move(o.dir_)) {
+    o.fd_ = -1;
+  }
   RunLock& operator=(RunLock&&) = delete;
   ~RunLock() {
-    if (fd_ >= 0) ::close(fd_);
+    if (fd_ < 0) return;
+    ::unlink(path_.c_str());
+    ::close(fd_);
+    if (!dir_.empty()) ::rmdir(dir_.c_str());  // fails, harmlessly, unless the directory is empty
   }
 
  private:
   RunLock() = default;
   int fd_ = -1;
+  std::string path_, dir_;
 };
 
 Result<std::set<int64_t>> ParseStepList(const std::string& text, const char* flag) {
@@ -231,6 +254,15 @@ Status CheckReplicasAgree(dist::Communicator& comm, std::span<TrainModel::Param>
                        " (replicas diverged); resume from the last checkpoint and report this");
 }
 
+// The first weight holding NaN or infinity, as "NAME[index]", or empty. A checkpoint of such
+// weights would be a run that has diverged, saved as if it were progress.
+std::string FirstNonFinite(std::span<const TrainModel::Param> params) {
+  for (const auto& p : params)
+    for (size_t i = 0; i < p.value.size(); ++i)
+      if (!std::isfinite(p.value[i])) return p.name + "[" + std::to_string(i) + "]";
+  return "";
+}
+
 Status BroadcastFloats(dist::Communicator& comm, std::span<float> data) {
   return comm.Broadcast(std::as_writable_bytes(data), 0);
 }
@@ -296,9 +328,10 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
   if (root) {
     const Status found = [&]() -> Status {
       std::error_code ec;
+      const bool created = !fs::exists(opt.out, ec);
       fs::create_directories(opt.out, ec);
       if (ec) return IoError("cannot create run directory " + opt.out + ": " + ec.message());
-      ESCALE_ASSIGN_OR_RETURN(RunLock l, RunLock::Acquire(opt.out));
+      ESCALE_ASSIGN_OR_RETURN(RunLock l, RunLock::Acquire(opt.out, created));
       lock.emplace(std::move(l));
       ESCALE_ASSIGN_OR_RETURN(resume_from, FindResumableCheckpoint(opt.out));
       if (resume_from && !opt.resume)
@@ -437,6 +470,11 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
   ESCALE_RETURN_IF_ERROR(dist::AgreeOnStatus(comm, built));
   DataBlend& train = *train_blend;
   auto params = model->params();
+  if (const std::string bad = FirstNonFinite(params); !bad.empty())
+    return InvalidArgument(
+        "the starting weights are not finite (" + bad + " is NaN or infinite): " +
+        (resume_from ? "checkpoint " + resume_from->path : std::string("the model")) +
+        " cannot be trained; start from an earlier checkpoint or the original model");
   const std::vector<std::span<float>> grad_runs = ContiguousRuns(params, true);
   if (world > 1)
     for (std::span<float> run : ContiguousRuns(params, false)) ESCALE_RETURN_IF_ERROR(BroadcastFloats(comm, run));
@@ -567,6 +605,7 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
 
   TrainSummary summary;
   summary.start_step = step;
+  const int64_t updates_at_start = updates;
   StopSignals signals;
   ESCALE_ASSIGN_OR_RETURN(const EvalResult first_eval, evaluate());
   EvalResult last_eval = first_eval;
@@ -727,6 +766,17 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
     }
     if ((opt.save_every > 0 && step % opt.save_every == 0) || keep_steps.count(step) || last || stop) {
       ESCALE_RETURN_IF_ERROR(CheckReplicasAgree(comm, params, step));
+      // Never save a diverged run as progress: every rank holds the same weights, so all agree.
+      if (const std::string bad = FirstNonFinite(params); !bad.empty())
+        return InternalError(
+            "training diverged: after step " + std::to_string(step) +
+            " the weights are not finite (" + bad + "); nothing saved. Last good checkpoint: " +
+            (last_ckpt.empty() ? "none" : last_ckpt) + " (lower --lr, then --resume)");
+      if (updates == updates_at_start)
+        return InternalError("no step of this run was accepted (" +
+                             std::to_string(step - summary.start_step) +
+                             " skipped, last: " + std::string(StepVerdictName(verdict)) +
+                             "); nothing saved. Lower --lr or check the model and data");
       if (sharded) {  // rank 0 collects the moments' shards (only for the save)
         if (root) {
           m_full.resize(static_cast<size_t>(ost.total));

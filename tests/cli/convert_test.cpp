@@ -2,6 +2,7 @@
 // tokenizer files travel along, bad options fail with one line.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "core/half.h"
@@ -42,6 +43,32 @@ TEST(Convert, Bf16ShardedAndBack) {
     for (int64_t i = 0; i < t.numel(); ++i)
       ASSERT_EQ(F32ToBf16(x.data<float>()[i]), t.data<uint16_t>()[i]) << name;
   }
+}
+
+// Output paths as users type them: a trailing slash works for a new output and for --overwrite,
+// and an output that holds the input is refused before anything is deleted.
+TEST(Convert, OutputPathsNeverSwallowTheInput) {
+  TempDir tmp;
+  const ModelConfig c = testing::TinyQwen2Moe();
+  testing::WriteRandomModel(tmp / "p/src", c);
+  const std::string before = testing::ReadFile(tmp / "p/src/model.safetensors");
+  for (const std::string& dst : {tmp / "p", tmp / "p/", tmp / "p/src", tmp / "p/src/inner"}) {
+    auto r = RunEscale("convert " + tmp / "p/src" + " " + dst + " --overwrite");
+    EXPECT_NE(r.exit_code, 0) << dst;
+    EXPECT_NE(r.err.find("input"), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    ASSERT_TRUE(fs::exists(tmp / "p/src/model.safetensors")) << dst;
+  }
+  EXPECT_EQ(testing::ReadFile(tmp / "p/src/model.safetensors"), before);
+  auto r = RunEscale("convert " + tmp / "p/src" + " " + tmp / "out/");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = RunEscale("convert " + tmp / "p/src" + " " + tmp / "out/" + " --dtype bf16 --overwrite");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto m = ReadHfModel(tmp / "out");
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  EXPECT_EQ(m->config.dtype, DType::kBF16);
+  for (const auto& e : fs::directory_iterator(tmp.path()))
+    EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos) << e.path();
 }
 
 TEST(Convert, ArchitectureChangeAndErrors) {

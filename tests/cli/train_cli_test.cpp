@@ -4,10 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
+#include "io/hf_model.h"
 #include "support/test_support.h"
 
 namespace escale {
@@ -123,12 +124,33 @@ TEST_F(TrainCli, BadInputsGiveOneLineAndNonZeroExit) {
        "exactly one of --data"},
       {"--model " + d + "/dense --data-blend 'a=1:" + d + "/shards b=1:" + d + "/nowhere'",
        "manifest.json"},
+      // Absurd numbers are refused before any work, naming the flag.
+      {"--model " + d + "/dense --data " + d + "/shards --lr 1e300",
+       "--lr must be a number in (0, 1]"},
+      {"--model " + d + "/dense --data " + d + "/shards --lr 0", "--lr must be a number in (0, 1]"},
+      {"--model " + d + "/dense --data " + d + "/shards --lr inf", "--lr takes a number"},
+      {"--model " + d + "/dense --data " + d + "/shards --min-lr 1",
+       "--min-lr must be between 0 and --lr"},
+      {"--model " + d + "/dense --data " + d + "/shards --threads 100000",
+       "--threads must be between 0"},
+      {"--model " + d + "/dense --data " + d + "/shards --wsd-decay-fraction 2",
+       "--wsd-decay-fraction"},
+      {"--model " + d + "/dense --data " + d + "/shards --max-skips 0", "--max-skips"},
   };
   for (const auto& c : cases) {
     auto r = RunEscale("train " + c.args + common);
     EXPECT_EQ(r.exit_code, 1) << c.args << "\n" << r.err;
     EXPECT_NE(r.err.find(c.expect), std::string::npos) << c.args << "\n" << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << c.args << "\n" << r.err;
+  }
+  // The sequence length is given last, so that `common` does not override it.
+  for (const std::string& flag :
+       {std::string("--seq-len 100000000"), std::string("--micro-batch 1000000")}) {
+    auto r = RunEscale("train --model " + d + "/dense --data " + d +
+                       "/shards --steps 2 --no-mfu --out " + d + "/bad " + flag);
+    EXPECT_EQ(r.exit_code, 1) << flag;
+    EXPECT_NE(r.err.find(flag.substr(0, flag.find(' ')) + " must be between"), std::string::npos)
+        << r.err;
   }
   // Shards from a larger vocabulary than the model's.
   std::string small = testing::ReadFile(d + "/config.json");
@@ -139,6 +161,82 @@ TEST_F(TrainCli, BadInputsGiveOneLineAndNonZeroExit) {
   auto r = RunEscale("train --model " + d + "/small --data " + d + "/shards" + common + "2");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("vocabulary"), std::string::npos) << r.err;
+  // That refusal came after the run directory was created and locked: neither is left behind.
+  EXPECT_FALSE(std::filesystem::exists(d + "/bad2"))
+      << "an empty run directory or its .lock was left";
+  EXPECT_FALSE(std::filesystem::exists(d + "/bad"));
+}
+
+// Shards must come from the model's own tokenizer (same bytes), and a manifest must be escale
+// tokenize's: other token ids would train without complaint into a useless model.
+TEST_F(TrainCli, ShardsOfAnotherTokenizerAndBadManifestsAreRefused) {
+  const std::string d = dir_->path();
+  Check(
+      testing::RunShell("rm -rf " + d + "/tok_model && cp -r " + d + "/dense " + d + "/tok_model"));
+  const std::string common = " --steps 1 --seq-len 32 --micro-batch 2 --no-mfu --eval-batches 1";
+  // The tokenizer the shards were made with: accepted.
+  Check(testing::RunShell("cp " + d + "/tokenizer.json " + d + "/tok_model/tokenizer.json"));
+  auto r = RunEscale("train --model " + d + "/tok_model --data " + d + "/shards --out " + d +
+                     "/tok_same" + common);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  // One byte more (a trailing newline): another file, refused before any work.
+  std::ofstream(d + "/tok_model/tokenizer.json", std::ios::app) << "\n";
+  r = RunEscale("train --model " + d + "/tok_model --data " + d + "/shards --out " + d +
+                "/tok_other" + common);
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("were made with another tokenizer"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(d + "/tok_other"));
+  // Empty and garbage manifests.
+  for (const std::string& m :
+       {std::string(""), std::string("{\"format\": 3}"), std::string("[1, 2]")}) {
+    Check(testing::RunShell("rm -rf " + d + "/shards_m && cp -r " + d + "/shards " + d +
+                            "/shards_m"));
+    testing::WriteFile(d + "/shards_m/manifest.json", m);
+    r = RunEscale("train --model " + d + "/dense --data " + d + "/shards_m --out " + d +
+                  "/bad_manifest" + common);
+    EXPECT_EQ(r.exit_code, 1) << m;
+    EXPECT_NE(r.err.find("not written by escale tokenize"), std::string::npos) << m << "\n"
+                                                                               << r.err;
+  }
+}
+
+// A run that has diverged is a failure, never a checkpoint: non-finite starting weights are
+// refused, and a run none of whose steps was accepted saves nothing and exits non-zero.
+TEST_F(TrainCli, NonFiniteWeightsAndRunsWithoutAGoodStepAreRefused) {
+  const std::string d = dir_->path();
+  {
+    auto m = ReadHfModel(d + "/dense");
+    ASSERT_TRUE(m.ok()) << m.status().message();
+    std::map<std::string, Tensor> t;
+    for (const auto& [name, view] : m->tensors) t[name] = view.Clone();
+    ASSERT_EQ(t.at("layers.1.ffn.up").dtype(), DType::kF32);
+    t.at("layers.1.ffn.up").mutable_data<float>()[5] = std::nanf("");
+    WriteOptions o;
+    o.dtype = DType::kF32;
+    o.progress = false;
+    ASSERT_TRUE(WriteHfModel(d + "/nan_model", m->config, t, o).ok());
+  }
+  const std::string common =
+      " --data " + d + "/shards --steps 3 --seq-len 32 --micro-batch 2 --no-mfu --out ";
+  auto r = RunEscale("train --model " + d + "/nan_model" + common + d + "/nan_run");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("layers.1.ffn.up[5] is NaN or infinite"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(d + "/nan_run/checkpoints/latest"));
+  EXPECT_FALSE(std::filesystem::exists(d + "/nan_run/.lock"));
+
+  r = RunEscale("train --model " + d + "/dense" + common + d +
+                "/all_skipped --inject-nan-steps 0,1,2");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("no step of this run was accepted (3 skipped"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(d + "/all_skipped/checkpoints/latest"));
+  EXPECT_FALSE(std::filesystem::exists(d + "/all_skipped/.lock"));
+
+  // One good step among skipped ones is a run: it saves and succeeds.
+  r = RunEscale("train --model " + d + "/dense" + common + d + "/one_good --inject-nan-steps 0,2");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(d + "/one_good/checkpoints/latest"));
+  EXPECT_FALSE(std::filesystem::exists(d + "/one_good/.lock"));
 }
 
 }  // namespace

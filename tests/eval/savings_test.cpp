@@ -77,6 +77,25 @@ TEST(Savings, LowerEnvelopeKeepsTheBestLossAtEachBudget) {
   EXPECT_DOUBLE_EQ(tie[0].loss, 4.5);
 }
 
+// Runs measured under different machine load: a decay branch (3e10 FLOPs in 2.5 s) was faster
+// than the stable run was at 2e10 FLOPs (3 s). The envelope's time axis takes the least later
+// time, stays non-decreasing, and so remains a valid curve for the savings arithmetic.
+TEST(Savings, EnvelopeOfRunsTimedUnderDifferentLoadIsMonotoneInTime) {
+  const Curve stable = {{1e10, 1, 1, 6.0}, {2e10, 3, 2, 5.5}, {4e10, 6, 4, 5.2}};
+  const Curve branch = {{3e10, 2.5, 3, 5.0}};
+  const Curve env = LowerEnvelope({stable, branch});
+  ASSERT_EQ(env.size(), 3u);
+  EXPECT_DOUBLE_EQ(env[1].seconds, 2.5);  // 3 s, lowered to the branch's later, faster point
+  EXPECT_DOUBLE_EQ(env[2].seconds, 2.5);
+  EXPECT_DOUBLE_EQ(env[0].seconds, 1.0);
+  EXPECT_TRUE(ValidateCurve(env, "envelope").ok());
+  const Curve arm = {{5e9, 0.5, 1, 6.5}, {1e10, 1, 2, 5.0}};
+  auto s = CompareAtEqualLoss(arm, env, 0, 0);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  ASSERT_TRUE(s->time_with_preparation.has_value());
+  EXPECT_DOUBLE_EQ(*s->time_with_preparation, 2.5);  // never more than the baseline's fastest
+}
+
 TEST(Savings, WithAndWithoutPreparationByHand) {
   // Baseline: loss = 20 - 0.5 ln F from 1e10 to 1e12 FLOPs at 1e9 FLOP/s; final loss at 1e12.
   const Curve base = LogLinear(20, 0.5, 1e9, {1e10, 1e11, 1e12});

@@ -137,6 +137,67 @@ TEST(HfConfig, Refusals) {
   ExpectError(j, ErrorCode::kUnsupported, "torch_dtype");
 }
 
+// Sizes and RoPE values that would otherwise be found only by running out of memory, by an
+// overflow, or by silently using plain RoPE.
+TEST(HfConfig, ImpossibleSizesAndRopeValuesAreRefused) {
+  struct Case {
+    const char* key;
+    json value;
+    const char* words;
+  };
+  const std::vector<Case> top = {
+      {"num_hidden_layers", 1000000000000LL, "num_hidden_layers 1000000000000 is more than 65536"},
+      {"vocab_size", 4294967296LL, "vocab_size 4294967296 is more than"},
+      {"hidden_size", 1LL << 24, "hidden_size 16777216 is more than"},
+      {"intermediate_size", 1LL << 30, "intermediate_size 1073741824 is more than"},
+      {"max_position_embeddings", 0, "max_position_embeddings must be positive"},
+      {"max_position_embeddings", -5, "max_position_embeddings must be positive"},
+  };
+  for (const Case& c : top) {
+    json j = LlamaJson();
+    j[c.key] = c.value;
+    ExpectError(j, ErrorCode::kFormat, c.words);
+  }
+  // Each size within its bound, the product not: 65536 layers of a 1M-wide FFN.
+  json j = LlamaJson();
+  j["num_hidden_layers"] = 65536;
+  j["hidden_size"] = 1 << 20;
+  j["num_attention_heads"] = 4096;
+  j["intermediate_size"] = 1 << 22;
+  ExpectError(j, ErrorCode::kFormat, "more than 10^15");
+  const std::vector<std::pair<json, const char*>> rope = {
+      {{{"rope_type", 5}}, "must be a string"},
+      {{{"type", nullptr}}, "must be a string"},
+      {{{"rope_type", "linear"}, {"factor", 0}}, "'factor' must be a positive number"},
+      {{{"rope_type", "linear"}, {"factor", -2.0}}, "'factor' must be a positive number"},
+      {{{"rope_type", "llama3"},
+        {"factor", 8.0},
+        {"low_freq_factor", 4.0},
+        {"high_freq_factor", 4.0},
+        {"original_max_position_embeddings", 8192}},
+       "high_freq_factor > low_freq_factor"},
+      {{{"rope_type", "llama3"},
+        {"factor", 8.0},
+        {"low_freq_factor", 1.0},
+        {"high_freq_factor", 4.0},
+        {"original_max_position_embeddings", 0}},
+       "'original_max_position_embeddings' must be a positive number"},
+  };
+  for (const auto& [scaling, words] : rope) {
+    json k = LlamaJson();
+    k["rope_scaling"] = scaling;
+    ExpectError(k, ErrorCode::kFormat, words);
+  }
+  // The real Llama 3.1 values still parse.
+  json ok = LlamaJson();
+  ok["rope_scaling"] = {{"rope_type", "llama3"},
+                        {"factor", 8.0},
+                        {"low_freq_factor", 1.0},
+                        {"high_freq_factor", 4.0},
+                        {"original_max_position_embeddings", 8192}};
+  EXPECT_TRUE(ParseError(ok).ok()) << ParseError(ok).message();
+}
+
 TEST(HfConfig, Qwen2AlwaysHasQkvBias) {
   json j = LlamaJson();
   j["architectures"] = {"Qwen2ForCausalLM"};

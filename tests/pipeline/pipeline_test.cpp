@@ -3,6 +3,7 @@
 // stopping the run with finished stages kept, and a rerun resuming instead of starting over.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -60,6 +61,42 @@ TEST(Recipe, ErrorsAreOneLineNamingTheKey) {
     EXPECT_NE(r.status().message().find(c.expect), std::string::npos) << r.status().message();
     EXPECT_EQ(r.status().message().find('\n'), std::string::npos);
   }
+}
+
+// Mistakes in any stage's table are found before the first stage runs (here: in --dry-run, which
+// runs nothing), naming the table and key, instead of after the preparation stage.
+TEST(Recipe, EveryStageIsCheckedBeforeTheFirstRuns) {
+  TempDir tmp;
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {Recipe(tmp / "o", "bogus_option = 3\n"), "recipe [scale_out]: unknown key 'bogus_option'"},
+      {Recipe(tmp / "o", "[scale_out.train]\nsteps = \"ten\"\n"),
+       "option 'steps' must be an integer"},
+      {Recipe(tmp / "o", "[scale_out.train]\nsteps = 5\nlr = 1e300\n"),
+       "[scale_out.train]: --lr must be"},
+      {Recipe(tmp / "o", "[scale_out.train]\nlr = 1e-3\n"), "[scale_out.train]: give --steps"},
+      {Recipe(tmp / "o", "[prepare.train]\nsteps = 5\nwarmpu = 3\n"), "unknown option 'warmpu'"},
+      {Recipe(tmp / "o", "[scale_up]\nhidden = 64\nwidth = 2\n[scale_up.train]\nsteps = 1\n"),
+       "recipe [scale_up]: unknown key 'width'"},
+      {Recipe(tmp / "o", "[baseline.train]\nthreads = 100000\n"),
+       "[baseline.train]: --threads must be"},
+  };
+  for (const auto& [text, expect] : cases) {
+    testing::WriteFile(tmp / "r.toml", text + "[prepare.train]\nsteps = 2\n");
+    // A duplicate [prepare.train] in the case itself replaces this one: TOML refuses duplicates,
+    // so those cases carry their own and the suffix goes.
+    if (text.find("[prepare.train]") != std::string::npos) testing::WriteFile(tmp / "r.toml", text);
+    auto r = testing::RunEscale("pipeline " + (tmp / "r.toml") + " --dry-run");
+    EXPECT_NE(r.exit_code, 0) << text;
+    EXPECT_NE(r.err.find(expect), std::string::npos) << text << "\n" << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_FALSE(fs::exists(tmp / "o")) << "a failed check must not create the run directory";
+  }
+  // The same recipe without the mistakes passes the check.
+  testing::WriteFile(
+      tmp / "r.toml",
+      Recipe(tmp / "o", "[scale_out.train]\nsteps = 2\n[prepare.train]\nsteps = 2\n"));
+  auto ok = testing::RunEscale("pipeline " + (tmp / "r.toml") + " --dry-run");
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
 }
 
 TEST(Recipe, PlanMapsTablesToCommands) {

@@ -3,10 +3,10 @@
 // config.json (the paper's shapes), and one-line refusals that leave no output behind.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
-#include <set>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "io/hf_model.h"
 #include "io/safetensors.h"
@@ -166,6 +166,40 @@ TEST(CliSurgery, StRoutingIsReportedAndMeasuredAsInexact) {
   EXPECT_NE(r.out.find("B records: not exact"), std::string::npos);
 }
 
+TEST(CliSurgery, VerifyFailsWhenEitherModelComputesNan) {
+  TempDir tmp;
+  const ModelConfig c = testing::TinyConfig({true, false, false}, 2);
+  WriteModel(tmp / "good", c, 36);
+  // The same weights with one NaN in the LM head: every position's logits carry a NaN.
+  ModelConfig c32 = c;
+  c32.dtype = DType::kF32;
+  TensorMap m = testing::RandomModel(c32, 36, DType::kF32);
+  m.at("lm_head").mutable_data<float>()[3] = std::nanf("");
+  WriteOptions o;
+  o.dtype = DType::kF32;
+  o.progress = false;
+  ASSERT_TRUE(WriteHfModel(tmp / "nan", c32, m, o).ok());
+  for (const std::string& flags :
+       {std::string(), std::string(" --tolerance 1e-3"), std::string(" --tolerance 1e30")}) {
+    for (const auto& [x, y] :
+         {std::pair{"good", "nan"}, std::pair{"nan", "good"}, std::pair{"nan", "nan"}}) {
+      const auto r = RunEscale("verify " + tmp / x + " " + tmp / y + flags);
+      EXPECT_TRUE(OneLineError(r)) << x << " " << y << flags << "\n" << r.out << r.err;
+      EXPECT_NE(r.err.find("NaN or infinite"), std::string::npos) << r.err;
+    }
+  }
+  const auto r = RunEscale("verify " + tmp / "good" + " " + tmp / "nan" + " --json");
+  EXPECT_NE(r.exit_code, 0);
+  const json j = json::parse(r.out, nullptr, false);
+  EXPECT_EQ(j["finite"], false) << r.out;
+  EXPECT_EQ(j["nonfinite_logits_a"], 0);
+  EXPECT_GT(j["nonfinite_logits_b"].get<int64_t>(), 0);
+  EXPECT_TRUE(j["max_abs_logit_diff"].is_null()) << r.out;  // NaN, not the 0 that std::max kept
+  // The good model against itself still passes, with the tolerance too.
+  EXPECT_EQ(RunEscale("verify " + tmp / "good" + " " + tmp / "good" + " --tolerance 0").exit_code,
+            0);
+}
+
 TEST(CliSurgery, BadPlansAndInputsFailInOneLineWithoutOutput) {
   TempDir tmp;
   WriteModel(tmp / "src", testing::TinyConfig({true, false, false}, 2), 35);
@@ -178,8 +212,10 @@ TEST(CliSurgery, BadPlansAndInputsFailInOneLineWithoutOutput) {
       "scale-up " + tmp / "missing" + " " + tmp / "out" + " --hidden 32",
       "scale-out " + tmp / "src" + " " + tmp / "out" + " --experts 1 --top-k 1",
       "scale-out " + tmp / "src" + " " + tmp / "out" + " --experts 4 --top-k 1",
+      "scale-out " + tmp / "src" + " " + tmp / "out" + " --experts 4 --top-k 1 --granularity 1",
       "scale-out " + tmp / "src" + " " + tmp / "out" + " --experts 4 --top-k 6",
-      "scale-out " + tmp / "src" + " " + tmp / "out" + " --experts 4 --top-k 2 --format mixtral --shared-experts",
+      "scale-out " + tmp / "src" + " " + tmp / "out" +
+          " --experts 4 --top-k 2 --format mixtral --shared-experts",
       "scale-out " + tmp / "src" + " " + tmp / "out" + " --experts 4 --top-k 2 --granularity 7",
       "scale-out " + tmp / "src" + " " + tmp / "src" + " --experts 4 --top-k 2",  // exists
       "verify " + tmp / "src" + " " + tmp / "missing",

@@ -1,12 +1,14 @@
 // Scale-out on random tiny dense models in fp64: identical experts under mixtral routing are the
 // dense model; every other option differs exactly as its stated status says.
+#include "surgery/scale_out.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 
-#include "surgery/scale_out.h"
+#include "model/reference_model.h"
 #include "surgery/scale_up.h"
 #include "surgery_fixtures.h"
 
@@ -73,6 +75,36 @@ TEST_P(ScaleOutVariants, GranularAndSharedVariantsAreExactWithMixtralRouting) {
   EXPECT_EQ(s.plan.target.arch, Architecture::kQwen2Moe);
   EXPECT_TRUE(s.plan.exact());
   EXPECT_LT(MaxAbsDiff(dense, Forward(s.plan.target, s.tensors).logits), 1e-12);
+}
+
+// Granular top-1 (E copies x G slices, top G): the same active FFN size as the dense model, so a
+// token costs what a dense token costs; still exact, and its router learns from the LM loss at once
+// because the selected slices differ, where plain copies give the router exactly no gradient.
+TEST_P(ScaleOutVariants, GranularTopOneIsExactAndItsRouterHasAGradient) {
+  const ModelConfig c = TinyConfig(GetParam());
+  const TensorMap m = RandomModel(c, 24);
+  const auto dense = Forward(c, m).logits;
+  ScaleOutOptions o = Opts(4, 1);
+  o.granularity = 2;
+  const Moe g = Upcycle(c, m, o);
+  EXPECT_EQ(g.plan.target.moe.num_experts, 8);
+  EXPECT_EQ(g.plan.target.moe.top_k, 2);
+  EXPECT_EQ(g.plan.target.moe.expert_intermediate, c.intermediate_size / 2);
+  EXPECT_TRUE(g.plan.exact());
+  EXPECT_LT(MaxAbsDiff(dense, Forward(g.plan.target, g.tensors).logits), 1e-12);
+  const Moe copies = Upcycle(c, m, Opts(4, 2));
+  const std::vector<int32_t> tokens = testing::ProbeTokens();
+  std::vector<int32_t> targets(tokens.begin() + 1, tokens.end());
+  targets.push_back(-1);
+  const int64_t T = static_cast<int64_t>(tokens.size());
+  auto router_grad = [&](const Moe& moe) {
+    auto r = ReferenceLossAndGradients(moe.plan.target, moe.tensors, tokens, targets, T,
+                                       LossCoefficients{});
+    EXPECT_TRUE(r.ok()) << r.status().message();
+    return r.ok() ? MaxAbs(r->grads.at("layers.0.moe.router")) : -1.0;
+  };
+  EXPECT_LT(router_grad(copies), 1e-12);
+  EXPECT_GT(router_grad(g), 1e-4);
 }
 
 INSTANTIATE_TEST_SUITE_P(All, ScaleOutVariants,
@@ -267,6 +299,9 @@ TEST(ScaleOut, ImpossiblePlansAreRefusedWithTheReason) {
   refused(c, Opts(4, 5), "--top-k");
   refused(c, Opts(4, 1), "no gradient");
   ScaleOutOptions o = Opts(4, 1);
+  o.granularity = 2;
+  EXPECT_TRUE(PlanScaleOut(c, o).ok());  // k x G = 2 routed slices
+  o = Opts(4, 1);
   o.router = RouterType::kSt;
   EXPECT_TRUE(PlanScaleOut(c, o).ok());
   o = Opts(4, 2);

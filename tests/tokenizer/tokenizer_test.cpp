@@ -210,6 +210,37 @@ TEST(PreTokenizer, Gpt2RegexKeepsLastSpaceForTheNextWord) {
   EXPECT_EQ(t->Encode("a  b"), (std::vector<int32_t>{'a', ' ', 256}));
 }
 
+// A Split pattern that backtracks catastrophically ((a+)+$ needs ~2^n steps on n a's and a b) is
+// bounded: the encoder stops matching, keeps every byte, and says which pattern failed, so a
+// tokenize run fails in well under a second instead of running for hours.
+TEST(PreTokenizer, CatastrophicBacktrackingIsBoundedAndReported) {
+  json j = MakeJson({}, json::array());
+  j["pre_tokenizer"] = {
+      {"type", "Sequence"},
+      {"pretokenizers", json::array({{{"type", "Split"},
+                                      {"pattern", {{"Regex", "(a+)+$"}}},
+                                      {"behavior", "Isolated"},
+                                      {"invert", false}},
+                                     {{"type", "ByteLevel"}, {"use_regex", false}}})}};
+  auto t = Load(j);
+  ASSERT_TRUE(t);
+  const std::string evil = std::string(2000, 'a') + "b";
+  auto r = t->TryEncode(evil);  // unbounded, this would not return (the test's timeout fails it)
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("(a+)+$"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("catastrophic backtracking"), std::string::npos);
+  // Nothing is lost in the plain Encode: the pieces still decode to the input.
+  auto back = t->Decode(t->Encode(evil));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, evil);
+  // Matching text is unaffected and reports no error.
+  auto ok = t->TryEncode("xyz aaa");
+  ASSERT_TRUE(ok.ok()) << ok.status().message();
+  auto text = t->Decode(*ok);
+  ASSERT_TRUE(text.ok());
+  EXPECT_EQ(*text, "xyz aaa");
+}
+
 struct LoadErrorCase {
   const char* what;
   std::function<void(json&)> edit;
