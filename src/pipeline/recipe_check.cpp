@@ -3,6 +3,7 @@
 // has. A typo then costs a second, not a preparation stage.
 #include "pipeline/recipe_check.h"
 
+#include <cctype>
 #include <set>
 
 #include "core/subprocess.h"
