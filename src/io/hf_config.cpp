@@ -3,6 +3,7 @@
 #include <set>
 
 #include "core/atomic_output.h"
+#include "core/json_text.h"
 #include "io/hf_model.h"
 
 namespace escale {
@@ -289,9 +290,9 @@ Result<ModelConfig> ParseHfConfig(const json& j) {
 Result<ModelConfig> ReadHfConfig(const std::string& dir) {
   const std::string path = dir + "/config.json";
   ESCALE_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path));
-  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return FormatError(path + " is not valid JSON; fix or re-download it");
-  auto c = ParseHfConfig(j);
+  auto parsed = ParseJsonText(text, path);
+  if (!parsed.ok()) return FormatError(parsed.status().message() + "; fix or re-download it");
+  auto c = ParseHfConfig(*parsed);
   if (!c.ok()) return c.status().WithContext(dir);
   return c;
 }

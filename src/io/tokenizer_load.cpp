@@ -2,15 +2,16 @@
 // ByteLevel pre-tokenizer) and SentencePiece-style (Llama 2, Mistral v0.1: literal vocabulary with
 // byte fallback, Prepend/Replace normalizer or Metaspace pre-tokenizer). Anything else is refused
 // with a clear Unsupported error instead of being encoded differently from Hugging Face.
+#include <utf8proc.h>
+
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
 #include <limits>
-
 #include <nlohmann/json.hpp>
-#include <utf8proc.h>
 
 #include "core/atomic_output.h"
+#include "core/json_text.h"
 #include "io/tokenizer_bytes.h"
 #include "io/tokenizer_impl.h"
 
@@ -504,19 +505,22 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
 
 Result<std::shared_ptr<const Tokenizer>> Tokenizer::FromJson(const std::string& json_text,
                                                              const std::string& config_json) {
-  json root = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
-  if (root.is_discarded()) return FormatError("tokenizer.json is not valid JSON");
+  ESCALE_ASSIGN_OR_RETURN(json root, ParseJsonText(json_text, "tokenizer.json"));
   json config;
   if (!config_json.empty()) {
-    config = json::parse(config_json, nullptr, false);
-    if (config.is_discarded()) return FormatError("tokenizer_config.json is not valid JSON");
+    ESCALE_ASSIGN_OR_RETURN(config, ParseJsonText(config_json, "tokenizer_config.json"));
   }
   auto impl = std::make_unique<TokenizerImpl>();
   try {
     ESCALE_RETURN_IF_ERROR(Load(root, config, *impl));
   } catch (const json::exception& e) {
     // Wrong types or missing keys deep in the file: one line naming the JSON problem.
-    return FormatError(std::string("tokenizer.json does not have the expected structure: ") + e.what());
+    // nlohmann's text starts with its own id ("[json.exception.out_of_range.403] "): drop it.
+    std::string why = e.what();
+    if (const size_t b = why.find("] ");
+        why.rfind("[json.exception.", 0) == 0 && b != std::string::npos)
+      why = why.substr(b + 2);
+    return FormatError("tokenizer.json does not have the expected structure: " + why);
   }
   impl->sha256 = Sha256Hex(json_text.data(), json_text.size());
   return std::shared_ptr<const Tokenizer>(new Tokenizer(std::move(impl)));

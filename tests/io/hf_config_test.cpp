@@ -331,7 +331,12 @@ TEST(HfConfig, ReadFromDirectory) {
   ASSERT_TRUE(c.ok()) << c.status().message();
   EXPECT_EQ(c->vocab_size, 32);
   testing::WriteFile(tmp / "config.json", "{not json");
-  EXPECT_NE(ReadHfConfig(tmp.path()).status().message().find("not valid JSON"), std::string::npos);
+  EXPECT_NE(ReadHfConfig(tmp.path()).status().message().find("not valid JSON: line 1, column"),
+            std::string::npos)
+      << ReadHfConfig(tmp.path()).status().message();
+  testing::WriteFile(tmp / "config.json", LlamaJson().dump() + std::string("\0{\"x\": 1}", 9));
+  EXPECT_NE(ReadHfConfig(tmp.path()).status().message().find("not valid JSON"), std::string::npos)
+      << "a NUL byte and garbage after the document must not be ignored";
   EXPECT_EQ(ReadHfConfig(tmp / "nope").status().code(), ErrorCode::kNotFound);
 }
 

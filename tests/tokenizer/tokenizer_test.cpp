@@ -323,6 +323,25 @@ TEST(Load, ErrorsAreClear) {
   auto bad_json = Tokenizer::FromJson("{\"model\": ");
   ASSERT_FALSE(bad_json.ok());
   EXPECT_EQ(bad_json.status().code(), ErrorCode::kFormat);
+  // Syntax errors say where; a document followed by a NUL byte and garbage is not accepted.
+  auto at = Tokenizer::FromJson("{\n  \"model\": {\n    \"type\": BPE\n}");
+  ASSERT_FALSE(at.ok());
+  EXPECT_NE(at.status().message().find("line 3, column"), std::string::npos)
+      << at.status().message();
+  auto trailing =
+      Tokenizer::FromJson(MakeJson({}, json::array()).dump() + std::string("\0garbage", 8));
+  ASSERT_FALSE(trailing.ok());
+  EXPECT_NE(trailing.status().message().find("not valid JSON"), std::string::npos)
+      << trailing.status().message();
+  // A missing key deep in the file: one line without nlohmann's exception id.
+  json no_content = WithAdded(MakeJson({}, json::array()), "<x>", true, false, false, false);
+  no_content["added_tokens"][0].erase("content");
+  auto missing_key = Tokenizer::FromJson(no_content.dump());
+  ASSERT_FALSE(missing_key.ok());
+  EXPECT_EQ(missing_key.status().message().find("[json.exception"), std::string::npos)
+      << missing_key.status().message();
+  EXPECT_NE(missing_key.status().message().find("content"), std::string::npos)
+      << missing_key.status().message();
   auto missing = Tokenizer::FromFile("/nonexistent/tokenizer.json");
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.status().code(), ErrorCode::kNotFound);
