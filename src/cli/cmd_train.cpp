@@ -147,10 +147,12 @@ Status PrepareTrain(Args& a, dist::Communicator& comm, TrainerInputs& in) {
     tokenizer_dir = o.init_from;
     in.description = "online scale-out " + o.scale_out + " of " + o.init_from;
   }
+  const std::string tokenizer_json = tokenizer_dir.empty() ? "" : tokenizer_dir + "/tokenizer.json";
   if (o.data_blend.empty()) {
     ESCALE_ASSIGN_OR_RETURN(in.train, LoadSplit(o.data, "train", in.config.vocab_size));
     if (in.train.empty()) return NotFound(o.data + " holds no train_*.bin shards");
     ESCALE_ASSIGN_OR_RETURN(in.val, LoadSplit(o.data, "val", in.config.vocab_size));
+    ESCALE_RETURN_IF_ERROR(CheckShardManifest(o.data, tokenizer_json));
   } else {
     ESCALE_ASSIGN_OR_RETURN(std::vector<BlendEntry> entries, ParseDataBlend(o.data_blend));
     for (const auto& e : entries) {
@@ -159,15 +161,9 @@ Status PrepareTrain(Args& a, dist::Communicator& comm, TrainerInputs& in) {
       if (src.train.empty())
         return NotFound(e.dir + " (source '" + e.name + "') holds no train_*.bin shards");
       ESCALE_ASSIGN_OR_RETURN(src.val, LoadSplit(e.dir, "val", in.config.vocab_size));
+      ESCALE_RETURN_IF_ERROR(CheckShardManifest(e.dir, tokenizer_json));
       in.blend.push_back(std::move(src));
     }
-  }
-  const std::string tokenizer_json = tokenizer_dir.empty() ? "" : tokenizer_dir + "/tokenizer.json";
-  if (o.data_blend.empty()) {
-    ESCALE_RETURN_IF_ERROR(CheckShardManifest(o.data, tokenizer_json));
-  } else {
-    ESCALE_ASSIGN_OR_RETURN(std::vector<BlendEntry> entries, ParseDataBlend(o.data_blend));
-    for (const auto& e : entries) ESCALE_RETURN_IF_ERROR(CheckShardManifest(e.dir, tokenizer_json));
   }
   std::error_code ec;
   if (!tokenizer_dir.empty() && fs::is_regular_file(tokenizer_dir + "/tokenizer.json", ec))
