@@ -2,14 +2,14 @@
 # The reproduction study of docs/reproduction.md, resumable: every piece is skipped when its
 # output is complete, and an interrupted training run resumes from its last checkpoint.
 #   scripts/study/run.sh [STUDY_DIR]        (default build/study)
-# STUDY_SEEDS (default "1 2 3") picks the seeds; STUDY_PARTS (default "es table1 fig3 fig4
+# STUDY_SEEDS (default "1 2 3") picks the seeds; STUDY_PARTS (default "sweep es table1 fig3 fig4
 # report") the pieces. About 100 minutes on 2 cores for everything; a benchmark, not a test.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 E=${ESCALE:-build/release/escale}
 S=${1:-build/study}
 seeds=${STUDY_SEEDS:-1 2 3}
-parts=${STUDY_PARTS:-es table1 fig3 fig4 report}
+parts=${STUDY_PARTS:-sweep es table1 fig3 fig4 report}
 recipe=recipes/study/efficientscale.toml
 fig4_best=${FIG4_BEST:-3.75e-4}  # seed 1's best learning rate for both Figure 4 arms (docs/reproduction.md)
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
@@ -28,6 +28,20 @@ train_like() {  # CONFIG MODEL OUT [extra flags]
   touch "$out/done"
 }
 [[ -f build/corpus/corpus.jsonl ]] || scripts/corpus/build_corpus.sh
+
+# 0. The scratch baseline's learning rate: the final MoE shape from random initialisation, fully
+#    decayed runs of a quarter of the baseline's budget (SWEEP_STEPS), at SWEEP_LRS — as many points
+#    as Figure 4 sweeps for the MoE stage. Needs seed 1's data and upcycled shape (part es).
+if want sweep && [[ -f $S/es-1/upcycled/config.json ]]; then
+  echo "== scratch learning-rate sweep"
+  mkdir -p "$S/sweep"
+  [[ -d $S/sweep/scratch.model ]] ||
+    $E -q init "$S/sweep/scratch.model" --config "$S/es-1/upcycled/config.json" --seed 1 >/dev/null
+  for lr in ${SWEEP_LRS:-5e-4 1e-3 2e-3 4e-3 8e-3}; do
+    train_like "$S/es-1/configs/baseline.toml" "$S/sweep/scratch.model" "$S/sweep/scratch-lr$lr" \
+      --seed 1 --lr "$lr" --steps "${SWEEP_STEPS:-280}" --keep-steps ""
+  done
+fi
 
 # 1. The EfficientScale run and its from-scratch baseline (envelope of decay branches), per seed.
 if want es; then

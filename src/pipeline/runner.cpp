@@ -168,7 +168,9 @@ std::vector<Stage> PlanStages(const Recipe& r) {
                    "",
                    false,
                    false,
-                   "function preservation of the growth"});
+                   "function preservation of the growth",
+                   0,
+                   false});
     current = o + "/grown";
     if (r.up_train.present) {
       current = train("up", o + "/grown", r.up_train, "continued pretraining of the grown model");
@@ -188,7 +190,9 @@ std::vector<Stage> PlanStages(const Recipe& r) {
                    "",
                    false,
                    false,
-                   "function preservation of the upcycling"});
+                   "function preservation of the upcycling",
+                   0,
+                   false});
     current = o + "/upcycled";
     if (r.out_train.present) {
       current = train("moe", o + "/upcycled", r.out_train, "continued pretraining of the MoE");
@@ -228,7 +232,9 @@ std::vector<Stage> PlanStages(const Recipe& r) {
               "",
               false,
               false,
-              "validation perplexity" + std::string(r.tasks.empty() ? "" : " and tasks")};
+              "validation perplexity" + std::string(r.tasks.empty() ? "" : " and tasks"),
+              0,
+              false};
       for (const auto& t : r.tasks) e.args.insert(e.args.end(), {"--task", t});
       // Windows as long as the stage trained on (a model trained at 128 tokens is not asked about
       // 2048).
@@ -483,15 +489,114 @@ BranchPoint DecayBranch(int64_t steps, double fraction, double decay_fraction, i
   return b;
 }
 
+namespace {
+
+// What a stage runs: its command line with "@latest:" resolved (without the --resume or
+// --overwrite a rerun adds) and, for a train stage, the options file it is given.
+struct Invocation {
+  std::vector<std::string> argv;
+  std::string config;
+};
+
+Result<Invocation> Prepare(const Recipe& r, const std::vector<Stage>& stages, const Stage& s,
+                           const std::string& executable) {
+  Invocation inv;
+  inv.argv = {executable};
+  for (const auto& a : s.args) {
+    ESCALE_ASSIGN_OR_RETURN(std::string v, ResolveLatest(a));
+    inv.argv.push_back(v);
+  }
+  if (s.name == "init") {
+    // The model's vocabulary is the tokenizer's, known once the tokenizer exists.
+    const std::string tok = r.tokenizer.empty() ? r.out + "/tokenizer/tokenizer.json" : r.tokenizer;
+    ESCALE_ASSIGN_OR_RETURN(auto t, tok::Tokenizer::FromFile(tok));
+    inv.argv.insert(inv.argv.end(), {"--vocab", std::to_string(t->vocab_size())});
+  }
+  if (!s.train) return inv;
+  inv.config = s.train_config;
+  if (s.name == "baseline") {
+    ESCALE_ASSIGN_OR_RETURN(inv.config, BaselineConfig(r, stages, s));
+  } else if (s.branch_fraction > 0) {
+    BranchPoint point;
+    ESCALE_ASSIGN_OR_RETURN(inv.config, BranchConfig(r, s, point));
+    inv.argv.insert(inv.argv.end(),
+                    {"--branch-from", r.out + "/baseline/checkpoints/" + CheckpointName(point.at)});
+  }
+  return inv;
+}
+
+// Why a finished stage no longer matches the recipe ("" when it does): its recorded command
+// line (the executable's own path aside, so a rebuilt binary elsewhere changes nothing) or its
+// training options differ from what the recipe asks for now.
+std::string WhatChanged(const Recipe& r, const Stage& s, const std::string& marker,
+                        const Invocation& inv) {
+  std::string command, out;
+  if (auto text = ReadSmallFile(marker); text.ok()) {
+    try {
+      const json m = json::parse(*text);
+      command = m.value("command", "");
+      out = m.value("out", "");
+    } catch (const json::exception&) {
+    }
+  }
+  // A run directory moved or named another way (relative, absolute) is the same run.
+  if (!out.empty() && out != r.out) {
+    std::string mapped;
+    for (size_t i = 0; i < command.size();) {
+      const bool at_arg = i > 0 && command[i - 1] == ' ';
+      const size_t end = i + out.size();
+      if (at_arg && command.compare(i, out.size(), out) == 0 &&
+          (end == command.size() || command[end] == '/' || command[end] == ' ')) {
+        mapped += r.out;
+        i = end;
+      } else {
+        mapped += command[i++];
+      }
+    }
+    command = mapped;
+  }
+  const std::string want =
+      " " + ShellJoin(std::vector<std::string>(inv.argv.begin() + 1, inv.argv.end()));
+  bool same = false;
+  for (const char* tail : {"", " --resume", " --overwrite"})
+    same = same || command.ends_with(want + tail);
+  if (!same) return "its command line changed";
+  if (s.train) {
+    // How often a finished run saved changes nothing it computed.
+    auto essential = [](const std::string& text) {
+      toml::table t = ParseStageToml(text);
+      for (const char* k : {"save_every", "keep_last"}) t.erase(k);
+      std::ostringstream o;
+      o << t;
+      return o.str();
+    };
+    auto old = ReadSmallFile(r.out + "/configs/" + s.name + ".toml");
+    if (!old.ok() || essential(*old) != essential(inv.config))
+      return "its training options (configs/" + s.name + ".toml) changed";
+  }
+  return "";
+}
+
+}  // namespace
+
 Status RunPipeline(const Recipe& r, const PipelineOptions& opt) {
   ESCALE_RETURN_IF_ERROR(CheckRecipe(r, opt.executable));
   const std::vector<Stage> stages = PlanStages(r);
   const std::string markers = r.out + "/stages";
   if (opt.dry_run) {
+    bool rerun = false;  // a changed stage reruns every stage after it
     for (const Stage& s : stages) {
-      const bool done = fs::exists(markers + "/" + s.name + ".done");
-      std::printf("%-11s %-6s %s\n            escale %s\n", s.name.c_str(), done ? "done" : "",
-                  s.note.c_str(), ShellJoin(s.args).c_str());
+      const std::string marker = markers + "/" + s.name + ".done";
+      const char* state = "";
+      if (fs::exists(marker)) {
+        auto inv = Prepare(r, stages, s, opt.executable);
+        rerun = rerun || !inv.ok() || !WhatChanged(r, s, marker, *inv).empty();
+        state = rerun ? "rerun" : "done";
+      } else if (s.feeds_later && !(s.train && fs::exists(s.output + "/checkpoints/latest"))) {
+        rerun = true;
+      }
+      std::printf("%-11s %-6s %s\n            escale %s\n", s.name.c_str(), state, s.note.c_str(),
+                  ShellJoin(s.args).c_str());
     }
     return Status::Ok();
   }
@@ -502,36 +607,36 @@ Status RunPipeline(const Recipe& r, const PipelineOptions& opt) {
   }
   ESCALE_ASSIGN_OR_RETURN(std::string recipe_text, ReadSmallFile(r.path));
   ESCALE_RETURN_IF_ERROR(WriteFileAtomic(r.out + "/recipe.toml", recipe_text));
+  // A finished stage whose command or options changed is rerun from nothing, and so is every stage
+  // after it (their inputs change with it); an unfinished stage resumes. Once any stage that feeds
+  // others has run, every later stage is rerun.
+  bool rerun = false;
   for (const Stage& s : stages) {
     const std::string marker = markers + "/" + s.name + ".done";
+    ESCALE_ASSIGN_OR_RETURN(Invocation inv, Prepare(r, stages, s, opt.executable));
     if (fs::exists(marker)) {
-      std::printf("== %s: done\n", s.name.c_str());
-      continue;
-    }
-    std::vector<std::string> argv = {opt.executable};
-    for (const auto& a : s.args) {
-      ESCALE_ASSIGN_OR_RETURN(std::string v, ResolveLatest(a));
-      argv.push_back(v);
-    }
-    if (s.name == "init") {
-      // The model's vocabulary is the tokenizer's, known once the tokenizer exists.
-      const std::string tok =
-          r.tokenizer.empty() ? r.out + "/tokenizer/tokenizer.json" : r.tokenizer;
-      ESCALE_ASSIGN_OR_RETURN(auto t, tok::Tokenizer::FromFile(tok));
-      argv.insert(argv.end(), {"--vocab", std::to_string(t->vocab_size())});
-    }
-    if (s.train) {
-      std::string config = s.train_config;
-      if (s.name == "baseline") {
-        ESCALE_ASSIGN_OR_RETURN(config, BaselineConfig(r, stages, s));
-      } else if (s.branch_fraction > 0) {
-        BranchPoint point;
-        ESCALE_ASSIGN_OR_RETURN(config, BranchConfig(r, s, point));
-        argv.insert(argv.end(), {"--branch-from", r.out + "/baseline/checkpoints/" +
-                                                      CheckpointName(point.at)});
+      if (!rerun) {
+        const std::string why = WhatChanged(r, s, marker, inv);
+        if (why.empty()) {
+          std::printf("== %s: done\n", s.name.c_str());
+          continue;
+        }
+        std::printf("== %s: %s since it ran: rerunning it and every stage after it\n",
+                    s.name.c_str(), why.c_str());
       }
-      ESCALE_RETURN_IF_ERROR(WriteFileAtomic(r.out + "/configs/" + s.name + ".toml", config));
-      if (fs::exists(s.output + "/checkpoints/latest")) argv.push_back("--resume");
+      rerun = true;
+    }
+    if (rerun) {
+      fs::remove(marker, ec);
+      if (!s.output.empty()) fs::remove_all(s.output, ec);
+      if (ec) return IoError("cannot remove the stale output " + s.output + ": " + ec.message());
+    }
+    std::vector<std::string> argv = inv.argv;
+    bool resumed = false;
+    if (s.train) {
+      ESCALE_RETURN_IF_ERROR(WriteFileAtomic(r.out + "/configs/" + s.name + ".toml", inv.config));
+      resumed = fs::exists(s.output + "/checkpoints/latest");
+      if (resumed) argv.push_back("--resume");
     } else if (s.overwrite_flag && !s.output.empty() && fs::exists(s.output)) {
       argv.push_back("--overwrite");  // left by an interrupted run of this stage
     }
@@ -546,8 +651,12 @@ Status RunPipeline(const Recipe& r, const PipelineOptions& opt) {
                     "stage '" + s.name + "' failed (exit " + std::to_string(rc) + "; log " + r.out +
                         "/logs/" + s.name +
                         ".log); fix the cause and rerun: finished stages are kept");
+    // What a rerun stage wrote is new to the stages after it; a resumed training run is not (it
+    // continues bit-exactly what an uninterrupted run would have done).
+    if (s.feeds_later && !resumed) rerun = true;
     ESCALE_RETURN_IF_ERROR(WriteFileAtomic(
-        marker, json{{"command", ShellJoin(argv)}, {"seconds", seconds}}.dump() + "\n"));
+        marker,
+        json{{"command", ShellJoin(argv)}, {"out", r.out}, {"seconds", seconds}}.dump() + "\n"));
   }
   ESCALE_RETURN_IF_ERROR(WriteSummary(r, stages));
   std::vector<std::string> report = {opt.executable, "-q",      "report",

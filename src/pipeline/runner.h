@@ -24,6 +24,7 @@ struct Stage {
   bool overwrite_flag = false;  // the command takes --overwrite (redo after an interruption)
   std::string note;             // what it is, for the plan
   double branch_fraction = 0;   // > 0: a decay branch of the baseline ending at this fraction
+  bool feeds_later = true;      // later stages read its output (verify and eval: nothing does)
 };
 
 // Where a WSD decay branch of a stable run of `steps` steps ends and starts: it ends at

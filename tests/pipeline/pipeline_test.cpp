@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <sstream>
 
 #include "io/hf_model.h"
 #include "io/tokenizer_bytes.h"
@@ -238,7 +239,7 @@ void MakeInputs(const TempDir& tmp) {
   testing::WriteFile(tmp / "corpus.jsonl", corpus);
 }
 
-std::string TinyRecipe(const TempDir& tmp, int top_k) {
+std::string TinyRecipe(const TempDir& tmp, int top_k, const std::string& moe_extra = "") {
   return "out = \"" + (tmp / "run") + "\"\nseed = 5\n[data]\ninputs = [\"" +
          (tmp / "corpus.jsonl") + "\"]\ntokenizer = \"" + (tmp / "model/tokenizer.json") +
          "\"\nval_fraction = 0.1\n" +
@@ -247,7 +248,7 @@ std::string TinyRecipe(const TempDir& tmp, int top_k) {
          "[prepare]\nmodel = \"" +
          (tmp / "model") + "\"\n[prepare.train]\nsteps = 4\nwarmup = 1\nlr = 1e-3\n" +
          "[scale_out]\nexperts = 4\ntop_k = " + std::to_string(top_k) +
-         "\n[scale_out.train]\nsteps = 3\nwarmup = 1\n" +
+         "\n[scale_out.train]\nsteps = 3\nwarmup = 1\n" + moe_extra +
          "[baseline]\ndecay_branches = [0.5]\n[baseline.train]\nwarmup = 1\nschedule = \"wsd\"\n"
          "wsd_decay_fraction = 0.25\n";
 }
@@ -331,6 +332,62 @@ TEST(Pipeline, RunsStopsOnAFailedStageAndResumes) {
   auto dry = testing::RunEscale("pipeline " + (tmp / "r.toml") + " --dry-run");
   ASSERT_EQ(dry.exit_code, 0);
   EXPECT_NE(dry.out.find("eval_baseline done"), std::string::npos) << dry.out;
+
+  // The recipe changes the MoE stage's learning rate: that stage and every one after it rerun
+  // from nothing (the baseline's budget depends on the MoE's FLOPs), the ones before it are kept.
+  testing::WriteFile(tmp / "r.toml", TinyRecipe(tmp, 2, "lr = 2e-3\n"));
+  dry = testing::RunEscale("pipeline " + (tmp / "r.toml") + " --dry-run");
+  ASSERT_EQ(dry.exit_code, 0);
+  auto state = [&](const std::string& stage) {  // the plan's second column for STAGE
+    std::istringstream lines(dry.out);
+    for (std::string line; std::getline(lines, line);) {
+      std::istringstream words(line);
+      std::string name, st;
+      words >> name >> st;
+      if (name == stage) return st;
+    }
+    return std::string("(missing)");
+  };
+  EXPECT_EQ(state("scale_out"), "done") << dry.out;
+  EXPECT_EQ(state("moe"), "rerun") << dry.out;
+  EXPECT_EQ(state("eval_prepare"), "rerun") << dry.out;
+  const auto upcycled = fs::last_write_time(tmp / "run/stages/scale_out.done");
+  auto changed = testing::RunEscale("pipeline " + (tmp / "r.toml"));
+  ASSERT_EQ(changed.exit_code, 0) << changed.err << changed.out;
+  EXPECT_NE(
+      changed.out.find("== moe: its training options (configs/moe.toml) changed since it ran"),
+      std::string::npos)
+      << changed.out;
+  EXPECT_EQ(fs::last_write_time(tmp / "run/stages/prepare.done"), prepared);
+  EXPECT_EQ(fs::last_write_time(tmp / "run/stages/scale_out.done"), upcycled);
+  const json rerun_marker = json::parse(testing::ReadFile(tmp / "run/stages/moe.done"));
+  EXPECT_EQ(rerun_marker["command"].get<std::string>().find("--resume"), std::string::npos)
+      << "a changed stage starts over, it does not resume the old run";
+  EXPECT_NE(testing::ReadFile(tmp / "run/configs/moe.toml").find("lr = 0.002"), std::string::npos);
+  const double new_loss =
+      json::parse(testing::ReadFile(tmp / "run/eval/moe.json"))["shard_perplexity"]["loss"];
+  EXPECT_NE(new_loss, moe_loss);
+  // Run again unchanged: every stage is done.
+  auto same = testing::RunEscale("pipeline " + (tmp / "r.toml"));
+  ASSERT_EQ(same.exit_code, 0) << same.err;
+  EXPECT_EQ(same.out.find("rerunning"), std::string::npos) << same.out;
+  for (const char* stage : {"moe", "baseline", "baseline_decay_50", "eval_moe"})
+    EXPECT_NE(same.out.find("== " + std::string(stage) + ": done"), std::string::npos) << same.out;
+  // A conversion redone (its marker lost) makes everything after it new, too.
+  fs::remove(tmp / "run/stages/scale_out.done");
+  dry = testing::RunEscale("pipeline " + (tmp / "r.toml") + " --dry-run");
+  EXPECT_EQ(state("prepare"), "done") << dry.out;
+  EXPECT_EQ(state("moe"), "rerun") << dry.out;
+  auto redone = testing::RunEscale("pipeline " + (tmp / "r.toml"));
+  ASSERT_EQ(redone.exit_code, 0) << redone.err;
+  EXPECT_EQ(redone.out.find("== moe: done"), std::string::npos) << redone.out;
+  EXPECT_NE(redone.out.find("== prepare: done"), std::string::npos) << redone.out;
+  // A moved run directory is the same run.
+  fs::rename(tmp / "run", tmp / "moved");
+  auto moved = testing::RunEscale("pipeline " + (tmp / "r.toml") + " --out " + (tmp / "moved"));
+  ASSERT_EQ(moved.exit_code, 0) << moved.err;
+  EXPECT_EQ(moved.out.find("rerunning"), std::string::npos) << moved.out;
+  EXPECT_NE(moved.out.find("== eval_baseline: done"), std::string::npos) << moved.out;
 }
 
 }  // namespace
