@@ -35,4 +35,6 @@ if(ESCALE_CUDA)
   set(CMAKE_CUDA_ARCHITECTURES 80 90)
   target_link_libraries(escale_deps INTERFACE CUDA::cudart CUDA::cublas CUDA::cublasLt)
   target_compile_definitions(escale_deps INTERFACE ESCALE_HAVE_CUDA=1)
+  message(WARNING "ESCALE_CUDA=ON links the CUDA toolkit, but the CUDA backend is not written yet: "
+                  "this build computes on the CPU only (docs/status.md)")
 endif()

@@ -1,5 +1,5 @@
 // escale scale-out SRC DST: sparse upcycling of a dense model into an MoE, or growing an MoE's
-// expert count (SPEC.md §3).
+// expert count (SPEC.md §3). `escale train --init-from` takes the same options (ScaleOutChoices).
 #include <cstdio>
 #include <memory>
 
@@ -10,18 +10,14 @@ namespace escale::cli {
 namespace {
 
 struct ScaleOutArgs {
-  std::string src, dst;
-  std::string router = "mixtral", format = "auto", drop_by = "probability", dtype;
+  std::string src, dst, dtype;
+  surgery::ScaleOutChoices choices;
   surgery::ScaleOutOptions opt;
   bool dry_run = false, overwrite = false;
 };
 
 Status RunScaleOut(ScaleOutArgs& a) {
-  a.opt.router = a.router == "st" ? RouterType::kSt : RouterType::kMixtral;
-  a.opt.format = a.format == "mixtral"     ? surgery::MoeFormat::kMixtral
-                 : a.format == "qwen2-moe" ? surgery::MoeFormat::kQwen2Moe
-                                           : surgery::MoeFormat::kAuto;
-  a.opt.drop_policy = a.drop_by == "position" ? DropPolicy::kPosition : DropPolicy::kProbability;
+  ESCALE_RETURN_IF_ERROR(surgery::ApplyScaleOutChoices(a.choices, a.opt));
   surgery::ConvertOptions conv;
   if (!a.dtype.empty()) {
     ESCALE_ASSIGN_OR_RETURN(conv.dtype, surgery::ParseOutputDType(a.dtype));
@@ -44,22 +40,29 @@ CommandRegistration reg(30, [](CLI::App& app) -> RunFn {
   sub->add_option("--experts", a->opt.experts, "Copies of each dense FFN (E >= 2); for an MoE source the new expert "
                                                "count, a multiple m x E0 (m >= 2)")
       ->required();
-  sub->add_option("--top-k", a->opt.top_k, "Experts per token (k; 1 needs --router st); required for a dense source, "
-                                           "default m x k0 (exact) for an MoE source");
-  sub->add_option("--router", a->router, "mixtral: softmax over the k selected (exact at init); st: softmax over "
-                                         "all, top-k, no renormalisation")
-      ->check(CLI::IsMember({"mixtral", "st"}))->capture_default_str();
+  sub->add_option("--top-k", a->opt.top_k,
+                  "Experts per token (k; k x granularity = 1 needs --router st); required "
+                  "for a dense source, default m x k0 (exact) for an MoE source");
+  sub->add_option("--router", a->choices.router,
+                  "mixtral: softmax over the k selected (exact at init); st: softmax over "
+                  "all, top-k, no renormalisation")
+      ->check(CLI::IsMember({"mixtral", "st"}))
+      ->capture_default_str();
   sub->add_option("--router-init-std", a->opt.router_std, "Router weights ~ N(0, std^2)")->capture_default_str();
   sub->add_option("--seed", a->opt.seed, "Seed of the router, noise and re-initialisation streams")
       ->capture_default_str();
   sub->add_option("--capacity-factor", a->opt.capacity_factor, "Capacity per expert ceil(CF*T*k/E); 0 = dropless")
       ->capture_default_str();
-  sub->add_option("--drop-by", a->drop_by, "Which assignments over capacity are dropped first")
-      ->check(CLI::IsMember({"probability", "position"}))->capture_default_str();
+  sub->add_option("--drop-by", a->choices.drop_by,
+                  "Which assignments over capacity are dropped first")
+      ->check(CLI::IsMember({"probability", "position"}))
+      ->capture_default_str();
   sub->add_option("--moe-every", a->opt.every, "Layer i becomes MoE iff (i+1) % N == 0")->capture_default_str();
-  sub->add_option("--format", a->format, "Output architecture: mixtral, qwen2-moe, auto (mixtral when it can hold "
-                                         "the model)")
-      ->check(CLI::IsMember({"mixtral", "qwen2-moe", "auto"}))->capture_default_str();
+  sub->add_option("--format", a->choices.format,
+                  "Output architecture: mixtral, qwen2-moe, auto (mixtral when it can hold "
+                  "the model)")
+      ->check(CLI::IsMember({"mixtral", "qwen2-moe", "auto"}))
+      ->capture_default_str();
   sub->add_option("--granularity", a->opt.granularity, "Split each FFN into G slices: E*G experts, top k*G")
       ->capture_default_str();
   sub->add_flag("--shared-experts", a->opt.shared_expert, "Add a Qwen2-MoE shared expert (dense FFN copy)");

@@ -135,13 +135,28 @@ Status PrepareTrain(Args& a, dist::Communicator& comm, TrainerInputs& in) {
     ESCALE_ASSIGN_OR_RETURN(HfModel dense, ReadHfModel(o.init_from));
     if (dense.config.is_moe())
       return InvalidArgument(o.init_from + " is already an MoE; online upcycling starts from a dense checkpoint");
+    // The same options as escale scale-out, under the same names (--moe-format is its --format).
     surgery::ScaleOutOptions so;
     so.experts = ek.first;
     so.top_k = ek.second;
     so.seed = static_cast<uint64_t>(o.seed);
     so.capacity_factor = o.capacity_factor;
-    if (o.router == "st") so.router = RouterType::kSt;
-    ESCALE_ASSIGN_OR_RETURN(surgery::ScaleOutPlan plan, surgery::PlanScaleOut(dense.config, so));
+    so.granularity = o.granularity;
+    so.router_std = o.router_init_std;
+    so.every = o.moe_every;
+    so.shared_expert = o.shared_experts;
+    so.expert_noise = o.expert_noise;
+    so.reinit_ratio = o.reinit_ratio;
+    surgery::ScaleOutChoices choices;
+    choices.router = o.router.empty() ? "mixtral" : o.router;
+    choices.format = o.moe_format;
+    choices.drop_by = o.drop_by;
+    const std::string what = "online upcycling --scale-out " + o.scale_out +
+                             " (E is scale-out's --experts, K its --top-k)";
+    ESCALE_RETURN_IF_ERROR(surgery::ApplyScaleOutChoices(choices, so).WithContext(what));
+    auto planned = surgery::PlanScaleOut(dense.config, so);
+    if (!planned.ok()) return planned.status().WithContext(what);
+    surgery::ScaleOutPlan plan = std::move(*planned);
     ESCALE_ASSIGN_OR_RETURN(in.init, surgery::ScaleOutInMemory(plan, surgery::SourceFromMap(dense.tensors), DType::kF32));
     in.config = plan.target;
     tokenizer_dir = o.init_from;

@@ -16,6 +16,7 @@
 #include <sstream>
 #include <vector>
 
+#include "core/input_fault_guard.h"
 #include "core/splice_write.h"
 
 namespace escale {
@@ -95,6 +96,7 @@ Result<AtomicFile> AtomicFile::Create(const std::string& final_path) {
   if (f.fd_ < 0)
     return IoError("cannot create " + final_path + " (its temporary file " + f.tmp_ +
                    "): " + Errno());
+  fault_guard::AddStaging(f.tmp_);
   return f;
 }
 
@@ -107,7 +109,10 @@ AtomicFile::AtomicFile(AtomicFile&& o) noexcept
 
 AtomicFile::~AtomicFile() {
   if (fd_ >= 0) ::close(fd_);
-  if (!committed_ && !tmp_.empty()) ::unlink(tmp_.c_str());
+  if (!committed_ && !tmp_.empty()) {
+    ::unlink(tmp_.c_str());
+    fault_guard::RemoveStaging(tmp_);
+  }
 }
 
 Status AtomicFile::Write(const void* data, size_t n) {
@@ -132,6 +137,7 @@ Status AtomicFile::Commit() {
   if (::rename(tmp_.c_str(), final_.c_str()) != 0)
     return IoError("cannot rename " + tmp_ + " to " + final_ + ": " + Errno());
   committed_ = true;
+  fault_guard::RemoveStaging(tmp_);
   return FsyncDir(ParentOf(final_));
 }
 
@@ -199,6 +205,7 @@ Result<StagingDir> StagingDir::Create(const std::string& user_dir, bool overwrit
   if (!fs::create_directory(d.tmp_, ec) || ec)
     return IoError("cannot create " + user_dir + " (its staging directory " + d.tmp_ +
                    "): " + ec.message());
+  fault_guard::AddStaging(d.tmp_);
   return d;
 }
 
@@ -212,6 +219,7 @@ StagingDir::~StagingDir() {
   if (!committed_ && !tmp_.empty()) {
     std::error_code ec;
     fs::remove_all(tmp_, ec);
+    fault_guard::RemoveStaging(tmp_);
   }
 }
 
@@ -228,6 +236,7 @@ Status StagingDir::Commit() {
   fs::rename(tmp_, final_, ec);
   if (ec) return IoError("cannot rename " + tmp_ + " to " + final_ + ": " + ec.message());
   committed_ = true;
+  fault_guard::RemoveStaging(tmp_);
   ESCALE_RETURN_IF_ERROR(FsyncDir(ParentOf(final_)));
   if (!old.empty()) fs::remove_all(old, ec);
   return Status::Ok();

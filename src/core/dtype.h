@@ -17,8 +17,9 @@ std::string_view DTypeName(DType t);
 std::optional<DType> ParseDType(std::string_view name);
 int DTypeBits(DType t);
 // Bytes per element for whole-byte types; 0 for sub-byte types (F4, F6).
-inline int DTypeSize(DType t) { return DTypeBits(t) % 8 == 0 ? DTypeBits(t) / 8 : 0; }
-bool IsFloatingPoint(DType t);
+inline int DTypeSize(DType t) {
+  return DTypeBits(t) % 8 == 0 ? DTypeBits(t) / 8 : 0;
+}
 // The dtypes escale computes with or converts to f32 (F32, F16, BF16, F64).
 bool IsConvertibleToF32(DType t);
 

@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "core/input_fault_guard.h"
+
 namespace escale {
 
 Result<std::shared_ptr<const MappedFile>> MappedFile::Open(const std::string& path) {
@@ -34,13 +36,17 @@ Result<std::shared_ptr<const MappedFile>> MappedFile::Open(const std::string& pa
       return IoError("cannot map " + path + ": " + std::strerror(e));
     }
     f->data_ = static_cast<const std::byte*>(p);
+    fault_guard::AddMapping(p, f->size_, path);
   }
   ::close(fd);
   return std::shared_ptr<const MappedFile>(std::move(f));
 }
 
 MappedFile::~MappedFile() {
-  if (data_ != nullptr) ::munmap(const_cast<std::byte*>(data_), size_);
+  if (data_ != nullptr) {
+    fault_guard::RemoveMapping(data_);
+    ::munmap(const_cast<std::byte*>(data_), size_);
+  }
 }
 
 namespace {
@@ -53,9 +59,6 @@ void Advise(const std::byte* base, size_t size, size_t offset, size_t len, int a
 }
 }  // namespace
 
-void MappedFile::WillNeed(size_t offset, size_t len) const {
-  Advise(data_, size_, offset, len, MADV_WILLNEED);
-}
 void MappedFile::DontNeed(size_t offset, size_t len) const {
   Advise(data_, size_, offset, len, MADV_DONTNEED);
 }

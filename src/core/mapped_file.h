@@ -20,8 +20,7 @@ class MappedFile {
   const std::byte* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
-  // Tell the kernel we will read [offset, offset+len) soon / are done with it.
-  void WillNeed(size_t offset, size_t len) const;
+  // Tell the kernel we are done with [offset, offset+len): the pages may be dropped.
   void DontNeed(size_t offset, size_t len) const;
 
  private:

@@ -58,20 +58,18 @@ Tensor Tensor::View(DType dtype, Shape shape, const std::byte* bytes,
   t.nbytes_ = (static_cast<size_t>(t.numel_) * static_cast<size_t>(DTypeBits(dtype)) + 7) / 8;
   t.data_ = bytes;
   t.owner_ = std::move(owner);
+  t.view_ = true;
   return t;
+}
+
+std::byte* Tensor::mutable_bytes() {
+  if (view_) *this = Clone();
+  return const_cast<std::byte*>(data_);
 }
 
 Tensor Tensor::Clone() const {
   Tensor t = Zeros(dtype_, shape_);
   if (nbytes_) std::memcpy(t.mutable_bytes(), data_, nbytes_);
-  return t;
-}
-
-Result<Tensor> Tensor::Reshaped(Shape shape) const {
-  if (ShapeNumel(shape) != numel_)
-    return InvalidArgument("cannot reshape " + ShapeToString(shape_) + " to " + ShapeToString(shape));
-  Tensor t = *this;
-  t.shape_ = std::move(shape);
   return t;
 }
 

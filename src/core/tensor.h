@@ -38,15 +38,15 @@ class Tensor {
   bool empty() const { return shape_.empty() && data_ == nullptr; }
 
   const std::byte* bytes() const { return data_; }
-  // Mutable access; a view of read-only memory (mmap) must not be written through.
-  std::byte* mutable_bytes() { return const_cast<std::byte*>(data_); }
+  // Mutable access. Owned storage is shared by copies of a tensor and written in place; a view
+  // (of a read-only mapping, of another tensor) is first copied into storage of its own, so a
+  // write never reaches the file or the tensor it views.
+  std::byte* mutable_bytes();
   template <class T> const T* data() const { return reinterpret_cast<const T*>(data_); }
   template <class T> T* mutable_data() { return reinterpret_cast<T*>(mutable_bytes()); }
 
   // A deep copy into owned storage.
   Tensor Clone() const;
-  // Same bytes, another shape with the same element count.
-  Result<Tensor> Reshaped(Shape shape) const;
 
  private:
   DType dtype_ = DType::kF32;
@@ -55,6 +55,7 @@ class Tensor {
   size_t nbytes_ = 0;
   const std::byte* data_ = nullptr;
   std::shared_ptr<const void> owner_;
+  bool view_ = false;
 };
 
 // Element conversions between storage dtypes and f32/f64. Supported: F32, F16, BF16, F64.

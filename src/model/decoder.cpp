@@ -188,7 +188,7 @@ Result<std::unique_ptr<Decoder>> Decoder::Create(const ModelConfig& c, const Ten
     L.k_cache.resize(Z(max_seq * kv));
     L.v_cache.resize(Z(max_seq * kv));
   }
-  ESCALE_ASSIGN_OR_RETURN(const RopeFrequencies rope, ComputeRopeFrequencies(c, max_seq));
+  ESCALE_ASSIGN_OR_RETURN(const RopeFrequencies rope, ComputeRopeFrequencies(c));
   const int64_t half = c.head_dim / 2;
   s->rope_cos.resize(Z(max_seq * half));
   s->rope_sin.resize(Z(max_seq * half));

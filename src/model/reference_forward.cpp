@@ -11,7 +11,7 @@ Result<ReferenceForwardResult> ReferenceForward(const ModelConfig& c, const Tens
   ESCALE_RETURN_IF_ERROR(c.Validate());
   ESCALE_RETURN_IF_ERROR(refmodel::CheckTokens(c, tokens, "token", /*allow_negative=*/false));
   const int64_t T = static_cast<int64_t>(tokens.size());
-  ESCALE_ASSIGN_OR_RETURN(const RopeFrequencies rope, ComputeRopeFrequencies(c, T));
+  ESCALE_ASSIGN_OR_RETURN(const RopeFrequencies rope, ComputeRopeFrequencies(c));
   ESCALE_ASSIGN_OR_RETURN(const refmodel::WeightsT<double> w, refmodel::LoadWeightsF64(c, tensors));
   const ops::ref::RopeTables rt = ops::ref::MakeRopeTables(rope.inv_freq, T, rope.attention_factor);
   refmodel::ForwardState<double> st;

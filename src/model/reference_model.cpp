@@ -154,7 +154,7 @@ Result<ReferenceModelResult> ReferenceLossAndGradients(const ModelConfig& c, con
   const int64_t T = seq_len, N = static_cast<int64_t>(tokens.size());
   const int64_t V = c.vocab_size, H = c.hidden_size, nh = c.num_heads, nkv = c.num_kv_heads, hd = c.head_dim;
   const int64_t qd = c.q_dim(), kvd = c.kv_dim(), B = N / T;
-  ESCALE_ASSIGN_OR_RETURN(const RopeFrequencies rope, ComputeRopeFrequencies(c, T));
+  ESCALE_ASSIGN_OR_RETURN(const RopeFrequencies rope, ComputeRopeFrequencies(c));
   ESCALE_ASSIGN_OR_RETURN(const WeightsT<double> w, refmodel::LoadWeightsF64(c, tensors));
   const ref::RopeTables rt = ref::MakeRopeTables(rope.inv_freq, T, rope.attention_factor);
   refmodel::ForwardState<double> st;

@@ -16,14 +16,14 @@ Result<double> NumberField(const nlohmann::json& j, const char* key) {
 
 }  // namespace
 
-Result<RopeFrequencies> ComputeRopeFrequencies(const ModelConfig& c, int64_t seq_len) {
+Result<RopeFrequencies> ComputeRopeFrequencies(const ModelConfig& c) {
   if (c.head_dim <= 0 || c.head_dim % 2 != 0)
     return InvalidArgument("head_dim must be positive and even for RoPE, got " + std::to_string(c.head_dim));
   if (auto it = c.extra.find("partial_rotary_factor");
       it != c.extra.end() && it->is_number() && it->get<double>() != 1.0)
     return Unsupported("partial_rotary_factor other than 1 is not supported");
   const int64_t dim = c.head_dim, half = dim / 2;
-  double base = c.rope_theta;
+  const double base = c.rope_theta;
   std::string type = "default";
   const nlohmann::json& rs = c.rope_scaling;
   if (!rs.is_null()) {
@@ -35,17 +35,11 @@ Result<RopeFrequencies> ComputeRopeFrequencies(const ModelConfig& c, int64_t seq
       type = t->get<std::string>();
     }
   }
-  if (type == "dynamic") {
-    ESCALE_ASSIGN_OR_RETURN(const double factor, NumberField(rs, "factor"));
-    const double max_pos = double(c.max_position_embeddings);
-    const double s = std::max(double(seq_len), max_pos);
-    base = base * std::pow(factor * s / max_pos - (factor - 1.0), double(dim) / double(dim - 2));
-  }
   RopeFrequencies f;
   f.inv_freq.resize(static_cast<size_t>(half));
   for (int64_t j = 0; j < half; ++j)
     f.inv_freq[static_cast<size_t>(j)] = 1.0 / std::pow(base, double(2 * j) / double(dim));
-  if (type == "default" || type == "dynamic") return f;
+  if (type == "default") return f;
   if (type == "linear") {
     ESCALE_ASSIGN_OR_RETURN(const double factor, NumberField(rs, "factor"));
     if (!(factor > 0)) return InvalidArgument("rope_scaling.factor must be positive");
@@ -71,7 +65,8 @@ Result<RopeFrequencies> ComputeRopeFrequencies(const ModelConfig& c, int64_t seq
     }
     return f;
   }
-  return Unsupported("rope_scaling type '" + type + "' is not supported (supported: default, linear, dynamic, llama3)");
+  return Unsupported("rope_scaling type '" + type +
+                     "' is not supported (supported: default, linear, llama3)");
 }
 
 }  // namespace escale

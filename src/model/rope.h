@@ -1,5 +1,6 @@
-// RoPE inverse frequencies from a model config (formats-and-eval.md §2.3): default, linear,
-// dynamic (NTK, at sequence length T) and llama3. Other rope_scaling types are refused.
+// RoPE inverse frequencies from a model config (docs/formats.md, "config.json"): default, linear
+// and llama3. Other rope_scaling types (dynamic, yarn, longrope) are refused, never computed as
+// plain RoPE; the config reader already refuses them, this is the second line.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +16,6 @@ struct RopeFrequencies {
   double attention_factor = 1.0;  // multiplies cos and sin (1 for every supported type)
 };
 
-Result<RopeFrequencies> ComputeRopeFrequencies(const ModelConfig& c, int64_t seq_len);
+Result<RopeFrequencies> ComputeRopeFrequencies(const ModelConfig& c);
 
 }  // namespace escale

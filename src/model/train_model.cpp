@@ -280,7 +280,7 @@ Result<std::unique_ptr<TrainModel>> TrainModel::Create(const ModelConfig& config
   s.attn_scratch.assign(Z(fast::AttentionScratchPerThread(shape.seq_len) * s.threads), 0);
   s.loss_rows.assign(Z(3 * N), 0);
 
-  ESCALE_ASSIGN_OR_RETURN(const RopeFrequencies rope, ComputeRopeFrequencies(config, shape.seq_len));
+  ESCALE_ASSIGN_OR_RETURN(const RopeFrequencies rope, ComputeRopeFrequencies(config));
   const int64_t half = config.head_dim / 2;
   s.rope_cos.assign(Z(shape.seq_len * half), 0);
   s.rope_sin.assign(Z(shape.seq_len * half), 0);
@@ -728,6 +728,9 @@ Result<LossTerms> TrainModel::Evaluate(std::span<const int32_t> tokens, std::spa
 void TrainModel::ZeroGrads() { std::fill(impl_->grads.begin(), impl_->grads.end(), 0.0f); }
 
 std::span<TrainModel::Param> TrainModel::params() { return impl_->params; }
+std::span<const TrainModel::Param> TrainModel::params() const {
+  return impl_->params;
+}
 
 const std::vector<MoeLayerStats>& TrainModel::moe_stats() const { return impl_->stats; }
 

@@ -65,6 +65,7 @@ class TrainModel {
     bool decay;  // false for norms, biases, embeddings
   };
   std::span<Param> params();  // canonical names and order
+  std::span<const Param> params() const;
   const std::vector<MoeLayerStats>& moe_stats() const;  // of the last forward (MoE layers only)
   TensorMap ExportTensors() const;                      // fp32 copies, canonical names and shapes
   const ModelConfig& config() const;

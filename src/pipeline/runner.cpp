@@ -525,6 +525,19 @@ Result<Invocation> Prepare(const Recipe& r, const std::vector<Stage>& stages, co
   return inv;
 }
 
+// Two option files of a training stage ask for the same run: how often it saves aside, which
+// changes nothing it computes.
+bool SameTrainingOptions(const std::string& a, const std::string& b) {
+  auto essential = [](const std::string& text) {
+    toml::table t = ParseStageToml(text);
+    for (const char* k : {"save_every", "keep_last"}) t.erase(k);
+    std::ostringstream o;
+    o << t;
+    return o.str();
+  };
+  return essential(a) == essential(b);
+}
+
 // Why a finished stage no longer matches the recipe ("" when it does): its recorded command
 // line (the executable's own path aside, so a rebuilt binary elsewhere changes nothing) or its
 // training options differ from what the recipe asks for now.
@@ -562,16 +575,8 @@ std::string WhatChanged(const Recipe& r, const Stage& s, const std::string& mark
     same = same || command.ends_with(want + tail);
   if (!same) return "its command line changed";
   if (s.train) {
-    // How often a finished run saved changes nothing it computed.
-    auto essential = [](const std::string& text) {
-      toml::table t = ParseStageToml(text);
-      for (const char* k : {"save_every", "keep_last"}) t.erase(k);
-      std::ostringstream o;
-      o << t;
-      return o.str();
-    };
     auto old = ReadSmallFile(r.out + "/configs/" + s.name + ".toml");
-    if (!old.ok() || essential(*old) != essential(inv.config))
+    if (!old.ok() || !SameTrainingOptions(*old, inv.config))
       return "its training options (configs/" + s.name + ".toml) changed";
   }
   return "";
@@ -608,34 +613,48 @@ Status RunPipeline(const Recipe& r, const PipelineOptions& opt) {
   ESCALE_ASSIGN_OR_RETURN(std::string recipe_text, ReadSmallFile(r.path));
   ESCALE_RETURN_IF_ERROR(WriteFileAtomic(r.out + "/recipe.toml", recipe_text));
   // A finished stage whose command or options changed is rerun from nothing, and so is every stage
-  // after it (their inputs change with it); an unfinished stage resumes. Once any stage that feeds
-  // others has run, every later stage is rerun.
-  bool rerun = false;
-  for (const Stage& s : stages) {
+  // after it (their inputs change with it); an unfinished training stage resumes. Before a stage
+  // that feeds others runs afresh, the markers and outputs of every later stage are removed, so a
+  // run interrupted at any point never keeps a result made from what was replaced.
+  auto invalidate = [&](size_t from) -> Status {
+    std::error_code rm;
+    for (size_t j = from; j < stages.size(); ++j) {
+      fs::remove(markers + "/" + stages[j].name + ".done", rm);
+      if (!rm && !stages[j].output.empty()) fs::remove_all(stages[j].output, rm);
+      if (rm)
+        return IoError("cannot remove the stale output of stage " + stages[j].name + ": " +
+                       rm.message());
+    }
+    return Status::Ok();
+  };
+  for (size_t i = 0; i < stages.size(); ++i) {
+    const Stage& s = stages[i];
     const std::string marker = markers + "/" + s.name + ".done";
     ESCALE_ASSIGN_OR_RETURN(Invocation inv, Prepare(r, stages, s, opt.executable));
+    std::string why;
     if (fs::exists(marker)) {
-      if (!rerun) {
-        const std::string why = WhatChanged(r, s, marker, inv);
-        if (why.empty()) {
-          std::printf("== %s: done\n", s.name.c_str());
-          continue;
-        }
-        std::printf("== %s: %s since it ran: rerunning it and every stage after it\n",
-                    s.name.c_str(), why.c_str());
+      why = WhatChanged(r, s, marker, inv);
+      if (why.empty()) {
+        std::printf("== %s: done\n", s.name.c_str());
+        continue;
       }
-      rerun = true;
+    } else if (s.train && fs::exists(s.output + "/checkpoints/latest")) {
+      // Interrupted: resume it, unless it was started with other options.
+      auto old = ReadSmallFile(r.out + "/configs/" + s.name + ".toml");
+      if (!old.ok() || !SameTrainingOptions(*old, inv.config))
+        why = "its training options (configs/" + s.name + ".toml) changed";
     }
-    if (rerun) {
-      fs::remove(marker, ec);
-      if (!s.output.empty()) fs::remove_all(s.output, ec);
-      if (ec) return IoError("cannot remove the stale output " + s.output + ": " + ec.message());
+    const bool resumed = why.empty() && s.train && fs::exists(s.output + "/checkpoints/latest");
+    if (!why.empty()) {
+      std::printf("== %s: %s since it ran: rerunning it and every stage after it\n", s.name.c_str(),
+                  why.c_str());
+      ESCALE_RETURN_IF_ERROR(invalidate(i));
+    } else if (s.feeds_later && !resumed) {
+      ESCALE_RETURN_IF_ERROR(invalidate(i + 1));
     }
     std::vector<std::string> argv = inv.argv;
-    bool resumed = false;
     if (s.train) {
       ESCALE_RETURN_IF_ERROR(WriteFileAtomic(r.out + "/configs/" + s.name + ".toml", inv.config));
-      resumed = fs::exists(s.output + "/checkpoints/latest");
       if (resumed) argv.push_back("--resume");
     } else if (s.overwrite_flag && !s.output.empty() && fs::exists(s.output)) {
       argv.push_back("--overwrite");  // left by an interrupted run of this stage
@@ -651,9 +670,6 @@ Status RunPipeline(const Recipe& r, const PipelineOptions& opt) {
                     "stage '" + s.name + "' failed (exit " + std::to_string(rc) + "; log " + r.out +
                         "/logs/" + s.name +
                         ".log); fix the cause and rerun: finished stages are kept");
-    // What a rerun stage wrote is new to the stages after it; a resumed training run is not (it
-    // continues bit-exactly what an uninterrupted run would have done).
-    if (s.feeds_later && !resumed) rerun = true;
     ESCALE_RETURN_IF_ERROR(WriteFileAtomic(
         marker,
         json{{"command", ShellJoin(argv)}, {"out", r.out}, {"seconds", seconds}}.dump() + "\n"));

@@ -64,6 +64,21 @@ std::vector<double> RouterBaseWeights(uint64_t seed, int64_t layer, int64_t rows
   return GaussianDraws(seed, "router/layer/" + D(layer), rows * cols, std_dev);
 }
 
+Status ApplyScaleOutChoices(const ScaleOutChoices& c, ScaleOutOptions& opt) {
+  if (c.router != "mixtral" && c.router != "st")
+    return InvalidArgument("router '" + c.router + "' is not one of mixtral, st");
+  if (c.format != "mixtral" && c.format != "qwen2-moe" && c.format != "auto")
+    return InvalidArgument("format '" + c.format + "' is not one of mixtral, qwen2-moe, auto");
+  if (c.drop_by != "probability" && c.drop_by != "position")
+    return InvalidArgument("drop-by '" + c.drop_by + "' is not one of probability, position");
+  opt.router = c.router == "st" ? RouterType::kSt : RouterType::kMixtral;
+  opt.format = c.format == "mixtral"     ? MoeFormat::kMixtral
+               : c.format == "qwen2-moe" ? MoeFormat::kQwen2Moe
+                                         : MoeFormat::kAuto;
+  opt.drop_policy = c.drop_by == "position" ? DropPolicy::kPosition : DropPolicy::kProbability;
+  return Status::Ok();
+}
+
 Result<ScaleOutPlan> PlanScaleOut(const ModelConfig& src, const ScaleOutOptions& opt) {
   ESCALE_RETURN_IF_ERROR(src.Validate().WithContext("source config"));
   if (src.is_moe()) return PlanExpertGrowth(src, opt);
@@ -118,8 +133,8 @@ Result<ScaleOutPlan> PlanScaleOut(const ModelConfig& src, const ScaleOutOptions&
   else if (opt.every > 1)
     needs_qwen = "--moe-every " + D(opt.every) + " (Mixtral makes every layer MoE)";
   if (opt.format == MoeFormat::kMixtral && !needs_qwen.empty())
-    return InvalidArgument("--format mixtral cannot hold this model: " + needs_qwen +
-                           "; use --format qwen2-moe");
+    return InvalidArgument("the mixtral format cannot hold this model: " + needs_qwen +
+                           "; choose the qwen2-moe format");
   p.format = opt.format == MoeFormat::kAuto
                  ? (needs_qwen.empty() ? MoeFormat::kMixtral : MoeFormat::kQwen2Moe)
                  : opt.format;

@@ -40,6 +40,14 @@ struct ScaleOutOptions {
   double router_noise = 0.0;   // MoE source: std of noise added to the copied router rows (copies 1..m-1)
 };
 
+// The options' text forms, shared by `escale scale-out` and `escale train --init-from` (online
+// upcycling): router mixtral | st, format mixtral | qwen2-moe | auto, drop_by probability |
+// position. Anything else is an error naming the value and the choices.
+struct ScaleOutChoices {
+  std::string router = "mixtral", format = "auto", drop_by = "probability";
+};
+Status ApplyScaleOutChoices(const ScaleOutChoices& c, ScaleOutOptions& opt);
+
 // How one target tensor is made.
 enum class OutKind {
   kCopy,          // the same tensor of the dense model

@@ -66,16 +66,6 @@ Status LoadSourceInto(const SourceFn& source, const std::string& name, const Sha
 template Status LoadSourceInto<float>(const SourceFn&, const std::string&, const Shape&, std::vector<float>&);
 template Status LoadSourceInto<double>(const SourceFn&, const std::string&, const Shape&, std::vector<double>&);
 
-template <class T>
-Result<std::vector<T>> LoadSource(const SourceFn& source, const std::string& name, const Shape& expected) {
-  std::vector<T> v;
-  ESCALE_RETURN_IF_ERROR(LoadSourceInto(source, name, expected, v));
-  v.resize(static_cast<size_t>(ShapeNumel(expected)));
-  return v;
-}
-template Result<std::vector<float>> LoadSource<float>(const SourceFn&, const std::string&, const Shape&);
-template Result<std::vector<double>> LoadSource<double>(const SourceFn&, const std::string&, const Shape&);
-
 int ProducerThreads() { return std::max(1, omp_get_max_threads() - 1); }
 
 std::map<std::string, Shape> ShapesOf(const ModelConfig& c) {

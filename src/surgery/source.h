@@ -28,9 +28,8 @@ struct Scratch {
 // Loads `name`, checks its shape against `expected` and converts it to T (float or double) into
 // `buf` (grown when too small; its first numel elements are the tensor).
 template <class T>
-Status LoadSourceInto(const SourceFn& source, const std::string& name, const Shape& expected, std::vector<T>& buf);
-template <class T>
-Result<std::vector<T>> LoadSource(const SourceFn& source, const std::string& name, const Shape& expected);
+Status LoadSourceInto(const SourceFn& source, const std::string& name, const Shape& expected,
+                      std::vector<T>& buf);
 
 // A source tensor's elements as T without a copy when it is stored as T (a view into the mapped
 // checkpoint), else converted into `buf` as LoadSourceInto does. `tensor` keeps the view alive.

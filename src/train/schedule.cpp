@@ -13,15 +13,6 @@ Result<ScheduleKind> ParseScheduleKind(const std::string& name) {
   return InvalidArgument("unknown schedule '" + name + "'; choose cosine, wsd or constant");
 }
 
-std::string_view ScheduleKindName(ScheduleKind k) {
-  switch (k) {
-    case ScheduleKind::kCosine: return "cosine";
-    case ScheduleKind::kWsd: return "wsd";
-    case ScheduleKind::kConstant: return "constant";
-  }
-  return "?";
-}
-
 Status ScheduleConfig::Validate() const {
   if (!(lr > 0) || !std::isfinite(lr)) return InvalidArgument("learning rate must be positive");
   if (!(min_lr >= 0) || min_lr > lr) return InvalidArgument("min LR must be between 0 and the learning rate");

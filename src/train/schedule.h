@@ -10,7 +10,6 @@ namespace escale {
 
 enum class ScheduleKind { kCosine, kWsd, kConstant };
 Result<ScheduleKind> ParseScheduleKind(const std::string& name);
-std::string_view ScheduleKindName(ScheduleKind k);
 
 struct ScheduleConfig {
   ScheduleKind kind = ScheduleKind::kCosine;

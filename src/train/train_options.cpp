@@ -34,6 +34,24 @@ Status TrainOptions::Validate() const {
     return InvalidArgument("--scale-out upcycles online and needs --init-from DENSE_DIR");
   if (!init_from.empty() && scale_out.empty())
     return InvalidArgument("--init-from needs --scale-out E,K (for a dense start use --model)");
+  if (init_from.empty()) {
+    const TrainOptions d;
+    const std::pair<const char*, bool> upcycling[] = {
+        {"--granularity", granularity != d.granularity},
+        {"--router-init-std", router_init_std != d.router_init_std},
+        {"--moe-every", moe_every != d.moe_every},
+        {"--moe-format", moe_format != d.moe_format},
+        {"--shared-experts", shared_experts},
+        {"--expert-noise", expert_noise != d.expert_noise},
+        {"--reinit-ratio", reinit_ratio != d.reinit_ratio},
+        {"--drop-by", drop_by != d.drop_by}};
+    for (const auto& [flag, set] : upcycling)
+      if (set)
+        return InvalidArgument(
+            std::string(flag) +
+            " is an option of online upcycling: give it with --init-from "
+            "DENSE_DIR --scale-out E,K (or convert first with escale scale-out)");
+  }
   if (data.empty() == data_blend.empty())
     return InvalidArgument(
         "give exactly one of --data SHARD_DIR or --data-blend 'NAME=WEIGHT:DIR ...'");
@@ -101,6 +119,21 @@ std::vector<OptionSpec> TrainOptionTable(TrainOptions& o) {
       {"from_config", "config.json of a model to train from random initialisation", &o.from_config},
       {"init_from", "dense checkpoint to upcycle online (with --scale-out)", &o.init_from},
       {"scale_out", "E,K: experts and top-k for online upcycling", &o.scale_out},
+      {"granularity", "online upcycling: split each FFN into G slices (E*G experts, top K*G)",
+       &o.granularity},
+      {"router_init_std", "online upcycling: router weights ~ N(0, std^2)", &o.router_init_std},
+      {"moe_every", "online upcycling: layer i becomes MoE iff (i+1) % N == 0", &o.moe_every},
+      {"moe_format", "online upcycling: mixtral, qwen2-moe or auto (escale scale-out --format)",
+       &o.moe_format},
+      {"shared_experts", "online upcycling: add a Qwen2-MoE shared expert (a dense FFN copy)",
+       &o.shared_experts},
+      {"expert_noise", "online upcycling: std of Gaussian noise on expert weights (not exact)",
+       &o.expert_noise},
+      {"reinit_ratio",
+       "online upcycling, Drop-Upcycling: fraction of each expert's neurons re-initialised",
+       &o.reinit_ratio},
+      {"drop_by", "online upcycling: probability or position (assignments over capacity)",
+       &o.drop_by},
       {"data", "token shard directory (escale tokenize output)", &o.data},
       {"data_blend",
        "weighted shard directories instead of --data: 'NAME=WEIGHT:DIR ...' (e.g. 'en=0.7:A "
@@ -151,7 +184,9 @@ std::vector<OptionSpec> TrainOptionTable(TrainOptions& o) {
       {"spike_zscore", "skip a step whose loss z-score exceeds this (0 = off)", &o.spike_zscore},
       {"max_skips", "stop after this many skipped steps in a row", &o.max_skips},
       {"threads", "worker threads (0 = all cores)", &o.threads},
-      {"zero_stage", "1: shard the AdamW moments across the ranks of an mpirun run (ZeRO-1); 0: every rank holds all",
+      {"zero_stage",
+       "1: shard the AdamW moments across the ranks of an mpirun run (ZeRO-1); 0: every rank holds "
+       "all",
        &o.zero_stage},
       {"inject_nan_steps", "testing: steps whose gradients are poisoned with NaN (comma list)",
        &o.inject_nan_steps},

@@ -46,6 +46,16 @@ struct TrainOptions {
   double router_z = 0.0;
   double output_z = 0.0;
   double output_max_z = 0.0;
+  // Online upcycling (--init-from): escale scale-out's options under the same names (moe_format
+  // is scale-out's --format); router and capacity_factor below serve both.
+  int64_t granularity = 1;
+  double router_init_std = 0.02;
+  int64_t moe_every = 1;
+  std::string moe_format = "auto";
+  bool shared_experts = false;
+  double expert_noise = 0.0;
+  double reinit_ratio = 0.0;
+  std::string drop_by = "probability";
   // MoE routing at training time.
   double capacity_factor = 0.0;  // 0: dropless
   std::string router = "";        // "" keeps the checkpoint's; mixtral or st

@@ -196,7 +196,7 @@ Status SaveCheckpoint(const std::string& run_dir, int64_t step, const TrainModel
   ESCALE_RETURN_IF_ERROR(WriteHfModel(w.dir() + "/model", model.config(), model.ExportTensors(), wo));
   // Optimizer moments as one safetensors file: m.NAME and v.NAME, fp32.
   std::vector<SafetensorsEntry> entries;
-  const auto params = const_cast<TrainModel&>(model).params();
+  const auto params = model.params();
   for (const auto& p : params) {
     const Shape shape{static_cast<int64_t>(p.value.size())};
     entries.push_back({"m." + p.name, DType::kF32, shape, 0, 0});

@@ -64,6 +64,10 @@ TEST_F(TrainCli, UpcyclingAndFpiGrowthKeepTheFirstValidationLoss) {
   Check(RunEscale("scale-out " + d + "/dense " + d + "/moe --experts 4 --top-k 2 --seed 3"));
   EXPECT_NEAR(FirstValLoss("--model " + d + "/moe", "run_moe"), dense, 1e-4);
   EXPECT_NEAR(FirstValLoss("--init-from " + d + "/dense --scale-out 4,2", "run_online"), dense, 1e-4);
+  // Online upcycling takes scale-out's options: granular top-1 of 2 slices is exact, too.
+  EXPECT_NEAR(FirstValLoss("--init-from " + d + "/dense --scale-out 4,1 --granularity 2",
+                           "run_online_granular"),
+              dense, 1e-4);
 
   Check(RunEscale("scale-up " + d + "/dense " + d + "/wide --method fpi --hidden 64 --intermediate 96 --heads 8"));
   EXPECT_NEAR(FirstValLoss("--model " + d + "/wide", "run_wide"), dense, 1e-4);
@@ -77,7 +81,12 @@ TEST_F(TrainCli, UpcyclingAndFpiGrowthKeepTheFirstValidationLoss) {
 
   // st routing is not function-preserving: the loss moves (checked so the test can fail).
   Check(RunEscale("scale-out " + d + "/dense " + d + "/moe_st --experts 4 --top-k 2 --router st --seed 3"));
-  EXPECT_GT(std::abs(FirstValLoss("--model " + d + "/moe_st", "run_st") - dense), 1e-3);
+  const double offline_st = FirstValLoss("--model " + d + "/moe_st", "run_st");
+  EXPECT_GT(std::abs(offline_st - dense), 1e-3);
+  // Online upcycling with the same options and seed builds the same model (the router too).
+  EXPECT_NEAR(FirstValLoss("--init-from " + d + "/dense --scale-out 4,2 --router st --seed 3",
+                           "run_online_st"),
+              offline_st, 1e-9);
 }
 
 TEST_F(TrainCli, DataBlendReportsEachSource) {
@@ -117,6 +126,14 @@ TEST_F(TrainCli, BadInputsGiveOneLineAndNonZeroExit) {
       {"--model " + d + "/moe --data " + d + "/shards --router bogus",
        "--router must be mixtral or st"},
       {"--init-from " + d + "/dense --scale-out 4 --data " + d + "/shards", "E,K"},
+      // Scale-out's own checks, said in terms of this command.
+      {"--init-from " + d + "/dense --scale-out 4,1 --data " + d + "/shards",
+       "online upcycling --scale-out 4,1 (E is scale-out's --experts, K its --top-k): --top-k 1 "
+       "with mixtral routing"},
+      {"--init-from " + d + "/dense --scale-out 4,2 --moe-format bogus --data " + d + "/shards",
+       "format 'bogus' is not one of mixtral, qwen2-moe, auto"},
+      {"--model " + d + "/dense --data " + d + "/shards --granularity 2",
+       "--granularity is an option of online upcycling"},
       {"--model " + d + "/dense --data " + d + "/shards --lr abc", "--lr takes a number"},
       {"--data " + d + "/shards", "exactly one of --model"},
       {"--model " + d + "/dense --data-blend 'a=0:" + d + "/shards'", "must be a positive number"},

@@ -139,6 +139,20 @@ TEST(SafetensorsReader, AlignedTensorsAreViewsIntoTheMapping) {
   auto t = f->Get("a");
   ASSERT_TRUE(t.ok());
   EXPECT_EQ(t->bytes(), f->file()->data() + f->data_offset());  // zero-copy
+  // Writing through the view (the mapping is read-only: a write there would fault) copies it first;
+  // the file and a second view of it keep their bytes.
+  Tensor copy = *t;
+  copy.mutable_data<float>()[0] = -1.0f;
+  EXPECT_NE(copy.bytes(), t->bytes());
+  EXPECT_EQ(copy.data<float>()[0], -1.0f);
+  EXPECT_EQ(copy.data<float>()[1], 2.5f);
+  EXPECT_EQ(t->data<float>()[0], 2.5f);
+  EXPECT_EQ(f->Get("a")->data<float>()[0], 2.5f);
+  // Owned storage stays shared by copies and is written in place.
+  Tensor owned = Tensor::Zeros(DType::kF32, {4});
+  Tensor alias = owned;
+  alias.mutable_data<float>()[2] = 7.0f;
+  EXPECT_EQ(owned.data<float>()[2], 7.0f);
 }
 
 TEST(SafetensorsReader, UnalignedDataIsCopiedIntoAlignedStorage) {

@@ -151,7 +151,7 @@ TEST(ReferenceForward, SingleTokenAttentionIsValueProjection) {
 TEST(ReferenceOps, RopeIsIdentityAtPositionZeroAndRelative) {
   ModelConfig c = TinyDense();
   c.head_dim = 8;
-  const auto f = ComputeRopeFrequencies(c, 16);
+  const auto f = ComputeRopeFrequencies(c);
   ASSERT_TRUE(f.ok());
   EXPECT_DOUBLE_EQ(f->inv_freq[0], 1.0);
   EXPECT_NEAR(f->inv_freq[1], std::pow(10000.0, -2.0 / 8.0), 1e-15);
@@ -188,13 +188,13 @@ TEST(ReferenceOps, RopeScalingTypes) {
   ModelConfig c = TinyDense();
   c.head_dim = 64;
   c.rope_theta = 500000.0;
-  const auto plain = ComputeRopeFrequencies(c, 8).value();
+  const auto plain = ComputeRopeFrequencies(c).value();
   c.rope_scaling = {{"rope_type", "linear"}, {"factor", 4.0}};
-  const auto lin = ComputeRopeFrequencies(c, 8).value();
+  const auto lin = ComputeRopeFrequencies(c).value();
   for (size_t j = 0; j < plain.inv_freq.size(); ++j) EXPECT_DOUBLE_EQ(lin.inv_freq[j], plain.inv_freq[j] / 4.0);
   c.rope_scaling = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
                     {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
-  const auto l3 = ComputeRopeFrequencies(c, 8).value();
+  const auto l3 = ComputeRopeFrequencies(c).value();
   const double pi = std::acos(-1.0);
   int high = 0, low = 0, mid = 0;
   for (size_t j = 0; j < plain.inv_freq.size(); ++j) {
@@ -214,12 +214,14 @@ TEST(ReferenceOps, RopeScalingTypes) {
   EXPECT_GT(high, 0);
   EXPECT_GT(low, 0);
   EXPECT_GT(mid, 0);
-  c.rope_scaling = {{"type", "yarn"}, {"factor", 4.0}};
-  const auto yarn = ComputeRopeFrequencies(c, 8);
-  ASSERT_FALSE(yarn.ok());
-  EXPECT_EQ(yarn.status().code(), ErrorCode::kUnsupported);
+  for (const char* refused : {"yarn", "dynamic", "longrope"}) {
+    c.rope_scaling = {{"type", refused}, {"factor", 4.0}};
+    const auto f = ComputeRopeFrequencies(c);
+    ASSERT_FALSE(f.ok()) << refused;
+    EXPECT_EQ(f.status().code(), ErrorCode::kUnsupported) << refused;
+  }
   c.rope_scaling = {{"rope_type", "linear"}};
-  EXPECT_EQ(ComputeRopeFrequencies(c, 8).status().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(ComputeRopeFrequencies(c).status().code(), ErrorCode::kInvalidArgument);
 }
 
 TEST(ReferenceForward, CausalMaskHidesLaterTokens) {

@@ -79,7 +79,7 @@ Batch MakeBatch(const ModelConfig& c, uint32_t seed, int64_t B, int64_t T) {
 }
 
 C ComplexLoss(const ModelConfig& c, const refmodel::WeightsT<C>& w, const Batch& b, const LossCoefficients& coef) {
-  const auto rope = ComputeRopeFrequencies(c, b.seq_len).value();
+  const auto rope = ComputeRopeFrequencies(c).value();
   const auto rt = ops::ref::MakeRopeTables(rope.inv_freq, b.seq_len);
   refmodel::ForwardState<C> st;
   refmodel::ModelForwardT(c, w, b.tokens, b.seq_len, rt, false, false, st);

@@ -352,11 +352,29 @@ TEST(Pipeline, RunsStopsOnAFailedStageAndResumes) {
   EXPECT_EQ(state("moe"), "rerun") << dry.out;
   EXPECT_EQ(state("eval_prepare"), "rerun") << dry.out;
   const auto upcycled = fs::last_write_time(tmp / "run/stages/scale_out.done");
+  // Stopped part-way (here: the baseline fails, every step's gradient poisoned), the rerun keeps no
+  // result made from the old MoE: every later marker went before the MoE stage ran.
+  testing::WriteFile(tmp / "r.toml", TinyRecipe(tmp, 2, "lr = 2e-3\n") +
+                                         "inject_nan_steps = \"3\"\nmax_skips = 1\n");
+  auto stopped = testing::RunEscale("pipeline " + (tmp / "r.toml"));
+  EXPECT_NE(stopped.exit_code, 0);
+  EXPECT_NE(stopped.err.find("stage 'baseline' failed"), std::string::npos) << stopped.err;
+  EXPECT_TRUE(fs::exists(tmp / "run/stages/moe.done"));
+  EXPECT_TRUE(fs::exists(tmp / "run/baseline/checkpoints/latest")) << stopped.out << stopped.err;
+  for (const char* later : {"baseline", "baseline_decay_50", "eval_prepare", "eval_moe"})
+    EXPECT_FALSE(fs::exists(tmp / ("run/stages/" + std::string(later) + ".done"))) << later;
+  EXPECT_FALSE(fs::exists(tmp / "run/eval/moe.json"));
+  testing::WriteFile(tmp / "r.toml", TinyRecipe(tmp, 2, "lr = 2e-3\n"));
   auto changed = testing::RunEscale("pipeline " + (tmp / "r.toml"));
   ASSERT_EQ(changed.exit_code, 0) << changed.err << changed.out;
+  EXPECT_NE(changed.out.find("== moe: done"), std::string::npos) << changed.out;
   EXPECT_NE(
-      changed.out.find("== moe: its training options (configs/moe.toml) changed since it ran"),
+      stopped.out.find("== moe: its training options (configs/moe.toml) changed since it ran"),
       std::string::npos)
+      << stopped.out;
+  // The failed baseline left checkpoints made with other options: it starts over, not resumes.
+  EXPECT_NE(changed.out.find("== baseline: its training options (configs/baseline.toml) changed"),
+            std::string::npos)
       << changed.out;
   EXPECT_EQ(fs::last_write_time(tmp / "run/stages/prepare.done"), prepared);
   EXPECT_EQ(fs::last_write_time(tmp / "run/stages/scale_out.done"), upcycled);
