@@ -1,5 +1,5 @@
 // escale scale-out SRC DST: sparse upcycling of a dense model into an MoE, or growing an MoE's
-// expert count (SPEC.md §3).
+// expert count (docs/method.md §3).
 #include <cstdio>
 #include <memory>
 

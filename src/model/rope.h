@@ -1,4 +1,4 @@
-// RoPE inverse frequencies from a model config (formats-and-eval.md §2.3): default, linear,
+// RoPE inverse frequencies from a model config (docs/method.md §1): default, linear,
 // dynamic (NTK, at sequence length T) and llama3. Other rope_scaling types are refused.
 #pragma once
 
