@@ -3,7 +3,7 @@
 
 Run with Debian's interpreter (it has torch):  /usr/bin/python3 scripts/golden/make_golden.py
 
-The model here is written from /work/shared/SPEC.md §1, §3 and §4, not by calling escale: a
+The model here is written from docs/method.md §1, §3 and §4, not by calling escale: a
 Llama-family decoder (RMSNorm, RoPE rotate-half, causal GQA attention with optional QKV bias, SwiGLU,
 final norm, LM head) and Mixtral-style MoE layers (top-k on the router logits, softmax over the k
 selected, capacity ceil(CF*T*k/E) per expert per sequence, overflow dropped by lowest routing weight,

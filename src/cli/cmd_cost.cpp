@@ -63,7 +63,7 @@ Status RunCost(const CostArgs& a) {
 
 CommandRegistration reg(90, [](CLI::App& app) -> RunFn {
   auto args = std::make_shared<CostArgs>();
-  CLI::App* c = app.add_subcommand("cost", "Time and compute savings of a phased run vs. training from scratch (SPEC.md §6)");
+  CLI::App* c = app.add_subcommand("cost", "Time and compute savings of a phased run vs. training from scratch (docs/method.md §6.2)");
   c->add_option("--phase", args->phases, "NAME:TOKENS:TOKENS_PER_DAY:DEVICES:GFLOPS_PER_DEVICE (repeat per phase; 3600B, 1.2T, 545e9 accepted)");
   c->add_option("--scratch", args->scratch, "TOKENS_PER_DAY:DEVICES:GFLOPS_PER_DEVICE of the from-scratch run");
   c->add_flag("--paper-table6", args->paper, "Use the inputs of AquilaMoE Table 6 (gives 4.12x / 3.35x)");

@@ -1,5 +1,6 @@
 // escale scale-out SRC DST: sparse upcycling of a dense model into an MoE, or growing an MoE's
-// expert count (SPEC.md §3). `escale train --init-from` takes the same options (ScaleOutChoices).
+// expert count (docs/method.md §3). `escale train --init-from` takes the same options
+// (ScaleOutChoices).
 #include <cstdio>
 #include <memory>
 

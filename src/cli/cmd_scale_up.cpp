@@ -1,4 +1,5 @@
-// escale scale-up SRC DST: grow a dense model wider and deeper (FPI, AKI, AKI-Pro; SPEC.md §2).
+// escale scale-up SRC DST: grow a dense model wider and deeper (FPI, AKI, AKI-Pro;
+// docs/method.md §2).
 #include <cstdio>
 #include <memory>
 

@@ -1,4 +1,4 @@
-// escale: one binary, one subcommand per phase of EfficientScale (SPEC.md §7).
+// escale: one binary, one subcommand per phase of EfficientScale (docs/method.md §7).
 #include <algorithm>
 #include <cstdio>
 #include <exception>

@@ -1,5 +1,5 @@
 // GSM8K answer extraction and exact match as lm-evaluation-harness does them
-// (formats-and-eval.md §5.3): the "strict-match" and "flexible-extract" regex filters and the
+// (docs/eval.md, "GSM8K"): the "strict-match" and "flexible-extract" regex filters and the
 // exact_match metric with its regexes_to_ignore, run through PCRE2 (same semantics as Python's
 // `re` for these patterns).
 #pragma once

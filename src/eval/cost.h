@@ -1,5 +1,6 @@
-// Cost accounting of an EfficientScale run against training from scratch (SPEC.md §6, AquilaMoE
-// §4.3 Table 6): time and compute savings factors from per-phase tokens, throughput and cluster rate.
+// Cost accounting of an EfficientScale run against training from scratch (docs/method.md §6.2,
+// AquilaMoE §4.3 Table 6): time and compute savings factors from per-phase tokens, throughput and
+// cluster rate.
 #pragma once
 
 #include <string>
@@ -33,7 +34,8 @@ struct CostReport {
 // `scratch` gives R_s, devices and per-device rate; its token count is taken as the phases' total.
 Result<CostReport> ComputeCost(const std::vector<CostPhase>& phases, const CostPhase& scratch);
 
-// The inputs of AquilaMoE Table 6 (SPEC.md §6), which give 4.12x time and 3.35x compute savings.
+// The inputs of AquilaMoE Table 6 (docs/method.md §6.2), which give 4.12x time and 3.35x compute
+// savings.
 std::vector<CostPhase> PaperTable6Phases();
 CostPhase PaperTable6Scratch();
 

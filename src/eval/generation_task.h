@@ -1,5 +1,5 @@
 // Generation tasks scored by answer extraction: GSM8K as lm-evaluation-harness runs it
-// (formats-and-eval.md §5.3): few-shot "Question: ...\nAnswer: <worked answer>" examples, greedy
+// (docs/eval.md, "GSM8K"): few-shot "Question: ...\nAnswer: <worked answer>" examples, greedy
 // generation until "Question:", "</s>", "<|im_end|>" or EOS (at most max_gen_toks tokens), then
 // exact match of the "strict-match" and "flexible-extract" answers against the reference.
 #pragma once

@@ -1,5 +1,5 @@
 // Multiple-choice evaluation by log-likelihood, as lm-evaluation-harness scores it
-// (formats-and-eval.md §5.1-5.2): task files are JSONL in the field layout of the Hugging Face
+// (docs/eval.md, "Multiple choice"): task files are JSONL in the field layout of the Hugging Face
 // datasets (ARC, HellaSwag, PIQA, Winogrande, MMLU, BoolQ) or escale's generic
 // {"query", "choices", "gold"}; prompts are built with lm-eval's templates and few-shot
 // assembly (its seeded sampler reproduced with CPython's generator), and each choice is one

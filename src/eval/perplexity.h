@@ -1,4 +1,4 @@
-// Perplexity two ways (SPEC.md §5, formats-and-eval.md §5.4):
+// Perplexity two ways (docs/method.md §5, docs/eval.md "Perplexity"):
 //  * text documents, scored like lm-eval's loglikelihood_rolling (every token once, in disjoint
 //    windows of max_length), reported as lm-eval reports wikitext: word and byte perplexity and
 //    bits per byte, plus the token-level figure;

@@ -1,6 +1,7 @@
-// How lm-evaluation-harness turns text into scoring requests (formats-and-eval.md §5.1, §5.4):
-// the context/continuation split of a log-likelihood request and the disjoint rolling windows of
-// a perplexity document. Pure functions of token ids and text, so they are tested on their own.
+// How lm-evaluation-harness turns text into scoring requests (docs/eval.md, "The scoring
+// primitive" and "Perplexity"): the context/continuation split of a log-likelihood request and the
+// disjoint rolling windows of a perplexity document. Pure functions of token ids and text, so they
+// are tested on their own.
 #pragma once
 
 #include <cstdint>

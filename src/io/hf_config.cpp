@@ -1,4 +1,4 @@
-// config.json <-> ModelConfig (formats-and-eval.md §2.2; our choices in docs/formats.md).
+// config.json <-> ModelConfig: the fields, defaults and our choices are in docs/formats.md.
 #include <cmath>
 #include <set>
 

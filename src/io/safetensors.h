@@ -1,5 +1,5 @@
 // safetensors: a validating zero-copy reader and a streaming, sharding writer.
-// Format rules: ../shared/reference/formats-and-eval.md §1 (docs/formats.md has ours).
+// Format rules: docs/formats.md (the file layout, and every rule the reader enforces).
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// Validating safetensors reader: every rule of formats-and-eval.md §1.5/§1.6 (docs/formats.md).
+// Validating safetensors reader: every rule listed in docs/formats.md, "safetensors reader".
 #include <algorithm>
 #include <cstring>
 #include <limits>

@@ -1,4 +1,4 @@
-// Streaming, sharding safetensors writer (formats-and-eval.md §1.4, §1.7).
+// Streaming, sharding safetensors writer (docs/formats.md, "safetensors writer").
 #include <algorithm>
 #include <cstdio>
 #include <cstring>

@@ -1,4 +1,4 @@
-// Pretraining token shards in llm.c's .bin layout (formats-and-eval.md §6.1):
+// Pretraining token shards in llm.c's .bin layout (docs/tokenizer.md, "Token shards"):
 //   header: 256 x int32 little-endian; [0] magic, [1] version, [2] token count, rest 0;
 //   body:   token ids, uint16 (magic 20240520, version 1) or uint32 (magic 20240801, version 7,
 //           llm.c's Llama 3 variant) little-endian; file size == 1024 + count * width.

@@ -1,4 +1,4 @@
-// Reader for Megatron-LM indexed datasets (MMapIndexedDataset, formats-and-eval.md §6.3):
+// Reader for Megatron-LM indexed datasets (MMapIndexedDataset, docs/tokenizer.md):
 // PREFIX.idx describes sequences stored back to back in PREFIX.bin.
 //   .idx: "MMIDIDX\0\0", u64 version (1), u8 dtype code, u64 sequence count S, u64 document
 //         count D, int32[S] lengths, int64[S] byte pointers, int64[D] document indices

@@ -1,4 +1,4 @@
-// The canonical model configuration every importer and exporter maps to (SPEC.md §1).
+// The canonical model configuration every importer and exporter maps to (docs/method.md §1).
 #pragma once
 
 #include <cstdint>

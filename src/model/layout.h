@@ -63,7 +63,7 @@ struct FlopsPerToken {
   double total() const { return matmul + attention; }
   double total_causal() const { return matmul + attention_causal; }
 };
-// Model FLOPs per trained token at sequence length T (SPEC.md §6).
+// Model FLOPs per trained token at sequence length T (docs/method.md §6.1).
 FlopsPerToken TrainingFlopsPerToken(const ModelConfig& c, int64_t seq_len);
 
 }  // namespace escale

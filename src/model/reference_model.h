@@ -1,5 +1,5 @@
-// Whole-model reference loss and gradients in fp64 (SPEC.md §1 and §4): the oracle the training
-// engine's backward is checked against. Plain loops; meant for tiny models and tests.
+// Whole-model reference loss and gradients in fp64 (docs/method.md §1 and §4): the oracle the
+// training engine's backward is checked against. Plain loops; meant for tiny models and tests.
 #pragma once
 
 #include <cstdint>
@@ -38,7 +38,7 @@ struct ReferenceModelResult {
 };
 
 // tokens and targets: B sequences of seq_len each, concatenated. A target < 0 is not counted.
-// Capacity limits apply per sequence (SPEC.md §3: T tokens of the sequence).
+// Capacity limits apply per sequence (docs/method.md §3.3: T tokens of the sequence).
 Result<ReferenceModelResult> ReferenceLossAndGradients(const ModelConfig& config, const TensorMap& tensors,
                                                        std::span<const int32_t> tokens,
                                                        std::span<const int32_t> targets, int64_t seq_len,

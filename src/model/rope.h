@@ -1,6 +1,6 @@
-// RoPE inverse frequencies from a model config (docs/formats.md, "config.json"): default, linear
-// and llama3. Other rope_scaling types (dynamic, yarn, longrope) are refused, never computed as
-// plain RoPE; the config reader already refuses them, this is the second line.
+// RoPE inverse frequencies from a model config (docs/method.md §1): default, linear and llama3.
+// Other rope_scaling types (dynamic, yarn, longrope) are refused, never computed as plain RoPE;
+// the config reader already refuses them, this is the second line.
 #pragma once
 
 #include <cstdint>

@@ -1,6 +1,6 @@
-// The fp32 training model of the CPU fast path: forward, the SPEC.md §4 losses and the backward of
-// a dense or MoE Llama-family model on micro-batches of a fixed shape. Checked against the fp64
-// reference (model/reference_model.h) by tests/model/train_model_test.cpp.
+// The fp32 training model of the CPU fast path: forward, the docs/method.md §4 losses and the
+// backward of a dense or MoE Llama-family model on micro-batches of a fixed shape. Checked against
+// the fp64 reference (model/reference_model.h) by tests/model/train_model_test.cpp.
 //
 // Design: fp32 master weights and gradients live in two flat buffers in canonical order, so q/k/v
 // (and gate/up) of a layer are adjacent and run as one sgemm. Every activation and scratch buffer

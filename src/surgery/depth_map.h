@@ -1,5 +1,5 @@
-// Depth growth L1 -> L2 (SPEC.md §2.2): which source layer each target layer is copied from, and
-// which copies start with zeroed output projections.
+// Depth growth L1 -> L2 (docs/method.md §2.3): which source layer each target layer is copied
+// from, and which copies start with zeroed output projections.
 #pragma once
 
 #include <cstdint>

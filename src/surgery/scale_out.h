@@ -1,7 +1,7 @@
-// Scale-out (SPEC.md §3): sparse upcycling of a dense model into an MoE, or growing an MoE into
-// one with m times as many experts (each expert and its router row copied m times). A plan from the
-// source config and the options (validated before any weight is read), then one target tensor at a
-// time.
+// Scale-out (docs/method.md §3): sparse upcycling of a dense model into an MoE, or growing an MoE
+// into one with m times as many experts (each expert and its router row copied m times). A plan
+// from the source config and the options (validated before any weight is read), then one target
+// tensor at a time.
 #pragma once
 
 #include <cstdint>

@@ -229,7 +229,7 @@ Result<ScaleUpPlan> PlanScaleUp(const ModelConfig& src, const ScaleUpOptions& op
     p.recipes.push_back(std::move(r));
   }
 
-  // Why the result is not the source's function (SPEC.md §2): each rule that breaks it.
+  // Why the result is not the source's function (docs/method.md §2): each rule that breaks it.
   if (!p.hidden->uniform_counts()) {
     const auto [lo, hi] = std::minmax_element(p.hidden->count.begin(), p.hidden->count.end());
     p.inexact.push_back("hidden " + D(d1) + "->" + D(d2) + " copies units unevenly (C from " +

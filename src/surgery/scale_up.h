@@ -1,5 +1,6 @@
-// Scale-up (SPEC.md §2): a plan built from the source config and the options alone (validated
-// before any weight is read), then a producer that computes one target tensor at a time.
+// Scale-up (docs/method.md §2): a plan built from the source config and the options alone
+// (validated before any weight is read), then a producer that computes one target tensor at a
+// time.
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,5 @@
-// Width maps (SPEC.md §2.1): how each unit of a grown dimension is made from units of the source.
+// Width maps (docs/method.md §2.1): how each unit of a grown dimension is made from units of the
+// source.
 //
 // A map g: {0..n'-1} -> {0..n-1} with g(i) = i for i < n; C(j) = |{i : g(i) = j}| counts the copies
 // of source unit j, the original included. Output expansion copies rows (W'[i,:] = W[g(i),:]);
@@ -41,7 +42,7 @@ DimMap MakeWidthMap(int64_t n, int64_t n2, MapKind kind, uint64_t seed, const st
 // Every unit of `units` becomes `size` consecutive elements (heads -> rows of q_proj).
 DimMap ExpandUnits(const DimMap& units, int64_t size);
 
-// Query and key/value head maps for GQA-aware head growth (SPEC.md §2.1, "heads", "KV groups").
+// Query and key/value head maps for GQA-aware head growth (docs/method.md §2.1, "Heads and GQA").
 // Query heads grow inside each KV group; g2 = m*g1 duplicates each KV head m times (consecutive
 // target groups r'*m..r'*m+m-1 come from source group r'); g2 < g1 mean-pools each run of
 // m = g1/g2 consecutive K/V heads, and the new group's query heads are taken from the pooled groups'.

@@ -165,7 +165,7 @@ std::vector<OptionSpec> TrainOptionTable(TrainOptions& o) {
        &o.weight_decay},
       {"clip", "global gradient-norm clip (0 = off)", &o.clip},
       {"seed", "random seed (initialisation, data order)", &o.seed},
-      {"aux_loss", "load-balancing loss coefficient (Switch form, SPEC.md §4)", &o.aux_loss},
+      {"aux_loss", "load-balancing loss coefficient (Switch form, docs/method.md §4)", &o.aux_loss},
       {"router_max_z", "router max-z loss coefficient (AquilaMoE)", &o.router_max_z},
       {"router_z", "router z-loss coefficient (ST-MoE)", &o.router_z},
       {"output_z", "output z-loss coefficient (PaLM)", &o.output_z},

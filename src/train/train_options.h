@@ -40,7 +40,7 @@ struct TrainOptions {
   double weight_decay = 0.1;
   double clip = 1.0;
   int64_t seed = 1234;
-  // Losses (SPEC.md §4); AquilaMoE defaults for aux and router max-z.
+  // Losses (docs/method.md §4); AquilaMoE defaults for aux and router max-z.
   double aux_loss = 0.001;
   double router_max_z = 0.01;
   double router_z = 0.0;

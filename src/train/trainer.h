@@ -1,6 +1,6 @@
 // The training loop: continued pretraining of dense and MoE models on the CPU engine, with
 // gradient accumulation, AdamW, schedules, validation, atomic checkpoints, bit-exact resume,
-// the fault policy and JSONL metrics (SPEC.md §4).
+// the fault policy and JSONL metrics (docs/method.md §4).
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,5 @@
 // safetensors: writer/reader round trips, sharding, zero-copy views, and one test per format
-// rule the reader enforces (formats-and-eval.md §1.5/§1.6).
+// rule the reader enforces (docs/formats.md, "safetensors reader").
 #include <gtest/gtest.h>
 
 #include <filesystem>

@@ -335,7 +335,7 @@ TEST(OpGrad, RouterLosses) {
   }
 }
 
-// Switch aux loss: uniform routing gives exactly 1 (SPEC.md §4), not k as in Hugging Face.
+// Switch aux loss: uniform routing gives exactly 1 (docs/method.md §4), not k as in Hugging Face.
 TEST(OpGrad, AuxLossOfUniformRoutingIsOne) {
   const int64_t T = 8, E = 4, k = 2;
   const std::vector<double> logits(Z(T * E), 0.3);  // equal logits: P_e = 1/E

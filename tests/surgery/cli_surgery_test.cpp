@@ -98,7 +98,7 @@ TEST(CliSurgery, ScaleOutMixtralHasTheTransformersNamesAndIsExact) {
   EXPECT_EQ(cfg["hidden_size"], 16);
   EXPECT_EQ(cfg["num_key_value_heads"], 2);
   EXPECT_EQ(cfg["num_hidden_layers"], 2);
-  // formats-and-eval.md §2.1 and §2.4, written out by hand.
+  // The Mixtral tensor names of docs/formats.md ("Model directories"), written out by hand.
   std::set<std::string> want = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"};
   for (int l = 0; l < 2; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
@@ -243,7 +243,7 @@ TEST(CliSurgery, BadPlansAndInputsFailInOneLineWithoutOutput) {
   EXPECT_FALSE(fs::exists(tmp / "out"));
 }
 
-// The paper's shapes (SPEC.md §2, AquilaMoE Table 3), planned from config.json alone.
+// The paper's shapes (docs/method.md §2, AquilaMoE Table 3), planned from config.json alone.
 ModelConfig AquilaConfig(int64_t layers, int64_t hidden, int64_t ffn, int64_t heads, int64_t kv) {
   ModelConfig c;
   c.arch = Architecture::kQwen2;  // Aquila has QKV bias

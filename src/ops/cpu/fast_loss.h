@@ -1,5 +1,6 @@
-// Cross-entropy fused with the LM head's softmax, plus the output z-losses (SPEC.md §4), on one
-// logits buffer that is overwritten in place with d(loss)/d(logits): no [T, V] probability copy.
+// Cross-entropy fused with the LM head's softmax, plus the output z-losses (docs/method.md §4), on
+// one logits buffer that is overwritten in place with d(loss)/d(logits): no [T, V] probability
+// copy.
 #pragma once
 
 #include <cstdint>

@@ -36,7 +36,7 @@ int64_t RouteTokens(const float* logits, int64_t rows, int64_t seq_len, const Ro
 struct RouterLossValues {
   double aux = 0, router_max_z = 0, router_z = 0, entropy = 0;  // entropy: mean over rows (nats)
 };
-// SPEC.md §4 router terms of one layer: aux E·Σ f_e·P_e (f_e from load, before dropping),
+// docs/method.md §4 router terms of one layer: aux E·Σ f_e·P_e (f_e from load, before dropping),
 // mean_t (max_e l)^2, mean_t logsumexp_e(l)^2, all rows counted.
 RouterLossValues ComputeRouterLosses(const float* logits, int64_t rows, const RouterSpec& r, const RoutingBuffers& rb);
 

@@ -1,4 +1,4 @@
-// The training losses of SPEC.md §4 as functions of logits, templated on the number type so
+// The training losses of docs/method.md §4 as functions of logits, templated on the number type so
 // complex-step checks can differentiate them. Backward versions live in reference_backward.h.
 #pragma once
 

@@ -1,7 +1,7 @@
-// MoE routing for the reference path (SPEC.md §3): which experts each token goes to, with which
-// weight, and which assignments a capacity limit drops. The discrete decisions are made once on
-// real numbers (RouteTokens); the weights are a smooth function of the router logits given those
-// decisions (RoutingWeights), templated so complex-step checks can differentiate them.
+// MoE routing for the reference path (docs/method.md §3.2, §3.3): which experts each token goes
+// to, with which weight, and which assignments a capacity limit drops. The discrete decisions are
+// made once on real numbers (RouteTokens); the weights are a smooth function of the router logits
+// given those decisions (RoutingWeights), templated so complex-step checks can differentiate them.
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,5 @@
 // The machine's measured single-precision GEMM rate: the peak that CPU MFU is reported against
-// (SPEC.md §6: "on CPU the measured single-precision GEMM rate of the machine").
+// (docs/method.md §6.1: on a CPU, MFU is measured against this rate, not a datasheet peak).
 #pragma once
 
 #include <cstdint>
