@@ -105,10 +105,13 @@ if want fig4; then
   for seed in $seeds; do
     moe_steps=$(sed -n 's/^steps = \([0-9]*\)/\1/p' "$S/es-$seed/configs/moe.toml")
     dense_model=$(latest "$S/es-$seed/up")
-    e_matmul=$($E inspect "$(latest "$S/es-$seed/moe")" --json | sed -n 's/.*"active_matmul": *\([0-9]*\).*/\1/p')
     m_matmul=$($E inspect "$dense_model" --json | sed -n 's/.*"active_matmul": *\([0-9]*\).*/\1/p')
-    train_like "$S/es-$seed/configs/moe.toml" "$dense_model" "$S/fig4/dense-$seed" \
-      --seed "$seed" --steps $(( (moe_steps * e_matmul + m_matmul - 1) / m_matmul ))
+    # (a) needs the first MoE stage's runs, kept in $S/top2-8 when the recipe moved to (b).
+    if [[ -d $S/top2-8/es-$seed/moe ]]; then
+      e_matmul=$($E inspect "$(latest "$S/top2-8/es-$seed/moe")" --json | sed -n 's/.*"active_matmul": *\([0-9]*\).*/\1/p')
+      train_like "$S/es-$seed/configs/moe.toml" "$dense_model" "$S/fig4/dense-$seed" \
+        --seed "$seed" --lr 1.5e-3 --steps $(( (moe_steps * e_matmul + m_matmul - 1) / m_matmul ))
+    fi
     g=$S/fig4/granular-$seed.model
     [[ -d $g ]] || $E -q scale-out "$dense_model" "$g" --experts 8 --top-k 1 --granularity 2 --seed "$seed" >/dev/null
     g_matmul=$($E inspect "$g" --json | sed -n 's/.*"active_matmul": *\([0-9]*\).*/\1/p')
@@ -133,10 +136,11 @@ if want report; then
     "scratch_M=$S/fig3/scratch_m" --svg "$d/fig3.svg" --markdown "$d/fig3.md" \
     --title "Figure 3 analogue: grown models against scratch (validation loss)" >/dev/null
   for seed in $seeds; do
-    $E compare "dense_grown=$S/es-$seed/up@$(prep_flops "$seed")" \
-      "upcycled_moe=$S/es-$seed/moe@dense_grown" "dense_continued=$S/fig4/dense-$seed@dense_grown" \
-      "scratch_moe=$S/es-$seed/baseline" --svg "$d/fig4-seed$seed.svg" --markdown "$d/fig4-seed$seed.md" \
-      --title "Figure 4 analogue, seed $seed: upcycled MoE, dense continuation, scratch MoE" >/dev/null
+    [[ -d $S/top2-8/es-$seed/moe ]] &&
+      $E compare "dense_grown=$S/es-$seed/up@$(prep_flops "$seed")" \
+        "upcycled_moe=$S/top2-8/es-$seed/moe@dense_grown" "dense_continued=$S/fig4/dense-$seed@dense_grown" \
+        "scratch_moe=$S/top2-8/es-$seed/baseline" --svg "$d/fig4-seed$seed.svg" --markdown "$d/fig4-seed$seed.md" \
+        --title "Figure 4 analogue, seed $seed: upcycled MoE (8 x top-2), dense continuation, scratch MoE" >/dev/null
     [[ -f $S/fig4/granular-$seed-lr$fig4_best/done ]] &&
       $E compare "dense_grown=$S/es-$seed/up@$(prep_flops "$seed")" \
         "granular_moe=$S/fig4/granular-$seed-lr$fig4_best@dense_grown" \
@@ -144,6 +148,8 @@ if want report; then
         --svg "$d/fig4-granular-seed$seed.svg" --markdown "$d/fig4-granular-seed$seed.md" \
         --title "Figure 4 analogue, seed $seed: granular upcycled MoE and dense continuation, LR $fig4_best" >/dev/null
     cp "$S/es-$seed/pipeline.json" "$d/pipeline-seed$seed.json"
+    [[ -f $S/top2-8/es-$seed/pipeline.json ]] &&
+      mkdir -p "$d/before-sweep" && cp "$S/top2-8/es-$seed/pipeline.json" "$d/before-sweep/pipeline-seed$seed.json"
   done
   cp "$S/table1.md" "$d/table1.md"
   echo "wrote $d"
