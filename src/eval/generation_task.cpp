@@ -69,6 +69,7 @@ Result<Gsm8kResult> EvaluateGsm8k(Decoder& dec, const tok::Tokenizer& tokenizer,
       prompt += Example(pool[static_cast<size_t>(p)]) + "\n\n";
     prompt += "Question: " + all[i].question + "\nAnswer:";
     std::vector<int32_t> ids = enc.Encode(prompt);
+    ESCALE_RETURN_IF_ERROR(enc.Check("the prompt of document " + std::to_string(i + 1)));
     if (static_cast<int64_t>(ids.size()) > max_ctx) ids.erase(ids.begin(), ids.end() - max_ctx);
     ESCALE_ASSIGN_OR_RETURN(GenerateResult gen, Generate(dec, tokenizer, ids, g));
     Gsm8kDocResult& d = r.docs[i];

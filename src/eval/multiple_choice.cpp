@@ -333,6 +333,7 @@ Result<McResult> EvaluateMultipleChoice(LmScorer& scorer, RequestEncoder& enc,
           d.continuations.size() == 1 ? d.continuations[0] : d.continuations[c];
       requests.push_back(enc.EncodePair(prefix + ctx, cont));
     }
+    ESCALE_RETURN_IF_ERROR(enc.Check("document " + std::to_string(i + 1)));
     result.docs[i].context = prefix + d.contexts[0];
   }
   first_request[n_docs] = requests.size();

@@ -52,6 +52,7 @@ Result<PerplexityResult> TextPerplexity(LmScorer& scorer, RequestEncoder& enc,
   std::vector<TokenRequest> windows;
   for (const std::string& d : docs) {
     const std::vector<int32_t> ids = enc.Encode(d);
+    ESCALE_RETURN_IF_ERROR(enc.Check("document " + std::to_string(r.documents + 1)));
     std::vector<TokenRequest> w = RollingWindows(ids, enc.prefix_token(), scorer.max_length());
     windows.insert(windows.end(), std::make_move_iterator(w.begin()),
                    std::make_move_iterator(w.end()));

@@ -82,6 +82,11 @@ std::vector<int32_t> RequestEncoder::Encode(std::string_view text) {
   return ids;
 }
 
+Status RequestEncoder::Check(const std::string& what) const {
+  if (enc_.error().empty()) return Status::Ok();
+  return FormatError(what + ": " + enc_.error());
+}
+
 TokenRequest RequestEncoder::EncodePair(std::string_view context, std::string_view continuation) {
   TokenRequest r;
   if (context.empty()) {

@@ -35,6 +35,9 @@ class RequestEncoder {
   // count. An empty context becomes the prefix token (BOS, else EOS).
   TokenRequest EncodePair(std::string_view context, std::string_view continuation);
   int32_t prefix_token() const { return prefix_; }
+  // Ok, or the failure of an Encode since the encoder was made: a pre-tokenizer regex hit its
+  // work bound, so those ids are not what the tokenizer means (`what` names the text).
+  Status Check(const std::string& what) const;
 
  private:
   tok::Encoder enc_;

@@ -349,6 +349,30 @@ TEST(Perplexity, TextDocumentsAreScoredOnceEachToken) {
   EXPECT_NEAR(r->word_perplexity(), std::exp(-r->logprob / 7), 1e-9);
 }
 
+// A document the pre-tokenizer cannot split within its work bound fails the run, naming the
+// document and the pattern, instead of being scored on ids the tokenizer does not mean.
+TEST(Perplexity, ADocumentThatExhaustsThePreTokenizerFailsByName) {
+  nlohmann::json j = ByteTokenizerJson({}, nlohmann::json::array());
+  j["pre_tokenizer"] = {
+      {"type", "Sequence"},
+      {"pretokenizers", nlohmann::json::array({{{"type", "Split"},
+                                                {"pattern", {{"Regex", "(a+)+$"}}},
+                                                {"behavior", "Isolated"},
+                                                {"invert", false}},
+                                               {{"type", "ByteLevel"}, {"use_regex", false}}})}};
+  auto tok = tok::Tokenizer::FromJson(j.dump());
+  ASSERT_TRUE(tok.ok()) << tok.status().message();
+  const ModelConfig c = TinyModel(false);
+  const TensorMap w = RandomWeights(c, 5);
+  RequestEncoder enc(**tok, false);
+  auto scorer = LmScorer::Create(c, w, 4, 2);
+  ASSERT_TRUE(scorer.ok());
+  auto r = TextPerplexity(**scorer, enc, {"fine text", std::string(2000, 'a') + "b"});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("document 2: "), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("(a+)+$"), std::string::npos) << r.status().message();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Multiple choice
 
