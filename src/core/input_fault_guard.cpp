@@ -29,6 +29,7 @@ struct StagingSlot {
 };
 
 MappingSlot g_mappings[kSlots];
+struct sigaction g_previous {};  // whoever handled SIGBUS before (Open MPI installs one)
 StagingSlot g_staging[kSlots];
 std::mutex g_writers;  // serialises registration (never taken by the handler)
 
@@ -80,8 +81,8 @@ void OnSigbus(int sig, siginfo_t* info, void*) {
     const uintptr_t b = m.begin.load(std::memory_order_acquire);
     if (b != 0 && addr >= b && addr - b < m.size) file = m.path;
   }
-  if (file == nullptr) {  // not an input that shrank: the default action, with its core dump
-    ::signal(sig, SIG_DFL);
+  if (file == nullptr) {  // not an input that shrank: the previous handler, else the default
+    ::sigaction(sig, &g_previous, nullptr);
     ::raise(sig);
     return;
   }
@@ -101,7 +102,7 @@ void InstallOnce() {
     sa.sa_sigaction = OnSigbus;
     sa.sa_flags = SA_SIGINFO;
     sigemptyset(&sa.sa_mask);
-    ::sigaction(SIGBUS, &sa, nullptr);
+    ::sigaction(SIGBUS, &sa, &g_previous);
   });
 }
 

@@ -2,8 +2,8 @@
 // its file (another process truncated or rewrote it after we mapped it) raises SIGBUS, which
 // would kill the process with no word and leave half-written outputs. The guard knows every live
 // mapping and every unfinished staging output: on SIGBUS inside a mapping it prints one line
-// naming the file, removes the staging outputs and exits with status 1. A SIGBUS anywhere else is
-// left to the default action (it is a bug, not an input problem).
+// naming the file, removes the staging outputs and exits with status 1. A SIGBUS anywhere else goes
+// to the handler installed before the guard's, else the default action (a bug, not bad input).
 #pragma once
 
 #include <cstddef>
