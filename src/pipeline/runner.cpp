@@ -538,6 +538,12 @@ bool SameTrainingOptions(const std::string& a, const std::string& b) {
   return essential(a) == essential(b);
 }
 
+// The options file a training stage last ran with differs from what the recipe asks for now.
+bool OptionsChanged(const Recipe& r, const Stage& s, const Invocation& inv) {
+  auto old = ReadSmallFile(r.out + "/configs/" + s.name + ".toml");
+  return !old.ok() || !SameTrainingOptions(*old, inv.config);
+}
+
 // Why a finished stage no longer matches the recipe ("" when it does): its recorded command
 // line (the executable's own path aside, so a rebuilt binary elsewhere changes nothing) or its
 // training options differ from what the recipe asks for now.
@@ -575,8 +581,7 @@ std::string WhatChanged(const Recipe& r, const Stage& s, const std::string& mark
     same = same || command.ends_with(want + tail);
   if (!same) return "its command line changed";
   if (s.train) {
-    auto old = ReadSmallFile(r.out + "/configs/" + s.name + ".toml");
-    if (!old.ok() || !SameTrainingOptions(*old, inv.config))
+    if (OptionsChanged(r, s, inv))
       return "its training options (configs/" + s.name + ".toml) changed";
   }
   return "";
@@ -640,8 +645,7 @@ Status RunPipeline(const Recipe& r, const PipelineOptions& opt) {
       }
     } else if (s.train && fs::exists(s.output + "/checkpoints/latest")) {
       // Interrupted: resume it, unless it was started with other options.
-      auto old = ReadSmallFile(r.out + "/configs/" + s.name + ".toml");
-      if (!old.ok() || !SameTrainingOptions(*old, inv.config))
+      if (OptionsChanged(r, s, inv))
         why = "its training options (configs/" + s.name + ".toml) changed";
     }
     const bool resumed = why.empty() && s.train && fs::exists(s.output + "/checkpoints/latest");
