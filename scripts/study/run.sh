@@ -2,14 +2,17 @@
 # The reproduction study of docs/reproduction.md, resumable: every piece is skipped when its
 # output is complete, and an interrupted training run resumes from its last checkpoint.
 #   scripts/study/run.sh [STUDY_DIR]        (default build/study)
-# STUDY_SEEDS (default "1 2 3") picks the seeds; STUDY_PARTS (default "sweep es table1 fig3 fig4
-# report") the pieces. About 100 minutes on 2 cores for everything; a benchmark, not a test.
+# STUDY_SEEDS (default "1 2 3") picks the seeds; STUDY_PARTS (default "sweep es sweep_small
+# sweep_up moments table1 fig3 fig4 report") the pieces; STUDY_REF_SEED (default 1) the seed whose
+# pipeline run the sweeps, Table 1 and Figure 3 start from. About 100 minutes on 2 cores for everything; a benchmark, not a test.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 E=${ESCALE:-build/release/escale}
 S=${1:-build/study}
 seeds=${STUDY_SEEDS:-1 2 3}
-parts=${STUDY_PARTS:-sweep es table1 fig3 fig4 report}
+parts=${STUDY_PARTS:-sweep es sweep_small sweep_up moments table1 fig3 fig4 report}
+ref=$S/es-${STUDY_REF_SEED:-1}
+lrs5=${SWEEP_LRS:-5e-4 1e-3 2e-3 4e-3 8e-3}
 recipe=recipes/study/efficientscale.toml
 fig4_best=${FIG4_BEST:-3.75e-4}  # seed 1's best learning rate for both Figure 4 arms (docs/reproduction.md)
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
@@ -23,7 +26,7 @@ train_like() {  # CONFIG MODEL OUT [extra flags]
   [[ -f $out/done ]] && return 0
   local resume=()
   [[ -f $out/checkpoints/latest ]] && resume=(--resume)
-  $E train --config "$config" --model "$model" --data "$S/es-1/shards" --out "$out" "${resume[@]}" "$@" \
+  $E train --config "$config" --model "$model" --data "$ref/shards" --out "$out" "${resume[@]}" "$@" \
     > "$out.log" 2>&1
   touch "$out/done"
 }
@@ -37,7 +40,7 @@ if want sweep && [[ -f $S/es-1/upcycled/config.json ]]; then
   mkdir -p "$S/sweep"
   [[ -d $S/sweep/scratch.model ]] ||
     $E -q init "$S/sweep/scratch.model" --config "$S/es-1/upcycled/config.json" --seed 1 >/dev/null
-  for lr in ${SWEEP_LRS:-5e-4 1e-3 2e-3 4e-3 8e-3}; do
+  for lr in $lrs5; do
     train_like "$S/es-1/configs/baseline.toml" "$S/sweep/scratch.model" "$S/sweep/scratch-lr$lr" \
       --seed 1 --lr "$lr" --steps "${SWEEP_STEPS:-280}" --keep-steps ""
   done
@@ -52,7 +55,54 @@ if want es; then
     tail -4 "$S/es-$seed.log"
   done
 fi
-small=$(latest "$S/es-1/prepare")
+small=$S/es-1/prepare/checkpoints/latest  # (resolved below, once seed 1 has run)
+[[ -f $small ]] && small=$(latest "$S/es-1/prepare")
+# The pipeline's scale-up (recipes/study/efficientscale.toml [scale_up]).
+grow="--method fpi --hidden 256 --intermediate 688 --heads 8 --kv-heads 2 --layers 6 --depth zero --symmetry-noise 0.05"
+
+# 1b. The small model's and the grown stage's learning rates, swept like the baseline's: five
+#     points of the same grid, each stage with its pipeline options (constant LR, the stage's
+#     steps), judged by the validation loss it hands to the next stage. The small model starts from
+#     seed 1's initialisation; the grown stage from seed 1's small model grown by the pipeline's
+#     scale-up (the 2e-3 point of the small sweep is the pipeline's own stage, bit for bit).
+if want sweep_small && [[ -f $ref/configs/prepare.toml ]]; then
+  echo "== small-model learning-rate sweep"
+  mkdir -p "$S/sweep"
+  [[ -d $S/sweep/small.model ]] ||
+    $E -q init "$S/sweep/small.model" --preset demo-small --seed 1 --tokenizer-from "$ref/tokenizer" >/dev/null
+  for lr in $lrs5; do
+    train_like "$ref/configs/prepare.toml" "$S/sweep/small.model" "$S/sweep/small-lr$lr" --seed 1 --lr "$lr"
+  done
+fi
+if want sweep_up && [[ -f $S/sweep/small-lr2e-3/done ]]; then
+  echo "== grown-stage learning-rate sweep"
+  [[ -d $S/sweep/grown.model ]] ||
+    $E -q scale-up "$(latest "$S/sweep/small-lr2e-3")" "$S/sweep/grown.model" $grow --seed 1 >/dev/null
+  for lr in $lrs5; do
+    train_like "$ref/configs/up.toml" "$S/sweep/grown.model" "$S/sweep/up-lr$lr" --seed 1 --lr "$lr"
+  done
+fi
+
+# 1c. AdamW's moments carried through growth and upcycling (docs/method.md §4.3) against the
+#     pipeline's fresh moments: the same stages, options and seed, from the same small model.
+#     up-carry keeps the stage's warmup, up-carry-w0 drops it; moe-carry continues up-carry.
+if want moments; then
+  for seed in $seeds; do
+    es=$S/es-$seed
+    [[ -f $es/moe/checkpoints/latest ]] || continue
+    echo "== carried moments, seed $seed"
+    d=$S/moments/seed$seed
+    mkdir -p "$d"
+    [[ -d $d/grown ]] ||
+      $E -q scale-up "$(latest "$es/prepare")" "$d/grown" $grow --seed "$seed" --carry-moments >/dev/null
+    train_like "$es/configs/up.toml" "$d/grown" "$d/up-carry" --seed "$seed" --carry-moments
+    train_like "$es/configs/up.toml" "$d/grown" "$d/up-carry-w0" --seed "$seed" --carry-moments --warmup 0
+    [[ -d $d/upcycled ]] ||
+      $E -q scale-out "$(latest "$d/up-carry")" "$d/upcycled" --experts 8 --top-k 1 --granularity 2 \
+        --seed "$seed" --carry-moments >/dev/null
+    train_like "$es/configs/moe.toml" "$d/upcycled" "$d/moe-carry" --seed "$seed" --carry-moments
+  done
+fi
 
 # 2. Table 1: validation loss right after each growth method, from seed 1's small model.
 if want table1; then

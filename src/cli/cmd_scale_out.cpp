@@ -6,6 +6,7 @@
 
 #include "cli/command.h"
 #include "surgery/convert.h"
+#include "train/checkpoint_store.h"
 
 namespace escale::cli {
 namespace {
@@ -14,7 +15,7 @@ struct ScaleOutArgs {
   std::string src, dst, dtype;
   surgery::ScaleOutChoices choices;
   surgery::ScaleOutOptions opt;
-  bool dry_run = false, overwrite = false;
+  bool dry_run = false, overwrite = false, carry_moments = false;
 };
 
 Status RunScaleOut(ScaleOutArgs& a) {
@@ -26,6 +27,11 @@ Status RunScaleOut(ScaleOutArgs& a) {
   conv.dry_run = a.dry_run;
   conv.overwrite = a.overwrite;
   if (!a.dry_run && a.dst.empty()) return InvalidArgument("give the output directory DST (or --dry-run)");
+  MomentMap moments;
+  if (a.carry_moments && !a.dry_run) {
+    ESCALE_ASSIGN_OR_RETURN(moments, ReadCheckpointMoments(a.src));
+    conv.moments = &moments;
+  }
   ESCALE_ASSIGN_OR_RETURN(std::string text, surgery::ScaleOutModel(a.src, a.dst, a.opt, conv));
   std::fputs(text.c_str(), stdout);
   if (!a.dry_run) std::printf("wrote %s\n", a.dst.c_str());
@@ -76,6 +82,10 @@ CommandRegistration reg(30, [](CLI::App& app) -> RunFn {
                                                          "router rows (copies 1..m-1; not exact)")
       ->capture_default_str();
   sub->add_option("--dtype", a->dtype, "Output dtype: f32, bf16, f16, f64 (default: the source's)");
+  sub->add_flag(
+      "--carry-moments", a->carry_moments,
+      "SRC is a training checkpoint's model: map its AdamW moments too, into DST/moments/, for "
+      "`escale train --carry-moments` (docs/method.md §4.3)");
   sub->add_flag("--dry-run", a->dry_run, "Print the plan without reading any weight");
   sub->add_flag("--overwrite", a->overwrite, "Replace DST if it exists");
   return [a]() { return RunScaleOut(*a); };

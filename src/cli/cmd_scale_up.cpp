@@ -5,6 +5,7 @@
 
 #include "cli/command.h"
 #include "surgery/convert.h"
+#include "train/checkpoint_store.h"
 
 namespace escale::cli {
 namespace {
@@ -13,7 +14,7 @@ struct ScaleUpArgs {
   std::string src, dst;
   std::string method = "fpi", depth, map = "circular", dtype;
   surgery::ScaleUpOptions opt;
-  bool dry_run = false, overwrite = false;
+  bool dry_run = false, overwrite = false, carry_moments = false;
 };
 
 Status RunScaleUp(ScaleUpArgs& a) {
@@ -31,6 +32,11 @@ Status RunScaleUp(ScaleUpArgs& a) {
   conv.dry_run = a.dry_run;
   conv.overwrite = a.overwrite;
   if (!a.dry_run && a.dst.empty()) return InvalidArgument("give the output directory DST (or --dry-run)");
+  MomentMap moments;
+  if (a.carry_moments && !a.dry_run) {
+    ESCALE_ASSIGN_OR_RETURN(moments, ReadCheckpointMoments(a.src));
+    conv.moments = &moments;
+  }
   ESCALE_ASSIGN_OR_RETURN(std::string text, surgery::ScaleUpModel(a.src, a.dst, a.opt, conv));
   std::fputs(text.c_str(), stdout);
   if (!a.dry_run) std::printf("wrote %s\n", a.dst.c_str());
@@ -62,6 +68,10 @@ CommandRegistration reg(20, [](CLI::App& app) -> RunFn {
   sub->add_option("--symmetry-noise", a->opt.symmetry_noise,
                   "FPI: scale each copy's share of a split weight by 1 + EPS (z - mean z), z ~ N(0,1) "
                   "(seeded): copies diverge in training, the function is kept (e.g. 0.05)");
+  sub->add_flag(
+      "--carry-moments", a->carry_moments,
+      "SRC is a training checkpoint's model: map its AdamW moments too, into DST/moments/, for "
+      "`escale train --carry-moments` (docs/method.md §4.3)");
   sub->add_flag("--dry-run", a->dry_run, "Print the plan without reading any weight");
   sub->add_flag("--overwrite", a->overwrite, "Replace DST if it exists");
   return [a]() { return RunScaleUp(*a); };

@@ -28,7 +28,8 @@ struct Args {
   TrainOptions opt;
   std::string config_file;
   std::map<std::string, std::string> flag_values;  // option key -> text given on the command line
-  bool resume_flag = false;
+  std::map<std::string, bool>
+      bool_flags;  // yes/no options are bare flags, as in the other commands
   bool no_mfu = false;
 };
 
@@ -111,7 +112,9 @@ Status PrepareTrain(Args& a, dist::Communicator& comm, TrainerInputs& in) {
     auto it = a.flag_values.find(spec.key);
     if (it != a.flag_values.end() && !it->second.empty()) ESCALE_RETURN_IF_ERROR(ApplyOptionText(spec, it->second));
   }
-  if (a.resume_flag) o.resume = true;
+  for (const auto& spec : table)
+    if (auto it = a.bool_flags.find(spec.key); it != a.bool_flags.end() && it->second)
+      ESCALE_RETURN_IF_ERROR(ApplyOptionText(spec, "true"));
   ESCALE_RETURN_IF_ERROR(o.Validate());
   if (o.threads == 0) o.threads = DefaultThreads(comm);
 
@@ -229,8 +232,8 @@ CommandRegistration reg(40, [](CLI::App& app) -> RunFn {
   for (const auto& spec : TrainOptionTable(a->opt)) {
     std::string flag = "--" + spec.key;
     for (char& ch : flag) if (ch == '_') ch = '-';
-    if (spec.key == "resume") {
-      c->add_flag(flag, a->resume_flag, spec.help);
+    if (std::holds_alternative<bool*>(spec.target)) {
+      c->add_flag(flag, a->bool_flags[spec.key], spec.help);
       continue;
     }
     // Show the default next to the help: the table's targets still hold the defaults here.

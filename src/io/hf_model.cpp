@@ -358,6 +358,7 @@ Status StreamHfModel(const std::string& dir, const ModelConfig& config, const Te
         ESCALE_RETURN_IF_ERROR(CopyFileAtomic(src, staging.path() + "/" + f));
     }
   }
+  if (opt.write_extra) ESCALE_RETURN_IF_ERROR(opt.write_extra(staging.path()));
   ESCALE_RETURN_IF_ERROR(staging.Commit());
   progress.Finish();
   return Status::Ok();

@@ -77,6 +77,9 @@ struct WriteOptions {
   bool progress = true;
   // Tensors produced ahead of the writer (2: one is produced while the previous one is written).
   size_t in_flight = 2;
+  // Called with the staging directory before it is renamed into place, so that files belonging to
+  // the output (a grown model's carried moments) appear with it or not at all.
+  std::function<Status(const std::string& staging_dir)> write_extra;
 };
 
 // Writes config.json and the weights of `config` (Hugging Face v4 per-expert layout) into `dir`,

@@ -131,8 +131,9 @@ std::vector<Stage> PlanStages(const Recipe& r) {
          true,
          "random dense model (vocabulary of the tokenizer)"});
   }
+  // carry: the model was grown with --carry-moments, so AdamW continues the source's moments.
   auto train = [&](const std::string& name, const std::string& from, const TrainStageSpec& spec,
-                   const char* note) {
+                   const char* note, bool carry = false) {
     Stage t{name,
             {"train", "--model", from, "--data", o + "/shards", "--out", o + "/" + name, "--seed",
              seed},
@@ -142,6 +143,7 @@ std::vector<Stage> PlanStages(const Recipe& r) {
             false,
             note};
     t.args.insert(t.args.begin() + 1, {"--config", o + "/configs/" + name + ".toml"});
+    if (carry) t.args.push_back("--carry-moments");
     s.push_back(t);
     return Latest(o + "/" + name);
   };
@@ -173,7 +175,8 @@ std::vector<Stage> PlanStages(const Recipe& r) {
                    false});
     current = o + "/grown";
     if (r.up_train.present) {
-      current = train("up", o + "/grown", r.up_train, "continued pretraining of the grown model");
+      current = train("up", o + "/grown", r.up_train, "continued pretraining of the grown model",
+                      HasFlag(r.scale_up_flags, "carry-moments"));
       trained.push_back("up");
     }
   }
@@ -195,7 +198,8 @@ std::vector<Stage> PlanStages(const Recipe& r) {
                    false});
     current = o + "/upcycled";
     if (r.out_train.present) {
-      current = train("moe", o + "/upcycled", r.out_train, "continued pretraining of the MoE");
+      current = train("moe", o + "/upcycled", r.out_train, "continued pretraining of the MoE",
+                      HasFlag(r.scale_out_flags, "carry-moments"));
       trained.push_back("moe");
     }
   }

@@ -5,6 +5,7 @@
 
 #include "core/buffer_pool.h"
 #include "io/hf_model.h"
+#include "surgery/moments.h"
 
 namespace escale::surgery {
 
@@ -180,6 +181,10 @@ Result<std::string> ScaleUpModel(const std::string& src, const std::string& dst,
   auto produce = [&](size_t i, auto* to, auto& scratch) {
     return ProduceScaleUpInto(plan, plan.recipes[i], source, to, scratch);
   };
+  MomentMap moments;
+  if (conv.moments != nullptr) {
+    ESCALE_ASSIGN_OR_RETURN(moments, ScaleUpMoments(plan, *conv.moments));
+  }
   WriteOptions wo;
   wo.dtype = dtype;
   wo.metadata = ScaleUpMetadata(plan);
@@ -187,6 +192,10 @@ Result<std::string> ScaleUpModel(const std::string& src, const std::string& dst,
   wo.copy_tokenizer_from = src;
   wo.inputs = {src};
   wo.progress = conv.progress;
+  if (conv.moments != nullptr)
+    wo.write_extra = [&moments](const std::string& dir) {
+      return WriteMomentsFile(dir + "/" + kMomentsFile, moments);
+    };
   ESCALE_RETURN_IF_ERROR(
       Execute(dst, plan.target, model, std::move(steps), names, dtype, produce, wo));
   return text;
@@ -218,6 +227,10 @@ Result<std::string> ScaleOutModel(const std::string& src, const std::string& dst
   auto produce = [&](size_t i, auto* to, auto& scratch) {
     return ProduceScaleOutInto(plan, plan.recipes[i], source, to, scratch);
   };
+  MomentMap moments;
+  if (conv.moments != nullptr) {
+    ESCALE_ASSIGN_OR_RETURN(moments, ScaleOutMoments(plan, *conv.moments));
+  }
   WriteOptions wo;
   wo.dtype = dtype;
   wo.metadata = ScaleOutMetadata(plan);
@@ -225,6 +238,10 @@ Result<std::string> ScaleOutModel(const std::string& src, const std::string& dst
   wo.copy_tokenizer_from = src;
   wo.inputs = {src};
   wo.progress = conv.progress;
+  if (conv.moments != nullptr)
+    wo.write_extra = [&moments](const std::string& dir) {
+      return WriteMomentsFile(dir + "/" + kMomentsFile, moments);
+    };
   ESCALE_RETURN_IF_ERROR(
       Execute(dst, plan.target, model, std::move(steps), names, dtype, produce, wo));
   return text;

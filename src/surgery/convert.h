@@ -7,6 +7,7 @@
 
 #include "core/dtype.h"
 #include "core/status.h"
+#include "io/optimizer_moments.h"
 #include "surgery/scale_out.h"
 #include "surgery/scale_up.h"
 
@@ -17,6 +18,9 @@ struct ConvertOptions {
   bool dry_run = false;
   bool overwrite = false;
   bool progress = true;
+  // The source checkpoint's AdamW moments: mapped through the plan and written into the output
+  // as kMomentsFile (scale-up / scale-out --carry-moments).
+  const MomentMap* moments = nullptr;
 };
 
 // Returns the plan description (printed by the CLI); writes `dst` unless dry_run.

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include "io/safetensors.h"
+
 namespace escale {
 namespace fs = std::filesystem;
 
@@ -135,6 +137,41 @@ Result<std::optional<CheckpointInfo>> FindResumableCheckpoint(const std::string&
   auto all = ListCheckpoints(run_dir);
   if (all.empty()) return std::optional<CheckpointInfo>();
   return std::optional<CheckpointInfo>(all.back());
+}
+
+Result<MomentMap> ReadCheckpointMoments(const std::string& model_dir) {
+  fs::path model = fs::path(model_dir).lexically_normal();
+  if (!model.has_filename()) model = model.parent_path();
+  const std::string ckpt = model.parent_path().string();
+  std::error_code ec;
+  if (model.filename() != "model" || !fs::is_regular_file(ckpt + "/" + kManifest, ec))
+    return InvalidArgument(
+        "--carry-moments needs a training checkpoint's model (RUN/checkpoints/step-N/model), "
+        "where the optimizer state lies beside it; " +
+        model_dir + " is not one");
+  ESCALE_RETURN_IF_ERROR(VerifyCheckpoint(ckpt).status());
+  ESCALE_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(ckpt + "/trainer_state.json"));
+  const nlohmann::json state = nlohmann::json::parse(text, nullptr, false);
+  if (state.is_discarded() || !state.is_object() || !state.contains("updates") ||
+      !state["updates"].is_number_integer() || state["updates"].get<int64_t>() < 0)
+    return FormatError(ckpt + "/trainer_state.json lacks the count of updates");
+  const int64_t updates = state["updates"].get<int64_t>();
+  // A run that itself started from carried moments continues their count per tensor.
+  const nlohmann::json base = state.value("moment_steps_at_start", nlohmann::json::object());
+  ESCALE_ASSIGN_OR_RETURN(SafetensorsFile f,
+                          SafetensorsFile::Open(ckpt + "/optimizer.safetensors"));
+  MomentMap out;
+  for (const SafetensorsEntry& e : f.entries()) {
+    if (e.name.rfind("m.", 0) != 0) continue;
+    const std::string name = e.name.substr(2);
+    ESCALE_ASSIGN_OR_RETURN(TensorMoments t, ReadMomentPair(f, name));
+    const nlohmann::json b =
+        base.is_object() ? base.value(name, nlohmann::json(0)) : nlohmann::json(0);
+    t.steps = updates + (b.is_number_integer() ? b.get<int64_t>() : 0);
+    out.emplace(name, std::move(t));
+  }
+  if (out.empty()) return FormatError(ckpt + "/optimizer.safetensors holds no moments");
+  return out;
 }
 
 }  // namespace escale

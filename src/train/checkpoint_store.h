@@ -9,15 +9,15 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "core/atomic_output.h"
 #include "core/status.h"
+#include "io/optimizer_moments.h"
 
 namespace escale {
 
@@ -57,5 +57,10 @@ Result<CheckpointInfo> VerifyCheckpoint(const std::string& dir);
 Result<std::optional<CheckpointInfo>> FindResumableCheckpoint(const std::string& run_dir);
 // Complete checkpoints, oldest first.
 std::vector<CheckpointInfo> ListCheckpoints(const std::string& run_dir);
+
+// The AdamW moments a checkpoint holds (optimizer.safetensors), each with the updates behind it
+// (trainer_state.json), for scale-up and scale-out --carry-moments. `model_dir` is the checkpoint's
+// model (RUN/checkpoints/step-N/model); anything else is refused with what to pass instead.
+Result<MomentMap> ReadCheckpointMoments(const std::string& model_dir);
 
 }  // namespace escale

@@ -52,6 +52,9 @@ Status TrainOptions::Validate() const {
             " is an option of online upcycling: give it with --init-from "
             "DENSE_DIR --scale-out E,K (or convert first with escale scale-out)");
   }
+  if (carry_moments && model_dir.empty())
+    return InvalidArgument(
+        "--carry-moments reads the moments inside --model MODEL (MODEL/moments/); give --model");
   if (data.empty() == data_blend.empty())
     return InvalidArgument(
         "give exactly one of --data SHARD_DIR or --data-blend 'NAME=WEIGHT:DIR ...'");
@@ -146,6 +149,11 @@ std::vector<OptionSpec> TrainOptionTable(TrainOptions& o) {
        "--out, e.g. a WSD decay branch off a stable run: same schedule options, other --steps and "
        "--wsd-decay-fraction",
        &o.branch_from},
+      {"carry_moments",
+       "start AdamW from the moments that scale-up or scale-out --carry-moments mapped into "
+       "--model "
+       "(MODEL/moments/) instead of zeros: the grown model continues its source's optimizer",
+       &o.carry_moments},
       {"seq_len", "sequence length", &o.seq_len},
       {"micro_batch", "sequences per forward/backward pass", &o.micro_batch},
       {"global_batch_tokens",

@@ -22,6 +22,8 @@ struct TrainOptions {
   std::string out;            // run directory
   bool resume = false;
   std::string branch_from;    // --branch-from: another run's checkpoint to start from (decay branches)
+  bool carry_moments =
+      false;  // --carry-moments: AdamW starts from MODEL/moments/ (scale-up/out --carry-moments)
   // Batch.
   int64_t seq_len = 256;
   int64_t micro_batch = 8;        // sequences per forward/backward

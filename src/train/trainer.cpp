@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -23,6 +24,7 @@
 #include "core/progress.h"
 #include "dist/communicator.h"
 #include "io/hf_model.h"
+#include "io/optimizer_moments.h"
 #include "io/safetensors.h"
 #include "model/layout.h"
 #include "model/train_model.h"
@@ -267,6 +269,40 @@ Status BroadcastFloats(dist::Communicator& comm, std::span<float> data) {
   return comm.Broadcast(std::as_writable_bytes(data), 0);
 }
 
+Status BroadcastInts(dist::Communicator& comm, std::span<int64_t> data) {
+  return comm.Broadcast(std::as_writable_bytes(data), 0);
+}
+
+// The moments scale-up or scale-out --carry-moments wrote into the model: every parameter's, of
+// its size, into the flat m and v, and the updates behind each.
+Status LoadCarriedMoments(const std::string& model_dir, std::span<const TrainModel::Param> params,
+                          const std::vector<int64_t>& offset, std::vector<float>& m,
+                          std::vector<float>& v, std::vector<int64_t>& base) {
+  const std::string path = model_dir + "/" + kMomentsFile;
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec))
+    return InvalidArgument(
+        "--carry-moments: " + path +
+        " does not exist; make the model with scale-up or scale-out "
+        "--carry-moments from a training checkpoint (or train without --carry-moments)");
+  ESCALE_ASSIGN_OR_RETURN(MomentMap moments, ReadMomentsFile(path));
+  if (moments.size() != params.size())
+    return InvalidArgument(path + " holds the moments of " + std::to_string(moments.size()) +
+                           " tensors, the model has " + std::to_string(params.size()) +
+                           ": it was written for another model");
+  for (size_t i = 0; i < params.size(); ++i) {
+    auto it = moments.find(params[i].name);
+    if (it == moments.end() || it->second.m.size() != params[i].value.size())
+      return InvalidArgument(path + " has no moments of " + params[i].name + " with its " +
+                             std::to_string(params[i].value.size()) +
+                             " elements: it was written for another model");
+    std::copy(it->second.m.begin(), it->second.m.end(), m.begin() + offset[i]);
+    std::copy(it->second.v.begin(), it->second.v.end(), v.begin() + offset[i]);
+    base[i] = it->second.steps;
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
@@ -381,6 +417,10 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
   OptimizerState ost;
   const bool sharded = opt.zero_stage == 1 && world > 1;
   std::vector<float> m_full, v_full;  // on resume: the whole moments, read by rank 0 and broadcast
+  // Per parameter: the AdamW updates its moments already had when this run began (carried through
+  // growth), so that bias correction continues instead of restarting.
+  std::vector<int64_t> moment_base;
+  const bool carried = opt.carry_moments && !resume_from;
   const bool blended = !in.blend.empty();
   std::vector<std::optional<DataLoader>> val_templates;
   std::optional<DataBlend> train_blend;
@@ -401,10 +441,14 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
     ost.hi = sharded ? ost.total * (rank + 1) / world : ost.total;
     ost.m.assign(static_cast<size_t>(ost.hi - ost.lo), 0.0f);
     ost.v.assign(ost.m.size(), 0.0f);
-    if (resume_from) {
+    moment_base.assign(model->params().size(), 0);
+    if (resume_from || carried) {
       m_full.assign(static_cast<size_t>(ost.total), 0.0f);
       v_full.assign(m_full.size(), 0.0f);
     }
+    if (carried && root)
+      ESCALE_RETURN_IF_ERROR(LoadCarriedMoments(opt.model_dir, model->params(), ost.offset, m_full,
+                                                v_full, moment_base));
     // The data: one source (--data) or several (--data-blend), each with its own shuffled windows.
     // A single source keeps the RNG stream name it always had, so its order is unchanged.
     if (!blended) in.blend.push_back({"", 1.0, std::move(in.train), std::move(in.val)});
@@ -430,6 +474,18 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
     ESCALE_ASSIGN_OR_RETURN(DataBlend b, DataBlend::Create(std::move(train_sources)));
     train_blend.emplace(std::move(b));
     if (!resume_from) return Status::Ok();
+    if (resumed_state.contains("moment_steps_at_start")) {
+      const nlohmann::json& base = resumed_state["moment_steps_at_start"];
+      auto ps = model->params();
+      for (size_t i = 0; i < ps.size(); ++i) {
+        const nlohmann::json e =
+            base.is_object() ? base.value(ps[i].name, nlohmann::json(0)) : nlohmann::json();
+        if (!e.is_number_integer() || e.get<int64_t>() < 0)
+          return FormatError(resume_from->path +
+                             "/trainer_state.json: moment_steps_at_start is damaged");
+        moment_base[i] = e.get<int64_t>();
+      }
+    }
     // A damaged state file is a format error with a hint, never an exception escaping.
     std::vector<DataCursor> cursors;
     try {
@@ -478,7 +534,8 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
   const std::vector<std::span<float>> grad_runs = ContiguousRuns(params, true);
   if (world > 1)
     for (std::span<float> run : ContiguousRuns(params, false)) ESCALE_RETURN_IF_ERROR(BroadcastFloats(comm, run));
-  if (resume_from) {
+  if (carried && world > 1) ESCALE_RETURN_IF_ERROR(BroadcastInts(comm, moment_base));
+  if (resume_from || carried) {
     if (world > 1) {
       ESCALE_RETURN_IF_ERROR(BroadcastFloats(comm, m_full));
       ESCALE_RETURN_IF_ERROR(BroadcastFloats(comm, v_full));
@@ -593,6 +650,11 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
                      {"resume_key", ResumeKey(opt)},
                      {"world_size", world},
                      {"description", in.description}};
+    if (std::any_of(moment_base.begin(), moment_base.end(), [](int64_t b) { return b != 0; })) {
+      nlohmann::json b = nlohmann::json::object();
+      for (size_t i = 0; i < params.size(); ++i) b[params[i].name] = moment_base[i];
+      j["moment_steps_at_start"] = b;
+    }
     if (!blended) {
       j["data"] = CursorJson(train.cursors()[0]);
     } else {
@@ -693,8 +755,10 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
         const std::span<float> grad = sharded ? shard_grad.subspan(a - ost.lo, b - a)
                                               : params[i].grad.subspan(a - off, b - a);
         if (!sharded && clip != 1.0f) Scale(grad, clip);
-        AdamWUpdate(adamw, updates, lr, params[i].decay, params[i].value.subspan(a - off, b - a), grad,
-                    std::span<float>(ost.m).subspan(a - ost.lo, b - a), std::span<float>(ost.v).subspan(a - ost.lo, b - a));
+        AdamWUpdate(adamw, updates + moment_base[i], lr, params[i].decay,
+                    params[i].value.subspan(a - off, b - a), grad,
+                    std::span<float>(ost.m).subspan(a - ost.lo, b - a),
+                    std::span<float>(ost.v).subspan(a - ost.lo, b - a));
       }
       if (sharded) ESCALE_RETURN_IF_ERROR(comm.AllGather(flat_value, shard_counts, shard_displs));
     }

@@ -140,6 +140,32 @@ TEST(Recipe, PlanMapsTablesToCommands) {
   EXPECT_EQ(find("baseline").args[4], "run/upcycled/config.json");
 }
 
+// carry_moments = true in [scale_up] or [scale_out]: the surgery maps the moments and the training
+// stage after it starts from them; a stage without it keeps fresh moments.
+TEST(Recipe, CarriedMomentsReachTheTrainingStageAfterTheGrowth) {
+  TempDir tmp;
+  testing::WriteFile(
+      tmp / "recipe.toml",
+      Recipe("run",
+             "[scale_out.train]\nsteps = 3\n[prepare.train]\nsteps = 3\n"
+             "[scale_up]\nlayers = 8\ncarry_moments = true\n[scale_up.train]\nsteps = 3\n"));
+  auto r = ParseRecipe(tmp / "recipe.toml");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  const auto stages = PlanStages(*r);
+  auto has = [&](const std::string& stage) {
+    const auto it =
+        std::find_if(stages.begin(), stages.end(), [&](const Stage& s) { return s.name == stage; });
+    EXPECT_NE(it, stages.end()) << stage;
+    return it != stages.end() &&
+           std::count(it->args.begin(), it->args.end(), "--carry-moments") == 1;
+  };
+  EXPECT_TRUE(has("scale_up"));
+  EXPECT_TRUE(has("up"));
+  EXPECT_FALSE(has("scale_out"));
+  EXPECT_FALSE(has("moe"));
+  EXPECT_FALSE(has("prepare"));
+}
+
 TEST(Recipe, DecayBranchesStartWhereTheirOwnDecayWouldHave) {
   // 850 steps, a branch ending at a quarter: 213 steps whose last 20% (43) decay, so it branches
   // off the stable run at 170; at a half: 425 steps from 340.
@@ -247,7 +273,7 @@ std::string TinyRecipe(const TempDir& tmp, int top_k, const std::string& moe_ext
          "2\nthreads = 1\n"
          "[prepare]\nmodel = \"" +
          (tmp / "model") + "\"\n[prepare.train]\nsteps = 4\nwarmup = 1\nlr = 1e-3\n" +
-         "[scale_out]\nexperts = 4\ntop_k = " + std::to_string(top_k) +
+         "[scale_out]\nexperts = 4\ncarry_moments = true\ntop_k = " + std::to_string(top_k) +
          "\n[scale_out.train]\nsteps = 3\nwarmup = 1\n" + moe_extra +
          "[baseline]\ndecay_branches = [0.5]\n[baseline.train]\nwarmup = 1\nschedule = \"wsd\"\n"
          "wsd_decay_fraction = 0.25\n";
@@ -314,6 +340,15 @@ TEST(Pipeline, RunsStopsOnAFailedStageAndResumes) {
   }
   EXPECT_DOUBLE_EQ(cost["baseline_final_val_loss"].get<double>(), env.back()["loss"].get<double>());
   EXPECT_TRUE(fs::exists(tmp / "run/report.html"));
+  // carry_moments: the upcycled model holds the prepared model's mapped moments, and the MoE stage
+  // continued their count (4 updates of the small model behind every copied tensor).
+  EXPECT_TRUE(fs::exists(tmp / "run/upcycled/moments/moments.safetensors"));
+  std::string moe_ckpt = testing::ReadFile(tmp / "run/moe/checkpoints/latest");
+  moe_ckpt.erase(moe_ckpt.find_last_not_of("\n ") + 1);
+  const json moe_state = json::parse(
+      testing::ReadFile(tmp / ("run/moe/checkpoints/" + moe_ckpt + "/trainer_state.json")));
+  EXPECT_EQ(moe_state["moment_steps_at_start"]["embed"], 4) << moe_state.dump();
+  EXPECT_EQ(moe_state["moment_steps_at_start"]["layers.0.moe.router"], 0) << moe_state.dump();
   const double moe_loss =
       json::parse(testing::ReadFile(tmp / "run/eval/moe.json"))["shard_perplexity"]["loss"];
 

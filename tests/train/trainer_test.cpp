@@ -1,16 +1,21 @@
 // The training loop end to end on a tiny model: learning, determinism, bit-exact resume, the
 // fault policy, and refusals of bad input.
+#include "train/trainer.h"
+
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
 #include "io/hf_model.h"
+#include "io/optimizer_moments.h"
+#include "io/safetensors.h"
 #include "io/token_shards.h"
 #include "model/init.h"
+#include "model/layout.h"
 #include "support/test_support.h"
 #include "train/checkpoint_store.h"
-#include "train/trainer.h"
 
 namespace escale {
 namespace {
@@ -241,6 +246,116 @@ TEST(Trainer, TooManySkipsStopNamingTheLastGoodCheckpoint) {
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("5 steps in a row were skipped"), std::string::npos) << r.status().message();
   EXPECT_NE(r.status().message().find(CheckpointName(10)), std::string::npos) << r.status().message();
+}
+
+// Moments as a grown model's directory carries them (scale-up/out --carry-moments): small values
+// for every parameter, 7 updates behind them, except a fresh final norm.
+MomentMap CarriedMoments(const ModelConfig& c) {
+  MomentMap mm;
+  int k = 0;
+  for (const TensorSpec& s : CanonicalTensors(c)) {
+    TensorMoments t;
+    const bool fresh = s.name == "norm";
+    t.steps = fresh ? 0 : 7;
+    for (int64_t i = 0; i < ShapeNumel(s.shape); ++i, ++k) {
+      t.m.push_back(fresh ? 0.0f : 1e-3f * static_cast<float>(std::sin(0.37 * k)));
+      t.v.push_back(
+          fresh ? 0.0f
+                : 1e-6f * (1.0f + static_cast<float>(std::cos(0.11 * k) * std::cos(0.11 * k))));
+    }
+    mm.emplace(s.name, std::move(t));
+  }
+  return mm;
+}
+
+std::map<std::string, std::vector<float>> OptimizerState(const std::string& ckpt) {
+  auto f = SafetensorsFile::Open(ckpt + "/optimizer.safetensors");
+  EXPECT_TRUE(f.ok());
+  std::map<std::string, std::vector<float>> out;
+  for (const SafetensorsEntry& e : f->entries()) {
+    Tensor t = f->Get(e.name).value();
+    const float* p = reinterpret_cast<const float*>(t.bytes());
+    out[e.name].assign(p, p + t.numel());
+  }
+  return out;
+}
+
+TEST(Trainer, CarriedMomentsAreMixedInTheirCountsContinueAndResumeIsBitExact) {
+  testing::TempDir model, carried, fresh, straight, resumed;
+  const MomentMap mm = CarriedMoments(TinyConfig(false));
+  ASSERT_TRUE(WriteMomentsFile(model.path() + "/" + kMomentsFile, mm).ok());
+  TrainOptions oc = Options(carried.path(), 1);
+  oc.model_dir = model.path();
+  oc.carry_moments = true;
+  auto a = RunTraining(oc, Inputs(false));
+  ASSERT_TRUE(a.ok()) << a.status().message();
+  auto b = RunTraining(Options(fresh.path(), 1), Inputs(false));
+  ASSERT_TRUE(b.ok());
+  // The same weights and batch give the same gradient, so the carried run's moments differ from
+  // the fresh run's by beta * the carried ones.
+  const auto sa = OptimizerState(a->last_checkpoint), sb = OptimizerState(b->last_checkpoint);
+  for (const auto& [name, t] : mm) {
+    for (int which = 0; which < 2; ++which) {
+      const std::string key = (which == 0 ? "m." : "v.") + name;
+      const std::vector<float>& x = sa.at(key);
+      const std::vector<float>& y = sb.at(key);
+      const std::vector<float>& z = which == 0 ? t.m : t.v;
+      const double beta = which == 0 ? oc.beta1 : oc.beta2;
+      double worst = 0, scale = 0;
+      for (size_t i = 0; i < x.size(); ++i) {
+        worst = std::max(worst, std::abs((static_cast<double>(x[i]) - y[i]) - beta * z[i]));
+        scale = std::max(
+            {scale, std::abs(static_cast<double>(y[i])), std::abs(static_cast<double>(z[i]))});
+      }
+      EXPECT_LT(worst, 1e-6 * scale) << key;
+    }
+  }
+  const nlohmann::json state =
+      nlohmann::json::parse(testing::ReadFile(a->last_checkpoint + "/trainer_state.json"));
+  EXPECT_EQ(state["moment_steps_at_start"]["embed"], 7);
+  EXPECT_EQ(state["moment_steps_at_start"]["norm"], 0);
+  // Chained growth reads the counts on: 1 update of this run + 7 carried.
+  auto again = ReadCheckpointMoments(a->last_checkpoint + "/model");
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  EXPECT_EQ(again->at("embed").steps, 8);
+  EXPECT_EQ(again->at("norm").steps, 1);
+  EXPECT_FALSE(ReadCheckpointMoments(model.path()).ok());  // not a checkpoint's model
+
+  // Killed after its step-10 checkpoint and resumed: the same bits as the unbroken run.
+  TrainOptions o1 = Options(straight.path(), 20);
+  o1.model_dir = model.path();
+  o1.carry_moments = true;
+  auto full = RunTraining(o1, Inputs(false));
+  ASSERT_TRUE(full.ok()) << full.status().message();
+  TrainOptions o2 = o1;
+  o2.out = resumed.path();
+  ASSERT_TRUE(RunTraining(o2, Inputs(false)).ok());
+  fs::remove_all(CheckpointsDir(resumed.path()) + "/" + CheckpointName(20));
+  testing::WriteFile(CheckpointsDir(resumed.path()) + "/latest", CheckpointName(10) + "\n");
+  o2.resume = true;
+  auto second = RunTraining(o2, Inputs(false));
+  ASSERT_TRUE(second.ok()) << second.status().message();
+  EXPECT_EQ(Weights(full->last_checkpoint), Weights(second->last_checkpoint));
+  EXPECT_EQ(testing::ReadFile(full->last_checkpoint + "/optimizer.safetensors"),
+            testing::ReadFile(second->last_checkpoint + "/optimizer.safetensors"));
+}
+
+TEST(Trainer, CarriedMomentsOfAnotherModelOrNoneAreRefused) {
+  testing::TempDir model, out;
+  TrainOptions o = Options(out.path(), 1);
+  o.model_dir = model.path();
+  o.carry_moments = true;
+  auto r = RunTraining(o, Inputs(false));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("--carry-moments"), std::string::npos)
+      << r.status().message();
+  MomentMap mm = CarriedMoments(TinyConfig(false));
+  mm.at("embed").m.pop_back();
+  mm.at("embed").v.pop_back();
+  ASSERT_TRUE(WriteMomentsFile(model.path() + "/" + kMomentsFile, mm).ok());
+  r = RunTraining(o, Inputs(false));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("another model"), std::string::npos) << r.status().message();
 }
 
 TEST(Trainer, RefusesMoeOptionsOnDenseAndTooLittleData) {
