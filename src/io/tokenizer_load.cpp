@@ -337,9 +337,15 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
   std::fill(std::begin(t.bpe.byte_id), std::end(t.bpe.byte_id), -1);
   t.bpe.bytes_to_id.Reserve(vocab.size());
   t.token_to_id.reserve(vocab.size() + added.size());
+  std::vector<uint8_t> in_vocab(n, 0);
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
     const auto id = static_cast<int32_t>(it.value().get<int64_t>());
     const std::string& token = it.key();
+    // One id, two tokens: decoding would pick one of them silently.
+    if (in_vocab[static_cast<size_t>(id)])
+      return FormatError("model.vocab gives id " + std::to_string(id) + " to both '" +
+                         t.id_token[id] + "' and '" + token + "'");
+    in_vocab[static_cast<size_t>(id)] = 1;
     t.id_token[id] = token;
     t.token_to_id[token] = id;
     std::string bytes;
@@ -424,11 +430,21 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
     ++rank;
   }
 
-  // Added tokens: decode to their content; matched before the model sees the text.
+  // Added tokens: decode to their content; matched before the model sees the text. One may name
+  // a vocabulary token again (Llama 2's <s>, GPT-2's <|endoftext|>), never take another's id.
+  std::vector<uint8_t> is_added(n, 0);
   for (const json& a_tok : added) {
     AddedToken at;
     at.id = static_cast<int32_t>(a_tok.at("id").get<int64_t>());
     at.content = a_tok.at("content").get<std::string>();
+    const auto idx = static_cast<size_t>(at.id);
+    if (is_added[idx])
+      return FormatError("added_tokens give id " + std::to_string(at.id) + " to both '" +
+                         t.id_token[idx] + "' and '" + at.content + "'");
+    is_added[idx] = 1;
+    if (in_vocab[idx] && at.content != t.id_token[idx] && at.content != t.id_bytes[idx])
+      return FormatError("added token '" + at.content + "' takes id " + std::to_string(at.id) +
+                         ", which model.vocab gives to '" + t.id_token[idx] + "'");
     at.special = a_tok.value("special", false);
     at.normalized = a_tok.value("normalized", !at.special);
     at.lstrip = a_tok.value("lstrip", false);

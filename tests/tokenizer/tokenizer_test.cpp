@@ -311,6 +311,20 @@ TEST(Load, ErrorsAreClear) {
        "dense"},
       {"vocab wrong type", [](json& j) { j["model"]["vocab"] = json::array(); }, ErrorCode::kFormat,
        "vocab"},
+      {"two tokens, one id", [](json& j) { j["model"]["vocab"]["zz"] = 65; }, ErrorCode::kFormat,
+       "gives id 65 to both"},
+      {"added token over a byte",
+       [](json& j) {
+         j["added_tokens"] =
+             json::array({{{"id", 5}, {"content", "<|endoftext|>"}, {"special", true}}});
+       },
+       ErrorCode::kFormat, "model.vocab gives to"},
+      {"two added tokens, one id",
+       [](json& j) {
+         j["added_tokens"] = json::array({{{"id", 300}, {"content", "<a>"}, {"special", true}},
+                                          {{"id", 300}, {"content", "<b>"}, {"special", true}}});
+       },
+       ErrorCode::kFormat, "added_tokens give id 300"},
   };
   for (const auto& c : cases) {
     json j = MakeJson({}, json::array());
@@ -320,6 +334,13 @@ TEST(Load, ErrorsAreClear) {
     EXPECT_EQ(t.status().code(), c.code) << c.what << ": " << t.status().message();
     EXPECT_NE(t.status().message().find(c.message_part), std::string::npos) << c.what << ": " << t.status().message();
   }
+  // An added token that repeats its vocabulary entry (Llama 2's <s>, GPT-2's <|endoftext|>) is
+  // fine.
+  json again = MakeJson({"<s>"}, json::array());
+  again["added_tokens"] = json::array({{{"id", 256}, {"content", "<s>"}, {"special", true}}});
+  auto repeated = Tokenizer::FromJson(again.dump());
+  ASSERT_TRUE(repeated.ok()) << repeated.status().message();
+  EXPECT_EQ((*repeated)->TokenToId("<s>"), std::optional<int32_t>(256));
   auto bad_json = Tokenizer::FromJson("{\"model\": ");
   ASSERT_FALSE(bad_json.ok());
   EXPECT_EQ(bad_json.status().code(), ErrorCode::kFormat);
