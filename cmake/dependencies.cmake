@@ -20,7 +20,8 @@ endif()
 
 add_library(escale_deps INTERFACE)
 add_library(escale::deps ALIAS escale_deps)
-target_include_directories(escale_deps INTERFACE ${ESCALE_CBLAS_INCLUDE})
+# SYSTEM: its headers are not ours to warn about (clang flags their C99 _Complex in C++).
+target_include_directories(escale_deps SYSTEM INTERFACE ${ESCALE_CBLAS_INCLUDE})
 target_link_libraries(escale_deps INTERFACE nlohmann_json::nlohmann_json PkgConfig::TOMLPP
   PkgConfig::PCRE2 PkgConfig::UTF8PROC ${ESCALE_OPENBLAS} OpenMP::OpenMP_CXX Threads::Threads)
 

@@ -3,7 +3,7 @@
 # `escale pipeline`, which does
 #   preparation (tokenizer, shards, a small dense model trained from scratch)
 #   -> scale-up (FPI 2x wide, 4 -> 6 layers, exact) -> continued pretraining
-#   -> scale-out (8 experts, top-2, exact) -> continued pretraining (the run's only LR decay)
+#   -> scale-out (8 copies x 2 slices, top-2 of 16, exact) -> continued pretraining (the only LR decay)
 #   -> the same MoE from scratch with 1.5x the compute (stable run + a decay branch)
 #   -> evaluation, savings at equal loss, report
 # then a generated sample and the final MoE as a GGUF file for llama.cpp. Rerunning resumes:

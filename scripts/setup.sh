@@ -15,6 +15,8 @@ PACKAGES=(
 if ! command -v npm >/dev/null 2>&1; then PACKAGES+=(nodejs npm); fi
 # Optional extras by feature: report tests need chromium (ESCALE_WITH_CHROMIUM=1).
 if [[ "${ESCALE_WITH_CHROMIUM:-0}" == 1 ]]; then PACKAGES+=(chromium); fi
+# The libFuzzer targets (scripts/fuzz.sh) need clang with its sanitizer runtimes and OpenMP.
+if [[ "${ESCALE_WITH_FUZZ:-0}" == 1 ]]; then PACKAGES+=(clang libclang-rt-14-dev libomp-14-dev); fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

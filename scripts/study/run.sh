@@ -69,7 +69,8 @@ if want sweep_small && [[ -f $ref/configs/prepare.toml ]]; then
   echo "== small-model learning-rate sweep"
   mkdir -p "$S/sweep"
   [[ -d $S/sweep/small.model ]] ||
-    $E -q init "$S/sweep/small.model" --preset demo-small --seed 1 --tokenizer-from "$ref/tokenizer" >/dev/null
+    $E -q init "$S/sweep/small.model" --preset demo-small --seed 1 --tokenizer-from "$ref/tokenizer" \
+      --vocab "$(sed -n 's/^vocab_size = \([0-9]*\).*/\1/p' "$recipe")" >/dev/null
   for lr in $lrs5; do
     train_like "$ref/configs/prepare.toml" "$S/sweep/small.model" "$S/sweep/small-lr$lr" --seed 1 --lr "$lr"
   done

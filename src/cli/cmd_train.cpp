@@ -33,17 +33,9 @@ struct Args {
   bool no_mfu = false;
 };
 
-// The shards of a tokenize output directory (manifest.json must exist: it is written last).
+// The shards of a tokenize output directory as the trainer's token arrays.
 Result<std::vector<TokenArray>> LoadSplit(const std::string& dir, const std::string& prefix, int64_t vocab) {
-  std::error_code ec;
-  if (!fs::is_regular_file(dir + "/manifest.json", ec))
-    return NotFound(dir + " has no manifest.json: not a finished 'escale tokenize' output (rerun it)");
-  std::vector<std::string> paths;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    const std::string name = e.path().filename().string();
-    if (name.rfind(prefix + "_", 0) == 0 && e.path().extension() == ".bin") paths.push_back(e.path().string());
-  }
-  std::sort(paths.begin(), paths.end());
+  ESCALE_ASSIGN_OR_RETURN(std::vector<std::string> paths, tok::ListShardFiles(dir, prefix));
   std::vector<TokenArray> out;
   for (const auto& p : paths) {
     ESCALE_ASSIGN_OR_RETURN(tok::TokenShard shard, tok::TokenShard::Open(p, vocab));
@@ -51,32 +43,6 @@ Result<std::vector<TokenArray>> LoadSplit(const std::string& dir, const std::str
     out.push_back({owner->data(), static_cast<int64_t>(owner->size()), owner->token_bytes(), owner});
   }
   return out;
-}
-
-// A shard set's manifest must be escale tokenize's, and when the model carries a tokenizer.json
-// the shards must have been made with those exact bytes: other ids train "successfully" into
-// garbage.
-Status CheckShardManifest(const std::string& dir, const std::string& tokenizer_json) {
-  ESCALE_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(dir + "/manifest.json"));
-  const nlohmann::json m = nlohmann::json::parse(text, nullptr, false);
-  if (m.is_discarded() || !m.is_object() || !m.contains("format") ||
-      m["format"] != "llm.c token shards" || !m.contains("tokenizer") ||
-      !m["tokenizer"].is_object())
-    return FormatError(dir +
-                       "/manifest.json is empty, not JSON or not written by escale tokenize; rerun "
-                       "escale tokenize");
-  std::error_code ec;
-  if (tokenizer_json.empty() || !fs::is_regular_file(tokenizer_json, ec)) return Status::Ok();
-  const nlohmann::json& t = m["tokenizer"];
-  if (!t.contains("sha256") || !t["sha256"].is_string()) return Status::Ok();  // older manifests
-  ESCALE_ASSIGN_OR_RETURN(const std::string mine, tok::TokenizerFileSha256(tokenizer_json));
-  const std::string theirs = t["sha256"].get<std::string>();
-  if (mine != theirs)
-    return InvalidArgument("the shards in " + dir + " were made with another tokenizer (sha256 " +
-                           theirs.substr(0, 12) + "...) than " + tokenizer_json + " (" +
-                           mine.substr(0, 12) +
-                           "...); retokenize with escale tokenize --tokenizer " + tokenizer_json);
-  return Status::Ok();
 }
 
 Result<std::pair<int64_t, int64_t>> ParseExpertsTopK(const std::string& s) {
@@ -170,7 +136,7 @@ Status PrepareTrain(Args& a, dist::Communicator& comm, TrainerInputs& in) {
     ESCALE_ASSIGN_OR_RETURN(in.train, LoadSplit(o.data, "train", in.config.vocab_size));
     if (in.train.empty()) return NotFound(o.data + " holds no train_*.bin shards");
     ESCALE_ASSIGN_OR_RETURN(in.val, LoadSplit(o.data, "val", in.config.vocab_size));
-    ESCALE_RETURN_IF_ERROR(CheckShardManifest(o.data, tokenizer_json));
+    ESCALE_RETURN_IF_ERROR(tok::CheckShardManifest(o.data, tokenizer_json));
   } else {
     ESCALE_ASSIGN_OR_RETURN(std::vector<BlendEntry> entries, ParseDataBlend(o.data_blend));
     for (const auto& e : entries) {
@@ -179,7 +145,7 @@ Status PrepareTrain(Args& a, dist::Communicator& comm, TrainerInputs& in) {
       if (src.train.empty())
         return NotFound(e.dir + " (source '" + e.name + "') holds no train_*.bin shards");
       ESCALE_ASSIGN_OR_RETURN(src.val, LoadSplit(e.dir, "val", in.config.vocab_size));
-      ESCALE_RETURN_IF_ERROR(CheckShardManifest(e.dir, tokenizer_json));
+      ESCALE_RETURN_IF_ERROR(tok::CheckShardManifest(e.dir, tokenizer_json));
       in.blend.push_back(std::move(src));
     }
   }

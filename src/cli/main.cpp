@@ -59,9 +59,10 @@ int Run(int argc, char** argv) {
     CollectCommands(&app, 0, before);
     auto fn = std::make_shared<RunFn>(c.setup(app));
     CollectCommands(&app, 0, after);
-    for (auto& [a, d] : after) {
-      const bool is_new = std::none_of(before.begin(), before.end(), [&](auto& b) { return b.first == a; });
-      if (is_new) commands.push_back({a, d, fn});
+    for (const auto& cmd : after) {
+      const bool is_new = std::none_of(before.begin(), before.end(),
+                                       [&](const auto& b) { return b.first == cmd.first; });
+      if (is_new) commands.push_back({cmd.first, cmd.second, fn});
     }
   }
   try {

@@ -28,6 +28,12 @@ Result<nlohmann::json> ParseJsonText(const std::string& text, const std::string&
       msg = msg.substr(colon + 2);
     return FormatError(what + " is not valid JSON: line " + std::to_string(line) + ", column " +
                        std::to_string(column) + ": " + msg);
+  } catch (const nlohmann::json::exception& e) {
+    // Not a syntax error but a value the parser cannot hold (a number beyond double's range: 1e999,
+    // found by fuzzing), thrown as out_of_range.406: refused the same way.
+    std::string msg = e.what();
+    if (const size_t b = msg.find("] "); b != std::string::npos) msg = msg.substr(b + 2);
+    return FormatError(what + " is not valid JSON: " + msg);
   }
 }
 

@@ -3,11 +3,15 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <limits>
+#include <nlohmann/json.hpp>
 
 #include "core/atomic_output.h"
+#include "io/tokenizer.h"
 
 namespace escale::tok {
 
@@ -157,6 +161,47 @@ std::vector<int32_t> TokenShard::Slice(uint64_t begin, uint64_t n) const {
   out.reserve(n);
   for (uint64_t i = 0; i < n; ++i) out.push_back(static_cast<int32_t>((*this)[begin + i]));
   return out;
+}
+
+Result<std::vector<std::string>> ListShardFiles(const std::string& dir, const std::string& prefix) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_regular_file(dir + "/manifest.json", ec))
+    return NotFound(dir +
+                    " has no manifest.json: not a finished 'escale tokenize' output (rerun it)");
+  std::vector<std::string> paths;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind(prefix + "_", 0) == 0 && e.path().extension() == ".bin")
+      paths.push_back(e.path().string());
+  }
+  if (ec) return IoError("cannot list " + dir + ": " + ec.message());
+  std::sort(paths.begin(), paths.end());
+  return paths;
+}
+
+Status CheckShardManifest(const std::string& dir, const std::string& tokenizer_json) {
+  namespace fs = std::filesystem;
+  ESCALE_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(dir + "/manifest.json"));
+  const nlohmann::json m = nlohmann::json::parse(text, nullptr, false);
+  if (m.is_discarded() || !m.is_object() || !m.contains("format") ||
+      m["format"] != "llm.c token shards" || !m.contains("tokenizer") ||
+      !m["tokenizer"].is_object())
+    return FormatError(dir +
+                       "/manifest.json is empty, not JSON or not written by escale tokenize; rerun "
+                       "escale tokenize");
+  std::error_code ec;
+  if (tokenizer_json.empty() || !fs::is_regular_file(tokenizer_json, ec)) return Status::Ok();
+  const nlohmann::json& t = m["tokenizer"];
+  if (!t.contains("sha256") || !t["sha256"].is_string()) return Status::Ok();  // older manifests
+  ESCALE_ASSIGN_OR_RETURN(const std::string mine, TokenizerFileSha256(tokenizer_json));
+  const std::string theirs = t["sha256"].get<std::string>();
+  if (mine != theirs)
+    return InvalidArgument("the shards in " + dir + " were made with another tokenizer (sha256 " +
+                           theirs.substr(0, 12) + "...) than " + tokenizer_json + " (" +
+                           mine.substr(0, 12) +
+                           "...); retokenize with escale tokenize --tokenizer " + tokenizer_json);
+  return Status::Ok();
 }
 
 }  // namespace escale::tok

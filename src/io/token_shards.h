@@ -66,6 +66,14 @@ class TokenShard {
   int width_ = 2;
 };
 
+// The shard files PREFIX_*.bin of a tokenize output directory, sorted; refused when the directory
+// has no manifest.json (it is written last, so its absence means an unfinished output).
+Result<std::vector<std::string>> ListShardFiles(const std::string& dir, const std::string& prefix);
+// A shard set's manifest must be escale tokenize's, and when `tokenizer_json` names a file the
+// shards must have been made with those exact bytes (the manifest records their sha256): other
+// ids would train "successfully" into garbage.
+Status CheckShardManifest(const std::string& dir, const std::string& tokenizer_json);
+
 // `escale tokenize`: documents -> shard set directory.
 struct TokenizeOptions {
   std::string tokenizer_path;

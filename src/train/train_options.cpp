@@ -260,8 +260,10 @@ Status ApplyTomlText(const std::string& text, const std::string& path,
 namespace {
 Status ApplyTomlTable(const toml::table& t, const std::string& path,
                       const std::vector<OptionSpec>& table) {
-  for (const auto& [key, node] : t) {
-    const std::string k(key.str());
+  for (const auto& entry : t) {
+    // Named, not a structured binding: clang before 16 cannot capture a binding in a lambda.
+    const toml::node& node = entry.second;
+    const std::string k(entry.first.str());
     const OptionSpec* spec = nullptr;
     for (const auto& s : table)
       if (s.key == k) spec = &s;
