@@ -18,6 +18,7 @@ File format "escale-golden" version 1 (JSON):
   {"format": "escale-golden", "version": 1, "name": str,
    "config": {vocab_size, hidden_size, intermediate_size, num_layers, num_heads, num_kv_heads,
               head_dim, rope_theta, rms_norm_eps, qkv_bias, tie_word_embeddings,
+              qk_norm (optional): "per_head" (Qwen3: RMSNorm of each q and k head before RoPE),
               moe: null | {num_experts, top_k, expert_intermediate, router: "mixtral"|"st",
                            capacity_factor, drop_policy: "probability"|"position",
                            shared_intermediate, dense_layers: [layer indices]}},
@@ -84,8 +85,13 @@ def attention(cfg, p, l, x):
         q = q + p[pre + "bq"]
         k = k + p[pre + "bk"]
         v = v + p[pre + "bv"]
-    q = q.view(B, T, nh, hd).transpose(1, 2)
-    k = k.view(B, T, nkv, hd).transpose(1, 2)
+    q = q.view(B, T, nh, hd)
+    k = k.view(B, T, nkv, hd)
+    if cfg.get("qk_norm") == "per_head":  # Qwen3: each head's hd values normalised, before RoPE
+        q = rms_norm(q, p[pre + "q_norm"], cfg["rms_norm_eps"])
+        k = rms_norm(k, p[pre + "k_norm"], cfg["rms_norm_eps"])
+    q = q.transpose(1, 2)
+    k = k.transpose(1, 2)
     v = v.view(B, T, nkv, hd).transpose(1, 2)
     q, k = rope(q, cfg["rope_theta"]), rope(k, cfg["rope_theta"])
     # KV head j serves query heads j*g .. j*g+g-1.
@@ -194,6 +200,8 @@ def canonical_shapes(cfg):
         shapes[pre + "wq"], shapes[pre + "wk"], shapes[pre + "wv"] = (q, H), (kv, H), (kv, H)
         if cfg["qkv_bias"]:
             shapes[pre + "bq"], shapes[pre + "bk"], shapes[pre + "bv"] = (q,), (kv,), (kv,)
+        if cfg.get("qk_norm") == "per_head":
+            shapes[pre + "q_norm"], shapes[pre + "k_norm"] = (cfg["head_dim"],), (cfg["head_dim"],)
         shapes[pre + "wo"] = (H, q)
         shapes[pre + "ffn_norm"] = (H,)
         if is_moe_layer(cfg, l):
@@ -286,6 +294,13 @@ def main():
         "capacity_factor": 1.0, "drop_policy": "position", "shared_intermediate": 10, "dense_layers": [0]})
     st_coef = dict(aux=5e-2, router_max_z=1e-2, router_z=2e-2, output_z=1e-3, output_max_z=1e-3)
     make("moe_st_shared_tied", st_cfg, st_coef, seed=777, batch=2, seq_len=5)
+
+    # Qwen3-MoE style: per-head q/k norm, no biases, renormalised top-k, layer 1 dense, head_dim 8
+    # so that q_dim (32) differs from hidden.
+    qwen3_cfg = dict(base, qkv_bias=False, head_dim=8, qk_norm="per_head", moe={
+        "num_experts": 4, "top_k": 2, "expert_intermediate": 8, "router": "mixtral",
+        "capacity_factor": 0.0, "drop_policy": "probability", "shared_intermediate": 0, "dense_layers": [1]})
+    make("qwen3_moe_qk_norm", qwen3_cfg, moe_coef, seed=2025, batch=2, seq_len=6)
     return 0
 
 

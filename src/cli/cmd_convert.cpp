@@ -51,14 +51,11 @@ Status RunConvert(const ConvertArgs& a) {
   }
   ModelConfig out = m.config;
   if (!a.arch.empty()) {
-    bool found = false;
-    for (Architecture x : {Architecture::kLlama, Architecture::kQwen2, Architecture::kMistral,
-                           Architecture::kMixtral, Architecture::kQwen2Moe})
-      if (ArchitectureClassName(x) == a.arch || ArchitectureModelType(x) == a.arch) {
-        out.arch = x;
-        found = true;
-      }
-    if (!found) return InvalidArgument("--arch '" + a.arch + "' is not one of llama, qwen2, mistral, mixtral, qwen2_moe");
+    const ArchitectureInfo* x = FindArchitecture(a.arch);
+    if (x == nullptr)
+      return InvalidArgument("--arch '" + a.arch + "' is not one of " +
+                             std::string(ArchitectureCliList(false)));
+    out.arch = x->arch;
   }
   if (a.max_shard_bytes == 0) return InvalidArgument("--max-shard-bytes must be positive");
   opt.max_shard_bytes = a.max_shard_bytes;
@@ -80,7 +77,9 @@ CommandRegistration reg(15, [](CLI::App& app) -> RunFn {
   sub->add_option("--dtype", args->dtype, "Output dtype: f32, bf16 or f16 (default: the source's); "
                                    "GGUF also q8_0 (default f32)");
   sub->add_option("--format", args->format, "hf or gguf (default: gguf when DST ends in .gguf, else hf)");
-  sub->add_option("--arch", args->arch, "Output class: llama, qwen2, mistral, mixtral, qwen2_moe (default: the source's)");
+  sub->add_option(
+      "--arch", args->arch,
+      "Output class: " + std::string(ArchitectureCliList(false)) + " (default: the source's)");
   sub->add_option("--max-shard-bytes", args->max_shard_bytes, "Shard past this many bytes")->capture_default_str();
   sub->add_flag("--overwrite", args->overwrite, "Replace an existing output directory");
   return [args]() { return RunConvert(*args); };

@@ -47,11 +47,18 @@ Status RunGenerate(GenerateArgs& a) {
   eo.add_special_tokens =
       a.add_bos == "yes" || (a.add_bos == "auto" && tokenizer.template_adds_bos());
   ESCALE_ASSIGN_OR_RETURN(const std::vector<int32_t> ids, tokenizer.TryEncode(prompt, eo));
-  const int64_t ctx = a.max_length > 0 ? a.max_length : model.config.max_position_embeddings;
+  ESCALE_ASSIGN_OR_RETURN(
+      const int64_t ctx, eval::KvCacheLength(static_cast<int64_t>(ids.size()), a.opt.max_new_tokens,
+                                             model.config.max_position_embeddings, a.max_length));
+  if (!a.no_eos) {
+    ESCALE_ASSIGN_OR_RETURN(a.opt.stop_ids,
+                            eval::ModelStopIds(a.model, model.config.extra, tokenizer.eos_id()));
+  }
+  // Rows of a padded head beyond the tokenizer decode to nothing: never sample them.
+  a.opt.vocab_limit = tokenizer.vocab_size();
   ESCALE_ASSIGN_OR_RETURN(auto dec, Decoder::Create(model.config, model.tensors, ctx));
   model = HfModel();  // the decoder holds its own fp32 copy
   a.opt.stop = a.stop;
-  if (!a.no_eos) a.opt.eos = tokenizer.eos_id();
   auto stream = [&](std::string_view s) {
     if (!a.json_out) {
       std::fwrite(s.data(), 1, s.size(), stdout);
@@ -105,13 +112,15 @@ CommandRegistration reg(71, [](CLI::App& app) -> RunFn {
       ->check(CLI::Range(0.0, 1.0));
   c->add_option("--seed", a->opt.sampling.seed, "Seed of the sampler")->capture_default_str();
   c->add_option("--stop", a->stop, "Stop when this string appears (repeatable; it is not printed)");
-  c->add_flag("--ignore-eos", a->no_eos, "Keep going after the tokenizer's EOS token");
+  c->add_flag("--ignore-eos", a->no_eos,
+              "Keep going after EOS (the tokenizer's, and generation_config.json's eos_token_id)");
   c->add_option("--add-bos", a->add_bos,
                 "Add BOS to the prompt: auto (the tokenizer's template), yes, no")
       ->check(CLI::IsMember({"auto", "yes", "no"}))
       ->capture_default_str();
-  c->add_option("--max-length", a->max_length,
-                "Context (KV cache) length (default: max_position_embeddings)");
+  c->add_option(
+      "--max-length", a->max_length,
+      "KV cache length (default: prompt + --max-new-tokens, at most max_position_embeddings)");
   c->add_option("--threads", a->threads, "OpenMP threads (0: default)")
       ->check(CLI::Range(int64_t{0}, int64_t{1024}));
   c->add_flag("--json", a->json_out, "Print the result as JSON instead of streaming the text");

@@ -25,7 +25,7 @@ struct InspectArgs {
 // Qwen configs carry a sliding_window value even when use_sliding_window is false.
 bool SlidingWindowInUse(const ModelConfig& c) {
   const json& x = c.extra;
-  if (c.arch == Architecture::kQwen2 || c.arch == Architecture::kQwen2Moe)
+  if (ArchInfo(c.arch).sliding_window_needs_flag)
     return x.contains("use_sliding_window") && x["use_sliding_window"] == true;
   return x.contains("sliding_window") && !x["sliding_window"].is_null();
 }

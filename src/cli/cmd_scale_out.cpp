@@ -66,9 +66,9 @@ CommandRegistration reg(30, [](CLI::App& app) -> RunFn {
       ->capture_default_str();
   sub->add_option("--moe-every", a->opt.every, "Layer i becomes MoE iff (i+1) % N == 0")->capture_default_str();
   sub->add_option("--format", a->choices.format,
-                  "Output architecture: mixtral, qwen2-moe, auto (mixtral when it can hold "
-                  "the model)")
-      ->check(CLI::IsMember({"mixtral", "qwen2-moe", "auto"}))
+                  "Output architecture: auto (the source's own MoE class, e.g. mixtral for "
+                  "llama, qwen3-moe for qwen3, when it can hold the model) or " +
+                      std::string(ArchitectureCliList(true)))
       ->capture_default_str();
   sub->add_option("--granularity", a->opt.granularity, "Split each FFN into G slices: E*G experts, top k*G")
       ->capture_default_str();

@@ -31,6 +31,7 @@ struct Args {
   std::map<std::string, bool>
       bool_flags;  // yes/no options are bare flags, as in the other commands
   bool no_mfu = false;
+  double peak_gflops = 0;  // > 0: the sgemm rate MFU is measured against, not measured here
 };
 
 // The shards of a tokenize output directory as the trainer's token arrays.
@@ -152,7 +153,13 @@ Status PrepareTrain(Args& a, dist::Communicator& comm, TrainerInputs& in) {
   std::error_code ec;
   if (!tokenizer_dir.empty() && fs::is_regular_file(tokenizer_dir + "/tokenizer.json", ec))
     in.copy_files_from = tokenizer_dir;
-  if (!a.no_mfu) in.sgemm_gflops = MeasureSgemmRate(512, o.threads > 0 ? static_cast<int>(o.threads) : omp_get_max_threads(), 0.5).gflops;
+  if (a.peak_gflops > 0)
+    in.sgemm_gflops = a.peak_gflops;
+  else if (!a.no_mfu)
+    in.sgemm_gflops =
+        MeasureSgemmRate(512, o.threads > 0 ? static_cast<int>(o.threads) : omp_get_max_threads(),
+                         0.5)
+            .gflops;
   return Status::Ok();
 }
 
@@ -195,6 +202,11 @@ CommandRegistration reg(40, [](CLI::App& app) -> RunFn {
   CLI::App* c = app.add_subcommand("train", "Continued pretraining (dense or MoE; from a checkpoint, a config, or online upcycling)");
   c->add_option("--config", a->config_file, "TOML file with any of the options below (flags win)");
   c->add_flag("--no-mfu", a->no_mfu, "Skip measuring the sgemm rate (no MFU in the metrics)");
+  c->add_option(
+       "--peak-gflops", a->peak_gflops,
+       "Measure MFU against this sgemm rate (GFLOP/s) instead of measuring it at the start "
+       "(escale pipeline measures it once per run)")
+      ->check(CLI::PositiveNumber);
   for (const auto& spec : TrainOptionTable(a->opt)) {
     std::string flag = "--" + spec.key;
     for (char& ch : flag) if (ch == '_') ch = '-';

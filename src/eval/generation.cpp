@@ -2,8 +2,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cmath>
+#include <filesystem>
 
+#include "core/atomic_output.h"
+#include "core/json_text.h"
 #include "core/rng.h"
 
 namespace escale::eval {
@@ -50,6 +54,56 @@ int32_t SampleToken(std::span<const float> logits, const SamplingOptions& opt, u
   return cand[keep - 1].second;
 }
 
+namespace {
+
+Status AddIds(const nlohmann::json& v, const std::string& where, std::vector<int32_t>& out) {
+  auto one = [&](const nlohmann::json& x) -> Status {
+    if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() > INT32_MAX)
+      return FormatError(where + ": eos_token_id must be a token id or a list of them, got " +
+                         x.dump());
+    out.push_back(static_cast<int32_t>(x.get<int64_t>()));
+    return Status::Ok();
+  };
+  if (v.is_null()) return Status::Ok();
+  if (!v.is_array()) return one(v);
+  for (const auto& x : v) ESCALE_RETURN_IF_ERROR(one(x));
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::vector<int32_t>> ModelStopIds(const std::string& model_dir,
+                                          const nlohmann::json& config_extra,
+                                          std::optional<int32_t> tokenizer_eos) {
+  std::vector<int32_t> ids;
+  const std::string path = model_dir + "/generation_config.json";
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(path, ec)) {
+    ESCALE_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path));
+    ESCALE_ASSIGN_OR_RETURN(nlohmann::json j, ParseJsonText(text, path));
+    if (!j.is_object()) return FormatError(path + " must hold a JSON object");
+    if (j.contains("eos_token_id")) ESCALE_RETURN_IF_ERROR(AddIds(j["eos_token_id"], path, ids));
+  } else if (config_extra.is_object() && config_extra.contains("eos_token_id")) {
+    ESCALE_RETURN_IF_ERROR(AddIds(config_extra["eos_token_id"], model_dir + "/config.json", ids));
+  }
+  if (tokenizer_eos) ids.push_back(*tokenizer_eos);
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  return ids;
+}
+
+Result<int64_t> KvCacheLength(int64_t prompt_tokens, int64_t max_new_tokens, int64_t max_positions,
+                              int64_t requested) {
+  if (requested > 0) return requested;
+  const int64_t need = prompt_tokens + max_new_tokens;
+  if (need > max_positions)
+    return InvalidArgument("the prompt (" + std::to_string(prompt_tokens) +
+                           " tokens) plus --max-new-tokens " + std::to_string(max_new_tokens) +
+                           " exceed the model's context of " + std::to_string(max_positions) +
+                           " (max_position_embeddings); shorten them or pass --max-length");
+  return need;
+}
+
 Result<GenerateResult> Generate(Decoder& dec, const tok::Tokenizer& tokenizer,
                                 const std::vector<int32_t>& prompt, const GenerateOptions& opt,
                                 const std::function<void(std::string_view)>& on_text) {
@@ -62,11 +116,15 @@ Result<GenerateResult> Generate(Decoder& dec, const tok::Tokenizer& tokenizer,
     return InvalidArgument("the prompt (" + std::to_string(prompt.size()) +
                            " tokens) plus --max-new-tokens " + std::to_string(opt.max_new_tokens) +
                            " exceed the context of " + std::to_string(dec.max_seq()) + " tokens");
+  if (opt.vocab_limit < 0) return InvalidArgument("the vocabulary limit must be >= 0");
   GenerateResult r;
   r.prompt_tokens = static_cast<int64_t>(prompt.size());
   dec.Reset();
   auto t0 = Clock::now();
   ESCALE_ASSIGN_OR_RETURN(std::span<const float> logits, dec.Append(prompt));
+  const size_t sampled = opt.vocab_limit > 0
+                             ? std::min(logits.size(), static_cast<size_t>(opt.vocab_limit))
+                             : logits.size();
   r.prefill_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   t0 = Clock::now();
   uint64_t rng_state = Rng::Stream(opt.sampling.seed, "sampling").NextU64();
@@ -77,8 +135,8 @@ Result<GenerateResult> Generate(Decoder& dec, const tok::Tokenizer& tokenizer,
   std::string decoded;
   r.finish_reason = "length";
   for (int64_t i = 0; i < opt.max_new_tokens; ++i) {
-    const int32_t next = SampleToken(logits, opt.sampling, rng_state, scratch);
-    if (opt.eos && next == *opt.eos) {
+    const int32_t next = SampleToken(logits.first(sampled), opt.sampling, rng_state, scratch);
+    if (std::find(opt.stop_ids.begin(), opt.stop_ids.end(), next) != opt.stop_ids.end()) {
       r.finish_reason = "eos";
       break;
     }

@@ -1,10 +1,11 @@
 // Text generation on the KV-cache decoder: greedy or sampled (temperature, top-k, top-p) with a
-// seeded portable RNG, stopping at EOS, at any stop string (trimmed from the output, as lm-eval's
-// generate_until does) or after max_new_tokens.
+// seeded portable RNG, stopping at a stop token (EOS), at any stop string (trimmed from the output,
+// as lm-eval's generate_until does) or after max_new_tokens.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -30,8 +31,25 @@ struct GenerateOptions {
   int64_t max_new_tokens = 128;
   SamplingOptions sampling;
   std::vector<std::string> stop;  // stop strings
-  std::optional<int32_t> eos;     // stop token (not part of the output)
+  std::vector<int32_t>
+      stop_ids;  // stop tokens: EOS and generation_config's eos_token_id (not output)
+  // Only ids below this are sampled (0: every row of the head). A head padded past the
+  // tokenizer (Qwen2.5-7B: 152064 rows, 151665 tokens) has rows no text decodes to.
+  int64_t vocab_limit = 0;
 };
+
+// The stop tokens a model directory declares: eos_token_id (an id or a list) of
+// generation_config.json when it exists, else of config.json's extra keys; `tokenizer_eos` is
+// added. A malformed generation_config.json is an error naming the file.
+Result<std::vector<int32_t>> ModelStopIds(const std::string& model_dir,
+                                          const nlohmann::json& config_extra,
+                                          std::optional<int32_t> tokenizer_eos);
+
+// The KV cache `generate` allocates: `requested` when positive (--max-length), else what the call
+// can reach, prompt + max_new_tokens, refused past max_positions. The model's whole context would
+// cost a Llama 3.1 8B (131072 positions) ~34 GB of fp32 cache for any prompt.
+Result<int64_t> KvCacheLength(int64_t prompt_tokens, int64_t max_new_tokens, int64_t max_positions,
+                              int64_t requested);
 
 struct GenerateResult {
   std::string text;             // generated text, cut before the first stop string

@@ -58,7 +58,8 @@ Result<Gsm8kResult> EvaluateGsm8k(Decoder& dec, const tok::Tokenizer& tokenizer,
   GenerateOptions g;
   g.max_new_tokens = opt.max_gen_toks;
   g.stop = opt.until;
-  g.eos = tokenizer.eos_id();
+  if (auto eos = tokenizer.eos_id()) g.stop_ids = {*eos};
+  g.vocab_limit = tokenizer.vocab_size();
   Gsm8kResult r;
   r.docs.resize(n);
   double strict = 0, flexible = 0;

@@ -131,7 +131,7 @@ Result<Vocab> ReadVocab(const std::string& dir, int64_t vocab_size) {
   return v;
 }
 
-struct ArchInfo {
+struct GgufArch {
   std::string name;
   bool permute_qk = false;  // HF rotate-half RoPE -> ggml's adjacent-pair RoPE (llama only)
 };
@@ -145,47 +145,36 @@ double LinearRopeFactor(const ModelConfig& c) {
   return f->get<double>();
 }
 
-Result<ArchInfo> PickArch(const ModelConfig& c) {
+Result<GgufArch> PickArch(const ModelConfig& c) {
   if (!c.rope_scaling.is_null() && LinearRopeFactor(c) <= 0)
     return Unsupported("rope_scaling " + c.rope_scaling.dump() +
                        " is not exported to GGUF yet (plain and linear RoPE are)");
-  switch (c.arch) {
-    case Architecture::kLlama:
-    case Architecture::kMistral:
-    case Architecture::kMixtral:
-      if (c.is_moe()) {
-        if (c.moe.shared_intermediate > 0 || c.moe.every != 1 || !c.moe.dense_layers.empty())
-          return Unsupported(
-              "llama.cpp's llama architecture needs every layer MoE and no shared "
-              "expert; write this model as qwen2_moe instead");
-        if (c.moe.router != RouterType::kMixtral)
-          return Unsupported(
-              "llama.cpp's llama MoE renormalises the top-k weights; this model's "
-              "router does not");
-      }
-      return ArchInfo{"llama", true};
-    case Architecture::kQwen2:
-      if (!c.qkv_bias)
-        return Unsupported("llama.cpp's qwen2 needs q/k/v biases; this Qwen2 config has none");
-      return ArchInfo{"qwen2", false};
-    case Architecture::kQwen2Moe:
-      if (!c.qkv_bias)
-        return Unsupported("llama.cpp's qwen2moe needs q/k/v biases; this config has none");
-      if (c.moe.every != 1 || !c.moe.dense_layers.empty())
-        return Unsupported(
-            "llama.cpp's qwen2moe needs every layer MoE; this model has dense layers");
-      if (c.moe.shared_intermediate <= 0)
-        return Unsupported(
-            "llama.cpp's qwen2moe needs a shared expert; this model has none (scale-out "
-            "--shared-experts adds one, or export it Mixtral-style as llama)");
-      // llama.cpp's qwen2moe graph never renormalises the top-k weights.
-      if (c.moe.router != RouterType::kSt)
-        return Unsupported(
-            "llama.cpp's qwen2moe does not renormalise the top-k weights and this model does "
-            "(norm_topk_prob true); export it Mixtral-style as llama instead");
-      return ArchInfo{"qwen2moe", false};
+  const ArchitectureInfo& ai = ArchInfo(c.arch);
+  const std::string cls(ai.class_name), g(ai.gguf_arch);
+  if (g.empty()) return Unsupported(cls + " has no GGUF export");
+  if (ai.qkv_bias != QkvBias::kNever && !c.qkv_bias)
+    return Unsupported("llama.cpp's " + g + " needs q/k/v biases; this " + cls + " has none");
+  if (c.is_moe()) {
+    if (c.moe.every != 1 || !c.moe.dense_layers.empty())
+      return Unsupported("llama.cpp's " + g +
+                         " needs every layer MoE; this model has dense layers");
+    if (ai.gguf_shared_expert && c.moe.shared_intermediate <= 0)
+      return Unsupported("llama.cpp's " + g +
+                         " needs a shared expert; this model has none (scale-out --shared-experts "
+                         "adds one, or write the model as mixtral and export it as llama)");
+    if (!ai.gguf_shared_expert && c.moe.shared_intermediate > 0)
+      return Unsupported("llama.cpp's " + g +
+                         " has no shared expert; write this model as qwen2-moe instead");
+    const bool renormalises = c.moe.router == RouterType::kMixtral;
+    if (renormalises != ai.gguf_renormalises_top_k)
+      return Unsupported(
+          "llama.cpp's " + g +
+          (ai.gguf_renormalises_top_k ? " renormalises" : " does not renormalise") +
+          " the top-k weights and this model's router " + (renormalises ? "does" : "does not") +
+          (ai.gguf_renormalises_top_k ? "; write it with mixtral routing (norm_topk_prob true)"
+                                      : "; write it as mixtral and export it as llama"));
   }
-  return Unsupported("unknown architecture");
+  return GgufArch{g, ai.gguf_permute_qk};
 }
 
 std::string GgufName(const TensorSpec& s) {
@@ -207,6 +196,10 @@ std::string GgufName(const TensorSpec& s) {
       return b + "attn_k.bias";
     case TensorRole::kBv:
       return b + "attn_v.bias";
+    case TensorRole::kQNorm:
+      return b + "attn_q_norm.weight";
+    case TensorRole::kKNorm:
+      return b + "attn_k_norm.weight";
     case TensorRole::kWo:
       return b + "attn_output.weight";
     case TensorRole::kFfnNorm:
@@ -300,9 +293,10 @@ Result<std::string> ExportGguf(const std::string& src, const std::string& out,
     return InvalidArgument(out + " exists; pass --overwrite to replace it");
   ESCALE_ASSIGN_OR_RETURN(HfModel m, ReadHfModel(src));
   const ModelConfig& c = m.config;
-  ESCALE_ASSIGN_OR_RETURN(ArchInfo arch, PickArch(c));
+  ESCALE_ASSIGN_OR_RETURN(GgufArch arch, PickArch(c));
   ESCALE_ASSIGN_OR_RETURN(Vocab vocab, ReadVocab(src, c.vocab_size));
-  if (arch.name == "qwen2moe") ESCALE_RETURN_IF_ERROR(CheckSharedGatesNonZero(m));
+  if (c.is_moe() && c.moe.shared_intermediate > 0)
+    ESCALE_RETURN_IF_ERROR(CheckSharedGatesNonZero(m));
 
   Writer w;
   const std::string a = arch.name + ".";

@@ -54,36 +54,43 @@ Result<bool> GetBool(const json& j, const char* key, bool dflt) {
   return j[key].get<bool>();
 }
 
-struct ArchDefaults {
-  Architecture arch;
-  int64_t max_pos;
-  double rope_theta;
-  double eps;
-};
-
-Result<ArchDefaults> DetectArchitecture(const json& j) {
-  static const ArchDefaults kTable[] = {
-      {Architecture::kLlama, 2048, 10000.0, 1e-6},   {Architecture::kQwen2, 32768, 10000.0, 1e-6},
-      {Architecture::kMistral, 32768, 10000.0, 1e-6}, {Architecture::kMixtral, 131072, 1e6, 1e-5},
-      {Architecture::kQwen2Moe, 32768, 10000.0, 1e-6}};
+Result<const ArchitectureInfo*> DetectArchitecture(const json& j) {
   std::string name;
   if (j.contains("architectures") && !j["architectures"].is_null()) {
     const json& a = j["architectures"];
     if (!a.is_array() || a.size() != 1 || !a[0].is_string())
       return Cfg("'architectures' must be a list with one class name, got " + a.dump());
     name = a[0].get<std::string>();
-    for (const auto& d : kTable)
-      if (ArchitectureClassName(d.arch) == name) return d;
+    for (const ArchitectureInfo& r : Architectures())
+      if (r.class_name == name) return &r;
   } else if (j.contains("model_type") && j["model_type"].is_string()) {
     name = j["model_type"].get<std::string>();
-    for (const auto& d : kTable)
-      if (ArchitectureModelType(d.arch) == name) return d;
+    for (const ArchitectureInfo& r : Architectures())
+      if (r.model_type == name) return &r;
   } else {
     return Cfg("required field 'architectures' is missing");
   }
-  return CfgUnsupported("architecture '" + name +
-                        "' is not supported; escale reads LlamaForCausalLM, Qwen2ForCausalLM, "
-                        "MistralForCausalLM, MixtralForCausalLM and Qwen2MoeForCausalLM");
+  if (name == "OlmoeForCausalLM" || name == "olmoe")
+    return CfgUnsupported(
+        "architecture '" + name +
+        "' is not supported: OLMoE normalises q and k over the whole projection, which no dense "
+        "model escale grows has, so upcycling cannot produce it exactly; escale reads " +
+        std::string(ArchitectureClassList()));
+  return CfgUnsupported("architecture '" + name + "' is not supported; escale reads " +
+                        std::string(ArchitectureClassList()));
+}
+
+// transformers' layer_types (newer Qwen3 configs): one entry per layer. escale runs full
+// attention only, and rewrites the list when the layer count changes.
+Status CheckLayerTypes(const json& j) {
+  if (!j.contains("layer_types") || j["layer_types"].is_null()) return Status::Ok();
+  const json& t = j["layer_types"];
+  if (!t.is_array()) return Cfg("'layer_types' must be a list");
+  for (const json& v : t)
+    if (v != "full_attention")
+      return CfgUnsupported("layer_types entry " + v.dump() +
+                            " is not supported; escale runs full attention in every layer");
+  return Status::Ok();
 }
 
 std::optional<DType> ParseTorchDtype(const std::string& s) {
@@ -178,7 +185,7 @@ Status ParseEscaleKeys(const json& j, ModelConfig& c) {
     if (r == "mixtral") rt = RouterType::kMixtral;
     else if (r == "st") rt = RouterType::kSt;
     else return Cfg("escale.router must be \"mixtral\" or \"st\", got " + e["router"].dump());
-    if (c.arch == Architecture::kQwen2Moe && rt != c.moe.router)
+    if (ArchInfo(c.arch).router_choice && rt != c.moe.router)
       return Cfg("escale.router disagrees with norm_topk_prob (true means mixtral, false means st)");
     c.moe.router = rt;
   }
@@ -196,10 +203,12 @@ Status ParseEscaleKeys(const json& j, ModelConfig& c) {
 
 Result<ModelConfig> ParseHfConfig(const json& j) {
   if (!j.is_object()) return Cfg("must hold a JSON object");
-  ESCALE_ASSIGN_OR_RETURN(ArchDefaults ad, DetectArchitecture(j));
+  ESCALE_ASSIGN_OR_RETURN(const ArchitectureInfo* row, DetectArchitecture(j));
+  const ArchitectureInfo& ai = *row;
   ModelConfig c;
-  c.arch = ad.arch;
-  const Architecture a = ad.arch;
+  c.arch = ai.arch;
+  c.qk_norm = ai.qk_norm;
+  ESCALE_RETURN_IF_ERROR(CheckLayerTypes(j));
 
   if (j.contains("quantization_config"))
     return CfgUnsupported("quantized checkpoints (quantization_config) are not supported; "
@@ -208,14 +217,16 @@ Result<ModelConfig> ParseHfConfig(const json& j) {
     return CfgUnsupported("hidden_act " + j["hidden_act"].dump() + " is not supported; escale uses silu (SwiGLU)");
   ESCALE_ASSIGN_OR_RETURN(double prf, GetNumber(j, "partial_rotary_factor", 1.0));
   if (prf != 1.0) return CfgUnsupported("partial_rotary_factor other than 1 is not supported");
-  if (a == Architecture::kLlama) {
-    ESCALE_ASSIGN_OR_RETURN(bool ab, GetBool(j, "attention_bias", false));
+  if (ai.qkv_bias != QkvBias::kConfigKey && !ai.qkv_bias_key.empty()) {
+    ESCALE_ASSIGN_OR_RETURN(bool ab, GetBool(j, std::string(ai.qkv_bias_key).c_str(), false));
     if (ab)
-      return CfgUnsupported("attention_bias true (Llama with q/k/v/o biases) is not supported: escale "
-                            "has no o_proj bias; convert q/k/v-bias models as Qwen2ForCausalLM");
-    ESCALE_ASSIGN_OR_RETURN(bool mb, GetBool(j, "mlp_bias", false));
-    if (mb) return CfgUnsupported("mlp_bias true is not supported: escale's SwiGLU FFN has no biases");
+      return CfgUnsupported(std::string(ai.qkv_bias_key) +
+                            " true (q/k/v/o biases) is not supported: escale has no o_proj "
+                            "bias; convert q/k/v-bias models as Qwen2ForCausalLM");
   }
+  ESCALE_ASSIGN_OR_RETURN(bool mb, GetBool(j, "mlp_bias", false));
+  if (mb)
+    return CfgUnsupported("mlp_bias true is not supported: escale's SwiGLU FFN has no biases");
 
   ESCALE_ASSIGN_OR_RETURN(c.vocab_size, GetInt(j, "vocab_size", std::nullopt));
   ESCALE_ASSIGN_OR_RETURN(c.hidden_size, GetInt(j, "hidden_size", std::nullopt));
@@ -231,9 +242,10 @@ Result<ModelConfig> ParseHfConfig(const json& j) {
   } else {
     ESCALE_ASSIGN_OR_RETURN(c.head_dim, GetInt(j, "head_dim", std::nullopt));
   }
-  ESCALE_ASSIGN_OR_RETURN(c.max_position_embeddings, GetInt(j, "max_position_embeddings", ad.max_pos));
-  ESCALE_ASSIGN_OR_RETURN(c.rms_norm_eps, GetNumber(j, "rms_norm_eps", ad.eps));
-  ESCALE_RETURN_IF_ERROR(ParseRope(j, c, ad.rope_theta));
+  ESCALE_ASSIGN_OR_RETURN(c.max_position_embeddings,
+                          GetInt(j, "max_position_embeddings", ai.default_max_positions));
+  ESCALE_ASSIGN_OR_RETURN(c.rms_norm_eps, GetNumber(j, "rms_norm_eps", ai.default_rms_norm_eps));
+  ESCALE_RETURN_IF_ERROR(ParseRope(j, c, ai.default_rope_theta));
   ESCALE_ASSIGN_OR_RETURN(c.tie_word_embeddings, GetBool(j, "tie_word_embeddings", false));
   for (const char* key : {"dtype", "torch_dtype"}) {
     if (!j.contains(key) || j[key].is_null()) continue;
@@ -244,39 +256,48 @@ Result<ModelConfig> ParseHfConfig(const json& j) {
     break;
   }
 
-  c.qkv_bias = a == Architecture::kQwen2;
-  if (a == Architecture::kQwen2Moe) {
-    ESCALE_ASSIGN_OR_RETURN(c.qkv_bias, GetBool(j, "qkv_bias", true));
+  c.qkv_bias = ai.qkv_bias == QkvBias::kAlways;
+  if (ai.qkv_bias == QkvBias::kConfigKey) {
+    ESCALE_ASSIGN_OR_RETURN(c.qkv_bias,
+                            GetBool(j, std::string(ai.qkv_bias_key).c_str(), ai.qkv_bias_default));
   }
 
-  if (a == Architecture::kMixtral) {
-    const char* ekey = j.contains("num_local_experts") ? "num_local_experts" : "num_experts";
-    if (!j.contains(ekey)) return Cfg("required field 'num_local_experts' is missing");
-    ESCALE_ASSIGN_OR_RETURN(c.moe.num_experts, GetInt(j, ekey, std::nullopt));
-    ESCALE_ASSIGN_OR_RETURN(c.moe.top_k, GetInt(j, "num_experts_per_tok", 2));
-    c.moe.expert_intermediate = c.intermediate_size;
-    ESCALE_ASSIGN_OR_RETURN(c.moe.aux_loss_coef, GetNumber(j, "router_aux_loss_coef", 0.001));
-    c.moe.router = RouterType::kMixtral;
-    if (c.moe.num_experts <= 0) return Cfg("num_local_experts must be positive");
-  } else if (a == Architecture::kQwen2Moe) {
-    ESCALE_ASSIGN_OR_RETURN(c.moe.num_experts, GetInt(j, "num_experts", std::nullopt));
-    ESCALE_ASSIGN_OR_RETURN(c.moe.top_k, GetInt(j, "num_experts_per_tok", 4));
-    ESCALE_ASSIGN_OR_RETURN(c.moe.expert_intermediate, GetInt(j, "moe_intermediate_size", std::nullopt));
-    ESCALE_ASSIGN_OR_RETURN(c.moe.shared_intermediate,
-                            GetInt(j, "shared_expert_intermediate_size", std::nullopt));
-    ESCALE_ASSIGN_OR_RETURN(c.moe.every, GetInt(j, "decoder_sparse_step", 1));
-    if (j.contains("mlp_only_layers") && !j["mlp_only_layers"].is_null()) {
-      const json& m = j["mlp_only_layers"];
-      if (!m.is_array()) return Cfg("'mlp_only_layers' must be a list of layer indices");
-      for (const json& v : m) {
-        if (!v.is_number_integer()) return Cfg("'mlp_only_layers' must be a list of layer indices");
-        c.moe.dense_layers.push_back(v.get<int64_t>());
+  if (ai.moe) {
+    const std::string ekey(ai.experts_key);
+    // Mixtral configs of some exporters say num_experts.
+    const char* key = j.contains(ekey) || !j.contains("num_experts") ? ekey.c_str() : "num_experts";
+    if (!j.contains(key)) return Cfg("required field '" + ekey + "' is missing");
+    ESCALE_ASSIGN_OR_RETURN(c.moe.num_experts, GetInt(j, key, std::nullopt));
+    if (c.moe.num_experts <= 0) return Cfg(ekey + " must be positive");
+    ESCALE_ASSIGN_OR_RETURN(c.moe.top_k, GetInt(j, "num_experts_per_tok", ai.default_top_k));
+    if (ai.expert_size_is_intermediate) {
+      c.moe.expert_intermediate = c.intermediate_size;
+    } else {
+      ESCALE_ASSIGN_OR_RETURN(c.moe.expert_intermediate,
+                              GetInt(j, "moe_intermediate_size", std::nullopt));
+    }
+    if (ai.shared_expert) {
+      ESCALE_ASSIGN_OR_RETURN(c.moe.shared_intermediate,
+                              GetInt(j, "shared_expert_intermediate_size", std::nullopt));
+    }
+    if (ai.sparse_layers) {
+      ESCALE_ASSIGN_OR_RETURN(c.moe.every, GetInt(j, "decoder_sparse_step", 1));
+      if (j.contains("mlp_only_layers") && !j["mlp_only_layers"].is_null()) {
+        const json& m = j["mlp_only_layers"];
+        if (!m.is_array()) return Cfg("'mlp_only_layers' must be a list of layer indices");
+        for (const json& v : m) {
+          if (!v.is_number_integer())
+            return Cfg("'mlp_only_layers' must be a list of layer indices");
+          c.moe.dense_layers.push_back(v.get<int64_t>());
+        }
       }
     }
-    ESCALE_ASSIGN_OR_RETURN(bool norm, GetBool(j, "norm_topk_prob", false));
-    c.moe.router = norm ? RouterType::kMixtral : RouterType::kSt;
+    c.moe.router = RouterType::kMixtral;
+    if (ai.router_choice) {
+      ESCALE_ASSIGN_OR_RETURN(bool norm, GetBool(j, "norm_topk_prob", false));
+      c.moe.router = norm ? RouterType::kMixtral : RouterType::kSt;
+    }
     ESCALE_ASSIGN_OR_RETURN(c.moe.aux_loss_coef, GetNumber(j, "router_aux_loss_coef", 0.001));
-    if (c.moe.num_experts <= 0) return Cfg("num_experts must be positive");
   }
   ESCALE_RETURN_IF_ERROR(ParseEscaleKeys(j, c));
 
@@ -299,25 +320,34 @@ Result<ModelConfig> ReadHfConfig(const std::string& dir) {
 
 Result<json> HfConfigToJson(const ModelConfig& c) {
   ESCALE_RETURN_IF_ERROR(c.Validate());
-  const Architecture a = c.arch;
-  const std::string cls(ArchitectureClassName(a));
-  if (IsMoeArchitecture(a) != c.is_moe())
-    return InvalidArgument(cls + (c.is_moe() ? " cannot hold MoE layers; write MixtralForCausalLM or Qwen2MoeForCausalLM"
+  const ArchitectureInfo& ai = ArchInfo(c.arch);
+  const std::string cls(ai.class_name);
+  if (ai.moe != c.is_moe())
+    return InvalidArgument(cls + (c.is_moe() ? " cannot hold MoE layers; write one of " +
+                                                   std::string(ArchitectureCliList(true))
                                              : " needs experts; write a dense architecture"));
-  if (c.qkv_bias && (a == Architecture::kLlama || a == Architecture::kMistral || a == Architecture::kMixtral))
+  if (c.qkv_bias && ai.qkv_bias == QkvBias::kNever)
     return Unsupported(cls + " cannot express q/k/v biases without an o_proj bias; write Qwen2ForCausalLM or Qwen2MoeForCausalLM");
-  if (!c.qkv_bias && a == Architecture::kQwen2)
-    return Unsupported("Qwen2ForCausalLM always has q/k/v biases; write LlamaForCausalLM for a bias-free model");
-  if (a == Architecture::kMixtral &&
-      (c.moe.shared_intermediate > 0 || c.moe.every != 1 || !c.moe.dense_layers.empty()))
-    return Unsupported("MixtralForCausalLM has no shared expert or dense layers; write Qwen2MoeForCausalLM");
+  if (!c.qkv_bias && ai.qkv_bias == QkvBias::kAlways)
+    return Unsupported(cls +
+                       " always has q/k/v biases; write LlamaForCausalLM for a bias-free model");
+  if (c.qk_norm != ai.qk_norm)
+    return Unsupported(c.qk_norm == QkNorm::kPerHead
+                           ? cls + " has no q/k norm; write Qwen3ForCausalLM or Qwen3MoeForCausalLM"
+                           : cls + " needs q/k norm weights, which this model has not");
+  if (c.is_moe() && c.moe.shared_intermediate > 0 && !ai.shared_expert)
+    return Unsupported(cls + " has no shared expert; write Qwen2MoeForCausalLM");
+  if (c.is_moe() && (c.moe.every != 1 || !c.moe.dense_layers.empty()) && !ai.sparse_layers)
+    return Unsupported(cls +
+                       " makes every layer MoE; write Qwen2MoeForCausalLM or Qwen3MoeForCausalLM");
 
   json j = c.extra.is_object() ? c.extra : json::object();
   j["architectures"] = json::array({cls});
-  j["model_type"] = std::string(ArchitectureModelType(a));
+  j["model_type"] = std::string(ai.model_type);
   j["vocab_size"] = c.vocab_size;
   j["hidden_size"] = c.hidden_size;
-  j["intermediate_size"] = a == Architecture::kMixtral ? c.moe.expert_intermediate : c.intermediate_size;
+  j["intermediate_size"] =
+      ai.expert_size_is_intermediate ? c.moe.expert_intermediate : c.intermediate_size;
   j["num_hidden_layers"] = c.num_layers;
   j["num_attention_heads"] = c.num_heads;
   j["num_key_value_heads"] = c.num_kv_heads;
@@ -329,27 +359,25 @@ Result<json> HfConfigToJson(const ModelConfig& c) {
   j["tie_word_embeddings"] = c.tie_word_embeddings;
   j["torch_dtype"] = TorchDtypeName(c.dtype);
   j["hidden_act"] = "silu";
-  if (a == Architecture::kLlama) {
-    j["attention_bias"] = false;
-    j["mlp_bias"] = false;
-  }
-  if (a == Architecture::kMixtral) {
-    j["num_local_experts"] = c.moe.num_experts;
-    j["num_experts_per_tok"] = c.moe.top_k;
-    j["router_aux_loss_coef"] = c.moe.aux_loss_coef;
-  }
-  if (a == Architecture::kQwen2Moe) {
-    j["num_experts"] = c.moe.num_experts;
-    j["num_experts_per_tok"] = c.moe.top_k;
-    j["moe_intermediate_size"] = c.moe.expert_intermediate;
-    j["shared_expert_intermediate_size"] = c.moe.shared_intermediate;
-    j["decoder_sparse_step"] = c.moe.every;
-    j["mlp_only_layers"] = c.moe.dense_layers;
-    j["norm_topk_prob"] = c.moe.router == RouterType::kMixtral;
-    j["router_aux_loss_coef"] = c.moe.aux_loss_coef;
-    j["qkv_bias"] = c.qkv_bias;
-  }
+  if (ai.qkv_bias == QkvBias::kConfigKey)
+    j[std::string(ai.qkv_bias_key)] = c.qkv_bias;
+  else if (!ai.qkv_bias_key.empty())
+    j[std::string(ai.qkv_bias_key)] = false;
+  if (ai.qkv_bias_key == "attention_bias") j["mlp_bias"] = false;
+  if (j.contains("layer_types") && j["layer_types"].is_array())
+    j["layer_types"] =
+        json(std::vector<std::string>(static_cast<size_t>(c.num_layers), "full_attention"));
   if (c.is_moe()) {
+    j[std::string(ai.experts_key)] = c.moe.num_experts;
+    j["num_experts_per_tok"] = c.moe.top_k;
+    j["router_aux_loss_coef"] = c.moe.aux_loss_coef;
+    if (!ai.expert_size_is_intermediate) j["moe_intermediate_size"] = c.moe.expert_intermediate;
+    if (ai.shared_expert) j["shared_expert_intermediate_size"] = c.moe.shared_intermediate;
+    if (ai.sparse_layers) {
+      j["decoder_sparse_step"] = c.moe.every;
+      j["mlp_only_layers"] = c.moe.dense_layers;
+    }
+    if (ai.router_choice) j["norm_topk_prob"] = c.moe.router == RouterType::kMixtral;
     j["escale"] = {{"router", std::string(RouterTypeName(c.moe.router))},
                    {"capacity_factor", c.moe.capacity_factor},
                    {"drop_policy", c.moe.drop_policy == DropPolicy::kPosition ? "position" : "probability"}};

@@ -27,7 +27,7 @@ using json = nlohmann::json;
 std::string LayerPrefix(int64_t l) { return "model.layers." + std::to_string(l) + "."; }
 
 std::string MoePrefix(const ModelConfig& c, int64_t l) {
-  return LayerPrefix(l) + (c.arch == Architecture::kMixtral ? "block_sparse_moe." : "mlp.");
+  return LayerPrefix(l) + std::string(ArchInfo(c.arch).moe_module) + ".";
 }
 
 // Where a tensor was found: the file and the name inside it.
@@ -112,7 +112,7 @@ Tensor ExpertSlice(const Tensor& fused, int64_t e, int part, const Shape& shape)
 }  // namespace
 
 std::string HfTensorName(const ModelConfig& c, const TensorSpec& s) {
-  const bool mixtral = c.arch == Architecture::kMixtral;
+  const ArchitectureInfo& ai = ArchInfo(c.arch);
   const std::string lp = s.layer >= 0 ? LayerPrefix(s.layer) : "";
   switch (s.role) {
     case TensorRole::kEmbed: return "model.embed_tokens.weight";
@@ -123,6 +123,10 @@ std::string HfTensorName(const ModelConfig& c, const TensorSpec& s) {
     case TensorRole::kBq: return lp + "self_attn.q_proj.bias";
     case TensorRole::kBk: return lp + "self_attn.k_proj.bias";
     case TensorRole::kBv: return lp + "self_attn.v_proj.bias";
+    case TensorRole::kQNorm:
+      return lp + "self_attn.q_norm.weight";
+    case TensorRole::kKNorm:
+      return lp + "self_attn.k_norm.weight";
     case TensorRole::kWo: return lp + "self_attn.o_proj.weight";
     case TensorRole::kFfnNorm: return lp + "post_attention_layernorm.weight";
     case TensorRole::kFfnGate: return lp + "mlp.gate_proj.weight";
@@ -133,9 +137,10 @@ std::string HfTensorName(const ModelConfig& c, const TensorSpec& s) {
     case TensorRole::kExpertUp:
     case TensorRole::kExpertDown: {
       const std::string ep = MoePrefix(c, s.layer) + "experts." + std::to_string(s.expert) + ".";
-      if (mixtral)
-        return ep + (s.role == TensorRole::kExpertGate ? "w1" : s.role == TensorRole::kExpertUp ? "w3" : "w2") + ".weight";
-      return ep + (s.role == TensorRole::kExpertGate ? "gate_proj" : s.role == TensorRole::kExpertUp ? "up_proj" : "down_proj") + ".weight";
+      const std::string_view which = s.role == TensorRole::kExpertGate ? ai.expert_gate
+                                     : s.role == TensorRole::kExpertUp ? ai.expert_up
+                                                                       : ai.expert_down;
+      return ep + std::string(which) + ".weight";
     }
     case TensorRole::kSharedGate: return lp + "mlp.shared_expert.gate_proj.weight";
     case TensorRole::kSharedUp: return lp + "mlp.shared_expert.up_proj.weight";
@@ -196,7 +201,7 @@ Result<HfModel> ReadHfModel(const std::string& dir) {
 
   for (const TensorSpec& s : CanonicalTensors(c)) {
     std::string hf = HfTensorName(c, s);
-    if (s.role == TensorRole::kRouter && !present(hf) && c.arch == Architecture::kMixtral &&
+    if (s.role == TensorRole::kRouter && !present(hf) && ArchInfo(c.arch).moe_module != "mlp" &&
         present(LayerPrefix(s.layer) + "mlp.gate.weight"))
       hf = LayerPrefix(s.layer) + "mlp.gate.weight";  // v5 Mixtral module path
     const bool expert = s.role == TensorRole::kExpertGate || s.role == TensorRole::kExpertUp ||

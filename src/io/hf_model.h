@@ -1,6 +1,6 @@
 // Hugging Face model directories (config.json + safetensors, sharded or not) <-> the canonical
 // config and tensor layout (model/config.h, model/layout.h), for LlamaForCausalLM,
-// Qwen2ForCausalLM, MistralForCausalLM, MixtralForCausalLM and Qwen2MoeForCausalLM.
+// every class of model/architecture.h.
 #pragma once
 
 #include <functional>

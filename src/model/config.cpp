@@ -4,32 +4,6 @@
 
 namespace escale {
 
-std::string_view ArchitectureClassName(Architecture a) {
-  switch (a) {
-    case Architecture::kLlama: return "LlamaForCausalLM";
-    case Architecture::kQwen2: return "Qwen2ForCausalLM";
-    case Architecture::kMistral: return "MistralForCausalLM";
-    case Architecture::kMixtral: return "MixtralForCausalLM";
-    case Architecture::kQwen2Moe: return "Qwen2MoeForCausalLM";
-  }
-  return "?";
-}
-
-std::string_view ArchitectureModelType(Architecture a) {
-  switch (a) {
-    case Architecture::kLlama: return "llama";
-    case Architecture::kQwen2: return "qwen2";
-    case Architecture::kMistral: return "mistral";
-    case Architecture::kMixtral: return "mixtral";
-    case Architecture::kQwen2Moe: return "qwen2_moe";
-  }
-  return "?";
-}
-
-bool IsMoeArchitecture(Architecture a) {
-  return a == Architecture::kMixtral || a == Architecture::kQwen2Moe;
-}
-
 std::string_view RouterTypeName(RouterType r) { return r == RouterType::kMixtral ? "mixtral" : "st"; }
 
 bool ModelConfig::IsMoeLayer(int64_t layer) const {

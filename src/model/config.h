@@ -2,21 +2,15 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "core/dtype.h"
 #include "core/status.h"
+#include "model/architecture.h"
 
 namespace escale {
-
-// The Hugging Face class a config came from or will be written as.
-enum class Architecture { kLlama, kQwen2, kMistral, kMixtral, kQwen2Moe };
-std::string_view ArchitectureClassName(Architecture a);  // "LlamaForCausalLM", ...
-std::string_view ArchitectureModelType(Architecture a);  // "llama", ...
-bool IsMoeArchitecture(Architecture a);
 
 // mixtral: softmax over the k selected logits (renormalised). st: softmax over all E, then top-k,
 // no renormalisation (Qwen2-MoE with norm_topk_prob=false).
@@ -38,7 +32,7 @@ struct MoeConfig {
 };
 
 struct ModelConfig {
-  Architecture arch = Architecture::kLlama;
+  Architecture arch = Architecture::kLlama;  // the Hugging Face class (model/architecture.h)
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;  // dense FFN size (dense layers of an MoE model too)
@@ -50,6 +44,7 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   double rms_norm_eps = 1e-6;
   bool qkv_bias = false;
+  QkNorm qk_norm = QkNorm::kNone;  // from the architecture's row: Qwen3 normalises q and k per head
   bool tie_word_embeddings = false;
   nlohmann::json rope_scaling;  // null: plain RoPE
   DType dtype = DType::kF32;    // torch_dtype / dtype of the checkpoint

@@ -59,6 +59,7 @@ struct Ffn {
 
 struct Layer {
   Vec attn_norm, ffn_norm, wqkv, bqkv, wo;  // wqkv [q+2kv, H]
+  Vec q_norm, k_norm;                       // QkNorm::kPerHead
   Ffn ffn;                                  // dense layers
   Vec router;                               // [E, H]
   std::vector<Ffn> experts;
@@ -77,7 +78,7 @@ struct Decoder::Impl {
   Vec rope_cos, rope_sin;  // [max_seq, hd/2]
   // Scratch, grown to the longest chunk seen.
   Vec x, xn, qkv, att, y, gu, h, scores, logits, router_logits, expert_out, rstd, prob, softmax,
-      gate, shared;
+      gate, shared, qk_raw, qk_rstd;
   std::vector<int32_t> expert, route_scratch;
   std::vector<uint8_t> kept;
   std::vector<int64_t> load;
@@ -169,6 +170,10 @@ Result<std::unique_ptr<Decoder>> Decoder::Create(const ModelConfig& c, const Ten
       L.bqkv.insert(L.bqkv.end(), bk.begin(), bk.end());
       L.bqkv.insert(L.bqkv.end(), bv.begin(), bv.end());
     }
+    if (c.qk_norm == QkNorm::kPerHead) {
+      ESCALE_RETURN_IF_ERROR(Load(w, name("q_norm"), c.head_dim, L.q_norm));
+      ESCALE_RETURN_IF_ERROR(Load(w, name("k_norm"), c.head_dim, L.k_norm));
+    }
     ESCALE_RETURN_IF_ERROR(Load(w, name("wo"), H * q, L.wo));
     if (c.IsMoeLayer(l)) {
       const int64_t E = c.moe.num_experts;
@@ -227,6 +232,10 @@ Result<std::span<const float>> Decoder::Append(std::span<const int32_t> tokens) 
   grow(s.y, M * H);
   grow(s.scores, (P + M) * omp_get_max_threads());
   grow(s.rstd, M);
+  if (c.qk_norm == QkNorm::kPerHead) {
+    grow(s.qk_raw, M * q);  // scratch: the decoder keeps no tape
+    grow(s.qk_rstd, M * nh);
+  }
   Vec& rstd = s.rstd;
   for (int64_t m = 0; m < M; ++m)
     std::copy_n(s.embed.data() + tokens[Z(m)] * H, H, s.x.data() + m * H);
@@ -237,6 +246,12 @@ Result<std::span<const float>> Decoder::Append(std::span<const int32_t> tokens) 
     const int64_t width = q + 2 * kv;
     Linear(s.xn.data(), M, H, L.wqkv.data(), width, s.qkv.data());
     if (c.qkv_bias) AddBias(s.qkv.data(), M, width, L.bqkv);
+    if (c.qk_norm == QkNorm::kPerHead) {
+      ops::fast::HeadRmsNormForward(s.qkv.data(), M, width, nh, hd, L.q_norm.data(), eps,
+                                    s.qk_raw.data(), s.qk_rstd.data());
+      ops::fast::HeadRmsNormForward(s.qkv.data() + q, M, width, c.num_kv_heads, hd, L.k_norm.data(),
+                                    eps, s.qk_raw.data(), s.qk_rstd.data());
+    }
     // Rotate q and k for positions P..P+M-1 (tables offset to P; seq_len past M so row = offset).
     const int64_t half = hd / 2;
     ops::fast::RopeForward(s.qkv.data(), M, width, nh, hd, M, s.rope_cos.data() + P * half,

@@ -20,6 +20,8 @@ TensorMap RandomInit(const ModelConfig& config, const InitOptions& opt) {
       case TensorRole::kAttnNorm:
       case TensorRole::kFfnNorm:
       case TensorRole::kFinalNorm:
+      case TensorRole::kQNorm:
+      case TensorRole::kKNorm:
         for (int64_t i = 0; i < n; ++i) p[i] = 1.0f;
         break;
       case TensorRole::kBq:

@@ -10,6 +10,11 @@ std::string ExpertTensorName(int64_t layer, int64_t expert, const std::string& w
   return LayerTensorName(layer, "moe.experts." + std::to_string(expert) + "." + which);
 }
 
+bool IsNormRole(TensorRole r) {
+  return r == TensorRole::kAttnNorm || r == TensorRole::kFfnNorm || r == TensorRole::kFinalNorm ||
+         r == TensorRole::kQNorm || r == TensorRole::kKNorm;
+}
+
 std::vector<TensorSpec> CanonicalTensors(const ModelConfig& c) {
   const int64_t V = c.vocab_size, H = c.hidden_size, q = c.q_dim(), kv = c.kv_dim();
   std::vector<TensorSpec> out;
@@ -26,6 +31,10 @@ std::vector<TensorSpec> CanonicalTensors(const ModelConfig& c) {
       add("bq", TensorRole::kBq, {q});
       add("bk", TensorRole::kBk, {kv});
       add("bv", TensorRole::kBv, {kv});
+    }
+    if (c.qk_norm == QkNorm::kPerHead) {
+      add("q_norm", TensorRole::kQNorm, {c.head_dim});
+      add("k_norm", TensorRole::kKNorm, {c.head_dim});
     }
     add("wo", TensorRole::kWo, {H, q});
     add("ffn_norm", TensorRole::kFfnNorm, {H});
@@ -61,8 +70,7 @@ ParameterCounts CountParameters(const ModelConfig& c) {
   for (const TensorSpec& t : CanonicalTensors(c)) {
     const int64_t n = ShapeNumel(t.shape);
     p.total += n;
-    const bool is_norm = t.role == TensorRole::kAttnNorm || t.role == TensorRole::kFfnNorm ||
-                         t.role == TensorRole::kFinalNorm;
+    const bool is_norm = IsNormRole(t.role);
     const bool is_routed = t.expert >= 0;
     if (is_routed) p.routed_experts += n;
     if (t.role == TensorRole::kEmbed) p.embedding += n;

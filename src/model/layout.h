@@ -5,6 +5,7 @@
 //   layers.{l}.attn_norm        [H]
 //   layers.{l}.wq / wk / wv     [h*hd, H] / [g*hd, H] / [g*hd, H]
 //   layers.{l}.bq / bk / bv     [h*hd] / [g*hd] / [g*hd]          (qkv_bias only)
+//   layers.{l}.q_norm / k_norm  [hd] / [hd]                        (QkNorm::kPerHead only)
 //   layers.{l}.wo               [H, h*hd]
 //   layers.{l}.ffn_norm         [H]
 //   layers.{l}.ffn.gate / up    [F, H]                             (dense layers)
@@ -29,9 +30,31 @@
 namespace escale {
 
 enum class TensorRole {
-  kEmbed, kAttnNorm, kWq, kWk, kWv, kBq, kBk, kBv, kWo, kFfnNorm, kFfnGate, kFfnUp, kFfnDown,
-  kRouter, kExpertGate, kExpertUp, kExpertDown, kSharedGate, kSharedUp, kSharedDown,
-  kSharedRouter, kFinalNorm, kLmHead,
+  kEmbed,
+  kAttnNorm,
+  kWq,
+  kWk,
+  kWv,
+  kBq,
+  kBk,
+  kBv,
+  kQNorm,
+  kKNorm,
+  kWo,
+  kFfnNorm,
+  kFfnGate,
+  kFfnUp,
+  kFfnDown,
+  kRouter,
+  kExpertGate,
+  kExpertUp,
+  kExpertDown,
+  kSharedGate,
+  kSharedUp,
+  kSharedDown,
+  kSharedRouter,
+  kFinalNorm,
+  kLmHead,
 };
 
 struct TensorSpec {
@@ -41,6 +64,9 @@ struct TensorSpec {
   int64_t expert = -1; // routed expert index, else -1
   Shape shape;
 };
+
+// RMSNorm weights: attention, FFN, final, and the q/k norms.
+bool IsNormRole(TensorRole r);
 
 // Every parameter tensor of the model in a fixed order (embed, layer 0..L-1, norm, lm_head).
 std::vector<TensorSpec> CanonicalTensors(const ModelConfig& c);

@@ -219,6 +219,15 @@ Result<ReferenceModelResult> ReferenceLossAndGradients(const ModelConfig& c, con
       ref::RopeBackward(dq.data() + b * T * qd, T, nh, hd, rt);
       ref::RopeBackward(dk.data() + b * T * kvd, T, nkv, hd, rt);
     }
+    if (c.qk_norm == QkNorm::kPerHead) {
+      std::vector<double> dq_raw(dq.size(), 0.0), dk_raw(dk.size(), 0.0);
+      ref::RmsNormBackward(tp.q_raw.data(), N * nh, hd, L("q_norm"), c.rms_norm_eps, dq.data(),
+                           dq_raw.data(), g[name("q_norm")].data());
+      ref::RmsNormBackward(tp.k_raw.data(), N * nkv, hd, L("k_norm"), c.rms_norm_eps, dk.data(),
+                           dk_raw.data(), g[name("k_norm")].data());
+      dq.swap(dq_raw);
+      dk.swap(dk_raw);
+    }
     std::fill(dxn.begin(), dxn.end(), 0.0);
     ref::LinearBackward(tp.xn1.data(), N, H, L("wq"), qd, dq.data(), dxn.data(), g[name("wq")].data(),
                         c.qkv_bias ? g[name("bq")].data() : nullptr);

@@ -36,6 +36,7 @@ Status CheckTokens(const ModelConfig& c, std::span<const int32_t> tokens, const 
 template <class S>
 struct LayerTape {
   std::vector<S> x_in, xn1, q, k, v, probs, att, x_mid, xn2;
+  std::vector<S> q_raw, k_raw;  // projections before the q/k norm (QkNorm::kPerHead)
 };
 
 template <class S>
@@ -129,6 +130,16 @@ void ModelForwardT(const ModelConfig& c, const WeightsT<S>& w, std::span<const i
     ref::Linear(xn.data(), N, H, L("wq"), c.qkv_bias ? L("bq") : nullptr, qd, q.data());
     ref::Linear(xn.data(), N, H, L("wk"), c.qkv_bias ? L("bk") : nullptr, kvd, kk.data());
     ref::Linear(xn.data(), N, H, L("wv"), c.qkv_bias ? L("bv") : nullptr, kvd, vv.data());
+    if (c.qk_norm == QkNorm::kPerHead) {
+      // Each head's head_dim values are one RMSNorm row: [N*heads, hd].
+      std::vector<S> q_raw = q, k_raw = kk;
+      ref::RmsNorm(q_raw.data(), N * nh, hd, L("q_norm"), c.rms_norm_eps, q.data());
+      ref::RmsNorm(k_raw.data(), N * nkv, hd, L("k_norm"), c.rms_norm_eps, kk.data());
+      if (keep_tape) {
+        st.tape[z(l)].q_raw = std::move(q_raw);
+        st.tape[z(l)].k_raw = std::move(k_raw);
+      }
+    }
     for (int64_t b = 0; b < B; ++b) {
       ref::ApplyRope(q.data() + b * T * qd, T, nh, hd, rt);
       ref::ApplyRope(kk.data() + b * T * kvd, T, nkv, hd, rt);

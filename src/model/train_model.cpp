@@ -46,12 +46,14 @@ struct WG {
 struct Layer {
   bool moe = false;
   WG attn_norm, wqkv, bqkv, wo, ffn_norm, gu, down;          // gu: gate then up, [2F, H]
+  WG q_norm, k_norm;                                         // QkNorm::kPerHead
   WG router, shared_gu, shared_down, shared_router;          // MoE
   std::vector<WG> expert_gu, expert_down;
   std::vector<const float*> egu_w, edown_w;  // the same, as pointer arrays for the grouped GEMMs
   std::vector<float*> egu_g, edown_g;
   // Activations kept for the backward.
   Buf rstd1, xn1, qkv, att, lse, rstd2, xn2;
+  Buf q_raw, k_raw, q_rstd, k_rstd;                          // q/k before their norm
   Buf gu_act, h;                                             // dense FFN [N,2F], [N,F]
   Buf rlogits, softmax, prob, xe, gue, he, oe;               // MoE
   std::vector<int32_t> expert, slot_of, slot_row, expert_start;
@@ -180,9 +182,9 @@ Result<std::unique_ptr<TrainModel>> TrainModel::Create(const ModelConfig& config
                              s.weights.data() + s.offsets[i]);
     if (!st.ok()) return st.WithContext("tensor '" + spec.name + "'");
     const size_t n = Z(ShapeNumel(spec.shape));
-    const bool no_decay = spec.role == TensorRole::kEmbed || spec.role == TensorRole::kAttnNorm ||
-                          spec.role == TensorRole::kFfnNorm || spec.role == TensorRole::kFinalNorm ||
-                          spec.role == TensorRole::kBq || spec.role == TensorRole::kBk || spec.role == TensorRole::kBv;
+    const bool no_decay = spec.role == TensorRole::kEmbed || IsNormRole(spec.role) ||
+                          spec.role == TensorRole::kBq || spec.role == TensorRole::kBk ||
+                          spec.role == TensorRole::kBv;
     s.params.push_back({spec.name, std::span<float>(s.weights.data() + s.offsets[i], n),
                         std::span<float>(s.grads.data() + s.offsets[i], n), !no_decay});
   }
@@ -202,6 +204,14 @@ Result<std::unique_ptr<TrainModel>> TrainModel::Create(const ModelConfig& config
     ly.attn_norm = lt("attn_norm");
     ly.wqkv = lt("wq");
     if (config.qkv_bias) ly.bqkv = lt("bq");
+    if (config.qk_norm == QkNorm::kPerHead) {
+      ly.q_norm = lt("q_norm");
+      ly.k_norm = lt("k_norm");
+      ly.q_raw.assign(Z(N * s.qd), 0);
+      ly.k_raw.assign(Z(N * s.kvd), 0);
+      ly.q_rstd.assign(Z(N * config.num_heads), 0);
+      ly.k_rstd.assign(Z(N * config.num_kv_heads), 0);
+    }
     ly.wo = lt("wo");
     ly.ffn_norm = lt("ffn_norm");
     ly.rstd1.assign(Z(N), 0);
@@ -321,6 +331,14 @@ void TrainModel::Impl::AttentionForward(Layer& L, const float* x, float* out) {
     Timer tm(this, kQkvF);
     fast::LinearForward(L.xn1.data(), N, H, L.wqkv.w, qkvd, L.qkv.data());
     if (c.qkv_bias) fast::AddBias(L.qkv.data(), N, qkvd, qkvd, L.bqkv.w);
+  }
+  if (c.qk_norm == QkNorm::kPerHead) {
+    Timer tm(this, kNormF);
+    const float eps = static_cast<float>(c.rms_norm_eps);
+    fast::HeadRmsNormForward(L.qkv.data(), N, qkvd, c.num_heads, c.head_dim, L.q_norm.w, eps,
+                             L.q_raw.data(), L.q_rstd.data());
+    fast::HeadRmsNormForward(L.qkv.data() + qd, N, qkvd, c.num_kv_heads, c.head_dim, L.k_norm.w,
+                             eps, L.k_raw.data(), L.k_rstd.data());
   }
   {
     Timer tm(this, kRopeF);
@@ -687,6 +705,13 @@ void TrainModel::Impl::Backward(std::span<const int32_t> tokens, float grad_scal
       Timer tm(this, kRopeB);
       fast::RopeBackward(dqkv.data(), N, qkvd, c.num_heads + c.num_kv_heads, c.head_dim, shape.seq_len,
                          rope_cos.data(), rope_sin.data());
+    }
+    if (c.qk_norm == QkNorm::kPerHead) {
+      Timer tm(this, kNormB);
+      fast::HeadRmsNormBackward(L.q_raw.data(), L.q_rstd.data(), N, qkvd, c.num_heads, c.head_dim,
+                                L.q_norm.w, dqkv.data(), L.q_norm.g);
+      fast::HeadRmsNormBackward(L.k_raw.data(), L.k_rstd.data(), N, qkvd, c.num_kv_heads,
+                                c.head_dim, L.k_norm.w, dqkv.data() + qd, L.k_norm.g);
     }
     {
       Timer tm(this, kQkvB);

@@ -313,7 +313,8 @@ std::string RenderReport(const std::vector<StageMetrics>& stages, const std::str
       "the stage. "
       "A stage that starts from a function-preserving scale-up or upcycling begins at the previous "
       "stage's final "
-      "validation loss. MFU is measured against the machine's sgemm rate on CPU.</p>\n";
+      "validation loss. MFU: model FLOPs per second over the machine's fp32 sgemm rate at the "
+      "same thread count (escale pipeline measures it once per run, in machine.json).</p>\n";
   if (skipped > 0)
     html += "<p class=\"note\">" + std::to_string(skipped) +
             " unreadable metrics line(s) were skipped (a run cut while writing).</p>\n";

@@ -1,7 +1,9 @@
 #include "pipeline/runner.h"
 
+#include <omp.h>
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -16,6 +18,7 @@
 #include "io/hf_model.h"
 #include "io/tokenizer.h"
 #include "model/layout.h"
+#include "ops/cpu/sgemm_rate.h"
 #include "pipeline/compare.h"
 #include "pipeline/recipe_check.h"
 #include "pipeline/report.h"
@@ -593,6 +596,32 @@ std::string WhatChanged(const Recipe& r, const Stage& s, const std::string& mark
 
 }  // namespace
 
+// The sgemm rate every training stage's MFU is measured against, per thread count: measured once
+// per run (the best of three half-second runs) and kept in OUT/machine.json, so that a stage that
+// starts while the machine is busy is not measured against a momentarily low peak (a stage
+// measured that way reported an MFU of 480%).
+Result<double> RunPeakGflops(const std::string& out, int threads) {
+  const std::string path = out + "/machine.json";
+  json m = json::object();
+  if (fs::exists(path)) {
+    ESCALE_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path));
+    m = json::parse(text, nullptr, false);
+    if (!m.is_object()) m = json::object();
+  }
+  const std::string key = std::to_string(threads);
+  if (m.contains("sgemm_gflops") && m["sgemm_gflops"].is_object() &&
+      m["sgemm_gflops"].contains(key) && m["sgemm_gflops"][key].is_number() &&
+      m["sgemm_gflops"][key].get<double>() > 0)
+    return m["sgemm_gflops"][key].get<double>();
+  double best = 0;
+  for (int i = 0; i < 3; ++i) best = std::max(best, MeasureSgemmRate(512, threads, 0.5).gflops);
+  if (!m.contains("sgemm_gflops") || !m["sgemm_gflops"].is_object())
+    m["sgemm_gflops"] = json::object();
+  m["sgemm_gflops"][key] = best;
+  ESCALE_RETURN_IF_ERROR(WriteFileAtomic(path, m.dump(2) + "\n"));
+  return best;
+}
+
 Status RunPipeline(const Recipe& r, const PipelineOptions& opt) {
   ESCALE_RETURN_IF_ERROR(CheckRecipe(r, opt.executable));
   const std::vector<Stage> stages = PlanStages(r);
@@ -661,16 +690,24 @@ Status RunPipeline(const Recipe& r, const PipelineOptions& opt) {
       ESCALE_RETURN_IF_ERROR(invalidate(i + 1));
     }
     std::vector<std::string> argv = inv.argv;
+    std::vector<std::string> extra;  // not recorded: a stage is the same whatever the peak measured
     if (s.train) {
       ESCALE_RETURN_IF_ERROR(WriteFileAtomic(r.out + "/configs/" + s.name + ".toml", inv.config));
       if (resumed) argv.push_back("--resume");
+      const int64_t threads = IntOption(inv.config, "threads", 0);
+      ESCALE_ASSIGN_OR_RETURN(
+          const double peak,
+          RunPeakGflops(r.out, threads > 0 ? static_cast<int>(threads) : omp_get_max_threads()));
+      extra = {"--peak-gflops", FormatNumber(peak)};
     } else if (s.overwrite_flag && !s.output.empty() && fs::exists(s.output)) {
       argv.push_back("--overwrite");  // left by an interrupted run of this stage
     }
-    std::printf("== %s: %s\n   %s\n", s.name.c_str(), s.note.c_str(), ShellJoin(argv).c_str());
+    std::vector<std::string> run = argv;
+    run.insert(run.end(), extra.begin(), extra.end());
+    std::printf("== %s: %s\n   %s\n", s.name.c_str(), s.note.c_str(), ShellJoin(run).c_str());
     std::fflush(stdout);
     const auto t0 = std::chrono::steady_clock::now();
-    ESCALE_ASSIGN_OR_RETURN(int rc, RunProcessTee(argv, r.out + "/logs/" + s.name + ".log"));
+    ESCALE_ASSIGN_OR_RETURN(int rc, RunProcessTee(run, r.out + "/logs/" + s.name + ".log"));
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (rc != 0)

@@ -45,10 +45,7 @@ Status CheckRoutingKept(const ModelConfig& src, const ScaleOutOptions& opt) {
   if (opt.every != 1 && opt.every != s.every)
     return InvalidArgument("growing an MoE keeps its MoE layers (every " + D(s.every) +
                            "); drop --moe-every");
-  const bool want_mixtral = opt.format == MoeFormat::kMixtral,
-             want_qwen = opt.format == MoeFormat::kQwen2Moe;
-  if ((want_mixtral && src.arch != Architecture::kMixtral) ||
-      (want_qwen && src.arch != Architecture::kQwen2Moe))
+  if (opt.format && *opt.format != src.arch)
     return InvalidArgument("growing an MoE keeps its format " +
                            std::string(ArchitectureClassName(src.arch)) + "; drop --format");
   if (opt.granularity != 1)
@@ -115,7 +112,7 @@ Result<ScaleOutPlan> PlanExpertGrowth(const ModelConfig& src, const ScaleOutOpti
   p.options.drop_policy = src.moe.drop_policy;
   p.options.every = src.moe.every;
   p.options.shared_expert = src.moe.shared_intermediate > 0;
-  p.format = src.arch == Architecture::kMixtral ? MoeFormat::kMixtral : MoeFormat::kQwen2Moe;
+  p.format = src.arch;
   p.copies = m;
   p.target = src;
   p.target.moe.num_experts = E;

@@ -67,16 +67,55 @@ std::vector<double> RouterBaseWeights(uint64_t seed, int64_t layer, int64_t rows
 Status ApplyScaleOutChoices(const ScaleOutChoices& c, ScaleOutOptions& opt) {
   if (c.router != "mixtral" && c.router != "st")
     return InvalidArgument("router '" + c.router + "' is not one of mixtral, st");
-  if (c.format != "mixtral" && c.format != "qwen2-moe" && c.format != "auto")
-    return InvalidArgument("format '" + c.format + "' is not one of mixtral, qwen2-moe, auto");
+  const ArchitectureInfo* f = FindArchitecture(c.format);
+  if (c.format != "auto" && (f == nullptr || !f->moe))
+    return InvalidArgument("format '" + c.format + "' is not one of auto, " +
+                           std::string(ArchitectureCliList(true)));
   if (c.drop_by != "probability" && c.drop_by != "position")
     return InvalidArgument("drop-by '" + c.drop_by + "' is not one of probability, position");
   opt.router = c.router == "st" ? RouterType::kSt : RouterType::kMixtral;
-  opt.format = c.format == "mixtral"     ? MoeFormat::kMixtral
-               : c.format == "qwen2-moe" ? MoeFormat::kQwen2Moe
-                                         : MoeFormat::kAuto;
+  opt.format = c.format == "auto" ? std::nullopt : std::optional<Architecture>(f->arch);
   opt.drop_policy = c.drop_by == "position" ? DropPolicy::kPosition : DropPolicy::kProbability;
   return Status::Ok();
+}
+
+namespace {
+
+// Why MoE row `ai` cannot hold an upcycled `src` with these options ("" when it can).
+std::string CannotHold(const ArchitectureInfo& ai, const ModelConfig& src,
+                       const ScaleOutOptions& opt) {
+  if (ai.qk_norm != src.qk_norm)
+    return src.qk_norm == QkNorm::kNone ? "it normalises q and k, which the source does not"
+                                        : "it has no q/k norm, which the source has";
+  if (src.qkv_bias && ai.qkv_bias == QkvBias::kNever) return "the source has q/k/v biases";
+  if (opt.shared_expert && !ai.shared_expert) return "it has no shared expert (--shared-experts)";
+  if (opt.router == RouterType::kSt && !ai.router_choice)
+    return "it always renormalises the top-k (--router st)";
+  if (opt.every > 1 && !ai.sparse_layers)
+    return "it makes every layer MoE (--moe-every " + D(opt.every) + ")";
+  return "";
+}
+
+}  // namespace
+
+Result<Architecture> PickMoeArchitecture(const ModelConfig& src, const ScaleOutOptions& opt) {
+  if (opt.format) {
+    const ArchitectureInfo& ai = ArchInfo(*opt.format);
+    const std::string why = CannotHold(ai, src, opt);
+    if (!why.empty())
+      return InvalidArgument("the " + std::string(ai.cli_name) +
+                             " format cannot hold this model: " + why +
+                             "; choose another --format or drop the option");
+    return ai.arch;
+  }
+  const ArchitectureInfo& own = ArchInfo(ArchInfo(src.arch).moe_form);
+  std::string first_why = CannotHold(own, src, opt);
+  if (first_why.empty()) return own.arch;
+  for (const ArchitectureInfo& ai : Architectures())
+    if (ai.moe && CannotHold(ai, src, opt).empty()) return ai.arch;
+  return InvalidArgument("no MoE architecture can hold this model: " + std::string(own.class_name) +
+                         " cannot because " + first_why +
+                         ", and no other MoE class fits it either");
 }
 
 Result<ScaleOutPlan> PlanScaleOut(const ModelConfig& src, const ScaleOutOptions& opt) {
@@ -121,28 +160,13 @@ Result<ScaleOutPlan> PlanScaleOut(const ModelConfig& src, const ScaleOutOptions&
   ScaleOutPlan p;
   p.source = src;
   p.options = opt;
-  // Mixtral cannot express QKV bias, a shared expert, un-renormalised (st) routing or dense layers
-  // between MoE layers; Qwen2-MoE can express all of them.
-  std::string needs_qwen;
-  if (src.qkv_bias)
-    needs_qwen = "the source has q/k/v biases";
-  else if (opt.shared_expert)
-    needs_qwen = "--shared-experts";
-  else if (opt.router == RouterType::kSt)
-    needs_qwen = "--router st (Mixtral always renormalises the top-k)";
-  else if (opt.every > 1)
-    needs_qwen = "--moe-every " + D(opt.every) + " (Mixtral makes every layer MoE)";
-  if (opt.format == MoeFormat::kMixtral && !needs_qwen.empty())
-    return InvalidArgument("the mixtral format cannot hold this model: " + needs_qwen +
-                           "; choose the qwen2-moe format");
-  p.format = opt.format == MoeFormat::kAuto
-                 ? (needs_qwen.empty() ? MoeFormat::kMixtral : MoeFormat::kQwen2Moe)
-                 : opt.format;
+  ESCALE_ASSIGN_OR_RETURN(p.format, PickMoeArchitecture(src, opt));
+  const ArchitectureInfo& ai = ArchInfo(p.format);
 
   ModelConfig& t = p.target;
   t = src;
   const int64_t fe = f / G;
-  t.arch = p.format == MoeFormat::kMixtral ? Architecture::kMixtral : Architecture::kQwen2Moe;
+  t.arch = p.format;
   t.moe.num_experts = E * G;
   t.moe.top_k = k * G;
   t.moe.expert_intermediate = fe;
@@ -153,10 +177,12 @@ Result<ScaleOutPlan> PlanScaleOut(const ModelConfig& src, const ScaleOutOptions&
   t.moe.capacity_factor = opt.capacity_factor;
   t.moe.drop_policy = opt.drop_policy;
   // Mixtral's intermediate_size is the expert size; every layer is MoE so no dense FFN remains.
-  if (p.format == MoeFormat::kMixtral) t.intermediate_size = fe;
+  if (ai.expert_size_is_intermediate) t.intermediate_size = fe;
   // Qwen2-MoE attention has q/k/v biases (hard-coded in older transformers): zeros keep the
   // function.
-  if (p.format == MoeFormat::kQwen2Moe) t.qkv_bias = true;
+  if (ai.qkv_bias == QkvBias::kAlways ||
+      (ai.qkv_bias == QkvBias::kConfigKey && ai.qkv_bias_default))
+    t.qkv_bias = true;
   ESCALE_RETURN_IF_ERROR(t.Validate().WithContext("target config"));
 
   // With mixtral routing the k selected groups' weights sum to 1 and each group's G slices share

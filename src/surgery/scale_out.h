@@ -18,8 +18,6 @@
 
 namespace escale::surgery {
 
-enum class MoeFormat { kAuto, kMixtral, kQwen2Moe };
-
 struct ScaleOutOptions {
   // Dense source: E copies of the FFN (routed experts = E * granularity). MoE source with E0
   // experts: the target's expert count, a multiple m * E0 (m >= 2).
@@ -32,7 +30,9 @@ struct ScaleOutOptions {
   double capacity_factor = 0.0;  // 0: dropless
   DropPolicy drop_policy = DropPolicy::kProbability;
   int64_t every = 1;        // layer i is MoE iff (i+1) % every == 0
-  MoeFormat format = MoeFormat::kAuto;
+  // The MoE class to write (a MoE row of model/architecture.h); unset: the source's own MoE form
+  // when it can hold the options, else the first MoE row that can.
+  std::optional<Architecture> format;
   int64_t granularity = 1;  // G: each FFN split into G slices of f/G (Megatron granular upcycling)
   bool shared_expert = false;  // Qwen2-MoE shared expert (a copy of the dense FFN)
   double expert_noise = 0.0;   // std of Gaussian noise added to every expert weight
@@ -41,7 +41,8 @@ struct ScaleOutOptions {
 };
 
 // The options' text forms, shared by `escale scale-out` and `escale train --init-from` (online
-// upcycling): router mixtral | st, format mixtral | qwen2-moe | auto, drop_by probability |
+// upcycling): router mixtral | st, format auto or an MoE class's CLI name (mixtral, qwen2-moe,
+// qwen3-moe), drop_by probability |
 // position. Anything else is an error naming the value and the choices.
 struct ScaleOutChoices {
   std::string router = "mixtral", format = "auto", drop_by = "probability";
@@ -72,7 +73,7 @@ struct ScaleOutPlan {
   ModelConfig source;
   ModelConfig target;
   ScaleOutOptions options;
-  MoeFormat format = MoeFormat::kMixtral;
+  Architecture format = Architecture::kMixtral;
   double expert_down_scale = 1.0;
   // MoE source: copies per source expert m (target expert e is a copy of source expert e / m, so
   // the copies of expert i sit at i*m .. i*m+m-1). 0 for a dense source.
@@ -87,6 +88,8 @@ struct ScaleOutPlan {
 };
 
 // A dense source is upcycled; an MoE source has its experts duplicated (PlanExpertGrowth).
+// The MoE class an upcycled `source` is written as (ScaleOutOptions::format).
+Result<Architecture> PickMoeArchitecture(const ModelConfig& source, const ScaleOutOptions& opt);
 Result<ScaleOutPlan> PlanScaleOut(const ModelConfig& source, const ScaleOutOptions& opt);
 Result<ScaleOutPlan> PlanExpertGrowth(const ModelConfig& moe, const ScaleOutOptions& opt);
 

@@ -151,10 +151,13 @@ Result<ScaleUpPlan> PlanScaleUp(const ModelConfig& src, const ScaleUpOptions& op
   p.q_rows = std::make_shared<DimMap>(ExpandUnits(heads.q, hd));
   p.kv_rows = std::make_shared<DimMap>(ExpandUnits(heads.kv, hd));
   p.vocab = std::make_shared<DimMap>(IdentityMap(src.vocab_size));
+  // head_dim stays fixed, so a q/k norm weight (one per layer, shared by its heads) is copied:
+  // a copied head normalises exactly as its source does.
+  const DimMapPtr head_units = std::make_shared<DimMap>(IdentityMap(hd));
 
   const bool aki = opt.method != ScaleUpMethod::kFpi;
   std::map<const DimMap*, bool> fresh;
-  for (const DimMapPtr& m : {p.hidden, p.ffn, p.q_rows, p.kv_rows, p.vocab})
+  for (const DimMapPtr& m : {p.hidden, p.ffn, p.q_rows, p.kv_rows, p.vocab, head_units})
     fresh[m.get()] = m->any_fresh();
   const auto src_shapes = ShapesOf(src);
   for (const TensorSpec& spec : CanonicalTensors(t)) {
@@ -179,6 +182,11 @@ Result<ScaleUpPlan> PlanScaleUp(const ModelConfig& src, const ScaleUpOptions& op
       case TensorRole::kAttnNorm:
       case TensorRole::kFfnNorm:
         matrix(p.hidden, nullptr, false);
+        layer_matrix = false;
+        break;
+      case TensorRole::kQNorm:
+      case TensorRole::kKNorm:
+        matrix(head_units, nullptr, false);
         layer_matrix = false;
         break;
       case TensorRole::kWq:

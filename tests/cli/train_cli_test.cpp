@@ -131,7 +131,7 @@ TEST_F(TrainCli, BadInputsGiveOneLineAndNonZeroExit) {
        "online upcycling --scale-out 4,1 (E is scale-out's --experts, K its --top-k): --top-k 1 "
        "with mixtral routing"},
       {"--init-from " + d + "/dense --scale-out 4,2 --moe-format bogus --data " + d + "/shards",
-       "format 'bogus' is not one of mixtral, qwen2-moe, auto"},
+       "format 'bogus' is not one of auto, mixtral, qwen2-moe, qwen3-moe"},
       {"--model " + d + "/dense --data " + d + "/shards --granularity 2",
        "--granularity is an option of online upcycling"},
       {"--model " + d + "/dense --data " + d + "/shards --lr abc", "--lr takes a number"},

@@ -644,13 +644,77 @@ TEST(Generate, GreedyFollowsTheReferenceArgmaxAndStopsAtStopStrings) {
   EXPECT_EQ(streamed, cut->text);
   // The generated token is the EOS: stop before it.
   opt.stop.clear();
-  opt.eos = r->tokens[0];
+  opt.stop_ids = {9999, r->tokens[0]};  // any of the stop ids ends it
   auto eos = Generate(**dec, *tok, prompt, opt);
   ASSERT_TRUE(eos.ok());
   EXPECT_EQ(eos->finish_reason, "eos");
   EXPECT_TRUE(eos->tokens.empty());
   opt.max_new_tokens = 30;  // 8 + 30 > 32
   EXPECT_FALSE(Generate(**dec, *tok, prompt, opt).ok());
+}
+
+// A head padded past the tokenizer (Qwen2.5-7B: 152064 rows for 151665 tokens): here the padded
+// rows 257..259 win every argmax (embedding dimension 0 dominates the residual stream, so the
+// normalised state is ~+4 there, and only the padded rows read it). Without the limit greedy
+// picks them; with the tokenizer's size as the limit it never does and runs to the end.
+TEST(Generate, PaddedHeadRowsAreNeverSampled) {
+  const ModelConfig c = TinyModel(false);
+  TensorMap w = RandomWeights(c, 31);
+  float* embed = w.at("embed").mutable_data<float>();
+  for (int64_t v = 0; v < c.vocab_size; ++v) embed[v * c.hidden_size] = 1000.0f;
+  float* head = w.at("lm_head").mutable_data<float>();
+  for (int64_t v = 0; v < c.vocab_size; ++v) head[v * c.hidden_size] = v >= 257 ? 100.0f : 0.0f;
+  auto tok = ByteTokenizer();
+  ASSERT_EQ(tok->vocab_size(), 257);
+  auto dec = Decoder::Create(c, w, 32);
+  ASSERT_TRUE(dec.ok()) << dec.status().message();
+  GenerateOptions opt;
+  opt.max_new_tokens = 6;
+  auto unlimited = Generate(**dec, *tok, Bytes("pad"), opt);
+  ASSERT_FALSE(unlimited.ok());  // the padded id cannot be decoded
+  EXPECT_NE(unlimited.status().message().find("outside the vocabulary"), std::string::npos)
+      << unlimited.status().message();
+  opt.vocab_limit = tok->vocab_size();
+  for (double temperature : {0.0, 1.0}) {
+    opt.sampling.temperature = temperature;
+    auto r = Generate(**dec, *tok, Bytes("pad"), opt);
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    EXPECT_EQ(r->finish_reason, "length");
+    ASSERT_EQ(r->tokens.size(), 6u);
+    for (int32_t t : r->tokens) EXPECT_LT(t, 257);
+  }
+}
+
+TEST(Generate, StopIdsComeFromGenerationConfigOrConfig) {
+  TempDir tmp;
+  const json extra = {{"eos_token_id", 9}};
+  // No generation_config.json: config.json's eos_token_id, plus the tokenizer's.
+  auto ids = ModelStopIds(tmp.path(), extra, 256);
+  ASSERT_TRUE(ids.ok()) << ids.status().message();
+  EXPECT_EQ(*ids, (std::vector<int32_t>{9, 256}));
+  // generation_config.json wins, and a list is every stop id (Llama 3.1: 128001, 128008, 128009).
+  testing::WriteFile(tmp / "generation_config.json",
+                     R"({"eos_token_id": [128001, 128008, 128009]})");
+  ids = ModelStopIds(tmp.path(), extra, std::nullopt);
+  ASSERT_TRUE(ids.ok()) << ids.status().message();
+  EXPECT_EQ(*ids, (std::vector<int32_t>{128001, 128008, 128009}));
+  for (const char* bad : {R"({"eos_token_id": "x"})", R"({"eos_token_id": [1, -2]})", "[1]", "{"}) {
+    testing::WriteFile(tmp / "generation_config.json", bad);
+    ids = ModelStopIds(tmp.path(), extra, 256);
+    ASSERT_FALSE(ids.ok()) << bad;
+    EXPECT_NE(ids.status().message().find("generation_config.json"), std::string::npos)
+        << ids.status().message();
+  }
+}
+
+TEST(Generate, KvCacheIsSizedToTheCallNotTheModelContext) {
+  // Llama 3.1: 131072 positions; a 10-token prompt and 20 new tokens need 30.
+  EXPECT_EQ(*KvCacheLength(10, 20, 131072, 0), 30);
+  EXPECT_EQ(*KvCacheLength(10, 20, 131072, 4096), 4096);  // --max-length wins
+  EXPECT_EQ(*KvCacheLength(10, 20, 30, 0), 30);
+  auto over = KvCacheLength(10, 21, 30, 0);
+  ASSERT_FALSE(over.ok());
+  EXPECT_NE(over.status().message().find("max_position_embeddings"), std::string::npos);
 }
 
 // SentencePiece-style decoding strips one leading space of the whole text, not of every token:
@@ -845,7 +909,8 @@ TEST(Gsm8k, PromptsGenerationsAndScores) {
     GenerateOptions g;
     g.max_new_tokens = 8;
     g.stop = opt.until;
-    g.eos = tok->eos_id();
+    if (auto eos = tok->eos_id()) g.stop_ids = {*eos};
+    g.vocab_limit = tok->vocab_size();
     auto gen = Generate(**dec, *tok, enc.Encode(expect), g);
     ASSERT_TRUE(gen.ok());
     EXPECT_EQ(r->docs[i].generation, gen->text);

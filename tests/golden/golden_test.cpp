@@ -78,6 +78,10 @@ ModelConfig ConfigOf(const nlohmann::json& j) {
     c.moe.capacity_factor = m.at("capacity_factor");
     c.moe.drop_policy = m.at("drop_policy") == "position" ? DropPolicy::kPosition : DropPolicy::kProbability;
   }
+  if (j.contains("qk_norm") && j["qk_norm"] == "per_head") {
+    c.qk_norm = QkNorm::kPerHead;
+    c.arch = c.is_moe() ? Architecture::kQwen3Moe : Architecture::kQwen3;
+  }
   return c;
 }
 
@@ -181,6 +185,10 @@ TEST(Golden, MixtralMoeMatchesPyTorch) {
 
 TEST(Golden, StMoeSharedExpertTiedMatchesPyTorch) {
   RunGolden("moe_st_shared_tied", DType::kF64, kF64LossTol, kF64GradTol);
+}
+
+TEST(Golden, Qwen3MoeQkNormMatchesPyTorch) {
+  RunGolden("qwen3_moe_qk_norm", DType::kF64, kF64LossTol, kF64GradTol);
 }
 
 // The golden weights are fp64; as f32 inputs they are rounded, so only a looser match holds. This

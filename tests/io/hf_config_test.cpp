@@ -275,8 +275,7 @@ TEST(HfConfig, Qwen2MoeFields) {
 }
 
 TEST(HfConfig, RoundTripEveryArchitecture) {
-  for (const ModelConfig& c : {testing::TinyLlama(), testing::TinyLlama(true), testing::TinyQwen2(),
-                               testing::TinyMistral(), testing::TinyMixtral(), testing::TinyQwen2Moe()}) {
+  for (const ModelConfig& c : testing::AllTiny()) {
     auto j = HfConfigToJson(c);
     ASSERT_TRUE(j.ok()) << j.status().message();
     auto back = ParseHfConfig(*j);
@@ -291,6 +290,7 @@ TEST(HfConfig, RoundTripEveryArchitecture) {
     EXPECT_EQ(back->rope_scaling, c.rope_scaling) << cls;
     EXPECT_EQ(back->rms_norm_eps, c.rms_norm_eps) << cls;
     EXPECT_EQ(back->qkv_bias, c.qkv_bias) << cls;
+    EXPECT_EQ(back->qk_norm, c.qk_norm) << cls;
     EXPECT_EQ(back->tie_word_embeddings, c.tie_word_embeddings) << cls;
     EXPECT_EQ(back->moe.num_experts, c.moe.num_experts) << cls;
     EXPECT_EQ(back->moe.top_k, c.moe.top_k) << cls;

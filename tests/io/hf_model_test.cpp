@@ -15,10 +15,7 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 using testing::TempDir;
 
-std::vector<ModelConfig> AllTiny() {
-  return {testing::TinyLlama(), testing::TinyLlama(true), testing::TinyQwen2(), testing::TinyMistral(),
-          testing::TinyMixtral(), testing::TinyQwen2Moe()};
-}
+using testing::AllTiny;
 
 void ExpectSameConfig(const ModelConfig& a, const ModelConfig& b) {
   auto ja = HfConfigToJson(a), jb = HfConfigToJson(b);
@@ -175,7 +172,8 @@ std::vector<std::pair<std::string, Tensor>> FusedNames(const ModelConfig& c, con
 }
 
 TEST(HfModel, V5FusedExpertsReadAsPerExpertViews) {
-  for (const ModelConfig& c : {testing::TinyMixtral(), testing::TinyQwen2Moe()}) {
+  for (const ModelConfig& c :
+       {testing::TinyMixtral(), testing::TinyQwen2Moe(), testing::TinyQwen3Moe()}) {
     TempDir tmp;
     const auto weights = testing::RandomWeights(c, 7);
     testing::WriteRawCheckpoint(tmp / "v4", testing::ConfigJson(c), testing::HfNamed(c, weights));

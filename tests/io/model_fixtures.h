@@ -84,6 +84,40 @@ inline ModelConfig TinyQwen2Moe() {
   return c;
 }
 
+// Qwen3: per-head q/k norm, explicit head_dim (q_dim 16 != hidden 8), no biases, tied head,
+// and the layer_types list newer configs carry.
+inline ModelConfig TinyQwen3() {
+  ModelConfig c = TinyLlama(/*tied=*/true);
+  c.arch = Architecture::kQwen3;
+  c.qk_norm = QkNorm::kPerHead;
+  c.head_dim = 4;
+  c.extra["use_sliding_window"] = false;
+  c.extra["layer_types"] = {"full_attention", "full_attention"};
+  return c;
+}
+
+// Qwen3-MoE: renormalised top-k (norm_topk_prob true), a dense layer from mlp_only_layers.
+inline ModelConfig TinyQwen3Moe() {
+  ModelConfig c = TinyQwen3();
+  c.arch = Architecture::kQwen3Moe;
+  c.tie_word_embeddings = false;
+  c.num_layers = 3;
+  c.extra.erase("layer_types");
+  c.moe.num_experts = 4;
+  c.moe.top_k = 2;
+  c.moe.expert_intermediate = 4;
+  c.moe.dense_layers = {0};
+  c.moe.router = RouterType::kMixtral;
+  return c;
+}
+
+// One config per row of the architecture table (tests/model/architecture_test.cpp checks that
+// every row is here), plus a tied Llama.
+inline std::vector<ModelConfig> AllTiny() {
+  return {TinyLlama(),   TinyLlama(true), TinyQwen2(),    TinyQwen3(),
+          TinyMistral(), TinyMixtral(),   TinyQwen2Moe(), TinyQwen3Moe()};
+}
+
 inline Tensor RandomTensor(const Shape& shape, std::mt19937& rng) {
   Tensor t = Tensor::Zeros(DType::kF32, shape);
   std::normal_distribution<float> d(0.0f, 1.0f);

@@ -1,6 +1,7 @@
 // The KV-cache decoder against the fp64 reference: the logits after every chunk of tokens equal
 // the reference forward of the whole prefix at its last position (dense, GQA, biases, tied
-// embeddings, MoE with both routings and a shared expert), also after Truncate and Reset.
+// embeddings, MoE with both routings and a shared expert, Qwen3's q/k norm), also after Truncate
+// and Reset.
 #include "model/decoder.h"
 
 #include <gtest/gtest.h>
@@ -19,6 +20,7 @@ struct Variant {
   const char* name;
   bool moe, tied, bias, shared;
   RouterType router;
+  bool qk_norm = false;
 };
 
 ModelConfig Config(const Variant& v) {
@@ -33,8 +35,12 @@ ModelConfig Config(const Variant& v) {
   c.rms_norm_eps = 1e-5;
   c.qkv_bias = v.bias;
   c.tie_word_embeddings = v.tied;
+  if (v.qk_norm) {
+    c.arch = v.moe ? Architecture::kQwen3Moe : Architecture::kQwen3;
+    c.qk_norm = QkNorm::kPerHead;
+  }
   if (v.moe) {
-    c.arch = v.shared ? Architecture::kQwen2Moe : Architecture::kMixtral;
+    if (!v.qk_norm) c.arch = v.shared ? Architecture::kQwen2Moe : Architecture::kMixtral;
     c.moe.num_experts = 4;
     c.moe.top_k = 2;
     c.moe.expert_intermediate = 10;
@@ -52,8 +58,7 @@ TensorMap Weights(const ModelConfig& c, uint32_t seed) {
   for (const TensorSpec& s : CanonicalTensors(c)) {
     Tensor t = Tensor::Zeros(DType::kF32, s.shape);
     float* p = t.mutable_data<float>();
-    const bool norm = s.role == TensorRole::kAttnNorm || s.role == TensorRole::kFfnNorm ||
-                      s.role == TensorRole::kFinalNorm;
+    const bool norm = IsNormRole(s.role);
     for (int64_t i = 0; i < t.numel(); ++i) {
       const double u = double(rng()) / 4294967295.0 * 2.0 - 1.0;
       p[i] = static_cast<float>(norm ? 1.0 + 0.2 * u
@@ -127,7 +132,9 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Variant{"dense", false, false, false, false, RouterType::kMixtral},
                       Variant{"dense_bias_tied", false, true, true, false, RouterType::kMixtral},
                       Variant{"moe_mixtral", true, false, false, false, RouterType::kMixtral},
-                      Variant{"moe_st_shared", true, false, true, true, RouterType::kSt}),
+                      Variant{"moe_st_shared", true, false, true, true, RouterType::kSt},
+                      Variant{"qwen3", false, true, false, false, RouterType::kMixtral, true},
+                      Variant{"qwen3_moe_st", true, false, false, false, RouterType::kSt, true}),
     [](const auto& p) { return std::string(p.param.name); });
 
 TEST(Decoder, RefusesMissingTensors) {

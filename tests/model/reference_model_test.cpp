@@ -47,8 +47,7 @@ TensorMap RandomWeights(const ModelConfig& c, uint32_t seed, double router_scale
   TensorMap m;
   for (const TensorSpec& s : CanonicalTensors(c)) {
     std::vector<double> v(static_cast<size_t>(ShapeNumel(s.shape)));
-    const bool is_norm = s.role == TensorRole::kAttnNorm || s.role == TensorRole::kFfnNorm ||
-                         s.role == TensorRole::kFinalNorm;
+    const bool is_norm = IsNormRole(s.role);
     const double scale = s.role == TensorRole::kRouter ? router_scale : 0.6;
     for (double& x : v) {
       const double u = double(rng()) / 4294967295.0 * 2.0 - 1.0;
@@ -123,6 +122,30 @@ TEST(ReferenceModel, DenseGqaBiasUntiedGradients) {
   coef.output_z = 0.05;
   coef.output_max_z = 0.02;
   const size_t n = CheckModelGradients(c, RandomWeights(c, 1), MakeBatch(c, 2, 2, 5), coef);
+  EXPECT_EQ(n, static_cast<size_t>(CountParameters(c).total));
+}
+
+// Qwen3: per-head RMSNorm of q and k before RoPE (head_dim 4 so the norm is not trivial).
+TEST(ReferenceModel, Qwen3QkNormGradients) {
+  ModelConfig c = Dense();
+  c.arch = Architecture::kQwen3;
+  c.qk_norm = QkNorm::kPerHead;
+  c.qkv_bias = false;
+  c.head_dim = 4;
+  const size_t n = CheckModelGradients(c, RandomWeights(c, 5), MakeBatch(c, 6, 2, 4), {});
+  EXPECT_EQ(n, static_cast<size_t>(CountParameters(c).total));
+}
+
+TEST(ReferenceModel, Qwen3MoeQkNormStRoutingGradients) {
+  ModelConfig c = Moe(RouterType::kSt, 0.0);
+  c.arch = Architecture::kQwen3Moe;
+  c.qk_norm = QkNorm::kPerHead;
+  c.qkv_bias = false;
+  c.head_dim = 4;
+  LossCoefficients coef;
+  coef.aux = 0.01;
+  coef.router_z = 0.001;
+  const size_t n = CheckModelGradients(c, RandomWeights(c, 7), MakeBatch(c, 8, 2, 4), coef);
   EXPECT_EQ(n, static_cast<size_t>(CountParameters(c).total));
 }
 

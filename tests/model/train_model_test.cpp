@@ -86,8 +86,7 @@ TensorMap RandomWeights(const ModelConfig& c, uint32_t seed, double scale = 0.4)
   for (const TensorSpec& s : CanonicalTensors(c)) {
     Tensor t = Tensor::Zeros(DType::kF32, s.shape);
     float* p = t.mutable_data<float>();
-    const bool is_norm = s.role == TensorRole::kAttnNorm || s.role == TensorRole::kFfnNorm ||
-                         s.role == TensorRole::kFinalNorm;
+    const bool is_norm = IsNormRole(s.role);
     const double sc = s.role == TensorRole::kRouter ? 1.5 : scale;
     for (int64_t i = 0; i < t.numel(); ++i) {
       const double u = double(rng()) / 4294967295.0 * 2.0 - 1.0;
@@ -201,6 +200,24 @@ TEST(TrainModel, DenseGqaBiasUntiedMatchesReference) {
   coef.output_z = 0.01;
   coef.output_max_z = 0.02;
   CompareWithReference({"dense", TinyDense(true, false), {2, 6}, coef});
+}
+
+TEST(TrainModel, Qwen3QkNormMatchesReference) {
+  ModelConfig c = TinyDense(false, true);
+  c.arch = Architecture::kQwen3;
+  c.qk_norm = QkNorm::kPerHead;
+  CompareWithReference({"qwen3", c, {2, 6}, {}});
+}
+
+TEST(TrainModel, Qwen3MoeQkNormMatchesReference) {
+  ModelConfig c = TinyMoe(RouterType::kMixtral, 4, 2);
+  c.arch = Architecture::kQwen3Moe;
+  c.qk_norm = QkNorm::kPerHead;
+  c.qkv_bias = false;
+  c.moe.every = 2;
+  LossCoefficients coef;
+  coef.aux = 0.01;
+  CompareWithReference({"qwen3 moe", c, {2, 5}, coef});
 }
 
 TEST(TrainModel, DenseTiedNoBiasMatchesReference) {

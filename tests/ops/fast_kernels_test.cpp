@@ -117,6 +117,46 @@ TEST(FastKernels, RmsNormMatchesReference) {
   ExpectClose(dw, rdw, 1e-5, "dw (accumulated)");
 }
 
+// Qwen3's q/k norm on strided rows (the q or k heads inside a qkv row): each head of every row
+// against the reference RMSNorm of that head alone; values past the heads stay untouched.
+TEST(FastKernels, HeadRmsNormMatchesReferenceOnStridedRows) {
+  const int64_t rows = 7, heads = 3, hd = 20, ld = heads * hd + 5;
+  const VF x0 = RandomF(Z(rows * ld), 5, -2, 2), w = RandomF(Z(hd), 6, 0.5, 1.5),
+           dy0 = RandomF(Z(rows * ld), 7);
+  VF x = x0, raw(Z(rows * heads * hd), kNaN), rstd(Z(rows * heads), kNaN), dw(Z(hd), 0.125f),
+     d = dy0;
+  fast::HeadRmsNormForward(x.data(), rows, ld, heads, hd, w.data(), 1e-6f, raw.data(), rstd.data());
+  fast::HeadRmsNormBackward(raw.data(), rstd.data(), rows, ld, heads, hd, w.data(), d.data(),
+                            dw.data());
+  // The reference sees the heads as rows*heads contiguous RMSNorm rows of hd.
+  VD xr(Z(rows * heads * hd)), dyr(xr.size()), ry(xr.size()), rdx(xr.size(), 0.0),
+      rdw(Z(hd), 0.125);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < heads * hd; ++i) {
+      xr[Z(r * heads * hd + i)] = x0[Z(r * ld + i)];
+      dyr[Z(r * heads * hd + i)] = dy0[Z(r * ld + i)];
+    }
+  const VD wd = D(w);
+  ref::RmsNorm(xr.data(), rows * heads, hd, wd.data(), 1e-6, ry.data());
+  ref::RmsNormBackward(xr.data(), rows * heads, hd, wd.data(), 1e-6, dyr.data(), rdx.data(),
+                       rdw.data());
+  VF y(xr.size()), dx(xr.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < heads * hd; ++i) {
+      y[Z(r * heads * hd + i)] = x[Z(r * ld + i)];
+      dx[Z(r * heads * hd + i)] = d[Z(r * ld + i)];
+      EXPECT_EQ(raw[Z(r * heads * hd + i)], x0[Z(r * ld + i)]) << "raw keeps the input";
+    }
+    for (int64_t i = heads * hd; i < ld; ++i) {
+      EXPECT_EQ(x[Z(r * ld + i)], x0[Z(r * ld + i)]) << "forward touched past the heads";
+      EXPECT_EQ(d[Z(r * ld + i)], dy0[Z(r * ld + i)]) << "backward touched past the heads";
+    }
+  }
+  ExpectClose(y, ry, 1e-5, "y");
+  ExpectClose(dx, rdx, 1e-5, "dx");
+  ExpectClose(dw, rdw, 1e-5, "dw (accumulated)");
+}
+
 TEST(FastKernels, RopeMatchesReferenceAcrossSequences) {
   const int64_t B = 2, T = 5, heads = 3, hd = 8, ld = heads * hd + 4;  // padded rows
   std::vector<double> inv(Z(hd / 2));

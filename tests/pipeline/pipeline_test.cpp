@@ -296,6 +296,16 @@ TEST(Pipeline, RunsStopsOnAFailedStageAndResumes) {
   ASSERT_EQ(ok.exit_code, 0) << ok.err << ok.out;
   EXPECT_EQ(fs::last_write_time(tmp / "run/stages/prepare.done"), prepared);  // not run again
   EXPECT_NE(ok.out.find("== prepare: done"), std::string::npos);
+  // Every training stage is measured against the one peak of the run, kept in machine.json and
+  // passed on the command line (not recorded in the marker: the stage is the same at any peak).
+  const json machine = json::parse(testing::ReadFile(tmp / "run/machine.json"));
+  ASSERT_TRUE(machine["sgemm_gflops"].is_object()) << machine.dump();
+  ASSERT_EQ(machine["sgemm_gflops"].size(), 1u) << machine.dump();
+  const double peak = machine["sgemm_gflops"].begin()->get<double>();
+  EXPECT_GT(peak, 0.0);
+  EXPECT_NE(ok.out.find("--peak-gflops"), std::string::npos) << ok.out;
+  EXPECT_EQ(testing::ReadFile(tmp / "run/stages/moe.done").find("--peak-gflops"),
+            std::string::npos);
   const json summary = json::parse(testing::ReadFile(tmp / "run/pipeline.json"));
   ASSERT_EQ(summary["stages"].size(), 4u);  // prepare, moe, baseline, its decay branch
   const json& prep = summary["stages"][0];

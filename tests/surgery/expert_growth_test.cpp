@@ -293,7 +293,7 @@ TEST(ExpertGrowthRefusals, EveryImpossibleOrRoutingChangingRequestIsRefusedWithT
   o.shared_expert = true;
   refused(mix, 8, 4, o, "--shared-experts");
   o = {};
-  o.format = MoeFormat::kQwen2Moe;
+  o.format = Architecture::kQwen2Moe;
   refused(mix, 8, 4, o, "--format");
   o = {};
   o.capacity_factor = 1.5;

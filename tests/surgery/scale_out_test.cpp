@@ -52,7 +52,9 @@ TEST_P(ScaleOutVariants, MixtralRoutingWithIdenticalExpertsIsTheDenseModel) {
   const TensorMap m = RandomModel(c, 21);
   const Moe moe = Upcycle(c, m, Opts(4, 2));
   EXPECT_TRUE(moe.plan.exact());
-  EXPECT_EQ(moe.plan.target.arch, GetParam().bias ? Architecture::kQwen2Moe : Architecture::kMixtral);
+  EXPECT_EQ(moe.plan.target.arch, GetParam().qk_norm ? Architecture::kQwen3Moe
+                                  : GetParam().bias  ? Architecture::kQwen2Moe
+                                                     : Architecture::kMixtral);
   const auto dense = Forward(c, m).logits;
   ASSERT_GT(MaxAbs(dense), 0.5);
   EXPECT_LT(MaxAbsDiff(dense, Forward(moe.plan.target, moe.tensors).logits), 1e-12);
@@ -71,6 +73,13 @@ TEST_P(ScaleOutVariants, GranularAndSharedVariantsAreExactWithMixtralRouting) {
   EXPECT_LT(MaxAbsDiff(dense, Forward(g.plan.target, g.tensors).logits), 1e-12);
   o = Opts(4, 2);
   o.shared_expert = true;
+  if (GetParam().qk_norm) {  // Qwen3-MoE has no shared expert, Qwen2-MoE no q/k norm
+    const auto refused = PlanScaleOut(c, o);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_NE(refused.status().message().find("no shared expert"), std::string::npos)
+        << refused.status().message();
+    return;
+  }
   const Moe s = Upcycle(c, m, o);
   EXPECT_EQ(s.plan.target.arch, Architecture::kQwen2Moe);
   EXPECT_TRUE(s.plan.exact());
@@ -109,7 +118,8 @@ TEST_P(ScaleOutVariants, GranularTopOneIsExactAndItsRouterHasAGradient) {
 
 INSTANTIATE_TEST_SUITE_P(All, ScaleOutVariants,
                          ::testing::Values(Variant{true, false, false}, Variant{true, true, false},
-                                           Variant{false, false, true}, Variant{true, true, true}),
+                                           Variant{false, false, true}, Variant{true, true, true},
+                                           Variant{true, false, true, true}),
                          [](const auto& p) { return testing::VariantName(p.param); });
 
 std::vector<double> RmsNorm(const double* x, const std::vector<double>& w, int64_t n, double eps) {
@@ -308,7 +318,7 @@ TEST(ScaleOut, ImpossiblePlansAreRefusedWithTheReason) {
   o.granularity = 5;
   refused(c, o, "does not divide");
   o = Opts(4, 2);
-  o.format = MoeFormat::kMixtral;
+  o.format = Architecture::kMixtral;
   refused(qwen, o, "q/k/v biases");
   o.shared_expert = true;
   refused(c, o, "--shared-experts");

@@ -155,7 +155,8 @@ TEST_P(ScaleUpVariants, NonIntegerHiddenFactorBreaksOnlyThroughRmsNorm) {
 
 INSTANTIATE_TEST_SUITE_P(All, ScaleUpVariants,
                          ::testing::Values(Variant{true, false, false}, Variant{true, true, false},
-                                           Variant{false, false, true}, Variant{true, true, true}),
+                                           Variant{false, false, true}, Variant{true, true, true},
+                                           Variant{true, false, true, true}),
                          [](const auto& p) { return testing::VariantName(p.param); });
 
 TEST(ScaleUp, RmsNormOfAnUnevenCopyIsTheCountWeightedMeanSquare) {

@@ -20,13 +20,16 @@ struct Variant {
   bool gqa;
   bool bias;
   bool tied;
+  bool qk_norm = false;  // Qwen3 (needs bias false)
 };
 
 inline std::string VariantName(const Variant& v) {
-  return std::string(v.gqa ? "gqa" : "mha") + (v.bias ? "_bias" : "") + (v.tied ? "_tied" : "");
+  return std::string(v.gqa ? "gqa" : "mha") + (v.bias ? "_bias" : "") + (v.tied ? "_tied" : "") +
+         (v.qk_norm ? "_qknorm" : "");
 }
 
-// hidden 16 = 4 heads x head_dim 4; 2 KV heads with gqa; Qwen2 when it has q/k/v biases.
+// hidden 16 = 4 heads x head_dim 4; 2 KV heads with gqa; Qwen2 when it has q/k/v biases, Qwen3
+// with q/k norm.
 inline ModelConfig TinyConfig(const Variant& v, int64_t layers = 3) {
   ModelConfig c;
   c.arch = v.bias ? Architecture::kQwen2 : Architecture::kLlama;
@@ -41,6 +44,10 @@ inline ModelConfig TinyConfig(const Variant& v, int64_t layers = 3) {
   c.qkv_bias = v.bias;
   c.tie_word_embeddings = v.tied;
   c.dtype = DType::kF64;
+  if (v.qk_norm) {
+    c.arch = Architecture::kQwen3;
+    c.qk_norm = QkNorm::kPerHead;
+  }
   return c;
 }
 
@@ -58,8 +65,7 @@ inline TensorMap RandomModel(const ModelConfig& c, uint64_t seed, DType dtype = 
   TensorMap m;
   for (const TensorSpec& s : CanonicalTensors(c)) {
     std::vector<double> v(static_cast<size_t>(ShapeNumel(s.shape)));
-    const bool norm = s.role == TensorRole::kAttnNorm || s.role == TensorRole::kFfnNorm ||
-                      s.role == TensorRole::kFinalNorm;
+    const bool norm = IsNormRole(s.role);
     for (double& x : v) x = norm ? 1.0 + 0.1 * rng.NextNormal() : 0.35 * rng.NextNormal();
     Tensor t = F64Tensor(v, s.shape);
     m.emplace(s.name, dtype == DType::kF64 ? t : ToDType(t, dtype).value());

@@ -140,19 +140,74 @@ void ColumnSumAccumulate(const float* x, int64_t M, int64_t C, int64_t ld, float
   }
 }
 
-void RmsNormForward(const float* x, int64_t T, int64_t H, const float* w, float eps, float* y, float* rstd) {
-#pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < T; ++t) {
-    const float* xr = x + t * H;
-    float ss = 0;
+namespace {
+
+// One RMSNorm row: y = x · r · w with r = 1/sqrt(mean(x²) + eps); returns r.
+inline float RmsNormRow(const float* x, int64_t n, const float* w, float eps, float* y) {
+  float ss = 0;
 #pragma omp simd reduction(+ : ss)
-    for (int64_t i = 0; i < H; ++i) ss += xr[i] * xr[i];
-    const float r = 1.0f / std::sqrt(ss / static_cast<float>(H) + eps);
-    rstd[t] = r;
-    float* yr = y + t * H;
+  for (int64_t i = 0; i < n; ++i) ss += x[i] * x[i];
+  const float r = 1.0f / std::sqrt(ss / static_cast<float>(n) + eps);
 #pragma omp simd
-    for (int64_t i = 0; i < H; ++i) yr[i] = xr[i] * r * w[i];
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * r * w[i];
+  return r;
+}
+
+}  // namespace
+
+void RmsNormForward(const float* x, int64_t T, int64_t H, const float* w, float eps, float* y,
+                    float* rstd) {
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < T; ++t) rstd[t] = RmsNormRow(x + t * H, H, w, eps, y + t * H);
+}
+
+void HeadRmsNormForward(float* x, int64_t rows, int64_t ld, int64_t heads, int64_t hd,
+                        const float* w, float eps, float* raw, float* rstd) {
+  const int64_t width = heads * hd;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    float* xr = x + r * ld;
+    float* kept = raw + r * width;
+    std::copy(xr, xr + width, kept);
+    for (int64_t h = 0; h < heads; ++h)
+      rstd[r * heads + h] = RmsNormRow(kept + h * hd, hd, w, eps, xr + h * hd);
   }
+}
+
+void HeadRmsNormBackward(const float* raw, const float* rstd, int64_t rows, int64_t ld,
+                         int64_t heads, int64_t hd, const float* w, float* d, float* dw) {
+  const int64_t width = heads * hd;
+  // dw first, while d still holds the output's gradient: each thread owns a block of the hd
+  // columns and sums every (row, head) in order, so the result does not depend on scheduling.
+  constexpr int64_t kBlock = 16;
+  const int64_t blocks = (hd + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t c0 = blk * kBlock, c1 = std::min(hd, c0 + kBlock);
+    float acc[kBlock] = {};
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t h = 0; h < heads; ++h) {
+        const float* xr = raw + r * width + h * hd;
+        const float* dr = d + r * ld + h * hd;
+        const float inv = rstd[r * heads + h];
+        for (int64_t c = c0; c < c1; ++c) acc[c - c0] += dr[c] * xr[c] * inv;
+      }
+    for (int64_t c = c0; c < c1; ++c) dw[c] += acc[c - c0];
+  }
+  // dx = r·(dy·w − x·r²·mean(dy·w·x)), in place over dy.
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t h = 0; h < heads; ++h) {
+      const float* xr = raw + r * width + h * hd;
+      float* dr = d + r * ld + h * hd;
+      const float inv = rstd[r * heads + h];
+      float dot = 0;
+#pragma omp simd reduction(+ : dot)
+      for (int64_t i = 0; i < hd; ++i) dot += dr[i] * w[i] * xr[i];
+      const float c = dot * inv * inv / static_cast<float>(hd);
+#pragma omp simd
+      for (int64_t i = 0; i < hd; ++i) dr[i] = inv * (dr[i] * w[i] - xr[i] * c);
+    }
 }
 
 void RmsNormBackward(const float* x, const float* rstd, int64_t T, int64_t H, const float* w, const float* dy,

@@ -66,6 +66,15 @@ void RmsNormForward(const float* x, int64_t T, int64_t H, const float* w, float 
 void RmsNormBackward(const float* x, const float* rstd, int64_t T, int64_t H, const float* w, const float* dy,
                      float* dx, float* dw);
 
+// Qwen3's q/k norm, in place: row r holds `heads` heads of hd values from x[r*ld]; each head is
+// one RMSNorm row with the shared weight w[hd]. raw [rows, heads*hd] keeps the input and
+// rstd [rows*heads] the inverse RMS for the backward.
+void HeadRmsNormForward(float* x, int64_t rows, int64_t ld, int64_t heads, int64_t hd,
+                        const float* w, float eps, float* raw, float* rstd);
+// d holds the gradient of the output (layout of x) and is replaced by the input's; dw += dL/dw.
+void HeadRmsNormBackward(const float* raw, const float* rstd, int64_t rows, int64_t ld,
+                         int64_t heads, int64_t hd, const float* w, float* d, float* dw);
+
 // In place on `heads` heads of head_dim hd starting at x[row*ld], rotate-half convention; row r is
 // position r % seq_len. cos/sin: [seq_len, hd/2].
 void RopeForward(float* x, int64_t rows, int64_t ld, int64_t heads, int64_t hd, int64_t seq_len, const float* cos,
