@@ -13,6 +13,7 @@
 #include "io/hf_model.h"
 #include "io/tokenizer.h"
 #include "model/layout.h"
+#include "model/rope.h"
 
 namespace escale::gguf {
 namespace {
@@ -145,36 +146,63 @@ double LinearRopeFactor(const ModelConfig& c) {
   return f->get<double>();
 }
 
+bool IsLlama3Rope(const ModelConfig& c) {
+  return c.rope_scaling.is_object() &&
+         c.rope_scaling.value("rope_type", c.rope_scaling.value("type", "")) == "llama3";
+}
+
+// Why llama.cpp's graph of row `g` cannot compute `c` ("" when it can).
+std::string GraphCannotHold(const ArchitectureInfo& g, const ModelConfig& c) {
+  const std::string name(g.gguf_arch);
+  if (name.empty()) return std::string(g.class_name) + " has no GGUF export";
+  if (g.moe != c.is_moe())
+    return "llama.cpp's " + name + (g.moe ? " needs experts" : " has no experts");
+  if (g.qk_norm != c.qk_norm)
+    return "llama.cpp's " + name + (c.qk_norm == QkNorm::kNone ? " needs" : " has no") +
+           " q/k norm";
+  if (c.qkv_bias && g.qkv_bias == QkvBias::kNever && !g.gguf_optional_qkv_bias)
+    return "llama.cpp's " + name + " has no q/k/v biases";
+  if (!c.qkv_bias && g.qkv_bias != QkvBias::kNever)
+    return "llama.cpp's " + name + " needs q/k/v biases";
+  if (IsLlama3Rope(c) && !g.gguf_rope_freqs)
+    return "llama.cpp's " + name + " does not read llama3 rope_scaling as rope_freqs";
+  if (!c.is_moe()) return "";
+  if (c.moe.every != 1 || !c.moe.dense_layers.empty())
+    return "llama.cpp's " + name + " needs every layer MoE; this model has dense layers";
+  if (g.gguf_shared_expert && c.moe.shared_intermediate <= 0)
+    return "llama.cpp's " + name + " needs a shared expert";
+  if (!g.gguf_shared_expert && c.moe.shared_intermediate > 0)
+    return "llama.cpp's " + name + " has no shared expert";
+  const bool renormalises = c.moe.router == RouterType::kMixtral;
+  if (renormalises != g.gguf_renormalises_top_k)
+    return "llama.cpp's " + name +
+           (g.gguf_renormalises_top_k ? " renormalises" : " does not renormalise") +
+           " the top-k weights and this model's router " + (renormalises ? "does" : "does not");
+  return "";
+}
+
+// The model's own row's graph, else the first row's graph that computes the same function (an
+// exact Qwen2-MoE upcycle, renormalised and without a shared expert, runs in the llama graph,
+// which adds q/k/v biases when they are there).
 Result<GgufArch> PickArch(const ModelConfig& c) {
-  if (!c.rope_scaling.is_null() && LinearRopeFactor(c) <= 0)
+  if (!c.rope_scaling.is_null() && LinearRopeFactor(c) <= 0 && !IsLlama3Rope(c))
     return Unsupported("rope_scaling " + c.rope_scaling.dump() +
-                       " is not exported to GGUF yet (plain and linear RoPE are)");
-  const ArchitectureInfo& ai = ArchInfo(c.arch);
-  const std::string cls(ai.class_name), g(ai.gguf_arch);
-  if (g.empty()) return Unsupported(cls + " has no GGUF export");
-  if (ai.qkv_bias != QkvBias::kNever && !c.qkv_bias)
-    return Unsupported("llama.cpp's " + g + " needs q/k/v biases; this " + cls + " has none");
-  if (c.is_moe()) {
-    if (c.moe.every != 1 || !c.moe.dense_layers.empty())
-      return Unsupported("llama.cpp's " + g +
-                         " needs every layer MoE; this model has dense layers");
-    if (ai.gguf_shared_expert && c.moe.shared_intermediate <= 0)
-      return Unsupported("llama.cpp's " + g +
-                         " needs a shared expert; this model has none (scale-out --shared-experts "
-                         "adds one, or write the model as mixtral and export it as llama)");
-    if (!ai.gguf_shared_expert && c.moe.shared_intermediate > 0)
-      return Unsupported("llama.cpp's " + g +
-                         " has no shared expert; write this model as qwen2-moe instead");
-    const bool renormalises = c.moe.router == RouterType::kMixtral;
-    if (renormalises != ai.gguf_renormalises_top_k)
-      return Unsupported(
-          "llama.cpp's " + g +
-          (ai.gguf_renormalises_top_k ? " renormalises" : " does not renormalise") +
-          " the top-k weights and this model's router " + (renormalises ? "does" : "does not") +
-          (ai.gguf_renormalises_top_k ? "; write it with mixtral routing (norm_topk_prob true)"
-                                      : "; write it as mixtral and export it as llama"));
-  }
-  return GgufArch{g, ai.gguf_permute_qk};
+                       " is not exported to GGUF (plain, linear and llama3 RoPE are)");
+  const ArchitectureInfo& own = ArchInfo(c.arch);
+  const std::string why = GraphCannotHold(own, c);
+  if (why.empty()) return GgufArch{std::string(own.gguf_arch), own.gguf_permute_qk};
+  for (const ArchitectureInfo& g : Architectures())
+    if (GraphCannotHold(g, c).empty()) return GgufArch{std::string(g.gguf_arch), g.gguf_permute_qk};
+  std::string advice;
+  if (c.is_moe() && c.moe.shared_intermediate > 0 && c.moe.router == RouterType::kMixtral)
+    advice =
+        "; upcycle without --shared-experts (exported as llama), or with --router st "
+        "(qwen2moe; not exact)";
+  else if (c.is_moe() && c.moe.shared_intermediate == 0 && c.moe.router == RouterType::kSt)
+    advice = "; upcycle with mixtral routing (the default; exact)";
+  else if (c.is_moe() && (c.moe.every != 1 || !c.moe.dense_layers.empty()))
+    advice = "; upcycle every layer (--moe-every 1)";
+  return Unsupported(why + ", and no other GGUF architecture computes this model" + advice);
 }
 
 std::string GgufName(const TensorSpec& s) {
@@ -245,7 +273,21 @@ struct Item {
   std::vector<uint64_t> ne;
   TensorType type;
   int64_t permute_heads = 0;  // rows form this many heads to permute (0: none)
+  std::vector<float> values;  // no parts: the tensor's f32 data (rope_freqs)
 };
+
+// llama3 RoPE as llama.cpp takes it: rope_freqs[i] divides frequency i, so it is the plain
+// frequency over the scaled one (1 for short wavelengths, `factor` for long ones, smooth between).
+Result<std::vector<float>> Llama3RopeFactors(const ModelConfig& c) {
+  ESCALE_ASSIGN_OR_RETURN(const RopeFrequencies scaled, ComputeRopeFrequencies(c));
+  ModelConfig plain = c;
+  plain.rope_scaling = nullptr;
+  ESCALE_ASSIGN_OR_RETURN(const RopeFrequencies base, ComputeRopeFrequencies(plain));
+  std::vector<float> f(base.inv_freq.size());
+  for (size_t i = 0; i < f.size(); ++i)
+    f[i] = static_cast<float>(base.inv_freq[i] / scaled.inv_freq[i]);
+  return f;
+}
 
 // Rows of each head [first half; second half] -> interleaved (0, hd/2, 1, hd/2+1, ...): HF
 // applies RoPE to (x[i], x[i+hd/2]) pairs, ggml's normal RoPE to (x[2i], x[2i+1]).
@@ -349,6 +391,14 @@ Result<std::string> ExportGguf(const std::string& src, const std::string& out,
 
   const std::vector<TensorSpec> specs = CanonicalTensors(c);
   std::vector<Item> items;
+  if (IsLlama3Rope(c)) {
+    Item it;
+    it.name = "rope_freqs.weight";
+    ESCALE_ASSIGN_OR_RETURN(it.values, Llama3RopeFactors(c));
+    it.ne = {static_cast<uint64_t>(it.values.size())};
+    it.type = TensorType::kF32;
+    items.push_back(std::move(it));
+  }
   for (const TensorSpec& s : specs) {
     if (IsExpert(s.role)) {
       if (s.expert > 0) {
@@ -384,6 +434,12 @@ Result<std::string> ExportGguf(const std::string& src, const std::string& out,
   for (size_t k = 0; k < items.size(); ++k) {
     const Item& it = items[k];
     const TensorInfo& info = w.tensors()[k];
+    if (it.parts.empty()) {
+      ESCALE_RETURN_IF_ERROR(w.WriteTensorData(reinterpret_cast<const std::byte*>(it.values.data()),
+                                               it.values.size() * sizeof(float)));
+      total += info.nbytes;
+      continue;
+    }
     // Already f32 and not reordered: written straight from the mapping, no copy.
     if (it.parts.size() == 1 && it.permute_heads == 0 && info.type == TensorType::kF32 &&
         m.at(it.parts[0]->name).dtype() == DType::kF32) {

@@ -70,12 +70,10 @@ Result<const ArchitectureInfo*> DetectArchitecture(const json& j) {
   } else {
     return Cfg("required field 'architectures' is missing");
   }
-  if (name == "OlmoeForCausalLM" || name == "olmoe")
-    return CfgUnsupported(
-        "architecture '" + name +
-        "' is not supported: OLMoE normalises q and k over the whole projection, which no dense "
-        "model escale grows has, so upcycling cannot produce it exactly; escale reads " +
-        std::string(ArchitectureClassList()));
+  if (const RefusedArchitecture* r = FindRefusedArchitecture(name))
+    return CfgUnsupported("architecture '" + name +
+                          "' is not supported: " + std::string(r->reason) + "; escale reads " +
+                          std::string(ArchitectureClassList()));
   return CfgUnsupported("architecture '" + name + "' is not supported; escale reads " +
                         std::string(ArchitectureClassList()));
 }
@@ -222,7 +220,10 @@ Result<ModelConfig> ParseHfConfig(const json& j) {
     if (ab)
       return CfgUnsupported(std::string(ai.qkv_bias_key) +
                             " true (q/k/v/o biases) is not supported: escale has no o_proj "
-                            "bias; convert q/k/v-bias models as Qwen2ForCausalLM");
+                            "bias; convert q/k/v-bias models as " +
+                            ArchitectureClassesWhere([](const ArchitectureInfo& r) {
+                              return !r.moe && r.qkv_bias != QkvBias::kNever;
+                            }));
   }
   ESCALE_ASSIGN_OR_RETURN(bool mb, GetBool(j, "mlp_bias", false));
   if (mb)
@@ -318,6 +319,17 @@ Result<ModelConfig> ReadHfConfig(const std::string& dir) {
   return c;
 }
 
+std::string RopeScalingWarning(const ModelConfig& c) {
+  const ArchitectureInfo& ai = ArchInfo(c.arch);
+  if (c.rope_scaling.is_null() || ai.rope_scaling_ignored_by.empty()) return "";
+  const std::string type = c.rope_scaling.value("rope_type", c.rope_scaling.value("type", "?"));
+  return std::string(ai.class_name) + " with rope_scaling '" + type +
+         "': " + std::string(ai.rope_scaling_ignored_by) +
+         " build plain RoPE for this class and compute other logits than escale does; load it with "
+         "a transformers release that applies rope_scaling to " +
+         std::string(ai.class_name) + " (docs/formats.md, RoPE scaling)";
+}
+
 Result<json> HfConfigToJson(const ModelConfig& c) {
   ESCALE_RETURN_IF_ERROR(c.Validate());
   const ArchitectureInfo& ai = ArchInfo(c.arch);
@@ -327,19 +339,31 @@ Result<json> HfConfigToJson(const ModelConfig& c) {
                                                    std::string(ArchitectureCliList(true))
                                              : " needs experts; write a dense architecture"));
   if (c.qkv_bias && ai.qkv_bias == QkvBias::kNever)
-    return Unsupported(cls + " cannot express q/k/v biases without an o_proj bias; write Qwen2ForCausalLM or Qwen2MoeForCausalLM");
+    return Unsupported(cls + " cannot express q/k/v biases without an o_proj bias; write " +
+                       ArchitectureClassesWhere([](const ArchitectureInfo& r) {
+                         return r.qkv_bias != QkvBias::kNever;
+                       }));
   if (!c.qkv_bias && ai.qkv_bias == QkvBias::kAlways)
-    return Unsupported(cls +
-                       " always has q/k/v biases; write LlamaForCausalLM for a bias-free model");
+    return Unsupported(cls + " always has q/k/v biases; for a bias-free model write " +
+                       ArchitectureClassesWhere([](const ArchitectureInfo& r) {
+                         return !r.moe && r.qkv_bias != QkvBias::kAlways &&
+                                r.qk_norm == QkNorm::kNone;
+                       }));
   if (c.qk_norm != ai.qk_norm)
     return Unsupported(c.qk_norm == QkNorm::kPerHead
-                           ? cls + " has no q/k norm; write Qwen3ForCausalLM or Qwen3MoeForCausalLM"
+                           ? cls + " has no q/k norm; write " +
+                                 ArchitectureClassesWhere([](const ArchitectureInfo& r) {
+                                   return r.qk_norm == QkNorm::kPerHead;
+                                 })
                            : cls + " needs q/k norm weights, which this model has not");
   if (c.is_moe() && c.moe.shared_intermediate > 0 && !ai.shared_expert)
-    return Unsupported(cls + " has no shared expert; write Qwen2MoeForCausalLM");
+    return Unsupported(
+        cls + " has no shared expert; write " +
+        ArchitectureClassesWhere([](const ArchitectureInfo& r) { return r.shared_expert; }));
   if (c.is_moe() && (c.moe.every != 1 || !c.moe.dense_layers.empty()) && !ai.sparse_layers)
-    return Unsupported(cls +
-                       " makes every layer MoE; write Qwen2MoeForCausalLM or Qwen3MoeForCausalLM");
+    return Unsupported(
+        cls + " makes every layer MoE; write " +
+        ArchitectureClassesWhere([](const ArchitectureInfo& r) { return r.sparse_layers; }));
 
   json j = c.extra.is_object() ? c.extra : json::object();
   j["architectures"] = json::array({cls});

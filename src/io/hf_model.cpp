@@ -1,10 +1,13 @@
 // Hugging Face model directories: canonical <-> HF tensor names, reading single-file or sharded
 // checkpoints as zero-copy views, writing through a staging directory (docs/formats.md).
+#include "io/hf_model.h"
+
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -16,7 +19,6 @@
 #include "core/atomic_output.h"
 #include "core/buffer_pool.h"
 #include "core/progress.h"
-#include "io/hf_model.h"
 
 namespace escale {
 namespace {
@@ -366,6 +368,8 @@ Status StreamHfModel(const std::string& dir, const ModelConfig& config, const Te
   if (opt.write_extra) ESCALE_RETURN_IF_ERROR(opt.write_extra(staging.path()));
   ESCALE_RETURN_IF_ERROR(staging.Commit());
   progress.Finish();
+  if (const std::string warning = opt.warn ? RopeScalingWarning(out_cfg) : ""; !warning.empty())
+    std::fprintf(stderr, "escale: warning: %s is %s\n", dir.c_str(), warning.c_str());
   return Status::Ok();
 }
 

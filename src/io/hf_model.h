@@ -1,6 +1,6 @@
 // Hugging Face model directories (config.json + safetensors, sharded or not) <-> the canonical
-// config and tensor layout (model/config.h, model/layout.h), for LlamaForCausalLM,
-// every class of model/architecture.h.
+// config and tensor layout (model/config.h, model/layout.h), for every class of
+// model/architecture.h.
 #pragma once
 
 #include <functional>
@@ -25,6 +25,9 @@ Result<ModelConfig> ParseHfConfig(const nlohmann::json& j);
 Result<ModelConfig> ReadHfConfig(const std::string& dir);
 // Fails when the architecture cannot express the config (e.g. Mixtral with a shared expert).
 Result<nlohmann::json> HfConfigToJson(const ModelConfig& c);
+// What a user must know before loading `c` elsewhere: its class has rope_scaling that some
+// loaders ignore (ArchitectureInfo::rope_scaling_ignored_by). "" when nothing is known.
+std::string RopeScalingWarning(const ModelConfig& c);
 
 // The Hugging Face tensor name of a canonical tensor, for the config's architecture.
 std::string HfTensorName(const ModelConfig& c, const TensorSpec& spec);
@@ -75,6 +78,7 @@ struct WriteOptions {
   // be the output itself.)
   std::vector<std::string> inputs;
   bool progress = true;
+  bool warn = true;  // print RopeScalingWarning on stderr once written (checkpoints do not)
   // Tensors produced ahead of the writer (2: one is produced while the previous one is written).
   size_t in_flight = 2;
   // Called with the staging directory before it is renamed into place, so that files belonging to

@@ -18,7 +18,9 @@ constexpr ArchitectureInfo kTable[] = {
      .moe_form = A::kMixtral,
      .dense_form = A::kLlama,
      .gguf_arch = "llama",
-     .gguf_permute_qk = true},
+     .gguf_permute_qk = true,
+     .gguf_optional_qkv_bias = true,
+     .gguf_rope_freqs = true},
     {.arch = A::kQwen2,
      .class_name = "Qwen2ForCausalLM",
      .model_type = "qwen2",
@@ -48,7 +50,9 @@ constexpr ArchitectureInfo kTable[] = {
      .moe_form = A::kMixtral,
      .dense_form = A::kMistral,
      .gguf_arch = "llama",
-     .gguf_permute_qk = true},
+     .gguf_permute_qk = true,
+     .gguf_optional_qkv_bias = true,
+     .gguf_rope_freqs = true},
     {.arch = A::kMixtral,
      .class_name = "MixtralForCausalLM",
      .model_type = "mixtral",
@@ -66,7 +70,12 @@ constexpr ArchitectureInfo kTable[] = {
      .moe_form = A::kMixtral,
      .dense_form = A::kLlama,
      .gguf_arch = "llama",
-     .gguf_permute_qk = true},
+     .gguf_permute_qk = true,
+     .gguf_optional_qkv_bias = true,
+     .gguf_rope_freqs = true,
+     .rope_scaling_ignored_by =
+         "transformers releases whose MixtralRotaryEmbedding predates the shared RoPE "
+         "initialisation (reported for 4.44 and 4.45)"},
     {.arch = A::kQwen2Moe,
      .class_name = "Qwen2MoeForCausalLM",
      .model_type = "qwen2_moe",
@@ -103,6 +112,13 @@ constexpr ArchitectureInfo kTable[] = {
      .gguf_arch = "qwen3moe"},
 };
 
+constexpr RefusedArchitecture kRefused[] = {
+    {.class_name = "OlmoeForCausalLM",
+     .model_type = "olmoe",
+     .reason = "OLMoE normalises q and k over the whole projection, which no dense model escale "
+               "grows has, so upcycling cannot produce it exactly"},
+};
+
 std::string JoinNames(bool cli, bool moe_only) {
   std::string s;
   for (const ArchitectureInfo& r : kTable) {
@@ -129,6 +145,22 @@ const ArchitectureInfo* FindArchitecture(std::string_view name) {
   for (const ArchitectureInfo& r : kTable)
     if (r.class_name == name || r.model_type == name || r.cli_name == name) return &r;
   return nullptr;
+}
+
+const RefusedArchitecture* FindRefusedArchitecture(std::string_view name) {
+  for (const RefusedArchitecture& r : kRefused)
+    if (r.class_name == name || r.model_type == name) return &r;
+  return nullptr;
+}
+
+std::string ArchitectureClassesWhere(bool (*pred)(const ArchitectureInfo&)) {
+  std::string s;
+  for (const ArchitectureInfo& r : kTable) {
+    if (!pred(r)) continue;
+    if (!s.empty()) s += " or ";
+    s += r.class_name;
+  }
+  return s;
 }
 
 std::string_view ArchitectureClassList() {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 
 namespace escale {
@@ -59,17 +60,32 @@ struct ArchitectureInfo {
 
   // GGUF: llama.cpp's architecture name ("" = not exported), whether Q/K rows are permuted
   // from rotate-half to interleaved RoPE pairs, and for MoE rows the routing llama.cpp's graph
-  // hard-codes and whether it needs a shared expert (every layer MoE in all of them).
+  // hard-codes and whether it needs a shared expert (every layer MoE in all of them). A model
+  // whose own row's graph cannot hold it is exported with the first row's graph that can.
   std::string_view gguf_arch = {};
   bool gguf_permute_qk = false;
   bool gguf_renormalises_top_k = true;
   bool gguf_shared_expert = false;
+  bool gguf_optional_qkv_bias = false;  // the graph adds q/k/v biases when the file has them
+  bool gguf_rope_freqs = false;  // the graph reads llama3 rope_scaling as a rope_freqs tensor
+
+  // Loaders known to build plain RoPE for this class whatever config.json's rope_scaling says;
+  // writing a model with rope_scaling under it prints this as a warning ("" = none known).
+  std::string_view rope_scaling_ignored_by = {};
+};
+
+// Architectures users ask for that escale knows and refuses, with the reason.
+struct RefusedArchitecture {
+  std::string_view class_name, model_type, reason;
 };
 
 std::span<const ArchitectureInfo> Architectures();
 const ArchitectureInfo& ArchInfo(Architecture a);
 // By class name, model_type or CLI name; nullptr when unknown.
 const ArchitectureInfo* FindArchitecture(std::string_view name);
+const RefusedArchitecture* FindRefusedArchitecture(std::string_view name);
+// The class names of the rows `pred` accepts, "A or B or C", for messages that say what to write.
+std::string ArchitectureClassesWhere(bool (*pred)(const ArchitectureInfo&));
 // "LlamaForCausalLM, Qwen2ForCausalLM, ..." (or the CLI names) for messages.
 std::string_view ArchitectureClassList();
 std::string_view ArchitectureCliList(bool moe_only);

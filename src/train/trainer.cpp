@@ -193,6 +193,7 @@ Status SaveCheckpoint(const std::string& run_dir, int64_t step, const TrainModel
   wo.dtype = DType::kF32;
   wo.max_shard_bytes = uint64_t{1} << 62;
   wo.progress = false;
+  wo.warn = false;  // the command that made the model warned already
   wo.copy_tokenizer_from = in.copy_files_from;
   wo.metadata = {{"escale.step", std::to_string(step)}};
   ESCALE_RETURN_IF_ERROR(WriteHfModel(w.dir() + "/model", model.config(), model.ExportTensors(), wo));

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 
@@ -106,6 +107,79 @@ TEST(GgufExport, TiedHeadHasNoOutputTensorAndQwen2IsNotPermuted) {
   EXPECT_EQ(std::memcmp(F32(*q, "blk.0.attn_k.bias"), m->at("layers.0.bk").bytes(),
                         m->at("layers.0.bk").nbytes()),
             0);
+}
+
+// Llama 3.1-style rope_scaling becomes llama.cpp's rope_freqs tensor: one factor per frequency
+// that divides it, computed here independently with the published llama3 rule (transformers'
+// _compute_llama3_parameters): wavelength below original/high_freq_factor keeps 1, above
+// original/low_freq_factor takes `factor`, and between them 1 / ((1 - s)/factor + s) with
+// s = (original/wavelength - low) / (high - low).
+TEST(GgufExport, Llama3RopeScalingBecomesRopeFreqs) {
+  TempDir t;
+  ModelConfig c = escale::testing::TinyLlama();
+  c.head_dim = 16;
+  c.num_heads = 2;
+  c.num_kv_heads = 1;
+  c.hidden_size = 32;
+  c.rope_theta = 10000.0;
+  c.rope_scaling = {{"rope_type", "llama3"},
+                    {"factor", 8.0},
+                    {"low_freq_factor", 1.0},
+                    {"high_freq_factor", 4.0},
+                    {"original_max_position_embeddings", 16}};
+  auto out = ExportGguf(WriteModel(t, c, "l3"), t / "l3.gguf", {TensorType::kF16, false, false});
+  ASSERT_TRUE(out.ok()) << out.status().message();
+  auto f = ReadFile(t / "l3.gguf");
+  ASSERT_TRUE(f.ok());
+  const TensorInfo* rf = f->FindTensor("rope_freqs.weight");
+  ASSERT_NE(rf, nullptr);
+  EXPECT_EQ(rf->type, TensorType::kF32);
+  ASSERT_EQ(rf->ne, (std::vector<uint64_t>{8}));
+  EXPECT_EQ(f->Find("llama.rope.scaling.type"), nullptr);  // the tensor says it all
+  const float* got = F32(*f, "rope_freqs.weight");
+  int smooth = 0, long_waves = 0;
+  for (int i = 0; i < 8; ++i) {
+    const double freq = std::pow(10000.0, -2.0 * i / 16.0), wavelen = 2 * M_PI / freq;
+    double want;
+    if (wavelen < 16.0 / 4.0) {
+      want = 1.0;
+    } else if (wavelen > 16.0 / 1.0) {
+      want = 8.0;
+      ++long_waves;
+    } else {
+      const double sm = (16.0 / wavelen - 1.0) / (4.0 - 1.0);
+      want = 1.0 / ((1 - sm) / 8.0 + sm);
+      ++smooth;
+    }
+    EXPECT_NEAR(got[i], want, 1e-6 * want) << i;
+  }
+  EXPECT_GT(smooth, 0);  // the shape covers the smooth band and a scaled one
+  EXPECT_GT(long_waves, 0);
+  // llama.cpp's qwen2 graph does not read rope_freqs; its llama graph does and adds q/k/v biases,
+  // so a Qwen2 with llama3 scaling is written as llama (permuted, with its biases).
+  ModelConfig q = escale::testing::TinyQwen2();
+  q.rope_scaling = c.rope_scaling;
+  q.head_dim = 16;
+  q.num_heads = 2;
+  q.num_kv_heads = 1;
+  q.hidden_size = 32;
+  auto as_llama =
+      ExportGguf(WriteModel(t, q, "q3"), t / "q3.gguf", {TensorType::kF16, false, false});
+  ASSERT_TRUE(as_llama.ok()) << as_llama.status().message();
+  auto g = ReadFile(t / "q3.gguf");
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ(g->Find("general.architecture")->s, "llama");
+  EXPECT_NE(g->FindTensor("rope_freqs.weight"), nullptr);
+  EXPECT_NE(g->FindTensor("blk.0.attn_q.bias"), nullptr);
+  // A Qwen3 (q/k norm) has no graph that reads llama3 scaling: refused, not plain RoPE.
+  ModelConfig q3 = escale::testing::TinyQwen3();
+  q3.rope_scaling = c.rope_scaling;
+  auto refused =
+      ExportGguf(WriteModel(t, q3, "qwen3"), t / "qwen3.gguf", {TensorType::kF16, false, false});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("llama3"), std::string::npos)
+      << refused.status().message();
+  EXPECT_FALSE(fs::exists(t / "qwen3.gguf"));
 }
 
 TEST(GgufExport, MixtralExpertsAreMergedInOrder) {

@@ -23,6 +23,7 @@
 #include "io/safetensors.h"
 #include "io/tokenizer.h"
 #include "model/reference_forward.h"
+#include "support/llama_cpp.h"
 #include "support/test_support.h"
 
 namespace escale {
@@ -30,63 +31,17 @@ namespace {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+using testing::Compare;
+using testing::kSequences;
+using testing::kTexts;
+using testing::LlamaCpp;
+using testing::LlamaCppAvailable;
+using testing::Measured;
+using testing::RandomiseTensors;
 using testing::RunEscale;
 using testing::RunShell;
 using testing::TempDir;
-
-std::string NpmDir() {
-  return testing::SourceDir() + "/build/gguf-npm";
-}
-
-bool LlamaCppAvailable(std::string& why) {
-  if (RunShell("command -v node >/dev/null").exit_code != 0) {
-    why = "node not found";
-    return false;
-  }
-  if (!fs::exists(NpmDir() + "/node_modules/node-llama-cpp")) {
-    why = "node-llama-cpp missing: run scripts/gguf/fetch_llama_cpp.sh";
-    return false;
-  }
-  return true;
-}
-
-// Runs llama.cpp on `gguf` and returns its JSON answer.
-json LlamaCpp(const TempDir& t, const std::string& gguf, const json& request) {
-  const std::string req = t / "request.json", out = t / "answer.json";
-  testing::WriteFile(req, request.dump());
-  fs::remove(out);
-  auto r = RunShell("node " + testing::SourceDir() + "/scripts/gguf/llama_cpp_eval.mjs '" + gguf +
-                    "' '" + req + "' '" + out + "' 2>&1");
-  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-  if (r.exit_code != 0) return json();
-  return json::parse(testing::ReadFile(out));
-}
-
-const char* kCorpus =
-    "The quick brown fox jumps over the lazy dog. It's 12345 times better, isn't it?\n"
-    "Über café naïve résumé — tabs\there and  double  spaces.\n\nNew paragraph: a = b + c;\n"
-    "the theory of the thing is that there are three threes. 42 + 58 = 100.\n";
-
-const std::vector<std::string> kTexts = {"Hello world",
-                                         "a\nb",
-                                         "  leading spaces",
-                                         "trailing  ",
-                                         "x\n\n\ny",
-                                         "tab\there",
-                                         "numbers 1234567 and 89",
-                                         "it's THE'S don't",
-                                         "über café",
-                                         "<|endoftext|>after special",
-                                         "The quick brown fox.\n"};
-
-// A trained escale tokenizer (GPT-2 regex) with 320 ids, in `dir`.
-void TrainTokenizer(const TempDir& t, const std::string& dir) {
-  testing::WriteFile(t / "corpus.txt", std::string(kCorpus) + kCorpus);
-  fs::create_directories(dir);
-  auto r = RunEscale("tokenizer train --vocab-size 320 --special '<|endoftext|>' -o " + dir +
-                     "/tokenizer.json " + t / "corpus.txt");
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-}
+using testing::TrainTokenizer;
 
 json TinyConfig(const std::string& cls, bool tied, bool bias) {
   json c = {{"architectures", {cls}},
@@ -116,63 +71,6 @@ void Init(const TempDir& t, const json& cfg, const std::string& tok_dir, const s
   ASSERT_EQ(r.exit_code, 0) << r.err;
 }
 
-const std::vector<std::vector<int32_t>> kSequences = {{1, 50, 260, 3, 99, 310, 7, 7},
-                                                      {300, 2, 150, 45, 45, 12}};
-
-struct Measured {
-  double max_rel = 0;  // max |llama.cpp - reference| / max |reference| over sequences
-  int64_t greedy_agree = 0, greedy_total = 0;
-  // Disagreements where the reference's best logit leads the runner-up by more than twice the
-  // dtype's error bound: those cannot be rounding (near-ties can, in f16).
-  int64_t clear_disagree = 0;
-};
-
-Measured Compare(const TempDir& t, const std::string& model_dir, const std::string& gguf,
-                 double tol) {
-  Measured m;
-  auto model = ReadHfModel(model_dir);
-  EXPECT_TRUE(model.ok()) << model.status().message();
-  if (!model.ok()) return m;
-  json ans = LlamaCpp(t, gguf, {{"sequences", kSequences}});
-  if (!ans.contains("logits")) {
-    ADD_FAILURE() << "llama.cpp gave no logits";
-    m.max_rel = INFINITY;
-    return m;
-  }
-  for (size_t s = 0; s < kSequences.size(); ++s) {
-    auto ref = ReferenceForward(model->config, model->tensors, kSequences[s]);
-    EXPECT_TRUE(ref.ok()) << ref.status().message();
-    if (!ref.ok()) continue;
-    const auto& rows = ans["logits"][s];
-    const int64_t V = ref->vocab;
-    EXPECT_EQ(static_cast<int64_t>(rows.size()), ref->tokens);
-    double scale = 0, err = 0;
-    for (int64_t p = 0; p < ref->tokens; ++p) {
-      EXPECT_EQ(static_cast<int64_t>(rows[p].size()), V);
-      int64_t am_ref = 0, am_cpp = 0;
-      double row_scale = 0;
-      for (int64_t v = 0; v < V; ++v) {
-        const double r = ref->logits[static_cast<size_t>(p * V + v)];
-        const double c = rows[p][v].is_number() ? rows[p][v].get<double>() : NAN;
-        scale = std::max(scale, std::fabs(r));
-        row_scale = std::max(row_scale, std::fabs(r));
-        err = std::isnan(c) ? INFINITY : std::max(err, std::fabs(c - r));
-        if (r > ref->logits[static_cast<size_t>(p * V + am_ref)]) am_ref = v;
-        if (c > rows[p][am_cpp].get<double>()) am_cpp = v;
-      }
-      double second = -INFINITY;
-      for (int64_t v = 0; v < V; ++v)
-        if (v != am_ref) second = std::max(second, ref->logits[static_cast<size_t>(p * V + v)]);
-      const double margin = ref->logits[static_cast<size_t>(p * V + am_ref)] - second;
-      m.greedy_agree += am_ref == am_cpp;
-      m.clear_disagree += am_ref != am_cpp && margin > 2 * tol * row_scale;
-      ++m.greedy_total;
-    }
-    m.max_rel = std::max(m.max_rel, err / scale);
-  }
-  return m;
-}
-
 class GgufLlamaCpp : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -181,7 +79,8 @@ class GgufLlamaCpp : public ::testing::Test {
   }
 };
 
-void CheckModel(const TempDir& t, const std::string& dir, const std::string& label) {
+void CheckModel(const TempDir& t, const std::string& dir, const std::string& label,
+                const std::vector<std::vector<int32_t>>& sequences = kSequences) {
   struct Case {
     const char* dtype;
     double tol;
@@ -190,7 +89,7 @@ void CheckModel(const TempDir& t, const std::string& dir, const std::string& lab
     const std::string gguf = t / (label + "-" + c.dtype + ".gguf");
     auto r = RunEscale("convert " + dir + " " + gguf + " --dtype " + c.dtype);
     ASSERT_EQ(r.exit_code, 0) << r.err;
-    const Measured m = Compare(t, dir, gguf, c.tol);
+    const Measured m = Compare(t, dir, gguf, c.tol, sequences);
     std::printf(
         "%s %s: max |llama.cpp - fp64 ref| / max|logit| = %.3g, greedy %lld/%lld (%lld "
         "beyond a near-tie)\n",
@@ -237,39 +136,40 @@ TEST_F(GgufLlamaCpp, MixtralFromScaleOutMatchesReference) {
   CheckModel(t, t / "moe", "mixtral");
 }
 
-// Sets every tensor of the model in `dir` (one f32 safetensors file) whose name contains `part`
-// to base + N(0, std^2) in place. A fresh scale-out leaves shared-expert gates 0, which llama.cpp
-// cannot evaluate (see CheckSharedGatesNonZero), and init leaves q/k norms 1, which would not
-// tell q_norm from k_norm: both paths stay untested unless the weights differ.
-void RandomiseTensors(const std::string& dir, const std::string& part, double base,
-                      double std_dev) {
-  const std::string path = dir + "/model.safetensors";
-  uint64_t data_offset = 0;
-  std::vector<SafetensorsEntry> entries;
-  {
-    auto f = SafetensorsFile::Open(path);
-    ASSERT_TRUE(f.ok()) << f.status().message();
-    data_offset = f->data_offset();
-    entries = f->entries();
-  }
-  std::fstream io(path, std::ios::in | std::ios::out | std::ios::binary);
-  Rng rng(11);
-  int patched = 0;
-  for (const SafetensorsEntry& e : entries) {
-    if (e.name.find(part) == std::string::npos) continue;
-    ASSERT_EQ(e.dtype, DType::kF32);
-    std::vector<float> v((e.end - e.begin) / 4);
-    for (float& x : v) x = static_cast<float>(base + std_dev * rng.NextNormal());
-    io.seekp(static_cast<std::streamoff>(data_offset + e.begin));
-    io.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * 4));
-    ++patched;
-  }
-  ASSERT_TRUE(io.good());
-  ASSERT_GT(patched, 0);
-}
-
 void RandomiseSharedGates(const std::string& dir) {
   RandomiseTensors(dir, "shared_expert_gate", 0.0, 0.3);
+}
+
+// Llama 3.1-style rope_scaling (exported as rope_freqs) on 48 positions, three times the
+// original context of 16: every frequency is scaled or smoothed, and positions past the original
+// context are where plain RoPE would differ most.
+TEST_F(GgufLlamaCpp, Llama3RopeScalingMatchesReferencePastTheOriginalContext) {
+  TempDir t;
+  TrainTokenizer(t, t / "tok");
+  json cfg = TinyConfig("LlamaForCausalLM", false, false);
+  cfg["rope_scaling"] = {{"rope_type", "llama3"},
+                         {"factor", 8.0},
+                         {"low_freq_factor", 1.0},
+                         {"high_freq_factor", 4.0},
+                         {"original_max_position_embeddings", 16}};
+  Init(t, cfg, t / "tok", t / "m");
+  std::vector<int32_t> long_seq;
+  for (int i = 0; i < 48; ++i) long_seq.push_back((i * 37 + 11) % 320);
+  CheckModel(t, t / "m", "llama3-rope", {long_seq});
+  // Teeth: the same weights with plain RoPE give other logits, so the check above sees the scaling.
+  auto scaled = ReadHfModel(t / "m");
+  ASSERT_TRUE(scaled.ok());
+  ModelConfig plain = scaled->config;
+  plain.rope_scaling = nullptr;
+  auto a = ReferenceForward(scaled->config, scaled->tensors, long_seq);
+  auto b = ReferenceForward(plain, scaled->tensors, long_seq);
+  ASSERT_TRUE(a.ok() && b.ok());
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < a->logits.size(); ++i) {
+    diff = std::max(diff, std::fabs(a->logits[i] - b->logits[i]));
+    scale = std::max(scale, std::fabs(a->logits[i]));
+  }
+  EXPECT_GT(diff / scale, 1e-3);
 }
 
 TEST_F(GgufLlamaCpp, Qwen3MatchesReference) {
@@ -316,6 +216,24 @@ TEST_F(GgufLlamaCpp, Qwen2MoeWithSharedExpertMatchesReference) {
   EXPECT_FALSE(fs::exists(t / "fresh.gguf"));
   RandomiseSharedGates(t / "moe");
   CheckModel(t, t / "moe", "qwen2moe");
+}
+
+// Qwen2's exact upcycle (qwen2-moe, renormalised top-k, no shared expert) has no qwen2moe GGUF
+// (llama.cpp's graph needs a shared expert and never renormalises) but runs in the llama graph,
+// which adds the q/k/v biases: the function is kept, no --shared-experts or training needed.
+TEST_F(GgufLlamaCpp, Qwen2MoeExactUpcycleExportsAsLlamaWithBiases) {
+  TempDir t;
+  TrainTokenizer(t, t / "tok");
+  Init(t, TinyConfig("Qwen2ForCausalLM", false, true), t / "tok", t / "dense");
+  RandomiseTensors(t / "dense", "_proj.bias", 0.0, 0.3);  // init leaves biases 0
+  auto r = RunEscale("scale-out " + t / "dense" + " " + t / "moe" +
+                     " --experts 4 --top-k 2 --expert-noise 0.2 --router-init-std 0.5 --seed 3");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("Qwen2MoeForCausalLM"), std::string::npos) << r.out;
+  r = RunEscale("convert " + t / "moe" + " " + t / "probe.gguf");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("arch llama"), std::string::npos) << r.out;
+  CheckModel(t, t / "moe", "qwen2moe-as-llama");
 }
 
 void CheckTokenization(const TempDir& t, const std::string& model_dir, const std::string& gguf) {

@@ -324,6 +324,28 @@ TEST(HfConfig, RefusesConfigsTheArchitectureCannotExpress) {
   EXPECT_FALSE(HfConfigToJson(c).ok());
 }
 
+// Writing rope_scaling under a class some loaders build plain RoPE for is said; elsewhere it is
+// not, and a plain-RoPE model is never warned about.
+TEST(HfConfig, RopeScalingWarningNamesTheClassAndTheType) {
+  const nlohmann::json llama3 = {{"rope_type", "llama3"},
+                                 {"factor", 8.0},
+                                 {"low_freq_factor", 1.0},
+                                 {"high_freq_factor", 4.0},
+                                 {"original_max_position_embeddings", 16}};
+  ModelConfig c = testing::TinyMixtral();
+  EXPECT_EQ(RopeScalingWarning(c), "");
+  c.rope_scaling = llama3;
+  const std::string w = RopeScalingWarning(c);
+  EXPECT_NE(w.find("MixtralForCausalLM"), std::string::npos) << w;
+  EXPECT_NE(w.find("'llama3'"), std::string::npos) << w;
+  EXPECT_NE(w.find("plain RoPE"), std::string::npos) << w;
+  for (ModelConfig other : testing::AllTiny()) {
+    if (!ArchInfo(other.arch).rope_scaling_ignored_by.empty()) continue;
+    other.rope_scaling = llama3;
+    EXPECT_EQ(RopeScalingWarning(other), "") << ArchitectureClassName(other.arch);
+  }
+}
+
 TEST(HfConfig, ReadFromDirectory) {
   testing::TempDir tmp;
   testing::WriteFile(tmp / "config.json", LlamaJson().dump());

@@ -82,5 +82,26 @@ TEST(Architecture, ListsNameEveryRow) {
   }
 }
 
+TEST(Architecture, RefusedNamesAreNotRowsAndSayWhy) {
+  const RefusedArchitecture* olmoe = FindRefusedArchitecture("OlmoeForCausalLM");
+  ASSERT_NE(olmoe, nullptr);
+  EXPECT_EQ(FindRefusedArchitecture("olmoe"), olmoe);
+  EXPECT_FALSE(olmoe->reason.empty());
+  EXPECT_EQ(FindArchitecture("OlmoeForCausalLM"), nullptr);
+  for (const ArchitectureInfo& r : Architectures()) {
+    EXPECT_EQ(FindRefusedArchitecture(r.class_name), nullptr) << r.class_name;
+    EXPECT_EQ(FindRefusedArchitecture(r.model_type), nullptr) << r.model_type;
+  }
+}
+
+TEST(Architecture, ClassesWhereJoinsTheRowsAPredicateAccepts) {
+  EXPECT_EQ(ArchitectureClassesWhere([](const ArchitectureInfo& r) { return r.shared_expert; }),
+            "Qwen2MoeForCausalLM");
+  EXPECT_EQ(ArchitectureClassesWhere(
+                [](const ArchitectureInfo& r) { return r.qk_norm != QkNorm::kNone; }),
+            "Qwen3ForCausalLM or Qwen3MoeForCausalLM");
+  EXPECT_EQ(ArchitectureClassesWhere([](const ArchitectureInfo&) { return false; }), "");
+}
+
 }  // namespace
 }  // namespace escale
