@@ -193,7 +193,7 @@ Status SaveCheckpoint(const std::string& run_dir, int64_t step, const TrainModel
   wo.dtype = DType::kF32;
   wo.max_shard_bytes = uint64_t{1} << 62;
   wo.progress = false;
-  wo.warn = false;  // the command that made the model warned already
+  wo.warn = false;  // said once when the run starts
   wo.copy_tokenizer_from = in.copy_files_from;
   wo.metadata = {{"escale.step", std::to_string(step)}};
   ESCALE_RETURN_IF_ERROR(WriteHfModel(w.dir() + "/model", model.config(), model.ExportTensors(), wo));
@@ -347,6 +347,10 @@ Result<TrainSummary> RunTraining(const TrainOptions& opt, TrainerInputs in) {
     return Status::Ok();
   }();
   ESCALE_RETURN_IF_ERROR(dist::AgreeOnStatus(comm, options_ok));
+  // Checkpoints do not repeat it; an online upcycle has no other command that would say it.
+  if (const std::string warning = rank == 0 ? RopeScalingWarning(config) : ""; !warning.empty())
+    std::fprintf(stderr, "escale train: warning: the checkpoints of this run are %s\n",
+                 warning.c_str());
   // The engine parallelises with OpenMP (BLAS calls run single-threaded inside its team).
   if (opt.threads > 0) omp_set_num_threads(static_cast<int>(opt.threads));
   if (world > 1 && root)

@@ -331,6 +331,17 @@ TEST_P(FamilyAcceptance, EveryCommandOnAShrunkenPublishedConfig) {
   auto tm = ReadHfModel(trained);
   ASSERT_TRUE(tm.ok()) << tm.status().message();
 
+  // Online upcycling inside train says what scale-out says, once.
+  if (warns) {
+    r = RunEscale("train --init-from " + m + " --scale-out 4,2 --data " + t / "shards" + " --out " +
+                  t / "online" +
+                  " --steps 1 --seq-len 32 --micro-batch 2 --no-mfu --eval-batches 0");
+    Ok(r, "online upcycling");
+    EXPECT_NE(r.err.find("warning: the checkpoints of this run are MixtralForCausalLM"),
+              std::string::npos)
+        << r.err;
+  }
+
   // generate, greedy, to the end (a padded vocabulary's extra rows are never sampled).
   r = RunEscale("generate " + trained +
                 " --prompt 'The licence' --max-new-tokens 12 --temperature 0");
