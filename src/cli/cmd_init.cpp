@@ -1,10 +1,10 @@
 // escale init: a randomly initialised model (the from-scratch baseline, or a fixture).
 #include <cstdio>
-
 #include <nlohmann/json.hpp>
 
 #include "cli/command.h"
 #include "core/atomic_output.h"
+#include "core/json_text.h"
 #include "io/hf_model.h"
 #include "model/init.h"
 #include "model/layout.h"
@@ -33,8 +33,7 @@ Status RunInit(const Args& a) {
     ESCALE_ASSIGN_OR_RETURN(c, FindModelPreset(a.preset));
   } else {
     ESCALE_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(a.config));
-    nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
-    if (j.is_discarded()) return FormatError(a.config + " is not valid JSON");
+    ESCALE_ASSIGN_OR_RETURN(nlohmann::json j, ParseJsonText(text, a.config));
     ESCALE_ASSIGN_OR_RETURN(c, ParseHfConfig(j));
   }
   if (a.vocab > 0) c.vocab_size = a.vocab;

@@ -10,6 +10,7 @@
 
 #include "cli/command.h"
 #include "core/atomic_output.h"
+#include "core/json_text.h"
 #include "dist/communicator.h"
 #include "io/hf_model.h"
 #include "io/token_shards.h"
@@ -94,8 +95,7 @@ Status PrepareTrain(Args& a, dist::Communicator& comm, TrainerInputs& in) {
     in.description = "continued pretraining of " + o.model_dir;
   } else if (!o.from_config.empty()) {
     ESCALE_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(o.from_config));
-    nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
-    if (j.is_discarded()) return FormatError(o.from_config + " is not valid JSON");
+    ESCALE_ASSIGN_OR_RETURN(nlohmann::json j, ParseJsonText(text, o.from_config));
     ESCALE_ASSIGN_OR_RETURN(in.config, ParseHfConfig(j));
     ESCALE_RETURN_IF_ERROR(in.config.Validate());
     in.init = RandomInit(in.config, {.seed = static_cast<uint64_t>(o.seed)});

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/atomic_output.h"
+#include "core/json_text.h"
 #include "core/tensor.h"
 #include "io/hf_model.h"
 #include "io/tokenizer.h"
@@ -68,8 +69,7 @@ Result<Vocab> ReadVocab(const std::string& dir, int64_t vocab_size) {
                     "tokenizer.json (and tokenizer_config.json) into " +
                     dir);
   ESCALE_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(path, 256u << 20));
-  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_discarded()) return FormatError(path + " is not valid JSON");
+  ESCALE_ASSIGN_OR_RETURN(nlohmann::json j, ParseJsonText(text, path));
   const auto& model = j.value("model", nlohmann::json::object());
   std::string regex;
   bool byte_level = false;
@@ -125,7 +125,8 @@ Result<Vocab> ReadVocab(const std::string& dir, int64_t vocab_size) {
   v.add_bos = tok->template_adds_bos();
   // tokenizer_config.json's add_bos_token, when it says, is what transformers follows.
   if (auto cfg = ReadSmallFile(dir + "/tokenizer_config.json"); cfg.ok()) {
-    const nlohmann::json tc = nlohmann::json::parse(*cfg, nullptr, false);
+    ESCALE_ASSIGN_OR_RETURN(const nlohmann::json tc,
+                            ParseJsonText(*cfg, dir + "/tokenizer_config.json"));
     if (tc.is_object() && tc.contains("add_bos_token") && tc["add_bos_token"].is_boolean())
       v.add_bos = tc["add_bos_token"].get<bool>();
   }

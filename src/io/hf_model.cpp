@@ -18,6 +18,7 @@
 
 #include "core/atomic_output.h"
 #include "core/buffer_pool.h"
+#include "core/json_text.h"
 #include "core/progress.h"
 
 namespace escale {
@@ -67,9 +68,10 @@ Result<Checkpoint> OpenCheckpoint(const std::string& dir) {
     return NotFound(dir + " holds neither model.safetensors nor model.safetensors.index.json; "
                           "is it a Hugging Face safetensors model directory?");
   ESCALE_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(index_path));
-  const json index = json::parse(text, nullptr, false);
-  if (index.is_discarded() || !index.is_object() || !index.contains("weight_map") ||
-      !index["weight_map"].is_object())
+  auto parsed = ParseJsonText(text, index_path);
+  if (!parsed.ok()) return FormatError(parsed.status().message() + "; re-download it");
+  const json index = *std::move(parsed);
+  if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
     return FormatError(index_path + " is not a valid index (needs a \"weight_map\" object); re-download it");
   std::map<std::string, const SafetensorsFile*> by_file;
   for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {

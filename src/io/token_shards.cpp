@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/atomic_output.h"
+#include "core/json_text.h"
 #include "io/tokenizer.h"
 
 namespace escale::tok {
@@ -183,13 +184,16 @@ Result<std::vector<std::string>> ListShardFiles(const std::string& dir, const st
 Status CheckShardManifest(const std::string& dir, const std::string& tokenizer_json) {
   namespace fs = std::filesystem;
   ESCALE_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(dir + "/manifest.json"));
-  const nlohmann::json m = nlohmann::json::parse(text, nullptr, false);
-  if (m.is_discarded() || !m.is_object() || !m.contains("format") ||
-      m["format"] != "llm.c token shards" || !m.contains("tokenizer") ||
-      !m["tokenizer"].is_object())
+  auto parsed = ParseJsonText(text, dir + "/manifest.json");
+  if (!parsed.ok())
+    return FormatError(
+        parsed.status().message() +
+        "; it was not written by escale tokenize (or was damaged): rerun escale tokenize");
+  const nlohmann::json m = *std::move(parsed);
+  if (!m.is_object() || !m.contains("format") || m["format"] != "llm.c token shards" ||
+      !m.contains("tokenizer") || !m["tokenizer"].is_object())
     return FormatError(dir +
-                       "/manifest.json is empty, not JSON or not written by escale tokenize; rerun "
-                       "escale tokenize");
+                       "/manifest.json was not written by escale tokenize; rerun escale tokenize");
   std::error_code ec;
   if (tokenizer_json.empty() || !fs::is_regular_file(tokenizer_json, ec)) return Status::Ok();
   const nlohmann::json& t = m["tokenizer"];

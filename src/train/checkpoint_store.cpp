@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "core/json_text.h"
 #include "io/safetensors.h"
 
 namespace escale {
@@ -89,8 +90,10 @@ Status CheckpointWriter::Commit(const nlohmann::json& info, int64_t keep_last,
 
 Result<CheckpointInfo> VerifyCheckpoint(const std::string& dir) {
   ESCALE_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(dir + "/" + kManifest));
-  nlohmann::json m = nlohmann::json::parse(text, nullptr, false);
-  if (m.is_discarded() || !m.is_object() || !m.contains("format") || m["format"] != kFormat || !m.contains("step") ||
+  auto parsed = ParseJsonText(text, dir + "/" + kManifest);
+  if (!parsed.ok()) return FormatError(parsed.status().message() + "; the checkpoint is damaged");
+  nlohmann::json m = *std::move(parsed);
+  if (!m.is_object() || !m.contains("format") || m["format"] != kFormat || !m.contains("step") ||
       !m["step"].is_number_integer() || !m.contains("files") || !m["files"].is_object())
     return FormatError(dir + "/manifest.json is not an escale checkpoint manifest");
   for (const auto& [name, size] : m["files"].items()) {

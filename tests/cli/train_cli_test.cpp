@@ -205,7 +205,8 @@ TEST_F(TrainCli, ShardsOfAnotherTokenizerAndBadManifestsAreRefused) {
   EXPECT_FALSE(std::filesystem::exists(d + "/tok_other"));
   // Empty and garbage manifests.
   for (const std::string& m :
-       {std::string(""), std::string("{\"format\": 3}"), std::string("[1, 2]")}) {
+       {std::string(""), std::string("{\"format\": 3}"), std::string("[1, 2]"),
+        std::string("{\"format\": \"llm.c token shards\", \"tokenizer\": {}}") + '\0' + "junk"}) {
     Check(testing::RunShell("rm -rf " + d + "/shards_m && cp -r " + d + "/shards " + d +
                             "/shards_m"));
     testing::WriteFile(d + "/shards_m/manifest.json", m);

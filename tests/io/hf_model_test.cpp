@@ -317,6 +317,25 @@ TEST(HfModel, ShardIndexErrors) {
     testing::WriteFile(tmp / "m/config.json", testing::ConfigJson(c).dump());
     EXPECT_EQ(ReadHfModel(tmp / "m").status().code(), ErrorCode::kNotFound);
   }
+  // A damaged index says where, and nothing after the document is ignored.
+  for (const std::string& tail : {std::string(1, '\0') + "junk", std::string(" {}")}) {
+    TempDir tmp;
+    make(tmp / "m");
+    const std::string path = tmp / "m/model.safetensors.index.json";
+    testing::WriteFile(path, testing::ReadFile(path) + tail);
+    auto m = ReadHfModel(tmp / "m");
+    ASSERT_FALSE(m.ok());
+    EXPECT_EQ(m.status().code(), ErrorCode::kFormat);
+    EXPECT_NE(m.status().message().find("is not valid JSON"), std::string::npos)
+        << m.status().message();
+  }
+  {
+    TempDir tmp;
+    make(tmp / "m");
+    testing::WriteFile(tmp / "m/model.safetensors.index.json", "{\"weight_map\": {\n  \"a\": }");
+    const std::string msg = ReadHfModel(tmp / "m").status().message();
+    EXPECT_NE(msg.find("line 2"), std::string::npos) << msg;
+  }
 }
 
 TEST(HfModel, WriterCopiesTokenizerAndRefusesToClobber) {
