@@ -1,6 +1,5 @@
 #include "model/decoder.h"
 
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -21,29 +20,8 @@ size_t Z(int64_t i) {
   return static_cast<size_t>(i);
 }
 
-// y[M,N] = x[M,K]·W[N,K]^T. Few rows: the output columns are split over the threads instead.
 void Linear(const float* x, int64_t M, int64_t K, const float* W, int64_t N, float* y) {
-  const int threads = omp_get_max_threads();
-  if (M >= 4 * threads) {
-    ops::fast::LinearForward(x, M, K, W, N, y);
-    return;
-  }
-  // A parallel region costs microseconds; tiny products (test models, small experts) run alone.
-  if (threads == 1 || M * N * K < (int64_t{1} << 16)) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(N),
-                static_cast<int>(K), 1.0f, x, static_cast<int>(K), W, static_cast<int>(K), 0.0f, y,
-                static_cast<int>(N));
-    return;
-  }
-#pragma omp parallel
-  {
-    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-    const int64_t n0 = N * t / nt, n1 = N * (t + 1) / nt;
-    if (n1 > n0)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M),
-                  static_cast<int>(n1 - n0), static_cast<int>(K), 1.0f, x, static_cast<int>(K),
-                  W + n0 * K, static_cast<int>(K), 0.0f, y + n0, static_cast<int>(N));
-  }
+  ops::fast::LinearForwardAnyRows(x, M, K, W, N, y);
 }
 
 void AddBias(float* y, int64_t M, int64_t N, const Vec& b) {

@@ -61,19 +61,22 @@ Status CheckSurgeryFlags(const std::string& executable, const std::string& table
 
 }  // namespace
 
-Status CheckRecipe(const Recipe& r, const std::string& executable) {
+Status CheckRecipeTraining(const Recipe& r) {
   ESCALE_RETURN_IF_ERROR(CheckTrainTable("[prepare.train]", r.prepare_train, false));
-  if (r.scale_up) {
-    ESCALE_RETURN_IF_ERROR(CheckSurgeryFlags(executable, "scale_up", "scale-up", r.scale_up_flags));
-    ESCALE_RETURN_IF_ERROR(CheckTrainTable("[scale_up.train]", r.up_train, false));
-  }
-  if (r.scale_out) {
-    ESCALE_RETURN_IF_ERROR(
-        CheckSurgeryFlags(executable, "scale_out", "scale-out", r.scale_out_flags));
-    ESCALE_RETURN_IF_ERROR(CheckTrainTable("[scale_out.train]", r.out_train, false));
-  }
+  if (r.scale_up) ESCALE_RETURN_IF_ERROR(CheckTrainTable("[scale_up.train]", r.up_train, false));
+  if (r.scale_out) ESCALE_RETURN_IF_ERROR(CheckTrainTable("[scale_out.train]", r.out_train, false));
   if (r.baseline)
     ESCALE_RETURN_IF_ERROR(CheckTrainTable("[baseline.train]", r.baseline_train, true));
+  return Status::Ok();
+}
+
+Status CheckRecipe(const Recipe& r, const std::string& executable) {
+  ESCALE_RETURN_IF_ERROR(CheckRecipeTraining(r));
+  if (r.scale_up)
+    ESCALE_RETURN_IF_ERROR(CheckSurgeryFlags(executable, "scale_up", "scale-up", r.scale_up_flags));
+  if (r.scale_out)
+    ESCALE_RETURN_IF_ERROR(
+        CheckSurgeryFlags(executable, "scale_out", "scale-out", r.scale_out_flags));
   return Status::Ok();
 }
 

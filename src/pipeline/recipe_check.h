@@ -13,4 +13,8 @@ namespace escale::pipeline {
 // `executable`: escale itself, asked for the surgery commands' options (their --help).
 Status CheckRecipe(const Recipe& r, const std::string& executable);
 
+// The in-process part of CheckRecipe: every stage's training table, as `escale train` reads and
+// validates it. (The fuzz target for recipes runs this; the surgery keys need the binary.)
+Status CheckRecipeTraining(const Recipe& r);
+
 }  // namespace escale::pipeline

@@ -53,6 +53,29 @@ void LinearForward(const float* x, int64_t M, int64_t K, const float* W, int64_t
   });
 }
 
+void LinearForwardAnyRows(const float* x, int64_t M, int64_t K, const float* W, int64_t N,
+                          float* y) {
+  const int threads = omp_get_max_threads();
+  if (M >= 4 * threads) {
+    LinearForward(x, M, K, W, N, y);
+    return;
+  }
+  // A parallel region costs microseconds; tiny products (test models, small experts) run alone.
+  if (threads == 1 || M * N * K < (int64_t{1} << 16)) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, I(M), I(N), I(K), 1.0f, x, I(K), W, I(K),
+                0.0f, y, I(N));
+    return;
+  }
+#pragma omp parallel
+  {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t n0 = N * t / nt, n1 = N * (t + 1) / nt;
+    if (n1 > n0)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, I(M), I(n1 - n0), I(K), 1.0f, x, I(K),
+                  W + n0 * K, I(K), 0.0f, y + n0, I(N));
+  }
+}
+
 void LinearBackwardInput(const float* dy, int64_t M, int64_t N, const float* W, int64_t K, float* dx, float beta) {
   if (M == 0 || K == 0) return;
   ForSlices(M, 2.0 * double(M) * double(N) * double(K), [&](int64_t m0, int64_t m1) {
