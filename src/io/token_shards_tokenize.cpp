@@ -122,24 +122,13 @@ bool IsValidationDocument(uint64_t seed, uint64_t index, double val_fraction) {
   return static_cast<double>(h >> 11) * 0x1.0p-53 < val_fraction;
 }
 
-Result<TokenizeSummary> TokenizeToShards(const TokenizeOptions& opts) {
-  if (opts.val_fraction < 0 || opts.val_fraction > 1) return InvalidArgument("--val-fraction must be in [0, 1]");
-  if (opts.workers < 1) return InvalidArgument("--workers must be at least 1");
-  if (opts.shard_tokens < 1 || opts.shard_tokens > 2147483647ull) {
-    return InvalidArgument("--shard-tokens must be in [1, 2^31-1] (llm.c's int32 header)");
-  }
-  ESCALE_ASSIGN_OR_RETURN(auto tok, Tokenizer::FromFile(opts.tokenizer_path));
-  ESCALE_ASSIGN_OR_RETURN(auto sources, ListSources(opts.inputs));
-  FieldFilter filter;
-  if (!opts.jsonl_filter.empty()) {
-    ESCALE_ASSIGN_OR_RETURN(filter, ParseFieldFilter(opts.jsonl_filter, "--jsonl-filter"));
-    for (const auto& s : sources)
-      if (!s.jsonl)
-        return InvalidArgument("--jsonl-filter selects JSONL documents by a field, but " + s.path +
-                               " is plain text; give only .jsonl inputs");
-  }
+namespace {
 
-  // Document delimiter, prefixed to every document (llm.c: BOS for Llama 3, <|endoftext|> for GPT-2).
+// The token prefixed to every document (llm.c: BOS for Llama 3, <|endoftext|> for GPT-2), and
+// its name.
+Result<std::pair<int32_t, std::string>> ChooseDelimiter(const TokenizeOptions& opts,
+                                                        const Tokenizer& tokenizer) {
+  const Tokenizer* tok = &tokenizer;
   std::optional<int32_t> delim;
   std::string delim_name = opts.delimiter;
   if (!delim_name.empty()) {
@@ -158,109 +147,98 @@ Result<TokenizeSummary> TokenizeToShards(const TokenizeOptions& opts) {
   }
   delim_name = tok->IdToToken(*delim);
 
-  std::vector<std::string> inputs = opts.inputs;
-  inputs.push_back(opts.tokenizer_path);
-  ESCALE_ASSIGN_OR_RETURN(StagingDir staging,
-                          StagingDir::Create(opts.output_dir, opts.overwrite, inputs));
-  const int width = ShardTokenBytes(tok->vocab_size());
-  SplitWriter train(staging.path(), "train", width, opts.shard_tokens);
-  SplitWriter val(staging.path(), "val", width, opts.shard_tokens);
+  return std::make_pair(*delim, delim_name);
+}
 
-  uint64_t total_bytes = 0;
-  for (const auto& s : sources) total_bytes += s.size;
-  std::vector<uint64_t> source_docs(sources.size(), 0);
-
-  Pipeline pl;
-  pl.max_in_flight = static_cast<size_t>(opts.workers) * 2 + 2;
-  EncodeOptions enc_opts;
-  enc_opts.parse_special = false;  // text is text: "<|eot_id|>" in a document is not a control token
-  enc_opts.add_special_tokens = false;
-
-  const double cpu_start = ProcessCpuSeconds();
-  std::thread reader([&] {
-    Batch batch;
-    uint64_t seq = 0, doc_index = 0, consumed = 0;
-    auto flush = [&]() -> bool {
-      std::unique_lock<std::mutex> lk(pl.mu);
-      pl.cv.wait(lk, [&] { return pl.stop || pl.todo.size() + pl.done.size() < pl.max_in_flight; });
-      if (pl.stop) return false;
-      batch.seq = seq++;
-      pl.todo.push_back(std::move(batch));
-      batch = Batch();
-      batch.first_doc = doc_index;
-      pl.cv.notify_all();
-      return true;
-    };
-    Status st;
-    std::string doc;
-    for (size_t si = 0; si < sources.size() && st.ok(); ++si) {
-      auto r = DocumentReader::Open(sources[si], filter);
-      if (!r.ok()) {
-        st = r.status();
+// The reader thread: documents of every source, in order, in batches of about kBatchBytes.
+// source_docs counts the documents of each source.
+void ReadBatches(Pipeline& pl, const std::vector<SourceFile>& sources, const FieldFilter& filter,
+                 std::vector<uint64_t>& source_docs) {
+  Batch batch;
+  uint64_t seq = 0, doc_index = 0, consumed = 0;
+  auto flush = [&]() -> bool {
+    std::unique_lock<std::mutex> lk(pl.mu);
+    pl.cv.wait(lk, [&] { return pl.stop || pl.todo.size() + pl.done.size() < pl.max_in_flight; });
+    if (pl.stop) return false;
+    batch.seq = seq++;
+    pl.todo.push_back(std::move(batch));
+    batch = Batch();
+    batch.first_doc = doc_index;
+    pl.cv.notify_all();
+    return true;
+  };
+  Status st;
+  std::string doc;
+  for (size_t si = 0; si < sources.size() && st.ok(); ++si) {
+    auto r = DocumentReader::Open(sources[si], filter);
+    if (!r.ok()) {
+      st = r.status();
+      break;
+    }
+    while (true) {
+      auto more = r->Next(doc);
+      if (!more.ok()) {
+        st = more.status();
         break;
       }
-      while (true) {
-        auto more = r->Next(doc);
-        if (!more.ok()) {
-          st = more.status();
-          break;
-        }
-        if (!*more) break;
-        batch.text_bytes += doc.size();
-        batch.file_bytes = consumed + r->bytes_read();
-        batch.docs.push_back(std::move(doc));
-        doc = std::string();
-        ++doc_index;
-        ++source_docs[si];
-        if (batch.text_bytes >= kBatchBytes && !flush()) return;
-      }
-      consumed += sources[si].size;
-      batch.file_bytes = consumed;
+      if (!*more) break;
+      batch.text_bytes += doc.size();
+      batch.file_bytes = consumed + r->bytes_read();
+      batch.docs.push_back(std::move(doc));
+      doc = std::string();
+      ++doc_index;
+      ++source_docs[si];
+      if (batch.text_bytes >= kBatchBytes && !flush()) return;
     }
-    if (st.ok() && !batch.docs.empty() && !flush()) return;
-    std::lock_guard<std::mutex> lk(pl.mu);
-    pl.reader_status = st;
-    pl.reader_finished = true;
-    pl.batches_total = seq;
-    pl.cv.notify_all();
-  });
-
-  std::vector<std::thread> workers;
-  for (int w = 0; w < opts.workers; ++w) {
-    workers.emplace_back([&] {
-      Encoder enc(*tok);
-      while (true) {
-        Batch b;
-        {
-          std::unique_lock<std::mutex> lk(pl.mu);
-          pl.cv.wait(lk, [&] { return pl.stop || !pl.todo.empty() || pl.reader_finished; });
-          if (pl.stop || (pl.todo.empty() && pl.reader_finished)) return;
-          b = std::move(pl.todo.front());
-          pl.todo.pop_front();
-        }
-        Encoded e;
-        e.text_bytes = b.text_bytes;
-        e.file_bytes = b.file_bytes;
-        for (size_t i = 0; i < b.docs.size(); ++i) {
-          const bool is_val = IsValidationDocument(opts.seed, b.first_doc + i, opts.val_fraction);
-          auto& out = is_val ? e.val : e.train;
-          out.push_back(*delim);
-          enc.Encode(b.docs[i], enc_opts, out);
-          ++(is_val ? e.val_docs : e.train_docs);
-          if (!enc.error().empty() && e.error.empty())
-            e.error = "document " + std::to_string(b.first_doc + i + 1) + ": " + enc.error();
-        }
-        std::lock_guard<std::mutex> lk(pl.mu);
-        pl.done.emplace(b.seq, std::move(e));
-        pl.cv.notify_all();
-      }
-    });
+    consumed += sources[si].size;
+    batch.file_bytes = consumed;
   }
+  if (st.ok() && !batch.docs.empty() && !flush()) return;
+  std::lock_guard<std::mutex> lk(pl.mu);
+  pl.reader_status = st;
+  pl.reader_finished = true;
+  pl.batches_total = seq;
+  pl.cv.notify_all();
+}
 
-  // Write results in order on this thread.
-  Progress progress("tokenizing", total_bytes, "B", opts.progress);
-  TokenizeSummary sum;
-  uint64_t train_docs = 0, val_docs = 0;
+// A worker thread: encodes batches into each document's split until the reader is done.
+void EncodeBatches(Pipeline& pl, const Tokenizer& tokenizer, const TokenizeOptions& opts,
+                   int32_t delim, const EncodeOptions& enc_opts) {
+  Encoder enc(tokenizer);
+  while (true) {
+    Batch b;
+    {
+      std::unique_lock<std::mutex> lk(pl.mu);
+      pl.cv.wait(lk, [&] { return pl.stop || !pl.todo.empty() || pl.reader_finished; });
+      if (pl.stop || (pl.todo.empty() && pl.reader_finished)) return;
+      b = std::move(pl.todo.front());
+      pl.todo.pop_front();
+    }
+    Encoded e;
+    e.text_bytes = b.text_bytes;
+    e.file_bytes = b.file_bytes;
+    for (size_t i = 0; i < b.docs.size(); ++i) {
+      const bool is_val = IsValidationDocument(opts.seed, b.first_doc + i, opts.val_fraction);
+      auto& out = is_val ? e.val : e.train;
+      out.push_back(delim);
+      enc.Encode(b.docs[i], enc_opts, out);
+      ++(is_val ? e.val_docs : e.train_docs);
+      if (!enc.error().empty() && e.error.empty())
+        e.error = "document " + std::to_string(b.first_doc + i + 1) + ": " + enc.error();
+    }
+    std::lock_guard<std::mutex> lk(pl.mu);
+    pl.done.emplace(b.seq, std::move(e));
+    pl.cv.notify_all();
+  }
+}
+
+struct WrittenCounts {
+  uint64_t train_docs = 0, val_docs = 0, text_bytes = 0;
+};
+
+// On the calling thread: the encoded batches appended to the splits in document order.
+Status WriteInOrder(Pipeline& pl, SplitWriter& train, SplitWriter& val, Progress& progress,
+                    WrittenCounts& counts) {
   Status write_status;
   for (uint64_t next = 0;; ++next) {
     Encoded e;
@@ -279,11 +257,66 @@ Result<TokenizeSummary> TokenizeToShards(const TokenizeOptions& opts) {
     write_status = train.Add(e.train);
     if (write_status.ok()) write_status = val.Add(e.val);
     if (!write_status.ok()) break;
-    train_docs += e.train_docs;
-    val_docs += e.val_docs;
-    sum.bytes += e.text_bytes;
+    counts.train_docs += e.train_docs;
+    counts.val_docs += e.val_docs;
+    counts.text_bytes += e.text_bytes;
     progress.Update(e.file_bytes);
   }
+  return write_status;
+}
+
+}  // namespace
+
+Result<TokenizeSummary> TokenizeToShards(const TokenizeOptions& opts) {
+  if (opts.val_fraction < 0 || opts.val_fraction > 1)
+    return InvalidArgument("--val-fraction must be in [0, 1]");
+  if (opts.workers < 1) return InvalidArgument("--workers must be at least 1");
+  if (opts.shard_tokens < 1 || opts.shard_tokens > 2147483647ull) {
+    return InvalidArgument("--shard-tokens must be in [1, 2^31-1] (llm.c's int32 header)");
+  }
+  ESCALE_ASSIGN_OR_RETURN(auto tok, Tokenizer::FromFile(opts.tokenizer_path));
+  ESCALE_ASSIGN_OR_RETURN(auto sources, ListSources(opts.inputs));
+  FieldFilter filter;
+  if (!opts.jsonl_filter.empty()) {
+    ESCALE_ASSIGN_OR_RETURN(filter, ParseFieldFilter(opts.jsonl_filter, "--jsonl-filter"));
+    for (const auto& s : sources)
+      if (!s.jsonl)
+        return InvalidArgument("--jsonl-filter selects JSONL documents by a field, but " + s.path +
+                               " is plain text; give only .jsonl inputs");
+  }
+
+  ESCALE_ASSIGN_OR_RETURN(const auto chosen, ChooseDelimiter(opts, *tok));
+  const int32_t delim = chosen.first;
+  const std::string& delim_name = chosen.second;
+  std::vector<std::string> inputs = opts.inputs;
+  inputs.push_back(opts.tokenizer_path);
+  ESCALE_ASSIGN_OR_RETURN(StagingDir staging,
+                          StagingDir::Create(opts.output_dir, opts.overwrite, inputs));
+  const int width = ShardTokenBytes(tok->vocab_size());
+  SplitWriter train(staging.path(), "train", width, opts.shard_tokens);
+  SplitWriter val(staging.path(), "val", width, opts.shard_tokens);
+
+  uint64_t total_bytes = 0;
+  for (const auto& s : sources) total_bytes += s.size;
+  std::vector<uint64_t> source_docs(sources.size(), 0);
+
+  Pipeline pl;
+  pl.max_in_flight = static_cast<size_t>(opts.workers) * 2 + 2;
+  EncodeOptions enc_opts;
+  enc_opts.parse_special =
+      false;  // text is text: "<|eot_id|>" in a document is not a control token
+  enc_opts.add_special_tokens = false;
+
+  const double cpu_start = ProcessCpuSeconds();
+  std::thread reader([&] { ReadBatches(pl, sources, filter, source_docs); });
+  std::vector<std::thread> workers;
+  for (int w = 0; w < opts.workers; ++w)
+    workers.emplace_back([&] { EncodeBatches(pl, *tok, opts, delim, enc_opts); });
+
+  // Write results in order on this thread.
+  Progress progress("tokenizing", total_bytes, "B", opts.progress);
+  WrittenCounts counts;
+  const Status write_status = WriteInOrder(pl, train, val, progress, counts);
   {
     std::lock_guard<std::mutex> lk(pl.mu);
     pl.stop = true;
@@ -298,7 +331,9 @@ Result<TokenizeSummary> TokenizeToShards(const TokenizeOptions& opts) {
   progress.Update(total_bytes);
   progress.Finish();
 
-  sum.documents = train_docs + val_docs;
+  TokenizeSummary sum;
+  sum.bytes = counts.text_bytes;
+  sum.documents = counts.train_docs + counts.val_docs;
   sum.tokens = train.tokens() + val.tokens();
   sum.seconds = progress.elapsed_seconds();
   sum.cpu_seconds = ProcessCpuSeconds() - cpu_start;
@@ -311,7 +346,7 @@ Result<TokenizeSummary> TokenizeToShards(const TokenizeOptions& opts) {
   m["tokenizer"] = {{"path", std::filesystem::absolute(opts.tokenizer_path).string()},
                     {"sha256", tok->sha256()},
                     {"vocab_size", tok->vocab_size()}};
-  m["delimiter"] = {{"token", delim_name}, {"id", *delim}, {"position", "before each document"}};
+  m["delimiter"] = {{"token", delim_name}, {"id", delim}, {"position", "before each document"}};
   m["special_tokens_in_text"] = "not parsed (encoded as plain text)";
   m["seed"] = opts.seed;
   m["val_fraction"] = opts.val_fraction;
@@ -324,7 +359,7 @@ Result<TokenizeSummary> TokenizeToShards(const TokenizeOptions& opts) {
   m["sources"] = src;
   m["documents"] = sum.documents;
   m["tokens"] = sum.tokens;
-  m["splits"] = {{"train", train.Json(train_docs)}, {"val", val.Json(val_docs)}};
+  m["splits"] = {{"train", train.Json(counts.train_docs)}, {"val", val.Json(counts.val_docs)}};
   ESCALE_RETURN_IF_ERROR(WriteFileAtomic(staging.path() + "/manifest.json", m.dump(1) + "\n"));
   ESCALE_RETURN_IF_ERROR(staging.Commit());
   return sum;

@@ -275,20 +275,11 @@ std::optional<std::string> ConfigTokenName(const json& config, const char* key) 
   return std::nullopt;
 }
 
-Status Load(const json& root, const json& config, TokenizerImpl& t) {
-  if (!root.is_object()) return FormatError("tokenizer.json is not a JSON object");
-  if (!root.contains("model")) return FormatError("tokenizer.json has no 'model'");
-  const json& model = root.at("model");
-  const std::string mtype = TypeOf(model);
-  if (!mtype.empty() && mtype != "BPE") {
-    return Unsupported(
-        "model type '" + mtype +
-        "' is not supported: only BPE models (byte-level like GPT-2, Llama 3, Qwen2, or "
-        "SentencePiece-style like Llama 2, Mistral); Unigram (T5) and WordPiece are not");
-  }
-  const json pre_tok = root.value("pre_tokenizer", json());
+// The BPE model's options, and whether its vocabulary is SentencePiece-style text or byte-level.
+Status LoadModelOptions(const json& root, const json& model, TokenizerImpl& t) {
   // SentencePiece-style when neither the pre-tokenizer nor the decoder is ByteLevel.
-  t.literal = !HasByteLevel(pre_tok) && !HasByteLevel(root.value("decoder", json()));
+  t.literal = !HasByteLevel(root.value("pre_tokenizer", json())) &&
+              !HasByteLevel(root.value("decoder", json()));
   t.bpe.literal = t.literal;
   t.bpe.byte_fallback = model.value("byte_fallback", false);
   t.bpe.fuse_unk = model.value("fuse_unk", false);
@@ -306,7 +297,13 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
   }
   t.bpe.ignore_merges = model.value("ignore_merges", false);
 
-  // Vocabulary.
+  return Status::Ok();
+}
+
+// model.vocab and the ids of added_tokens: checked ids, the id tables sized to them, each
+// vocabulary token's bytes. in_vocab marks the ids model.vocab defines.
+Status LoadVocabulary(const json& model, const json& added, TokenizerImpl& t,
+                      std::vector<uint8_t>& in_vocab) {
   const json& vocab = model.at("vocab");
   if (!vocab.is_object()) return FormatError("model.vocab must be an object of token -> id");
   int64_t max_id = -1;
@@ -316,8 +313,6 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
     if (id < 0 || id >= kMaxId) return FormatError("model.vocab id " + std::to_string(id) + " is out of range");
     max_id = std::max(max_id, id);
   }
-  const json& added = root.contains("added_tokens") && root.at("added_tokens").is_array()
-                          ? root.at("added_tokens") : json::array();
   for (const json& a : added) {
     const int64_t id = a.at("id").get<int64_t>();
     if (id < 0 || id >= kMaxId) return FormatError("added token id " + std::to_string(id) + " is out of range");
@@ -337,7 +332,7 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
   std::fill(std::begin(t.bpe.byte_id), std::end(t.bpe.byte_id), -1);
   t.bpe.bytes_to_id.Reserve(vocab.size());
   t.token_to_id.reserve(vocab.size() + added.size());
-  std::vector<uint8_t> in_vocab(n, 0);
+  in_vocab.assign(n, 0);
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
     const auto id = static_cast<int32_t>(it.value().get<int64_t>());
     const std::string& token = it.key();
@@ -373,6 +368,11 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
     }
   }
 
+  return Status::Ok();
+}
+
+// SentencePiece's byte-fallback tokens <0xNN>, and the unknown token.
+Status LoadFallbackAndUnknown(const json& model, TokenizerImpl& t) {
   std::fill(std::begin(t.bpe.fallback_id), std::end(t.bpe.fallback_id), -1);
   if (t.literal) {
     static const char* kHex = "0123456789ABCDEF";
@@ -392,12 +392,16 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
     t.bpe.unk_id = it->second;
   }
 
+  return Status::Ok();
+}
+
+// merge_sides: every id used as a merge's left or right side.
+Status LoadMerges(const json& model, TokenizerImpl& t, std::vector<int32_t>& merge_sides) {
   // Merges: "a b" strings (legacy) or ["a", "b"] pairs; rank = position.
   const json& merges = model.contains("merges") ? model.at("merges") : json::array();
   if (!merges.is_array()) return FormatError("model.merges must be an array");
   t.bpe.merges.Reserve(merges.size());
   int32_t rank = 0;
-  std::vector<int32_t> merge_sides;  // every id used as a merge's left or right side
   merge_sides.reserve(2 * merges.size());
   std::string_view a, b;
   std::string ab;
@@ -430,6 +434,11 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
     ++rank;
   }
 
+  return Status::Ok();
+}
+
+Status LoadAddedTokens(const json& added, const std::vector<uint8_t>& in_vocab, TokenizerImpl& t) {
+  const size_t n = t.id_token.size();
   // Added tokens: decode to their content; matched before the model sees the text. One may name
   // a vocabulary token again (Llama 2's <s>, GPT-2's <|endoftext|>), never take another's id.
   std::vector<uint8_t> is_added(n, 0);
@@ -456,47 +465,40 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
     t.token_to_id[at.content] = at.id;
     t.added.push_back(std::move(at));
   }
-  BuildMatcher(t, false, t.raw_matcher);
-  BuildMatcher(t, true, t.normalized_matcher);
+  return Status::Ok();
+}
 
-  ESCALE_RETURN_IF_ERROR(LoadNormalizer(root.value("normalizer", json()), t));
-  t.nfc = t.norm.size() == 1 && t.norm[0].kind == NormStep::Kind::kNfc;
-  bool byte_level = false;
-  ESCALE_RETURN_IF_ERROR(LoadPreTokenizer(pre_tok, t, byte_level));
-  if (!t.literal && !byte_level) {
-    return Unsupported(
-        "tokenizer.json has a ByteLevel decoder but no ByteLevel pre-tokenizer: only "
-        "byte-level BPE (GPT-2, Llama 3, Qwen2) or SentencePiece-style BPE (Llama 2, "
-        "Mistral) is supported");
+// SentencePiece-style only: the decoder, and where text may be cut before the model sees it.
+Status LoadLiteralDecoding(const json& root, const json& vocab,
+                           const std::vector<int32_t>& merge_sides, TokenizerImpl& t) {
+  ESCALE_RETURN_IF_ERROR(LoadDecoder(root.value("decoder", json()), t));
+  // Cutting before each U+2581 run that follows other text is exact when no token could span
+  // such a cut (see TokenizerImpl::split_at_metaspace); ignore_merges looks at the whole segment.
+  constexpr std::string_view kMeta = "\xe2\x96\x81";
+  bool ok = !t.metaspace && !t.bpe.ignore_merges && t.bpe.bytes_to_id.Find(kMeta) != nullptr;
+  for (auto it = vocab.begin(); ok && it != vocab.end(); ++it) {
+    std::string_view tok = it.key();
+    while (tok.substr(0, kMeta.size()) == kMeta) tok.remove_prefix(kMeta.size());
+    if (tok.find(kMeta) != std::string_view::npos) ok = false;
   }
-  if (t.literal) {
-    ESCALE_RETURN_IF_ERROR(LoadDecoder(root.value("decoder", json()), t));
-    // Cutting before each U+2581 run that follows other text is exact when no token could span
-    // such a cut (see TokenizerImpl::split_at_metaspace); ignore_merges looks at the whole segment.
-    constexpr std::string_view kMeta = "\xe2\x96\x81";
-    bool ok = !t.metaspace && !t.bpe.ignore_merges && t.bpe.bytes_to_id.Find(kMeta) != nullptr;
-    for (auto it = vocab.begin(); ok && it != vocab.end(); ++it) {
-      std::string_view tok = it.key();
-      while (tok.substr(0, kMeta.size()) == kMeta) tok.remove_prefix(kMeta.size());
-      if (tok.find(kMeta) != std::string_view::npos) ok = false;
-    }
-    t.split_at_metaspace = ok;
-    // Only with all 256 byte tokens: else an unknown character leaves an unk pending, which
-    // tokenizers emits after the byte tokens of the next character, across such a cut.
-    const bool all_bytes = std::all_of(std::begin(t.bpe.fallback_id), std::end(t.bpe.fallback_id),
-                                       [](int32_t id) { return id >= 0; });
-    if (ok && t.bpe.byte_fallback && all_bytes) {
-      std::vector<uint8_t> in_merge(t.id_bytes.size(), 0);
-      for (int32_t id : merge_sides) in_merge[static_cast<size_t>(id)] = 1;
-      for (int c = 0; c < 0x80; ++c) {
-        const int32_t fb = t.bpe.fallback_id[c];
-        t.cut_ascii[c] = t.bpe.byte_id[c] < 0 && fb >= 0 && in_merge[static_cast<size_t>(fb)] == 0;
-      }
+  t.split_at_metaspace = ok;
+  // Only with all 256 byte tokens: else an unknown character leaves an unk pending, which
+  // tokenizers emits after the byte tokens of the next character, across such a cut.
+  const bool all_bytes = std::all_of(std::begin(t.bpe.fallback_id), std::end(t.bpe.fallback_id),
+                                     [](int32_t id) { return id >= 0; });
+  if (ok && t.bpe.byte_fallback && all_bytes) {
+    std::vector<uint8_t> in_merge(t.id_bytes.size(), 0);
+    for (int32_t id : merge_sides) in_merge[static_cast<size_t>(id)] = 1;
+    for (int c = 0; c < 0x80; ++c) {
+      const int32_t fb = t.bpe.fallback_id[c];
+      t.cut_ascii[c] = t.bpe.byte_id[c] < 0 && fb >= 0 && in_merge[static_cast<size_t>(fb)] == 0;
     }
   }
-  ESCALE_RETURN_IF_ERROR(LoadPostProcessor(root.value("post_processor", json()), t));
+  return Status::Ok();
+}
 
-  // Document delimiters.
+// Document delimiters: BOS and EOS from the template, tokenizer_config.json or well-known names.
+void FindDelimiters(const json& config, TokenizerImpl& t) {
   auto lookup = [&](const std::string& name) -> std::optional<int32_t> {
     auto it = t.token_to_id.find(name);
     return it == t.token_to_id.end() ? std::nullopt : std::optional<int32_t>(it->second);
@@ -514,6 +516,46 @@ Status Load(const json& root, const json& config, TokenizerImpl& t) {
       if ((t.eos = lookup(name))) break;
     }
   }
+}
+
+Status Load(const json& root, const json& config, TokenizerImpl& t) {
+  if (!root.is_object()) return FormatError("tokenizer.json is not a JSON object");
+  if (!root.contains("model")) return FormatError("tokenizer.json has no 'model'");
+  const json& model = root.at("model");
+  const std::string mtype = TypeOf(model);
+  if (!mtype.empty() && mtype != "BPE") {
+    return Unsupported(
+        "model type '" + mtype +
+        "' is not supported: only BPE models (byte-level like GPT-2, Llama 3, Qwen2, or "
+        "SentencePiece-style like Llama 2, Mistral); Unigram (T5) and WordPiece are not");
+  }
+  ESCALE_RETURN_IF_ERROR(LoadModelOptions(root, model, t));
+  const json& added = root.contains("added_tokens") && root.at("added_tokens").is_array()
+                          ? root.at("added_tokens")
+                          : json::array();
+  std::vector<uint8_t> in_vocab;
+  ESCALE_RETURN_IF_ERROR(LoadVocabulary(model, added, t, in_vocab));
+  ESCALE_RETURN_IF_ERROR(LoadFallbackAndUnknown(model, t));
+  std::vector<int32_t> merge_sides;
+  ESCALE_RETURN_IF_ERROR(LoadMerges(model, t, merge_sides));
+  ESCALE_RETURN_IF_ERROR(LoadAddedTokens(added, in_vocab, t));
+  BuildMatcher(t, false, t.raw_matcher);
+  BuildMatcher(t, true, t.normalized_matcher);
+
+  ESCALE_RETURN_IF_ERROR(LoadNormalizer(root.value("normalizer", json()), t));
+  t.nfc = t.norm.size() == 1 && t.norm[0].kind == NormStep::Kind::kNfc;
+  bool byte_level = false;
+  ESCALE_RETURN_IF_ERROR(LoadPreTokenizer(root.value("pre_tokenizer", json()), t, byte_level));
+  if (!t.literal && !byte_level) {
+    return Unsupported(
+        "tokenizer.json has a ByteLevel decoder but no ByteLevel pre-tokenizer: only "
+        "byte-level BPE (GPT-2, Llama 3, Qwen2) or SentencePiece-style BPE (Llama 2, "
+        "Mistral) is supported");
+  }
+  if (t.literal)
+    ESCALE_RETURN_IF_ERROR(LoadLiteralDecoding(root, model.at("vocab"), merge_sides, t));
+  ESCALE_RETURN_IF_ERROR(LoadPostProcessor(root.value("post_processor", json()), t));
+  FindDelimiters(config, t);
   return Status::Ok();
 }
 

@@ -106,6 +106,14 @@ struct TrainModel::Impl {
 
   WG At(size_t i) { return {weights.data() + offsets[i], grads.data() + offsets[i]}; }
 
+  // Create's steps: weights into the flat buffers, then the activations and scratch of a step.
+  Status LoadWeights(const TensorMap& init);
+  int64_t AllocateLayer(int64_t l);  // the largest SwiGLU [rows, F] of the layer
+  void AllocateScratch(int64_t max_ffn);
+  Status BuildRopeTables();
+  std::map<std::string, size_t> index;  // canonical name -> position in specs
+  WG Named(const std::string& name) { return At(index.at(name)); }
+
   Status CheckBatch(std::span<const int32_t> tokens, std::span<const int32_t> targets) const;
   void Forward(std::span<const int32_t> tokens);
   void AttentionForward(Layer& L, const float* x, float* out);
@@ -125,6 +133,149 @@ int64_t MoeLayerCount(const ModelConfig& c) {
 }
 
 }  // namespace
+
+Status TrainModel::Impl::LoadWeights(const TensorMap& init) {
+  // Flat buffers in canonical order: wq/wk/wv, bq/bk/bv and gate/up are adjacent by construction.
+  specs = CanonicalTensors(c);
+  size_t total = 0;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    offsets.push_back(total);
+    index[specs[i].name] = i;
+    total += Z(ShapeNumel(specs[i].shape));
+  }
+  weights.assign(total, 0.0f);
+  grads.assign(total, 0.0f);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const TensorSpec& spec = specs[i];
+    auto it = init.find(spec.name);
+    if (it == init.end())
+      return NotFound("tensor '" + spec.name + "' is missing from the initial weights");
+    if (it->second.shape() != spec.shape)
+      return FormatError("tensor '" + spec.name + "' has shape " +
+                         ShapeToString(it->second.shape()) + ", the config needs " +
+                         ShapeToString(spec.shape));
+    Status st = ConvertToF32(it->second.dtype(), it->second.bytes(), Z(ShapeNumel(spec.shape)),
+                             weights.data() + offsets[i]);
+    if (!st.ok()) return st.WithContext("tensor '" + spec.name + "'");
+    const size_t n = Z(ShapeNumel(spec.shape));
+    const bool no_decay = spec.role == TensorRole::kEmbed || IsNormRole(spec.role) ||
+                          spec.role == TensorRole::kBq || spec.role == TensorRole::kBk ||
+                          spec.role == TensorRole::kBv;
+    params.push_back({spec.name, std::span<float>(weights.data() + offsets[i], n),
+                      std::span<float>(grads.data() + offsets[i], n), !no_decay});
+  }
+  return Status::Ok();
+}
+
+int64_t TrainModel::Impl::AllocateLayer(int64_t l) {
+  Layer& ly = layers[Z(l)];
+  int64_t max_ffn = 0;
+  ly.attn_norm = Named(LayerTensorName(l, "attn_norm"));
+  ly.wqkv = Named(LayerTensorName(l, "wq"));
+  if (c.qkv_bias) ly.bqkv = Named(LayerTensorName(l, "bq"));
+  if (c.qk_norm == QkNorm::kPerHead) {
+    ly.q_norm = Named(LayerTensorName(l, "q_norm"));
+    ly.k_norm = Named(LayerTensorName(l, "k_norm"));
+    ly.q_raw.assign(Z(N * qd), 0);
+    ly.k_raw.assign(Z(N * kvd), 0);
+    ly.q_rstd.assign(Z(N * c.num_heads), 0);
+    ly.k_rstd.assign(Z(N * c.num_kv_heads), 0);
+  }
+  ly.wo = Named(LayerTensorName(l, "wo"));
+  ly.ffn_norm = Named(LayerTensorName(l, "ffn_norm"));
+  ly.rstd1.assign(Z(N), 0);
+  ly.xn1.assign(Z(N * H), 0);
+  ly.qkv.assign(Z(N * qkvd), 0);
+  ly.att.assign(Z(N * qd), 0);
+  ly.lse.assign(Z(N * c.num_heads), 0);
+  ly.rstd2.assign(Z(N), 0);
+  ly.xn2.assign(Z(N * H), 0);
+  ly.moe = c.IsMoeLayer(l);
+  if (!ly.moe) {
+    ly.gu = Named(LayerTensorName(l, "ffn.gate"));
+    ly.down = Named(LayerTensorName(l, "ffn.down"));
+    ly.gu_act.assign(Z(N * 2 * F), 0);
+    ly.h.assign(Z(N * F), 0);
+    max_ffn = std::max(max_ffn, N * F);
+    return max_ffn;
+  }
+  const int64_t A = N * K;
+  ly.router = Named(LayerTensorName(l, "moe.router"));
+  for (int64_t e = 0; e < E; ++e) {
+    ly.expert_gu.push_back(Named(ExpertTensorName(l, e, "gate")));
+    ly.expert_down.push_back(Named(ExpertTensorName(l, e, "down")));
+    ly.egu_w.push_back(ly.expert_gu.back().w);
+    ly.egu_g.push_back(ly.expert_gu.back().g);
+    ly.edown_w.push_back(ly.expert_down.back().w);
+    ly.edown_g.push_back(ly.expert_down.back().g);
+  }
+  ly.rlogits.assign(Z(N * E), 0);
+  ly.softmax.assign(Z(N * E), 0);
+  ly.prob.assign(Z(A), 0);
+  ly.expert.assign(Z(A), 0);
+  ly.kept.assign(Z(A), 0);
+  ly.load.assign(Z(E), 0);
+  ly.slot_of.assign(Z(A), -1);
+  ly.slot_row.assign(Z(A), 0);
+  ly.expert_start.assign(Z(E + 1), 0);
+  ly.xe.assign(Z(A * H), 0);
+  ly.gue.assign(Z(A * 2 * Fe), 0);
+  ly.he.assign(Z(A * Fe), 0);
+  ly.oe.assign(Z(A * H), 0);
+  max_ffn = std::max(max_ffn, A * Fe);
+  if (Fs > 0) {
+    ly.shared_gu = Named(LayerTensorName(l, "moe.shared.gate"));
+    ly.shared_down = Named(LayerTensorName(l, "moe.shared.down"));
+    ly.shared_router = Named(LayerTensorName(l, "moe.shared_router"));
+    ly.sgu.assign(Z(N * 2 * Fs), 0);
+    ly.sh.assign(Z(N * Fs), 0);
+    ly.sout.assign(Z(N * H), 0);
+    ly.sgate.assign(Z(N), 0);
+    max_ffn = std::max(max_ffn, N * Fs);
+  }
+  MoeLayerStats st;
+  st.layer = l;
+  st.tokens_per_expert.assign(Z(E), 0);
+  stats.push_back(std::move(st));
+  return max_ffn;
+}
+
+void TrainModel::Impl::AllocateScratch(int64_t max_ffn) {
+  rstd_f.assign(Z(N), 0);
+  xn_f.assign(Z(N * H), 0);
+  logits.assign(Z(N * V), 0);
+  dx.assign(Z(N * H), 0);
+  dxn.assign(Z(N * H), 0);
+  dqkv.assign(Z(N * qkvd), 0);
+  datt.assign(Z(N * qd), 0);
+  dgu.assign(Z(2 * max_ffn), 0);
+  dh.assign(Z(max_ffn), 0);
+  if (c.is_moe()) {
+    const int64_t A = N * K;
+    doe.assign(Z(std::max(A, N) * H), 0);
+    dxe.assign(Z(A * H), 0);
+    dweight.assign(Z(A), 0);
+    drlogits.assign(Z(N * E), 0);
+    dsgate.assign(Z(N), 0);
+    route_scratch.assign(Z(shape.seq_len * K + E + 1), 0);
+  }
+  attn_scratch.assign(Z(fast::AttentionScratchPerThread(shape.seq_len) * threads), 0);
+  loss_rows.assign(Z(3 * N), 0);
+}
+
+Status TrainModel::Impl::BuildRopeTables() {
+  ESCALE_ASSIGN_OR_RETURN(const RopeFrequencies rope, ComputeRopeFrequencies(c));
+  const int64_t half = c.head_dim / 2;
+  rope_cos.assign(Z(shape.seq_len * half), 0);
+  rope_sin.assign(Z(shape.seq_len * half), 0);
+  for (int64_t t = 0; t < shape.seq_len; ++t)
+    for (int64_t j = 0; j < half; ++j) {
+      const double a = double(t) * rope.inv_freq[Z(j)];
+      rope_cos[Z(t * half + j)] = static_cast<float>(std::cos(a) * rope.attention_factor);
+      rope_sin[Z(t * half + j)] = static_cast<float>(std::sin(a) * rope.attention_factor);
+    }
+  return Status::Ok();
+}
 
 Result<std::unique_ptr<TrainModel>> TrainModel::Create(const ModelConfig& config, const TensorMap& init,
                                                        BatchShape shape, const LossCoefficients& coef) {
@@ -160,146 +311,18 @@ Result<std::unique_ptr<TrainModel>> TrainModel::Create(const ModelConfig& config
   s.router = {s.E, s.K, config.moe.router == RouterType::kMixtral, config.moe.capacity_factor,
               config.moe.drop_policy == DropPolicy::kPosition};
 
-  // Flat buffers in canonical order: wq/wk/wv, bq/bk/bv and gate/up are adjacent by construction.
-  s.specs = CanonicalTensors(config);
-  size_t total = 0;
-  std::map<std::string, size_t> index;
-  for (size_t i = 0; i < s.specs.size(); ++i) {
-    s.offsets.push_back(total);
-    index[s.specs[i].name] = i;
-    total += Z(ShapeNumel(s.specs[i].shape));
-  }
-  s.weights.assign(total, 0.0f);
-  s.grads.assign(total, 0.0f);
-  for (size_t i = 0; i < s.specs.size(); ++i) {
-    const TensorSpec& spec = s.specs[i];
-    auto it = init.find(spec.name);
-    if (it == init.end()) return NotFound("tensor '" + spec.name + "' is missing from the initial weights");
-    if (it->second.shape() != spec.shape)
-      return FormatError("tensor '" + spec.name + "' has shape " + ShapeToString(it->second.shape()) +
-                         ", the config needs " + ShapeToString(spec.shape));
-    Status st = ConvertToF32(it->second.dtype(), it->second.bytes(), Z(ShapeNumel(spec.shape)),
-                             s.weights.data() + s.offsets[i]);
-    if (!st.ok()) return st.WithContext("tensor '" + spec.name + "'");
-    const size_t n = Z(ShapeNumel(spec.shape));
-    const bool no_decay = spec.role == TensorRole::kEmbed || IsNormRole(spec.role) ||
-                          spec.role == TensorRole::kBq || spec.role == TensorRole::kBk ||
-                          spec.role == TensorRole::kBv;
-    s.params.push_back({spec.name, std::span<float>(s.weights.data() + s.offsets[i], n),
-                        std::span<float>(s.grads.data() + s.offsets[i], n), !no_decay});
-  }
-  auto at = [&](const std::string& name) { return s.At(index.at(name)); };
-  s.embed = at("embed");
-  s.final_norm = at("norm");
-  s.head = config.tie_word_embeddings ? s.embed : at("lm_head");
-
+  ESCALE_RETURN_IF_ERROR(s.LoadWeights(init));
+  s.embed = s.Named("embed");
+  s.final_norm = s.Named("norm");
+  s.head = config.tie_word_embeddings ? s.embed : s.Named("lm_head");
   const int64_t L = config.num_layers, H = s.H;
   s.layers.resize(Z(L));
   s.res.assign(Z(L + 1), Buf(Z(N * H)));
   s.mid.assign(Z(L), Buf(Z(N * H)));
   int64_t max_ffn = 0;  // largest [rows, F] of any SwiGLU, for the shared backward scratch
-  for (int64_t l = 0; l < L; ++l) {
-    Layer& ly = s.layers[Z(l)];
-    auto lt = [&](const char* suffix) { return at(LayerTensorName(l, suffix)); };
-    ly.attn_norm = lt("attn_norm");
-    ly.wqkv = lt("wq");
-    if (config.qkv_bias) ly.bqkv = lt("bq");
-    if (config.qk_norm == QkNorm::kPerHead) {
-      ly.q_norm = lt("q_norm");
-      ly.k_norm = lt("k_norm");
-      ly.q_raw.assign(Z(N * s.qd), 0);
-      ly.k_raw.assign(Z(N * s.kvd), 0);
-      ly.q_rstd.assign(Z(N * config.num_heads), 0);
-      ly.k_rstd.assign(Z(N * config.num_kv_heads), 0);
-    }
-    ly.wo = lt("wo");
-    ly.ffn_norm = lt("ffn_norm");
-    ly.rstd1.assign(Z(N), 0);
-    ly.xn1.assign(Z(N * H), 0);
-    ly.qkv.assign(Z(N * s.qkvd), 0);
-    ly.att.assign(Z(N * s.qd), 0);
-    ly.lse.assign(Z(N * config.num_heads), 0);
-    ly.rstd2.assign(Z(N), 0);
-    ly.xn2.assign(Z(N * H), 0);
-    ly.moe = config.IsMoeLayer(l);
-    if (!ly.moe) {
-      ly.gu = lt("ffn.gate");
-      ly.down = lt("ffn.down");
-      ly.gu_act.assign(Z(N * 2 * s.F), 0);
-      ly.h.assign(Z(N * s.F), 0);
-      max_ffn = std::max(max_ffn, N * s.F);
-      continue;
-    }
-    const int64_t A = N * s.K;
-    ly.router = lt("moe.router");
-    for (int64_t e = 0; e < s.E; ++e) {
-      ly.expert_gu.push_back(at(ExpertTensorName(l, e, "gate")));
-      ly.expert_down.push_back(at(ExpertTensorName(l, e, "down")));
-      ly.egu_w.push_back(ly.expert_gu.back().w);
-      ly.egu_g.push_back(ly.expert_gu.back().g);
-      ly.edown_w.push_back(ly.expert_down.back().w);
-      ly.edown_g.push_back(ly.expert_down.back().g);
-    }
-    ly.rlogits.assign(Z(N * s.E), 0);
-    ly.softmax.assign(Z(N * s.E), 0);
-    ly.prob.assign(Z(A), 0);
-    ly.expert.assign(Z(A), 0);
-    ly.kept.assign(Z(A), 0);
-    ly.load.assign(Z(s.E), 0);
-    ly.slot_of.assign(Z(A), -1);
-    ly.slot_row.assign(Z(A), 0);
-    ly.expert_start.assign(Z(s.E + 1), 0);
-    ly.xe.assign(Z(A * H), 0);
-    ly.gue.assign(Z(A * 2 * s.Fe), 0);
-    ly.he.assign(Z(A * s.Fe), 0);
-    ly.oe.assign(Z(A * H), 0);
-    max_ffn = std::max(max_ffn, A * s.Fe);
-    if (s.Fs > 0) {
-      ly.shared_gu = lt("moe.shared.gate");
-      ly.shared_down = lt("moe.shared.down");
-      ly.shared_router = lt("moe.shared_router");
-      ly.sgu.assign(Z(N * 2 * s.Fs), 0);
-      ly.sh.assign(Z(N * s.Fs), 0);
-      ly.sout.assign(Z(N * H), 0);
-      ly.sgate.assign(Z(N), 0);
-      max_ffn = std::max(max_ffn, N * s.Fs);
-    }
-    MoeLayerStats st;
-    st.layer = l;
-    st.tokens_per_expert.assign(Z(s.E), 0);
-    s.stats.push_back(std::move(st));
-  }
-  s.rstd_f.assign(Z(N), 0);
-  s.xn_f.assign(Z(N * H), 0);
-  s.logits.assign(Z(N * s.V), 0);
-  s.dx.assign(Z(N * H), 0);
-  s.dxn.assign(Z(N * H), 0);
-  s.dqkv.assign(Z(N * s.qkvd), 0);
-  s.datt.assign(Z(N * s.qd), 0);
-  s.dgu.assign(Z(2 * max_ffn), 0);
-  s.dh.assign(Z(max_ffn), 0);
-  if (config.is_moe()) {
-    const int64_t A = N * s.K;
-    s.doe.assign(Z(std::max(A, N) * H), 0);
-    s.dxe.assign(Z(A * H), 0);
-    s.dweight.assign(Z(A), 0);
-    s.drlogits.assign(Z(N * s.E), 0);
-    s.dsgate.assign(Z(N), 0);
-    s.route_scratch.assign(Z(shape.seq_len * s.K + s.E + 1), 0);
-  }
-  s.attn_scratch.assign(Z(fast::AttentionScratchPerThread(shape.seq_len) * s.threads), 0);
-  s.loss_rows.assign(Z(3 * N), 0);
-
-  ESCALE_ASSIGN_OR_RETURN(const RopeFrequencies rope, ComputeRopeFrequencies(config));
-  const int64_t half = config.head_dim / 2;
-  s.rope_cos.assign(Z(shape.seq_len * half), 0);
-  s.rope_sin.assign(Z(shape.seq_len * half), 0);
-  for (int64_t t = 0; t < shape.seq_len; ++t)
-    for (int64_t j = 0; j < half; ++j) {
-      const double a = double(t) * rope.inv_freq[Z(j)];
-      s.rope_cos[Z(t * half + j)] = static_cast<float>(std::cos(a) * rope.attention_factor);
-      s.rope_sin[Z(t * half + j)] = static_cast<float>(std::sin(a) * rope.attention_factor);
-    }
+  for (int64_t l = 0; l < L; ++l) max_ffn = std::max(max_ffn, s.AllocateLayer(l));
+  s.AllocateScratch(max_ffn);
+  ESCALE_RETURN_IF_ERROR(s.BuildRopeTables());
   return std::unique_ptr<TrainModel>(new TrainModel(std::move(m)));
 }
 

@@ -44,12 +44,14 @@ std::string D(int64_t v) {
 
 }  // namespace
 
-Result<ScaleUpPlan> PlanScaleUp(const ModelConfig& src, const ScaleUpOptions& opt) {
-  ESCALE_RETURN_IF_ERROR(src.Validate().WithContext("source config"));
-  if (src.is_moe())
-    return Unsupported("scale-up takes a dense model; the source is " +
-                       std::string(ArchitectureClassName(src.arch)) +
-                       " (grow the dense model first, then run scale-out)");
+namespace {
+
+struct GrowthSizes {
+  int64_t d2, f2, h2, g2, l2;  // hidden, FFN, heads, KV heads, layers of the target
+};
+
+// The target's sizes: 0 keeps the source's; every dimension may only grow, and head_dim stays.
+Result<GrowthSizes> ResolveSizes(const ModelConfig& src, const ScaleUpOptions& opt) {
   // 0 means "keep"; the limits keep every product of sizes far from int64 overflow and refuse a
   // typo before the maps are allocated.
   const std::pair<const char*, int64_t> sizes[] = {{"--hidden", opt.hidden},
@@ -108,11 +110,156 @@ Result<ScaleUpPlan> PlanScaleUp(const ModelConfig& src, const ScaleUpOptions& op
                            "; FFN can only grow");
   const int64_t l2 = opt.layers ? opt.layers : l1;
 
+  return GrowthSizes{d2, f2, h2, g2, l2};
+}
+
+// Which source rows and columns a target tensor takes (the maps of its two dimensions), and
+// whether AKI may take new units from the next layer for it (every matrix and bias of a layer,
+// not the norms).
+Status SetMaps(const TensorSpec& spec, const ModelConfig& src, const ScaleUpPlan& p,
+               const DimMapPtr& head_units, UpRecipe& r, bool& layer_matrix) {
+  auto matrix = [&](DimMapPtr rows, DimMapPtr cols, bool divide) {
+    r.rows = std::move(rows);
+    r.cols = std::move(cols);
+    r.divide_cols = divide;
+  };
+  layer_matrix = true;
+  switch (spec.role) {
+    case TensorRole::kEmbed:
+      r.source = "embed";
+      matrix(p.vocab, p.hidden, false);
+      break;
+    case TensorRole::kAttnNorm:
+    case TensorRole::kFfnNorm:
+      matrix(p.hidden, nullptr, false);
+      layer_matrix = false;
+      break;
+    case TensorRole::kQNorm:
+    case TensorRole::kKNorm:
+      matrix(head_units, nullptr, false);
+      layer_matrix = false;
+      break;
+    case TensorRole::kWq:
+      matrix(p.q_rows, p.hidden, true);
+      break;
+    case TensorRole::kWk:
+    case TensorRole::kWv:
+      matrix(p.kv_rows, p.hidden, true);
+      break;
+    case TensorRole::kBq:
+      matrix(p.q_rows, nullptr, false);
+      break;
+    case TensorRole::kBk:
+    case TensorRole::kBv:
+      matrix(p.kv_rows, nullptr, false);
+      break;
+    case TensorRole::kWo:
+      matrix(p.hidden, p.q_rows, true);
+      r.zero = p.depth_map.zeroed[static_cast<size_t>(spec.layer)] != 0;
+      break;
+    case TensorRole::kFfnGate:
+    case TensorRole::kFfnUp:
+      matrix(p.ffn, p.hidden, true);
+      break;
+    case TensorRole::kFfnDown:
+      matrix(p.hidden, p.ffn, true);
+      r.zero = p.depth_map.zeroed[static_cast<size_t>(spec.layer)] != 0;
+      break;
+    case TensorRole::kFinalNorm:
+      r.source = "norm";
+      matrix(p.hidden, nullptr, false);
+      break;
+    case TensorRole::kLmHead:
+      r.source = src.tie_word_embeddings ? "embed" : "lm_head";
+      matrix(p.vocab, p.hidden, true);
+      break;
+    default:
+      return InternalError("scale-up has no rule for tensor " + spec.name);
+  }
+  return Status::Ok();
+}
+
+// One recipe per target tensor: its source tensor, maps and (AKI) next-layer source.
+Status BuildRecipes(const ModelConfig& src, const ScaleUpOptions& opt, const DimMapPtr& head_units,
+                    ScaleUpPlan& p) {
+  const ModelConfig& t = p.target;
+  const int64_t l1 = src.num_layers;
+  const bool aki = opt.method != ScaleUpMethod::kFpi;
+  std::map<const DimMap*, bool> fresh;
+  for (const DimMapPtr& m : {p.hidden, p.ffn, p.q_rows, p.kv_rows, p.vocab, head_units})
+    fresh[m.get()] = m->any_fresh();
+  const auto src_shapes = ShapesOf(src);
+  for (const TensorSpec& spec : CanonicalTensors(t)) {
+    UpRecipe r;
+    r.target = spec;
+    int64_t s = -1;
+    if (spec.layer >= 0) {
+      s = p.depth_map.src[static_cast<size_t>(spec.layer)];
+      r.source = LayerTensorName(s, Suffix(spec.name));
+    }
+    bool layer_matrix = true;
+    ESCALE_RETURN_IF_ERROR(SetMaps(spec, src, p, head_units, r, layer_matrix));
+    // Only tensors with new units take anything from the next layer.
+    const bool has_fresh = fresh.at(r.rows.get()) || (r.cols && fresh.at(r.cols.get()));
+    if (aki && spec.layer >= 0 && layer_matrix && s + 1 < l1 && has_fresh)
+      r.next = LayerTensorName(s + 1, Suffix(spec.name));
+    auto it = src_shapes.find(r.source);
+    if (it == src_shapes.end())
+      return InternalError("scale-up: no source tensor " + r.source + " for " + spec.name);
+    r.source_shape = it->second;
+    p.recipes.push_back(std::move(r));
+  }
+
+  return Status::Ok();
+}
+
+// Why the result is not the source's function (docs/method.md §2): each rule that breaks it.
+void ListInexact(const ModelConfig& src, ScaleUpPlan& p) {
+  const ModelConfig& t = p.target;
+  const bool aki = p.options.method != ScaleUpMethod::kFpi;
+  const int64_t d1 = src.hidden_size, d2 = t.hidden_size, l1 = src.num_layers, l2 = t.num_layers;
+  const int64_t g1 = src.num_kv_heads, g2 = t.num_kv_heads;
+  if (!p.hidden->uniform_counts()) {
+    const auto [lo, hi] = std::minmax_element(p.hidden->count.begin(), p.hidden->count.end());
+    p.inexact.push_back("hidden " + D(d1) + "->" + D(d2) + " copies units unevenly (C from " +
+                        D(*lo) + " to " + D(*hi) + "), so RMSNorm's mean square changes");
+  }
+  if (aki && l1 > 1 &&
+      (p.hidden->any_fresh() || p.ffn->any_fresh() || p.q_heads->any_fresh() ||
+       p.kv_heads->any_fresh()))
+    p.inexact.push_back(
+        "AKI takes new units from the next layer (bert2BERT), which breaks the function by design");
+  if (l2 > l1 && p.depth != DepthMethod::kZero)
+    p.inexact.push_back(std::string("depth ") + std::string(DepthMethodName(p.depth)) +
+                        " repeats layers whose outputs are added to the residual again");
+  if (p.kv_heads->pooled())
+    p.inexact.push_back("KV heads " + D(g1) + "->" + D(g2) +
+                        " are mean-pooled, which changes attention");
+  if (t.tie_word_embeddings && d2 != d1)
+    p.inexact.push_back(
+        "--keep-tied: the tied head uses copied, undivided embedding columns, so logit v becomes "
+        "sum_j C(j) e[v,j] x_j (every logit times " +
+        (p.hidden->uniform_counts() ? D(p.hidden->count.front()) : std::string("C")) + ")");
+}
+
+}  // namespace
+
+Result<ScaleUpPlan> PlanScaleUp(const ModelConfig& src, const ScaleUpOptions& opt) {
+  ESCALE_RETURN_IF_ERROR(src.Validate().WithContext("source config"));
+  if (src.is_moe())
+    return Unsupported("scale-up takes a dense model; the source is " +
+                       std::string(ArchitectureClassName(src.arch)) +
+                       " (grow the dense model first, then run scale-out)");
+  ESCALE_ASSIGN_OR_RETURN(const GrowthSizes g, ResolveSizes(src, opt));
+  const int64_t d1 = src.hidden_size, f1 = src.intermediate_size, h1 = src.num_heads,
+                g1 = src.num_kv_heads, l1 = src.num_layers, hd = src.head_dim;
+  const int64_t d2 = g.d2, f2 = g.f2, h2 = g.h2, g2 = g.g2, l2 = g.l2;
   if (!(opt.symmetry_noise >= 0 && opt.symmetry_noise < 1))
     return InvalidArgument("--symmetry-noise must be in [0, 1) (a relative size such as 0.05)");
   if (opt.symmetry_noise > 0 && opt.method != ScaleUpMethod::kFpi)
-    return InvalidArgument("--symmetry-noise applies to --method fpi (AKI and AKI-Pro break the "
-                           "copies' symmetry by construction)");
+    return InvalidArgument(
+        "--symmetry-noise applies to --method fpi (AKI and AKI-Pro break the "
+        "copies' symmetry by construction)");
   ScaleUpPlan p;
   p.source = src;
   p.options = opt;
@@ -155,110 +302,8 @@ Result<ScaleUpPlan> PlanScaleUp(const ModelConfig& src, const ScaleUpOptions& op
   // a copied head normalises exactly as its source does.
   const DimMapPtr head_units = std::make_shared<DimMap>(IdentityMap(hd));
 
-  const bool aki = opt.method != ScaleUpMethod::kFpi;
-  std::map<const DimMap*, bool> fresh;
-  for (const DimMapPtr& m : {p.hidden, p.ffn, p.q_rows, p.kv_rows, p.vocab, head_units})
-    fresh[m.get()] = m->any_fresh();
-  const auto src_shapes = ShapesOf(src);
-  for (const TensorSpec& spec : CanonicalTensors(t)) {
-    UpRecipe r;
-    r.target = spec;
-    int64_t s = -1;
-    if (spec.layer >= 0) {
-      s = p.depth_map.src[static_cast<size_t>(spec.layer)];
-      r.source = LayerTensorName(s, Suffix(spec.name));
-    }
-    auto matrix = [&](DimMapPtr rows, DimMapPtr cols, bool divide) {
-      r.rows = std::move(rows);
-      r.cols = std::move(cols);
-      r.divide_cols = divide;
-    };
-    bool layer_matrix = true;  // AKI applies to every matrix and bias of a layer, not to norms
-    switch (spec.role) {
-      case TensorRole::kEmbed:
-        r.source = "embed";
-        matrix(p.vocab, p.hidden, false);
-        break;
-      case TensorRole::kAttnNorm:
-      case TensorRole::kFfnNorm:
-        matrix(p.hidden, nullptr, false);
-        layer_matrix = false;
-        break;
-      case TensorRole::kQNorm:
-      case TensorRole::kKNorm:
-        matrix(head_units, nullptr, false);
-        layer_matrix = false;
-        break;
-      case TensorRole::kWq:
-        matrix(p.q_rows, p.hidden, true);
-        break;
-      case TensorRole::kWk:
-      case TensorRole::kWv:
-        matrix(p.kv_rows, p.hidden, true);
-        break;
-      case TensorRole::kBq:
-        matrix(p.q_rows, nullptr, false);
-        break;
-      case TensorRole::kBk:
-      case TensorRole::kBv:
-        matrix(p.kv_rows, nullptr, false);
-        break;
-      case TensorRole::kWo:
-        matrix(p.hidden, p.q_rows, true);
-        r.zero = p.depth_map.zeroed[static_cast<size_t>(spec.layer)] != 0;
-        break;
-      case TensorRole::kFfnGate:
-      case TensorRole::kFfnUp:
-        matrix(p.ffn, p.hidden, true);
-        break;
-      case TensorRole::kFfnDown:
-        matrix(p.hidden, p.ffn, true);
-        r.zero = p.depth_map.zeroed[static_cast<size_t>(spec.layer)] != 0;
-        break;
-      case TensorRole::kFinalNorm:
-        r.source = "norm";
-        matrix(p.hidden, nullptr, false);
-        break;
-      case TensorRole::kLmHead:
-        r.source = src.tie_word_embeddings ? "embed" : "lm_head";
-        matrix(p.vocab, p.hidden, true);
-        break;
-      default:
-        return InternalError("scale-up has no rule for tensor " + spec.name);
-    }
-    // Only tensors with new units take anything from the next layer.
-    const bool has_fresh = fresh.at(r.rows.get()) || (r.cols && fresh.at(r.cols.get()));
-    if (aki && spec.layer >= 0 && layer_matrix && s + 1 < l1 && has_fresh)
-      r.next = LayerTensorName(s + 1, Suffix(spec.name));
-    auto it = src_shapes.find(r.source);
-    if (it == src_shapes.end())
-      return InternalError("scale-up: no source tensor " + r.source + " for " + spec.name);
-    r.source_shape = it->second;
-    p.recipes.push_back(std::move(r));
-  }
-
-  // Why the result is not the source's function (docs/method.md §2): each rule that breaks it.
-  if (!p.hidden->uniform_counts()) {
-    const auto [lo, hi] = std::minmax_element(p.hidden->count.begin(), p.hidden->count.end());
-    p.inexact.push_back("hidden " + D(d1) + "->" + D(d2) + " copies units unevenly (C from " +
-                        D(*lo) + " to " + D(*hi) + "), so RMSNorm's mean square changes");
-  }
-  if (aki && l1 > 1 &&
-      (p.hidden->any_fresh() || p.ffn->any_fresh() || p.q_heads->any_fresh() ||
-       p.kv_heads->any_fresh()))
-    p.inexact.push_back(
-        "AKI takes new units from the next layer (bert2BERT), which breaks the function by design");
-  if (l2 > l1 && p.depth != DepthMethod::kZero)
-    p.inexact.push_back(std::string("depth ") + std::string(DepthMethodName(p.depth)) +
-                        " repeats layers whose outputs are added to the residual again");
-  if (p.kv_heads->pooled())
-    p.inexact.push_back("KV heads " + D(g1) + "->" + D(g2) +
-                        " are mean-pooled, which changes attention");
-  if (t.tie_word_embeddings && d2 != d1)
-    p.inexact.push_back(
-        "--keep-tied: the tied head uses copied, undivided embedding columns, so logit v becomes "
-        "sum_j C(j) e[v,j] x_j (every logit times " +
-        (p.hidden->uniform_counts() ? D(p.hidden->count.front()) : std::string("C")) + ")");
+  ESCALE_RETURN_IF_ERROR(BuildRecipes(src, opt, head_units, p));
+  ListInexact(src, p);
   return p;
 }
 

@@ -8,8 +8,12 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
+#include <vector>
 
 #include "core/status.h"
+#include "dist/communicator.h"
+#include "model/train_model.h"
 
 namespace escale {
 
@@ -30,5 +34,19 @@ Result<RankShare> ShareOfStep(int64_t micro_batches, int64_t seq_len, int64_t mi
 inline bool EvaluatesBatch(int64_t batch, int world, int rank) {
   return batch % world == rank;
 }
+
+// Maximal runs of adjacent spans (the engine keeps values and gradients in flat buffers, so this is
+// usually one run): collectives then move a few large buckets, never one message per tensor.
+std::vector<std::span<float>> ContiguousRuns(std::span<TrainModel::Param> params, bool grads);
+
+// The replicas must hold identical weights (same summed gradients, same update). Checked at each
+// checkpoint with a hash of every weight's bits, so a divergence (a non-deterministic reduction,
+// a faulty node) stops the run instead of saving rank 0's replica as if it spoke for all.
+Status CheckReplicasAgree(dist::Communicator& comm, std::span<TrainModel::Param> params,
+                          int64_t step);
+
+// Rank 0's values to every rank.
+Status BroadcastFloats(dist::Communicator& comm, std::span<float> data);
+Status BroadcastInts(dist::Communicator& comm, std::span<int64_t> data);
 
 }  // namespace escale
