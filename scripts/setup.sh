@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  build-essential g++ make cmake ninja-build pkg-config git
+  build-essential g++ make cmake ninja-build pkg-config git universal-ctags
   nlohmann-json3-dev libcli11-dev libtomlplusplus-dev libpcre2-dev libutf8proc-dev
   libopenblas-dev libopenblas0-pthread libopenmpi-dev openmpi-bin
   libgtest-dev libgmock-dev libbenchmark-dev

@@ -330,18 +330,9 @@ Status CheckSharedGatesNonZero(const HfModel& m) {
   return Status::Ok();
 }
 
-Result<std::string> ExportGguf(const std::string& src, const std::string& out,
-                               const ExportOptions& opt) {
-  if (!opt.overwrite && fs::exists(out))
-    return InvalidArgument(out + " exists; pass --overwrite to replace it");
-  ESCALE_ASSIGN_OR_RETURN(HfModel m, ReadHfModel(src));
-  const ModelConfig& c = m.config;
-  ESCALE_ASSIGN_OR_RETURN(GgufArch arch, PickArch(c));
-  ESCALE_ASSIGN_OR_RETURN(Vocab vocab, ReadVocab(src, c.vocab_size));
-  if (c.is_moe() && c.moe.shared_intermediate > 0)
-    ESCALE_RETURN_IF_ERROR(CheckSharedGatesNonZero(m));
-
-  Writer w;
+// The GGUF metadata: the architecture's hyperparameters under its prefix, and the vocabulary.
+void AddMetadata(Writer& w, const ModelConfig& c, const GgufArch& arch, Vocab& vocab,
+                 const std::string& src, const ExportOptions& opt) {
   const std::string a = arch.name + ".";
   auto u32 = [](int64_t x) { return Value::U32(static_cast<uint32_t>(x)); };
   w.Add("general.architecture", Value::Str(arch.name));
@@ -389,8 +380,13 @@ Result<std::string> ExportGguf(const std::string& src, const std::string& out,
     w.Add("tokenizer.ggml.eos_token_id", Value::U32(static_cast<uint32_t>(*vocab.eos)));
   w.Add("tokenizer.ggml.add_bos_token", Value::Bool(vocab.add_bos));
   w.Add("tokenizer.ggml.add_eos_token", Value::Bool(false));
+}
 
-  const std::vector<TensorSpec> specs = CanonicalTensors(c);
+// The tensors of the file in order: llama.cpp's names, shapes (innermost first), types, the
+// experts of a layer stacked into one tensor, and the head permutation of q and k.
+// Items point into `specs`, which must outlive them.
+Result<std::vector<Item>> PlanItems(const ModelConfig& c, const std::vector<TensorSpec>& specs,
+                                    const GgufArch& arch, const ExportOptions& opt) {
   std::vector<Item> items;
   if (IsLlama3Rope(c)) {
     Item it;
@@ -426,6 +422,78 @@ Result<std::string> ExportGguf(const std::string& src, const std::string& out,
       it.permute_heads = c.num_kv_heads;
     items.push_back(std::move(it));
   }
+  return items;
+}
+
+// One item's data: converted to its type (and permuted) through the reused buffers.
+Status WriteItemData(Writer& w, const HfModel& m, const Item& it, const TensorInfo& info,
+                     std::vector<float>& f32, std::vector<float>& tmp,
+                     std::vector<std::byte>& bytes) {
+  if (it.parts.empty()) {
+    return w.WriteTensorData(reinterpret_cast<const std::byte*>(it.values.data()),
+                             it.values.size() * sizeof(float));
+  }
+  // Already f32 and not reordered: written straight from the mapping, no copy.
+  if (it.parts.size() == 1 && it.permute_heads == 0 && info.type == TensorType::kF32 &&
+      m.at(it.parts[0]->name).dtype() == DType::kF32) {
+    const Tensor& t = m.at(it.parts[0]->name);
+    PopulatePages(t);
+    ESCALE_RETURN_IF_ERROR(w.WriteTensorData(t.bytes(), t.nbytes()));
+    ReleasePages(m, t);
+    return Status::Ok();
+  }
+  size_t n = 0;
+  for (const TensorSpec* p : it.parts) n += static_cast<size_t>(ShapeNumel(p->shape));
+  f32.resize(n);
+  size_t at = 0;
+  for (const TensorSpec* p : it.parts) {
+    const Tensor& t = m.at(p->name);
+    PopulatePages(t);
+    ESCALE_RETURN_IF_ERROR(
+        ConvertToF32(t.dtype(), t.bytes(), static_cast<size_t>(t.numel()), f32.data() + at));
+    at += static_cast<size_t>(t.numel());
+    ReleasePages(m, t);
+  }
+  if (it.permute_heads > 0) {
+    const Shape& sh = it.parts[0]->shape;
+    const int64_t rows = sh[0], cols = sh.size() > 1 ? sh[1] : 1;
+    tmp.resize(n);
+    PermuteRows(f32.data(), tmp.data(), it.permute_heads, rows, cols);
+    f32.swap(tmp);
+  }
+  bytes.resize(info.nbytes);
+  switch (info.type) {
+    case TensorType::kF32:
+      std::memcpy(bytes.data(), f32.data(), n * 4);
+      break;
+    case TensorType::kF16:
+      ESCALE_RETURN_IF_ERROR(ConvertFromF32(f32.data(), n, DType::kF16, bytes.data()));
+      break;
+    case TensorType::kBF16:
+      ESCALE_RETURN_IF_ERROR(ConvertFromF32(f32.data(), n, DType::kBF16, bytes.data()));
+      break;
+    case TensorType::kQ8_0:
+      QuantizeQ8_0(f32.data(), n, bytes.data());
+      break;
+  }
+  return w.WriteTensorData(bytes.data(), bytes.size());
+}
+
+Result<std::string> ExportGguf(const std::string& src, const std::string& out,
+                               const ExportOptions& opt) {
+  if (!opt.overwrite && fs::exists(out))
+    return InvalidArgument(out + " exists; pass --overwrite to replace it");
+  ESCALE_ASSIGN_OR_RETURN(HfModel m, ReadHfModel(src));
+  const ModelConfig& c = m.config;
+  ESCALE_ASSIGN_OR_RETURN(GgufArch arch, PickArch(c));
+  ESCALE_ASSIGN_OR_RETURN(Vocab vocab, ReadVocab(src, c.vocab_size));
+  if (c.is_moe() && c.moe.shared_intermediate > 0)
+    ESCALE_RETURN_IF_ERROR(CheckSharedGatesNonZero(m));
+
+  Writer w;
+  AddMetadata(w, c, arch, vocab, src, opt);
+  const std::vector<TensorSpec> specs = CanonicalTensors(c);
+  ESCALE_ASSIGN_OR_RETURN(const std::vector<Item> items, PlanItems(c, specs, arch, opt));
   for (const Item& it : items) ESCALE_RETURN_IF_ERROR(w.AddTensor(it.name, it.ne, it.type));
   ESCALE_RETURN_IF_ERROR(w.Begin(out));
 
@@ -433,60 +501,8 @@ Result<std::string> ExportGguf(const std::string& src, const std::string& out,
   std::vector<std::byte> bytes;
   uint64_t total = 0;
   for (size_t k = 0; k < items.size(); ++k) {
-    const Item& it = items[k];
-    const TensorInfo& info = w.tensors()[k];
-    if (it.parts.empty()) {
-      ESCALE_RETURN_IF_ERROR(w.WriteTensorData(reinterpret_cast<const std::byte*>(it.values.data()),
-                                               it.values.size() * sizeof(float)));
-      total += info.nbytes;
-      continue;
-    }
-    // Already f32 and not reordered: written straight from the mapping, no copy.
-    if (it.parts.size() == 1 && it.permute_heads == 0 && info.type == TensorType::kF32 &&
-        m.at(it.parts[0]->name).dtype() == DType::kF32) {
-      const Tensor& t = m.at(it.parts[0]->name);
-      PopulatePages(t);
-      ESCALE_RETURN_IF_ERROR(w.WriteTensorData(t.bytes(), t.nbytes()));
-      ReleasePages(m, t);
-      total += info.nbytes;
-      continue;
-    }
-    size_t n = 0;
-    for (const TensorSpec* p : it.parts) n += static_cast<size_t>(ShapeNumel(p->shape));
-    f32.resize(n);
-    size_t at = 0;
-    for (const TensorSpec* p : it.parts) {
-      const Tensor& t = m.at(p->name);
-      PopulatePages(t);
-      ESCALE_RETURN_IF_ERROR(
-          ConvertToF32(t.dtype(), t.bytes(), static_cast<size_t>(t.numel()), f32.data() + at));
-      at += static_cast<size_t>(t.numel());
-      ReleasePages(m, t);
-    }
-    if (it.permute_heads > 0) {
-      const Shape& sh = it.parts[0]->shape;
-      const int64_t rows = sh[0], cols = sh.size() > 1 ? sh[1] : 1;
-      tmp.resize(n);
-      PermuteRows(f32.data(), tmp.data(), it.permute_heads, rows, cols);
-      f32.swap(tmp);
-    }
-    bytes.resize(info.nbytes);
-    switch (info.type) {
-      case TensorType::kF32:
-        std::memcpy(bytes.data(), f32.data(), n * 4);
-        break;
-      case TensorType::kF16:
-        ESCALE_RETURN_IF_ERROR(ConvertFromF32(f32.data(), n, DType::kF16, bytes.data()));
-        break;
-      case TensorType::kBF16:
-        ESCALE_RETURN_IF_ERROR(ConvertFromF32(f32.data(), n, DType::kBF16, bytes.data()));
-        break;
-      case TensorType::kQ8_0:
-        QuantizeQ8_0(f32.data(), n, bytes.data());
-        break;
-    }
-    ESCALE_RETURN_IF_ERROR(w.WriteTensorData(bytes.data(), bytes.size()));
-    total += info.nbytes;
+    ESCALE_RETURN_IF_ERROR(WriteItemData(w, m, items[k], w.tensors()[k], f32, tmp, bytes));
+    total += w.tensors()[k].nbytes;
   }
   ESCALE_RETURN_IF_ERROR(w.Commit());
   std::ostringstream s;

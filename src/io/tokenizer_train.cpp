@@ -65,6 +65,65 @@ struct HeapItem {
   bool operator<(const HeapItem& o) const { return count != o.count ? count < o.count : pair > o.pair; }
 };
 
+// The trained tokenizer as a Hugging Face tokenizer.json (byte-level BPE, specials after the
+// learned vocabulary).
+Result<std::string> TokenizerJson(const std::vector<std::string>& vocab,
+                                  const std::vector<std::pair<int32_t, int32_t>>& merges,
+                                  const std::unordered_map<std::string, int32_t>& bytes_to_id,
+                                  const std::vector<std::string>& specials) {
+  nlohmann::ordered_json j;
+  j["version"] = "1.0";
+  j["truncation"] = nullptr;
+  j["padding"] = nullptr;
+  nlohmann::ordered_json added = nlohmann::ordered_json::array();
+  for (size_t i = 0; i < specials.size(); ++i) {
+    if (bytes_to_id.count(specials[i]) != 0) {
+      return InvalidArgument("special token '" + specials[i] +
+                             "' was also learned as a merge; choose another name");
+    }
+    added.push_back({{"id", vocab.size() + i},
+                     {"content", specials[i]},
+                     {"single_word", false},
+                     {"lstrip", false},
+                     {"rstrip", false},
+                     {"normalized", false},
+                     {"special", true}});
+  }
+  j["added_tokens"] = added;
+  j["normalizer"] = nullptr;
+  j["pre_tokenizer"] = {{"type", "ByteLevel"},
+                        {"add_prefix_space", false},
+                        {"trim_offsets", true},
+                        {"use_regex", true}};
+  j["post_processor"] = {{"type", "ByteLevel"},
+                         {"add_prefix_space", false},
+                         {"trim_offsets", false},
+                         {"use_regex", true}};
+  j["decoder"] = {{"type", "ByteLevel"},
+                  {"add_prefix_space", false},
+                  {"trim_offsets", true},
+                  {"use_regex", true}};
+  nlohmann::ordered_json model;
+  model["type"] = "BPE";
+  model["dropout"] = nullptr;
+  model["unk_token"] = nullptr;
+  model["continuing_subword_prefix"] = nullptr;
+  model["end_of_word_suffix"] = nullptr;
+  model["fuse_unk"] = false;
+  model["byte_fallback"] = false;
+  model["ignore_merges"] = false;
+  nlohmann::ordered_json v = nlohmann::ordered_json::object();
+  for (size_t id = 0; id < vocab.size(); ++id) v[BytesToByteLevel(vocab[id])] = id;
+  for (size_t i = 0; i < specials.size(); ++i) v[specials[i]] = vocab.size() + i;
+  model["vocab"] = std::move(v);
+  nlohmann::ordered_json m = nlohmann::ordered_json::array();
+  for (const auto& [x, y] : merges)
+    m.push_back({BytesToByteLevel(vocab[x]), BytesToByteLevel(vocab[y])});
+  model["merges"] = std::move(m);
+  j["model"] = std::move(model);
+  return j.dump(1);
+}
+
 Result<std::string> Train(std::unordered_map<std::string, uint64_t>& word_counts, const TrainOptions& opts) {
   std::vector<std::string> specials = opts.special_tokens;
   if (specials.empty()) specials.push_back("<|endoftext|>");
@@ -188,41 +247,7 @@ Result<std::string> Train(std::unordered_map<std::string, uint64_t>& word_counts
   }
   progress.Finish();
 
-  nlohmann::ordered_json j;
-  j["version"] = "1.0";
-  j["truncation"] = nullptr;
-  j["padding"] = nullptr;
-  nlohmann::ordered_json added = nlohmann::ordered_json::array();
-  for (size_t i = 0; i < specials.size(); ++i) {
-    if (bytes_to_id.count(specials[i]) != 0) {
-      return InvalidArgument("special token '" + specials[i] + "' was also learned as a merge; choose another name");
-    }
-    added.push_back({{"id", vocab.size() + i}, {"content", specials[i]}, {"single_word", false},
-                     {"lstrip", false}, {"rstrip", false}, {"normalized", false}, {"special", true}});
-  }
-  j["added_tokens"] = added;
-  j["normalizer"] = nullptr;
-  j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
-  j["post_processor"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", false}, {"use_regex", true}};
-  j["decoder"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", true}};
-  nlohmann::ordered_json model;
-  model["type"] = "BPE";
-  model["dropout"] = nullptr;
-  model["unk_token"] = nullptr;
-  model["continuing_subword_prefix"] = nullptr;
-  model["end_of_word_suffix"] = nullptr;
-  model["fuse_unk"] = false;
-  model["byte_fallback"] = false;
-  model["ignore_merges"] = false;
-  nlohmann::ordered_json v = nlohmann::ordered_json::object();
-  for (size_t id = 0; id < vocab.size(); ++id) v[BytesToByteLevel(vocab[id])] = id;
-  for (size_t i = 0; i < specials.size(); ++i) v[specials[i]] = vocab.size() + i;
-  model["vocab"] = std::move(v);
-  nlohmann::ordered_json m = nlohmann::ordered_json::array();
-  for (const auto& [x, y] : merges) m.push_back({BytesToByteLevel(vocab[x]), BytesToByteLevel(vocab[y])});
-  model["merges"] = std::move(m);
-  j["model"] = std::move(model);
-  return j.dump(1);
+  return TokenizerJson(vocab, merges, bytes_to_id, specials);
 }
 
 }  // namespace

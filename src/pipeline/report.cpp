@@ -175,6 +175,51 @@ std::string RenderComparison(const json& pipeline) {
   return html;
 }
 
+// MoE balance: coefficient of variation of the tokens per expert, per layer, over the steps, and
+// the load-balancing loss; returns the mean over layers of the last CV (NaN for a dense stage).
+double AddMoePlots(const StageMetrics& s, std::vector<PlotSpec>& moe_plots) {
+  double last_cv = NAN;
+  if (s.steps.empty() || !s.steps.back().contains("expert_load")) return last_cv;
+  PlotSpec moe{"Expert load imbalance, " + s.name + " (CV of tokens per expert; 0 = uniform)",
+               "step",
+               "CV",
+               {},
+               {},
+               false};
+  PlotSpec aux{
+      "Load-balancing loss, " + s.name + " (1 = uniform routing)", "step", "aux", {}, {}, false};
+  Series aux_s{"aux", {}, {}, false};
+  std::vector<Series> layers;
+  for (const json& r : s.steps) {
+    const auto& el = r.value("expert_load", json::array());
+    const double step = r["step"].get<double>();
+    for (size_t l = 0; l < el.size(); ++l) {
+      if (layers.size() <= l)
+        layers.push_back({"layer " + std::to_string(el[l].value("layer", static_cast<int64_t>(l))),
+                          {},
+                          {},
+                          false});
+      layers[l].x.push_back(step);
+      layers[l].y.push_back(Get(el[l], "cv"));
+    }
+    aux_s.x.push_back(step);
+    aux_s.y.push_back(Get(r, "aux"));
+  }
+  std::vector<double> cvs;
+  for (const auto& l : layers)
+    if (!l.y.empty()) cvs.push_back(l.y.back());
+  if (!cvs.empty()) {
+    last_cv = 0;
+    for (double c : cvs) last_cv += c / static_cast<double>(cvs.size());
+  }
+  for (auto& l : layers) l.y = Smooth(l.y, 0.2);
+  moe.series = std::move(layers);
+  aux.series.push_back(aux_s);
+  moe_plots.push_back(std::move(moe));
+  moe_plots.push_back(std::move(aux));
+  return last_cv;
+}
+
 }  // namespace
 
 std::string RenderReport(const std::vector<StageMetrics>& stages, const std::string& title,
@@ -245,52 +290,7 @@ std::string RenderReport(const std::vector<StageMetrics>& stages, const std::str
       loss.markers.push_back({start, s.name});
       val.markers.push_back({start, s.name});
     }
-    // MoE balance: coefficient of variation of the tokens per expert, per layer, over the steps.
-    double last_cv = NAN;
-    if (!s.steps.empty() && s.steps.back().contains("expert_load")) {
-      PlotSpec moe{"Expert load imbalance, " + s.name + " (CV of tokens per expert; 0 = uniform)",
-                   "step",
-                   "CV",
-                   {},
-                   {},
-                   false};
-      PlotSpec aux{"Load-balancing loss, " + s.name + " (1 = uniform routing)",
-                   "step",
-                   "aux",
-                   {},
-                   {},
-                   false};
-      Series aux_s{"aux", {}, {}, false};
-      std::vector<Series> layers;
-      for (const json& r : s.steps) {
-        const auto& el = r.value("expert_load", json::array());
-        const double step = r["step"].get<double>();
-        for (size_t l = 0; l < el.size(); ++l) {
-          if (layers.size() <= l)
-            layers.push_back(
-                {"layer " + std::to_string(el[l].value("layer", static_cast<int64_t>(l))),
-                 {},
-                 {},
-                 false});
-          layers[l].x.push_back(step);
-          layers[l].y.push_back(Get(el[l], "cv"));
-        }
-        aux_s.x.push_back(step);
-        aux_s.y.push_back(Get(r, "aux"));
-      }
-      std::vector<double> cvs;
-      for (const auto& l : layers)
-        if (!l.y.empty()) cvs.push_back(l.y.back());
-      if (!cvs.empty()) {
-        last_cv = 0;
-        for (double c : cvs) last_cv += c / static_cast<double>(cvs.size());
-      }
-      for (auto& l : layers) l.y = Smooth(l.y, 0.2);
-      moe.series = std::move(layers);
-      aux.series.push_back(aux_s);
-      moe_plots.push_back(std::move(moe));
-      moe_plots.push_back(std::move(aux));
-    }
+    const double last_cv = AddMoePlots(s, moe_plots);
     double tail = 0;
     int n_tail = 0;
     for (size_t i = raw.size() >= 10 ? raw.size() - 10 : 0; i < raw.size(); ++i)

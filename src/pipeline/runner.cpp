@@ -88,172 +88,187 @@ std::string BranchName(double fraction) {
 
 }  // namespace
 
-std::vector<Stage> PlanStages(const Recipe& r) {
-  const std::string& o = r.out;
-  const std::string seed = std::to_string(r.seed);
-  std::vector<Stage> s;
-  std::string tokenizer = r.tokenizer,
-              tokenizer_dir =
-                  r.tokenizer.empty() ? "" : fs::path(r.tokenizer).parent_path().string();
-  if (tokenizer.empty()) {
-    tokenizer_dir = o + "/tokenizer";
-    tokenizer = tokenizer_dir + "/tokenizer.json";
-    Stage t{"tokenizer",
-            {"tokenizer", "train"},
-            tokenizer,
-            "",
-            false,
-            false,
-            "train a byte-level BPE tokenizer"};
-    for (const auto& in : r.inputs) t.args.push_back(in);
-    t.args.insert(t.args.end(), {"--vocab-size", std::to_string(r.vocab_size), "-o", tokenizer});
-    s.push_back(t);
+namespace {
+
+// Builds the stage list of a recipe in order; `current` is the model the next stage starts from.
+class StagePlanner {
+ public:
+  explicit StagePlanner(const Recipe& r) : r_(r), o_(r.out), seed_(std::to_string(r.seed)) {}
+  std::vector<Stage> Plan() && {
+    Data();
+    Preparation();
+    if (r_.scale_up)
+      Surgery(
+          {"scale_up", "scale-up", "grown", "grow wider and deeper", "verify_up",
+           "function preservation of the growth", "up", "continued pretraining of the grown model"},
+          r_.scale_up_flags, r_.up_train);
+    if (r_.scale_out)
+      Surgery(
+          {"scale_out", "scale-out", "upcycled", "upcycle to a Mixture-of-Experts", "verify_out",
+           "function preservation of the upcycling", "moe", "continued pretraining of the MoE"},
+          r_.scale_out_flags, r_.out_train);
+    if (r_.baseline) Baseline();
+    if (r_.eval) Evaluations();
+    return std::move(s_);
   }
-  Stage shards{"shards",
-               {"tokenize", "--tokenizer", tokenizer},
-               o + "/shards",
-               "",
-               false,
-               true,
-               "corpus -> token shards"};
-  for (const auto& in : r.inputs) shards.args.insert(shards.args.end(), {"--input", in});
-  shards.args.insert(shards.args.end(),
-                     {"--output", o + "/shards", "--val-fraction", FormatNumber(r.val_fraction),
-                      "--workers", std::to_string(r.workers), "--seed",
-                      r.data_seed >= 0 ? std::to_string(r.data_seed) : seed});
-  s.push_back(shards);
-  std::string model = r.model;
-  if (model.empty()) {
-    model = o + "/dense-init";
-    s.push_back(
-        {"init",
-         {"init", model, "--preset", r.preset, "--seed", seed, "--tokenizer-from", tokenizer_dir},
-         model,
-         "",
-         false,
-         true,
-         "random dense model (vocabulary of the tokenizer)"});
+
+ private:
+  struct SurgeryNames {
+    const char *stage, *command, *output, *note, *verify, *verify_note, *train, *train_note;
+  };
+
+  // The tokenizer (trained unless the recipe names one) and the token shards.
+  void Data() {
+    tokenizer_ = r_.tokenizer;
+    tokenizer_dir_ = r_.tokenizer.empty() ? "" : fs::path(r_.tokenizer).parent_path().string();
+    if (tokenizer_.empty()) {
+      tokenizer_dir_ = o_ + "/tokenizer";
+      tokenizer_ = tokenizer_dir_ + "/tokenizer.json";
+      Stage t{"tokenizer",
+              {"tokenizer", "train"},
+              tokenizer_,
+              "",
+              false,
+              false,
+              "train a byte-level BPE tokenizer"};
+      for (const auto& in : r_.inputs) t.args.push_back(in);
+      t.args.insert(t.args.end(),
+                    {"--vocab-size", std::to_string(r_.vocab_size), "-o", tokenizer_});
+      s_.push_back(t);
+    }
+    Stage shards{"shards",
+                 {"tokenize", "--tokenizer", tokenizer_},
+                 o_ + "/shards",
+                 "",
+                 false,
+                 true,
+                 "corpus -> token shards"};
+    for (const auto& in : r_.inputs) shards.args.insert(shards.args.end(), {"--input", in});
+    shards.args.insert(shards.args.end(),
+                       {"--output", o_ + "/shards", "--val-fraction", FormatNumber(r_.val_fraction),
+                        "--workers", std::to_string(r_.workers), "--seed",
+                        r_.data_seed >= 0 ? std::to_string(r_.data_seed) : seed_});
+    s_.push_back(shards);
   }
+
+  // The small dense model: the recipe's, or a random one, trained when [prepare.train] says so.
+  void Preparation() {
+    std::string model = r_.model;
+    if (model.empty()) {
+      model = o_ + "/dense-init";
+      s_.push_back({"init",
+                    {"init", model, "--preset", r_.preset, "--seed", seed_, "--tokenizer-from",
+                     tokenizer_dir_},
+                    model,
+                    "",
+                    false,
+                    true,
+                    "random dense model (vocabulary of the tokenizer)"});
+    }
+    current_ = model;
+    if (r_.prepare_train.present) {
+      current_ = Train("prepare", model, r_.prepare_train, "train the small dense model");
+      trained_.push_back("prepare");
+    }
+  }
+
   // carry: the model was grown with --carry-moments, so AdamW continues the source's moments.
-  auto train = [&](const std::string& name, const std::string& from, const TrainStageSpec& spec,
-                   const char* note, bool carry = false) {
+  std::string Train(const std::string& name, const std::string& from, const TrainStageSpec& spec,
+                    const char* note, bool carry = false) {
     Stage t{name,
-            {"train", "--model", from, "--data", o + "/shards", "--out", o + "/" + name, "--seed",
-             seed},
-            o + "/" + name,
+            {"train", "--model", from, "--data", o_ + "/shards", "--out", o_ + "/" + name, "--seed",
+             seed_},
+            o_ + "/" + name,
             spec.toml,
             true,
             false,
             note};
-    t.args.insert(t.args.begin() + 1, {"--config", o + "/configs/" + name + ".toml"});
+    t.args.insert(t.args.begin() + 1, {"--config", o_ + "/configs/" + name + ".toml"});
     if (carry) t.args.push_back("--carry-moments");
-    s.push_back(t);
-    return Latest(o + "/" + name);
-  };
-  std::string current = model;
-  if (r.prepare_train.present)
-    current = train("prepare", model, r.prepare_train, "train the small dense model");
-  std::vector<std::string> trained =
-      r.prepare_train.present ? std::vector<std::string>{"prepare"} : std::vector<std::string>{};
-  if (r.scale_up) {
-    Stage up{"scale_up",
-             {"scale-up", current, o + "/grown"},
-             o + "/grown",
-             "",
-             false,
-             true,
-             "grow wider and deeper"};
-    AddFlags(up.args, r.scale_up_flags);
-    if (!HasFlag(r.scale_up_flags, "seed")) up.args.insert(up.args.end(), {"--seed", seed});
-    s.push_back(up);
-    if (r.verify)
-      s.push_back({"verify_up",
-                   {"verify", current, o + "/grown"},
-                   "",
-                   "",
-                   false,
-                   false,
-                   "function preservation of the growth",
-                   0,
-                   false});
-    current = o + "/grown";
-    if (r.up_train.present) {
-      current = train("up", o + "/grown", r.up_train, "continued pretraining of the grown model",
-                      HasFlag(r.scale_up_flags, "carry-moments"));
-      trained.push_back("up");
+    s_.push_back(t);
+    return Latest(o_ + "/" + name);
+  }
+
+  // A conversion (scale-up or scale-out) of the current model, its verification, and the
+  // continued pretraining after it.
+  void Surgery(const SurgeryNames& n, const Flags& flags, const TrainStageSpec& spec) {
+    const std::string out = o_ + "/" + n.output;
+    Stage st{n.stage, {n.command, current_, out}, out, "", false, true, n.note};
+    AddFlags(st.args, flags);
+    if (!HasFlag(flags, "seed")) st.args.insert(st.args.end(), {"--seed", seed_});
+    s_.push_back(st);
+    if (r_.verify)
+      s_.push_back(
+          {n.verify, {"verify", current_, out}, "", "", false, false, n.verify_note, 0, false});
+    current_ = out;
+    if (spec.present) {
+      current_ = Train(n.train, out, spec, n.train_note, HasFlag(flags, "carry-moments"));
+      trained_.push_back(n.train);
     }
   }
-  if (r.scale_out) {
-    Stage so{"scale_out", {"scale-out", current, o + "/upcycled"}, o + "/upcycled", "", false,
-             true,        "upcycle to a Mixture-of-Experts"};
-    AddFlags(so.args, r.scale_out_flags);
-    if (!HasFlag(r.scale_out_flags, "seed")) so.args.insert(so.args.end(), {"--seed", seed});
-    s.push_back(so);
-    if (r.verify)
-      s.push_back({"verify_out",
-                   {"verify", current, o + "/upcycled"},
-                   "",
-                   "",
-                   false,
-                   false,
-                   "function preservation of the upcycling",
-                   0,
-                   false});
-    current = o + "/upcycled";
-    if (r.out_train.present) {
-      current = train("moe", o + "/upcycled", r.out_train, "continued pretraining of the MoE",
-                      HasFlag(r.scale_out_flags, "carry-moments"));
-      trained.push_back("moe");
-    }
-  }
-  if (r.baseline) {
+
+  // The final architecture from scratch, and its WSD decay branches.
+  void Baseline() {
+    const std::string config = o_ + "/" + (r_.scale_out ? "upcycled" : "grown") + "/config.json";
     Stage b{"baseline",
-            {"train", "--config", o + "/configs/baseline.toml", "--from-config",
-             o + "/" + (r.scale_out ? "upcycled" : "grown") + "/config.json", "--data",
-             o + "/shards", "--out", o + "/baseline", "--seed", seed},
-            o + "/baseline",
-            r.baseline_train.toml,
+            {"train", "--config", o_ + "/configs/baseline.toml", "--from-config", config, "--data",
+             o_ + "/shards", "--out", o_ + "/baseline", "--seed", seed_},
+            o_ + "/baseline",
+            r_.baseline_train.toml,
             true,
             false,
             "the final architecture from scratch at equal compute"};
-    s.push_back(b);
-    trained.push_back("baseline");
-    for (double f : r.decay_branches) {
+    s_.push_back(b);
+    trained_.push_back("baseline");
+    for (double f : r_.decay_branches) {
       Stage br = b;
       br.name = BranchName(f);
-      br.output = o + "/" + br.name;
-      br.args = {"train", "--config", o + "/configs/" + br.name + ".toml", "--from-config",
-                 o + "/" + (r.scale_out ? "upcycled" : "grown") + "/config.json", "--data",
-                 o + "/shards", "--out", br.output, "--seed", seed};
+      br.output = o_ + "/" + br.name;
+      br.args = {"train",         "--config", o_ + "/configs/" + br.name + ".toml",
+                 "--from-config", config,     "--data",
+                 o_ + "/shards",  "--out",    br.output,
+                 "--seed",        seed_};
       br.branch_fraction = f;
       br.note = "a WSD decay branch of the baseline (a fully decayed run at a smaller budget)";
-      s.push_back(br);
+      s_.push_back(br);
     }
   }
-  if (r.eval) {
-    for (const auto& name : trained) {
+
+  void Evaluations() {
+    for (const auto& name : trained_) {
       Stage e{"eval_" + name,
-              {"eval", Latest(o + "/" + name), "--tokenizer", tokenizer, "--shards", o + "/shards",
-               "--json", "--output", o + "/eval/" + name + ".json"},
-              o + "/eval/" + name + ".json",
+              {"eval", Latest(o_ + "/" + name), "--tokenizer", tokenizer_, "--shards",
+               o_ + "/shards", "--json", "--output", o_ + "/eval/" + name + ".json"},
+              o_ + "/eval/" + name + ".json",
               "",
               false,
               false,
-              "validation perplexity" + std::string(r.tasks.empty() ? "" : " and tasks"),
+              "validation perplexity" + std::string(r_.tasks.empty() ? "" : " and tasks"),
               0,
               false};
-      for (const auto& t : r.tasks) e.args.insert(e.args.end(), {"--task", t});
+      for (const auto& t : r_.tasks) e.args.insert(e.args.end(), {"--task", t});
       // Windows as long as the stage trained on (a model trained at 128 tokens is not asked about
       // 2048).
       std::string toml;
-      for (const Stage& st : s)
+      for (const Stage& st : s_)
         if (st.train && st.name == name) toml = st.train_config;
-      const int64_t len = r.eval_max_length > 0 ? r.eval_max_length : SeqLenOf(toml);
+      const int64_t len = r_.eval_max_length > 0 ? r_.eval_max_length : SeqLenOf(toml);
       e.args.insert(e.args.end(), {"--max-length", std::to_string(len)});
-      s.push_back(e);
+      s_.push_back(e);
     }
   }
-  return s;
+
+  const Recipe& r_;
+  const std::string o_, seed_;
+  std::vector<Stage> s_;
+  std::string tokenizer_, tokenizer_dir_, current_;
+  std::vector<std::string> trained_;
+};
+
+}  // namespace
+
+std::vector<Stage> PlanStages(const Recipe& r) {
+  return StagePlanner(r).Plan();
 }
 
 namespace {

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Rules of the source tree that a compiler does not check (DEVELOPERS.md "Code rules"):
+#   - no function in src/ longer than LIMIT lines (default 150), from Universal Ctags' start and
+#     end lines (a lambda counts toward the function that holds it);
+#   - BLAS (cblas_*) is called only under src/ops: the model and everything above compose ops.
+# Prints each violation and exits 1; run by ctest (source.rules).
+#   scripts/check_sources.sh [LIMIT]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+limit=${1:-150}
+command -v ctags >/dev/null ||
+  { echo "check_sources: needs universal-ctags (scripts/setup.sh installs it)" >&2; exit 2; }
+failed=0
+long=$(ctags -R --languages=C++ --kinds-C++=f --fields=+ne -f - src |
+  awk -F'\t' -v limit="$limit" '{
+    ln = ""; en = ""
+    for (i = 4; i <= NF; i++) { if ($i ~ /^line:/) ln = substr($i, 6); if ($i ~ /^end:/) en = substr($i, 5) }
+    if (ln != "" && en != "" && en - ln + 1 > limit) printf "%5d  %s:%s  %s\n", en - ln + 1, $2, ln, $1
+  }' | sort -rn)
+if [[ -n $long ]]; then
+  echo "functions over $limit lines (split them into named steps):"
+  echo "$long"
+  failed=1
+fi
+blas=$(grep -rn --include='*.cpp' --include='*.h' -E '\bcblas_[a-z]' src | grep -v '^src/ops/' || true)
+if [[ -n $blas ]]; then
+  echo "cblas_* outside src/ops (add an op in src/ops and call it):"
+  echo "$blas"
+  failed=1
+fi
+if ((failed)); then exit 1; fi
+echo "source rules hold: no function in src/ over $limit lines, cblas_* only under src/ops"
