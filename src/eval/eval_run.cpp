@@ -157,8 +157,11 @@ Status Session::Open() {
   ESCALE_ASSIGN_OR_RETURN(model_, ReadHfModel(a_.model));
   max_length_ = a_.max_length > 0 ? a_.max_length
                                   : std::min<int64_t>(2048, model_.config.max_position_embeddings);
+  // The engine's fp32 copy replaces the mapped file in memory (pages re-read from the page cache
+  // if a longer input rebuilds it).
   ESCALE_ASSIGN_OR_RETURN(scorer_,
-                          LmScorer::Create(model_.config, model_.tensors, max_length_, a_.batch));
+                          LmScorer::Create(model_.config, model_.tensors, max_length_, a_.batch,
+                                           [this](const Tensor& t) { ReleasePages(model_, t); }));
   results_ = {{"model", a_.model}, {"max_length", max_length_}, {"batch", a_.batch}};
   if (!a_.text.empty() || !a_.tasks.empty()) {
     const std::string path = a_.tokenizer.empty() ? a_.model + "/tokenizer.json" : a_.tokenizer;

@@ -12,7 +12,8 @@ LmScorer::~LmScorer() = default;
 
 Result<std::unique_ptr<LmScorer>> LmScorer::Create(const ModelConfig& config,
                                                    const TensorMap& weights, int64_t max_length,
-                                                   int64_t batch) {
+                                                   int64_t batch,
+                                                   std::function<void(const Tensor&)> release) {
   if (max_length < 1) return InvalidArgument("--max-length must be at least 1");
   if (batch < 1) return InvalidArgument("--batch must be at least 1");
   ESCALE_RETURN_IF_ERROR(config.Validate());
@@ -22,6 +23,7 @@ Result<std::unique_ptr<LmScorer>> LmScorer::Create(const ModelConfig& config,
   s->weights_ = weights;
   s->max_length_ = max_length;
   s->batch_ = batch;
+  s->release_ = std::move(release);
   return s;
 }
 
@@ -32,7 +34,8 @@ Status LmScorer::EnsureModel(int64_t seq_len) {
   if (model_ && seq_len <= seq_len_) return Status::Ok();
   model_.reset();
   ESCALE_ASSIGN_OR_RETURN(
-      model_, TrainModel::Create(config_, weights_, {batch_, seq_len}, LossCoefficients{}));
+      model_, TrainModel::Create(config_, weights_, {batch_, seq_len, /*training=*/false},
+                                 LossCoefficients{}, release_));
   seq_len_ = seq_len;
   return Status::Ok();
 }

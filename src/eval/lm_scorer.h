@@ -33,9 +33,12 @@ struct LogLikelihood {
 class LmScorer {
  public:
   // `max_length`: the longest model input (lm-eval's max_length); `batch`: rows per forward.
+  // `release`, when given, is called with each tensor of `weights` once the engine holds its
+  // values (TrainModel::Create's `copied`).
   static Result<std::unique_ptr<LmScorer>> Create(const ModelConfig& config,
                                                   const TensorMap& weights, int64_t max_length,
-                                                  int64_t batch);
+                                                  int64_t batch,
+                                                  std::function<void(const Tensor&)> release = {});
   ~LmScorer();
   // `done(n)` is called after each forward with the number of requests finished so far.
   Result<std::vector<LogLikelihood>> Score(std::span<const TokenRequest> requests,
@@ -47,6 +50,7 @@ class LmScorer {
   Status EnsureModel(int64_t seq_len);
   ModelConfig config_;
   TensorMap weights_;
+  std::function<void(const Tensor&)> release_;
   int64_t max_length_ = 0, batch_ = 0, seq_len_ = 0;
   std::unique_ptr<TrainModel> model_;
 };

@@ -104,10 +104,12 @@ struct TrainModel::Impl {
     }
   };
 
-  WG At(size_t i) { return {weights.data() + offsets[i], grads.data() + offsets[i]}; }
+  WG At(size_t i) {
+    return {weights.data() + offsets[i], grads.empty() ? nullptr : grads.data() + offsets[i]};
+  }
 
   // Create's steps: weights into the flat buffers, then the activations and scratch of a step.
-  Status LoadWeights(const TensorMap& init);
+  Status LoadWeights(const TensorMap& init, const std::function<void(const Tensor&)>& copied);
   int64_t AllocateLayer(int64_t l);  // the largest SwiGLU [rows, F] of the layer
   void AllocateScratch(int64_t max_ffn);
   Status BuildRopeTables();
@@ -134,7 +136,8 @@ int64_t MoeLayerCount(const ModelConfig& c) {
 
 }  // namespace
 
-Status TrainModel::Impl::LoadWeights(const TensorMap& init) {
+Status TrainModel::Impl::LoadWeights(const TensorMap& init,
+                                     const std::function<void(const Tensor&)>& copied) {
   // Flat buffers in canonical order: wq/wk/wv, bq/bk/bv and gate/up are adjacent by construction.
   specs = CanonicalTensors(c);
   size_t total = 0;
@@ -144,7 +147,7 @@ Status TrainModel::Impl::LoadWeights(const TensorMap& init) {
     total += Z(ShapeNumel(specs[i].shape));
   }
   weights.assign(total, 0.0f);
-  grads.assign(total, 0.0f);
+  if (shape.training) grads.assign(total, 0.0f);
   for (size_t i = 0; i < specs.size(); ++i) {
     const TensorSpec& spec = specs[i];
     auto it = init.find(spec.name);
@@ -157,12 +160,15 @@ Status TrainModel::Impl::LoadWeights(const TensorMap& init) {
     Status st = ConvertToF32(it->second.dtype(), it->second.bytes(), Z(ShapeNumel(spec.shape)),
                              weights.data() + offsets[i]);
     if (!st.ok()) return st.WithContext("tensor '" + spec.name + "'");
+    if (copied) copied(it->second);
     const size_t n = Z(ShapeNumel(spec.shape));
     const bool no_decay = spec.role == TensorRole::kEmbed || IsNormRole(spec.role) ||
                           spec.role == TensorRole::kBq || spec.role == TensorRole::kBk ||
                           spec.role == TensorRole::kBv;
-    params.push_back({spec.name, std::span<float>(weights.data() + offsets[i], n),
-                      std::span<float>(grads.data() + offsets[i], n), !no_decay});
+    params.push_back(
+        {spec.name, std::span<float>(weights.data() + offsets[i], n),
+         shape.training ? std::span<float>(grads.data() + offsets[i], n) : std::span<float>(),
+         !no_decay});
   }
   return Status::Ok();
 }
@@ -244,6 +250,10 @@ void TrainModel::Impl::AllocateScratch(int64_t max_ffn) {
   rstd_f.assign(Z(N), 0);
   xn_f.assign(Z(N * H), 0);
   logits.assign(Z(N * V), 0);
+  attn_scratch.assign(Z(fast::AttentionScratchPerThread(shape.seq_len) * threads), 0);
+  loss_rows.assign(Z(3 * N), 0);
+  if (c.is_moe()) route_scratch.assign(Z(shape.seq_len * K + E + 1), 0);
+  if (!shape.training) return;
   dx.assign(Z(N * H), 0);
   dxn.assign(Z(N * H), 0);
   dqkv.assign(Z(N * qkvd), 0);
@@ -257,10 +267,7 @@ void TrainModel::Impl::AllocateScratch(int64_t max_ffn) {
     dweight.assign(Z(A), 0);
     drlogits.assign(Z(N * E), 0);
     dsgate.assign(Z(N), 0);
-    route_scratch.assign(Z(shape.seq_len * K + E + 1), 0);
   }
-  attn_scratch.assign(Z(fast::AttentionScratchPerThread(shape.seq_len) * threads), 0);
-  loss_rows.assign(Z(3 * N), 0);
 }
 
 Status TrainModel::Impl::BuildRopeTables() {
@@ -277,8 +284,9 @@ Status TrainModel::Impl::BuildRopeTables() {
   return Status::Ok();
 }
 
-Result<std::unique_ptr<TrainModel>> TrainModel::Create(const ModelConfig& config, const TensorMap& init,
-                                                       BatchShape shape, const LossCoefficients& coef) {
+Result<std::unique_ptr<TrainModel>> TrainModel::Create(
+    const ModelConfig& config, const TensorMap& init, BatchShape shape,
+    const LossCoefficients& coef, const std::function<void(const Tensor&)>& copied) {
   ESCALE_RETURN_IF_ERROR(config.Validate());
   if (shape.micro_batch <= 0 || shape.seq_len <= 0)
     return InvalidArgument("micro-batch size and sequence length must be positive (got " +
@@ -311,7 +319,7 @@ Result<std::unique_ptr<TrainModel>> TrainModel::Create(const ModelConfig& config
   s.router = {s.E, s.K, config.moe.router == RouterType::kMixtral, config.moe.capacity_factor,
               config.moe.drop_policy == DropPolicy::kPosition};
 
-  ESCALE_RETURN_IF_ERROR(s.LoadWeights(init));
+  ESCALE_RETURN_IF_ERROR(s.LoadWeights(init, copied));
   s.embed = s.Named("embed");
   s.final_norm = s.Named("norm");
   s.head = config.tie_word_embeddings ? s.embed : s.Named("lm_head");
@@ -757,6 +765,8 @@ void TrainModel::Impl::Backward(std::span<const int32_t> tokens, float grad_scal
 Result<LossTerms> TrainModel::ForwardBackward(std::span<const int32_t> tokens, std::span<const int32_t> targets,
                                               float grad_scale) {
   Impl& s = *impl_;
+  if (!s.shape.training)
+    return InternalError("ForwardBackward on a TrainModel created for inference");
   ESCALE_RETURN_IF_ERROR(s.CheckBatch(tokens, targets));
   fast::UseSingleThreadedBlas();  // again: someone (MeasureSgemmRate) may have changed it since Create
   s.Forward(tokens);

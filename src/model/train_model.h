@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -30,6 +31,9 @@ namespace escale {
 
 struct BatchShape {
   int64_t micro_batch = 1, seq_len = 1;
+  // false: inference mode (scoring, `escale eval`): forward and losses only, no gradient and no
+  // backward buffers, so a model costs its fp32 weights and one step's activations.
+  bool training = true;
 };
 
 struct MoeLayerStats {
@@ -41,10 +45,14 @@ struct MoeLayerStats {
 
 class TrainModel {
  public:
-  // Copies `init` (canonical names -> tensors of any float dtype; other names are ignored) into fp32
-  // master weights and allocates everything a step of `shape` needs.
-  static Result<std::unique_ptr<TrainModel>> Create(const ModelConfig& config, const TensorMap& init, BatchShape shape,
-                                                    const LossCoefficients& coef);
+  // Copies `init` (canonical names -> tensors of any float dtype; other names are ignored) into
+  // fp32 master weights and allocates everything a step of `shape` needs. `copied`, when given, is
+  // called with each tensor of `init` once its values are in the master weights (a caller holding a
+  // mapped checkpoint releases its pages there, so peak memory is the fp32 copy, not the copy plus
+  // the file).
+  static Result<std::unique_ptr<TrainModel>> Create(
+      const ModelConfig& config, const TensorMap& init, BatchShape shape,
+      const LossCoefficients& coef, const std::function<void(const Tensor&)>& copied = {});
   ~TrainModel();
   TrainModel(const TrainModel&) = delete;
   TrainModel& operator=(const TrainModel&) = delete;
@@ -54,7 +62,7 @@ class TrainModel {
   // 1/accumulation_steps to average micro-batches). The returned terms are unscaled.
   Result<LossTerms> ForwardBackward(std::span<const int32_t> tokens, std::span<const int32_t> targets,
                                     float grad_scale = 1.0f);
-  // Forward and loss terms only; gradients untouched.
+  // Forward and loss terms only; gradients untouched. The only step of an inference-mode model.
   Result<LossTerms> Evaluate(std::span<const int32_t> tokens, std::span<const int32_t> targets);
   void ZeroGrads();
 

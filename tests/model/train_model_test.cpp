@@ -391,4 +391,30 @@ TEST(TrainModel, RefusesBadInput) {
 }
 
 }  // namespace
+// Inference mode (escale eval): the same losses and logits bit for bit, with no gradient buffers,
+// and a training step refused.
+TEST(TrainModel, InferenceModeEvaluatesIdenticallyWithoutGradients) {
+  for (const bool moe : {false, true}) {
+    const ModelConfig c = moe ? TinyMoe(RouterType::kMixtral, 4, 2) : TinyDense(true, false);
+    const TensorMap w = RandomWeights(c, 9);
+    const Batch b = RandomBatch(c, {2, 6}, 4);
+    auto train = TrainModel::Create(c, w, {2, 6}, {});
+    auto infer = TrainModel::Create(c, w, {2, 6, /*training=*/false}, {});
+    ASSERT_TRUE(train.ok() && infer.ok()) << (moe ? "moe" : "dense");
+    auto lt = (*train)->Evaluate(b.tokens, b.targets);
+    auto li = (*infer)->Evaluate(b.tokens, b.targets);
+    ASSERT_TRUE(lt.ok() && li.ok());
+    EXPECT_EQ(lt->total, li->total);
+    EXPECT_EQ(lt->ce, li->ce);
+    const auto a = (*train)->logits(), z = (*infer)->logits();
+    ASSERT_EQ(a.size(), z.size());
+    EXPECT_TRUE(std::equal(a.begin(), a.end(), z.begin()));
+    for (const TrainModel::Param& p : (*infer)->params()) {
+      EXPECT_TRUE(p.grad.empty()) << p.name;
+      EXPECT_FALSE(p.value.empty()) << p.name;
+    }
+    EXPECT_FALSE((*infer)->ForwardBackward(b.tokens, b.targets).ok());
+  }
+}
+
 }  // namespace escale
