@@ -5,37 +5,22 @@
 #include <memory>
 
 #include "cli/command.h"
+#include "cli/conversion.h"
 #include "surgery/convert.h"
-#include "train/checkpoint_store.h"
 
 namespace escale::cli {
 namespace {
 
-struct ScaleOutArgs {
-  std::string src, dst, dtype;
+struct ScaleOutArgs : ConversionArgs {
   surgery::ScaleOutChoices choices;
   surgery::ScaleOutOptions opt;
-  bool dry_run = false, overwrite = false, carry_moments = false;
 };
 
 Status RunScaleOut(ScaleOutArgs& a) {
   ESCALE_RETURN_IF_ERROR(surgery::ApplyScaleOutChoices(a.choices, a.opt));
-  surgery::ConvertOptions conv;
-  if (!a.dtype.empty()) {
-    ESCALE_ASSIGN_OR_RETURN(conv.dtype, surgery::ParseOutputDType(a.dtype));
-  }
-  conv.dry_run = a.dry_run;
-  conv.overwrite = a.overwrite;
-  if (!a.dry_run && a.dst.empty()) return InvalidArgument("give the output directory DST (or --dry-run)");
-  MomentMap moments;
-  if (a.carry_moments && !a.dry_run) {
-    ESCALE_ASSIGN_OR_RETURN(moments, ReadCheckpointMoments(a.src));
-    conv.moments = &moments;
-  }
-  ESCALE_ASSIGN_OR_RETURN(std::string text, surgery::ScaleOutModel(a.src, a.dst, a.opt, conv));
-  std::fputs(text.c_str(), stdout);
-  if (!a.dry_run) std::printf("wrote %s\n", a.dst.c_str());
-  return Status::Ok();
+  return RunConversion(a, [&a](const surgery::ConvertOptions& conv) {
+    return surgery::ScaleOutModel(a.src, a.dst, a.opt, conv);
+  });
 }
 
 CommandRegistration reg(30, [](CLI::App& app) -> RunFn {

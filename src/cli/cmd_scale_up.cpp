@@ -4,17 +4,15 @@
 #include <memory>
 
 #include "cli/command.h"
+#include "cli/conversion.h"
 #include "surgery/convert.h"
-#include "train/checkpoint_store.h"
 
 namespace escale::cli {
 namespace {
 
-struct ScaleUpArgs {
-  std::string src, dst;
-  std::string method = "fpi", depth, map = "circular", dtype;
+struct ScaleUpArgs : ConversionArgs {
+  std::string method = "fpi", depth, map = "circular";
   surgery::ScaleUpOptions opt;
-  bool dry_run = false, overwrite = false, carry_moments = false;
 };
 
 Status RunScaleUp(ScaleUpArgs& a) {
@@ -25,22 +23,9 @@ Status RunScaleUp(ScaleUpArgs& a) {
   else if (a.depth == "interpolate") a.opt.depth = surgery::DepthMethod::kInterpolate;
   else if (a.depth == "zero") a.opt.depth = surgery::DepthMethod::kZero;
   a.opt.map = a.map == "random" ? surgery::MapKind::kRandom : surgery::MapKind::kCircular;
-  surgery::ConvertOptions conv;
-  if (!a.dtype.empty()) {
-    ESCALE_ASSIGN_OR_RETURN(conv.dtype, surgery::ParseOutputDType(a.dtype));
-  }
-  conv.dry_run = a.dry_run;
-  conv.overwrite = a.overwrite;
-  if (!a.dry_run && a.dst.empty()) return InvalidArgument("give the output directory DST (or --dry-run)");
-  MomentMap moments;
-  if (a.carry_moments && !a.dry_run) {
-    ESCALE_ASSIGN_OR_RETURN(moments, ReadCheckpointMoments(a.src));
-    conv.moments = &moments;
-  }
-  ESCALE_ASSIGN_OR_RETURN(std::string text, surgery::ScaleUpModel(a.src, a.dst, a.opt, conv));
-  std::fputs(text.c_str(), stdout);
-  if (!a.dry_run) std::printf("wrote %s\n", a.dst.c_str());
-  return Status::Ok();
+  return RunConversion(a, [&a](const surgery::ConvertOptions& conv) {
+    return surgery::ScaleUpModel(a.src, a.dst, a.opt, conv);
+  });
 }
 
 CommandRegistration reg(20, [](CLI::App& app) -> RunFn {

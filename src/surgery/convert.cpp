@@ -151,6 +151,29 @@ Result<DType> ParseOutputDType(const std::string& s) {
   return InvalidArgument("--dtype '" + s + "' is not one of f32, bf16, f16, f64");
 }
 
+namespace {
+
+// How both conversions write DST: its dtype and provenance, the source's tokenizer files, and
+// with --carry-moments the mapped moments beside the model (`moments` must outlive the write).
+WriteOptions ConversionWriteOptions(const std::string& src, DType dtype,
+                                    std::map<std::string, std::string> metadata,
+                                    const ConvertOptions& conv, const MomentMap& moments) {
+  WriteOptions wo;
+  wo.dtype = dtype;
+  wo.metadata = std::move(metadata);
+  wo.overwrite = conv.overwrite;
+  wo.copy_tokenizer_from = src;
+  wo.inputs = {src};
+  wo.progress = conv.progress;
+  if (conv.moments != nullptr)
+    wo.write_extra = [&moments](const std::string& dir) {
+      return WriteMomentsFile(dir + "/" + kMomentsFile, moments);
+    };
+  return wo;
+}
+
+}  // namespace
+
 Result<std::string> ScaleUpModel(const std::string& src, const std::string& dst,
                                  const ScaleUpOptions& opt, const ConvertOptions& conv) {
   ESCALE_ASSIGN_OR_RETURN(ModelConfig cfg, ReadHfConfig(src));
@@ -185,17 +208,7 @@ Result<std::string> ScaleUpModel(const std::string& src, const std::string& dst,
   if (conv.moments != nullptr) {
     ESCALE_ASSIGN_OR_RETURN(moments, ScaleUpMoments(plan, *conv.moments));
   }
-  WriteOptions wo;
-  wo.dtype = dtype;
-  wo.metadata = ScaleUpMetadata(plan);
-  wo.overwrite = conv.overwrite;
-  wo.copy_tokenizer_from = src;
-  wo.inputs = {src};
-  wo.progress = conv.progress;
-  if (conv.moments != nullptr)
-    wo.write_extra = [&moments](const std::string& dir) {
-      return WriteMomentsFile(dir + "/" + kMomentsFile, moments);
-    };
+  const WriteOptions wo = ConversionWriteOptions(src, dtype, ScaleUpMetadata(plan), conv, moments);
   ESCALE_RETURN_IF_ERROR(
       Execute(dst, plan.target, model, std::move(steps), names, dtype, produce, wo));
   return text;
@@ -231,17 +244,7 @@ Result<std::string> ScaleOutModel(const std::string& src, const std::string& dst
   if (conv.moments != nullptr) {
     ESCALE_ASSIGN_OR_RETURN(moments, ScaleOutMoments(plan, *conv.moments));
   }
-  WriteOptions wo;
-  wo.dtype = dtype;
-  wo.metadata = ScaleOutMetadata(plan);
-  wo.overwrite = conv.overwrite;
-  wo.copy_tokenizer_from = src;
-  wo.inputs = {src};
-  wo.progress = conv.progress;
-  if (conv.moments != nullptr)
-    wo.write_extra = [&moments](const std::string& dir) {
-      return WriteMomentsFile(dir + "/" + kMomentsFile, moments);
-    };
+  const WriteOptions wo = ConversionWriteOptions(src, dtype, ScaleOutMetadata(plan), conv, moments);
   ESCALE_RETURN_IF_ERROR(
       Execute(dst, plan.target, model, std::move(steps), names, dtype, produce, wo));
   return text;

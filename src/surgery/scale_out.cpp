@@ -430,14 +430,9 @@ template Result<std::vector<double>> ProduceScaleOut<double>(const ScaleOutPlan&
 
 Result<std::map<std::string, Tensor>> ScaleOutInMemory(const ScaleOutPlan& plan,
                                                        const SourceFn& source, DType dtype) {
-  std::map<std::string, Tensor> out;
-  for (const OutRecipe& r : plan.recipes) {
-    ESCALE_ASSIGN_OR_RETURN(std::vector<double> v, ProduceScaleOut<double>(plan, r, source));
-    Tensor t = Tensor::Zeros(dtype, r.target.shape);
-    ESCALE_RETURN_IF_ERROR(ConvertFromF64(v.data(), v.size(), dtype, t.mutable_bytes()));
-    out.emplace(r.target.name, std::move(t));
-  }
-  return out;
+  return ProduceAllInMemory(plan.recipes, dtype, [&](const OutRecipe& r) {
+    return ProduceScaleOut<double>(plan, r, source);
+  });
 }
 
 std::map<std::string, std::string> ScaleOutMetadata(const ScaleOutPlan& p) {

@@ -461,14 +461,9 @@ template Result<std::vector<double>> ProduceScaleUp<double>(const ScaleUpPlan&, 
 
 Result<std::map<std::string, Tensor>> ScaleUpInMemory(const ScaleUpPlan& plan,
                                                       const SourceFn& source, DType dtype) {
-  std::map<std::string, Tensor> out;
-  for (const UpRecipe& r : plan.recipes) {
-    ESCALE_ASSIGN_OR_RETURN(std::vector<double> v, ProduceScaleUp<double>(plan, r, source));
-    Tensor t = Tensor::Zeros(dtype, r.target.shape);
-    ESCALE_RETURN_IF_ERROR(ConvertFromF64(v.data(), v.size(), dtype, t.mutable_bytes()));
-    out.emplace(r.target.name, std::move(t));
-  }
-  return out;
+  return ProduceAllInMemory(plan.recipes, dtype, [&](const UpRecipe& r) {
+    return ProduceScaleUp<double>(plan, r, source);
+  });
 }
 
 std::map<std::string, std::string> ScaleUpMetadata(const ScaleUpPlan& p) {

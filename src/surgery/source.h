@@ -47,6 +47,21 @@ Result<SourceView<T>> ViewSource(const SourceFn& source, const std::string& name
 // where a spinning team would only take time from the writer.
 int ProducerThreads();
 
+// Every target tensor of a plan's recipes computed in fp64 and stored as `dtype` (verify and the
+// tests hold the whole model in memory); produce(recipe) gives one recipe's fp64 values.
+template <class Recipes, class Produce>
+Result<std::map<std::string, Tensor>> ProduceAllInMemory(const Recipes& recipes, DType dtype,
+                                                         Produce produce) {
+  std::map<std::string, Tensor> out;
+  for (const auto& r : recipes) {
+    ESCALE_ASSIGN_OR_RETURN(std::vector<double> v, produce(r));
+    Tensor t = Tensor::Zeros(dtype, r.target.shape);
+    ESCALE_RETURN_IF_ERROR(ConvertFromF64(v.data(), v.size(), dtype, t.mutable_bytes()));
+    out.emplace(r.target.name, std::move(t));
+  }
+  return out;
+}
+
 // Canonical name -> shape of every tensor of `c`.
 std::map<std::string, Shape> ShapesOf(const ModelConfig& c);
 
