@@ -53,6 +53,11 @@ struct ModelConfig {
   nlohmann::json extra = nlohmann::json::object();
 
   bool is_moe() const { return moe.num_experts > 0; }
+  // Mixtral routing renormalises the top-k probabilities: with k = 1 every weight is 1, so the
+  // router gets no gradient (a model that runs, but cannot be trained; st routing or k >= 2 can).
+  bool router_untrainable() const {
+    return is_moe() && moe.router == RouterType::kMixtral && moe.top_k == 1;
+  }
   bool IsMoeLayer(int64_t layer) const;
   int64_t q_dim() const { return num_heads * head_dim; }
   int64_t kv_dim() const { return num_kv_heads * head_dim; }

@@ -171,16 +171,9 @@ Result<std::unique_ptr<Decoder>> Decoder::Create(const ModelConfig& c, const Ten
     L.k_cache.resize(Z(max_seq * kv));
     L.v_cache.resize(Z(max_seq * kv));
   }
-  ESCALE_ASSIGN_OR_RETURN(const RopeFrequencies rope, ComputeRopeFrequencies(c));
-  const int64_t half = c.head_dim / 2;
-  s->rope_cos.resize(Z(max_seq * half));
-  s->rope_sin.resize(Z(max_seq * half));
-  for (int64_t t = 0; t < max_seq; ++t)
-    for (int64_t j = 0; j < half; ++j) {
-      const double a = double(t) * rope.inv_freq[Z(j)];
-      s->rope_cos[Z(t * half + j)] = static_cast<float>(std::cos(a) * rope.attention_factor);
-      s->rope_sin[Z(t * half + j)] = static_cast<float>(std::sin(a) * rope.attention_factor);
-    }
+  ESCALE_ASSIGN_OR_RETURN(RopeTables rope, ComputeRopeTables(c, max_seq));
+  s->rope_cos = std::move(rope.cos);
+  s->rope_sin = std::move(rope.sin);
   s->logits.resize(Z(V));
   return std::unique_ptr<Decoder>(new Decoder(std::move(s)));
 }
@@ -304,7 +297,7 @@ Result<std::span<const float>> Decoder::Append(std::span<const int32_t> tokens) 
         RunFfn(s, L.shared, s.xn.data(), M, shared.data());
         Linear(s.xn.data(), M, H, L.shared_router.data(), 1, gate.data());
         for (int64_t m = 0; m < M; ++m) {
-          const float g = 1.0f / (1.0f + std::exp(-gate[Z(m)]));
+          const float g = ops::fast::Sigmoid(gate[Z(m)]);
           for (int64_t i = 0; i < H; ++i) s.y[Z(m * H + i)] += g * shared[Z(m * H + i)];
         }
       }

@@ -115,7 +115,7 @@ void MoeBackward(const ModelConfig& c, const WeightsT<double>& w, int64_t l, con
     ref::SwiGlu(xn.data(), N, H, refmodel::W(w, gn), refmodel::W(w, un), refmodel::W(w, dn), Fs, shared.data());
     ref::Linear(xn.data(), N, H, refmodel::W(w, sr), static_cast<const double*>(nullptr), 1, gate.data());
     for (int64_t t = 0; t < N; ++t) {
-      const double s = 1.0 / (1.0 + std::exp(-gate[Z(t)]));
+      const double s = ref::Sigmoid(gate[Z(t)]);
       double ds = 0;
       for (int64_t h = 0; h < H; ++h) {
         ds += dy[Z(t * H + h)] * shared[Z(t * H + h)];
@@ -143,7 +143,7 @@ Result<ReferenceModelResult> ReferenceLossAndGradients(const ModelConfig& c, con
   if (tokens.empty() || tokens.size() % static_cast<size_t>(seq_len) != 0)
     return InvalidArgument("the batch of " + std::to_string(tokens.size()) +
                            " tokens is not a positive multiple of the sequence length " + std::to_string(seq_len));
-  if (c.is_moe() && c.moe.router == RouterType::kMixtral && c.moe.top_k == 1)
+  if (c.router_untrainable())
     return InvalidArgument("mixtral routing with top-k = 1 gives the router no gradient; use k >= 2 or st routing");
   ESCALE_RETURN_IF_ERROR(refmodel::CheckTokens(c, tokens, "token", false));
   ESCALE_RETURN_IF_ERROR(refmodel::CheckTokens(c, targets, "target", true));

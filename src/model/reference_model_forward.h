@@ -95,7 +95,7 @@ void MoeForwardT(const ModelConfig& c, const WeightsT<S>& w, int64_t l, const st
     ref::Linear(x.data(), N, H, W(w, LayerTensorName(l, "moe.shared_router")), static_cast<const S*>(nullptr), 1,
                 gate.data());
     for (int64_t t = 0; t < N; ++t) {
-      const S s = S(1) / (S(1) + std::exp(-gate[z(t)]));
+      const S s = ops::ref::Sigmoid(gate[z(t)]);
       for (int64_t h = 0; h < H; ++h) y[z(t * H + h)] += s * shared[z(t * H + h)];
     }
   }

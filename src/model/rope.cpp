@@ -69,4 +69,21 @@ Result<RopeFrequencies> ComputeRopeFrequencies(const ModelConfig& c) {
                      "' is not supported (supported: default, linear, llama3)");
 }
 
+Result<RopeTables> ComputeRopeTables(const ModelConfig& c, int64_t positions) {
+  ESCALE_ASSIGN_OR_RETURN(const RopeFrequencies rope, ComputeRopeFrequencies(c));
+  const int64_t half = c.head_dim / 2;
+  RopeTables t;
+  t.cos.assign(static_cast<size_t>(positions * half), 0);
+  t.sin.assign(t.cos.size(), 0);
+  for (int64_t p = 0; p < positions; ++p)
+    for (int64_t j = 0; j < half; ++j) {
+      const double a = double(p) * rope.inv_freq[static_cast<size_t>(j)];
+      t.cos[static_cast<size_t>(p * half + j)] =
+          static_cast<float>(std::cos(a) * rope.attention_factor);
+      t.sin[static_cast<size_t>(p * half + j)] =
+          static_cast<float>(std::sin(a) * rope.attention_factor);
+    }
+  return t;
+}
+
 }  // namespace escale

@@ -18,4 +18,11 @@ struct RopeFrequencies {
 
 Result<RopeFrequencies> ComputeRopeFrequencies(const ModelConfig& c);
 
+// The fast engines' fp32 tables for positions [0, positions): cos and sin of t * inv_freq[j]
+// (times the attention factor), row t at [t * head_dim/2, (t+1) * head_dim/2). Angles in fp64.
+struct RopeTables {
+  std::vector<float> cos, sin;
+};
+Result<RopeTables> ComputeRopeTables(const ModelConfig& c, int64_t positions);
+
 }  // namespace escale

@@ -271,16 +271,9 @@ void TrainModel::Impl::AllocateScratch(int64_t max_ffn) {
 }
 
 Status TrainModel::Impl::BuildRopeTables() {
-  ESCALE_ASSIGN_OR_RETURN(const RopeFrequencies rope, ComputeRopeFrequencies(c));
-  const int64_t half = c.head_dim / 2;
-  rope_cos.assign(Z(shape.seq_len * half), 0);
-  rope_sin.assign(Z(shape.seq_len * half), 0);
-  for (int64_t t = 0; t < shape.seq_len; ++t)
-    for (int64_t j = 0; j < half; ++j) {
-      const double a = double(t) * rope.inv_freq[Z(j)];
-      rope_cos[Z(t * half + j)] = static_cast<float>(std::cos(a) * rope.attention_factor);
-      rope_sin[Z(t * half + j)] = static_cast<float>(std::sin(a) * rope.attention_factor);
-    }
+  ESCALE_ASSIGN_OR_RETURN(RopeTables t, ComputeRopeTables(c, shape.seq_len));
+  rope_cos = std::move(t.cos);
+  rope_sin = std::move(t.sin);
   return Status::Ok();
 }
 
@@ -292,7 +285,7 @@ Result<std::unique_ptr<TrainModel>> TrainModel::Create(
     return InvalidArgument("micro-batch size and sequence length must be positive (got " +
                            std::to_string(shape.micro_batch) + " x " + std::to_string(shape.seq_len) + ")");
   if (config.head_dim % 2 != 0) return InvalidArgument("head_dim must be even for RoPE");
-  if (config.is_moe() && config.moe.router == RouterType::kMixtral && config.moe.top_k == 1)
+  if (config.router_untrainable())
     return InvalidArgument("mixtral routing with top-k = 1 gives the router no gradient; use k >= 2 or st routing");
   const int64_t N = shape.micro_batch * shape.seq_len;
   if (N > (int64_t{1} << 30) / std::max<int64_t>(1, config.moe.top_k))
@@ -486,7 +479,7 @@ void TrainModel::Impl::MoeForward(int64_t l, Layer& L, float* out) {
       for (int64_t h = 0; h < Hh; ++h) o[h] += w * src[h];
     }
     if (shared) {
-      const float g = 1.0f / (1.0f + std::exp(-sgate[t]));
+      const float g = fast::Sigmoid(sgate[t]);
       const float* src = sout + t * Hh;
 #pragma omp simd
       for (int64_t h = 0; h < Hh; ++h) o[h] += g * src[h];
@@ -654,7 +647,7 @@ void TrainModel::Impl::MoeBackward(Layer& L, float grad_scale) {
       float* dg = dsgate.data();
 #pragma omp parallel for schedule(static)
       for (int64_t t = 0; t < N; ++t) {
-        const float g = 1.0f / (1.0f + std::exp(-sgate[t]));
+        const float g = fast::Sigmoid(sgate[t]);
         float acc = 0;
 #pragma omp simd reduction(+ : acc)
         for (int64_t h = 0; h < Hh; ++h) {

@@ -89,7 +89,7 @@ Status Trainer::ResolveOptions() {
     if (opt_.capacity_factor > 0) config_.moe.capacity_factor = opt_.capacity_factor;
     if (opt_.router == "st") config_.moe.router = RouterType::kSt;
     if (opt_.router == "mixtral") config_.moe.router = RouterType::kMixtral;
-    if (config_.moe.router == RouterType::kMixtral && config_.moe.top_k == 1)
+    if (config_.router_untrainable())
       return InvalidArgument(
           "top-1 with mixtral routing gives the router no gradient; use --router st or k >= 2");
   }

@@ -16,6 +16,11 @@ namespace escale::ops::fast {
 // vectorise under `omp simd` (std::floor would become a call to floorf). Rounding to the nearest
 // integer uses the 1.5·2^23 trick, so this must not be compiled with -ffast-math. x is clamped to
 // [-87.3, 88.3]: exp(-inf) gives ~1e-38, not 0 (callers mask explicitly).
+// The shared expert's gate (Qwen2-MoE): sigmoid of its one-column router, with libm's exp.
+inline float Sigmoid(float x) {
+  return 1.0f / (1.0f + std::exp(-x));
+}
+
 inline float FastExp(float x) {
   x = std::min(std::max(x, -87.3f), 88.3f);
   const float t = x * 1.44269504088896341f + 12582912.0f;  // round(x·log2 e) in the low mantissa bits

@@ -15,6 +15,12 @@
 
 namespace escale::ops::ref {
 
+// The shared expert's gate (Qwen2-MoE): sigmoid of its one-column router.
+template <class S>
+S Sigmoid(S x) {
+  return S(1) / (S(1) + std::exp(-x));
+}
+
 inline double Re(double x) { return x; }
 inline double Re(const std::complex<double>& x) { return x.real(); }
 
