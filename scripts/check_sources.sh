@@ -8,10 +8,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 limit=${1:-150}
-command -v ctags >/dev/null ||
-  { echo "check_sources: needs universal-ctags (scripts/setup.sh installs it)" >&2; exit 2; }
+# Universal Ctags only: other ctags have no end lines, and the check would pass vacuously.
+CTAGS=$(command -v ctags-universal || command -v ctags || true)
+if [[ -z $CTAGS ]] || ! "$CTAGS" --version 2>/dev/null | grep -q "Universal Ctags"; then
+  echo "check_sources: needs universal-ctags (scripts/setup.sh installs it)" >&2
+  exit 2
+fi
 failed=0
-long=$(ctags -R --languages=C++ --kinds-C++=f --fields=+ne -f - src |
+long=$("$CTAGS" -R --languages=C++ --kinds-C++=f --fields=+ne -f - src |
   awk -F'\t' -v limit="$limit" '{
     ln = ""; en = ""
     for (i = 4; i <= NF; i++) { if ($i ~ /^line:/) ln = substr($i, 6); if ($i ~ /^end:/) en = substr($i, 5) }
