@@ -15,7 +15,14 @@ if [[ -z $CTAGS ]] || ! "$CTAGS" --version 2>/dev/null | grep -q "Universal Ctag
   exit 2
 fi
 failed=0
-long=$("$CTAGS" -R --languages=C++ --kinds-C++=f --fields=+ne -f - src |
+tags=$("$CTAGS" -R --languages=C++ --kinds-C++=f --fields=+ne -f - src)
+# A check that saw no function bodies would pass by default: insist that it saw them.
+seen=$(grep -c $'\tend:' <<<"$tags" || true)
+if ((seen < 100)); then
+  echo "check_sources: ctags reported end lines for only $seen functions in src/; cannot check" >&2
+  exit 2
+fi
+long=$(printf '%s\n' "$tags" |
   awk -F'\t' -v limit="$limit" '{
     ln = ""; en = ""
     for (i = 4; i <= NF; i++) { if ($i ~ /^line:/) ln = substr($i, 6); if ($i ~ /^end:/) en = substr($i, 5) }
