@@ -1,24 +1,8 @@
 #include "train/fault_injection.h"
 
-#include <cstdlib>
 #include <limits>
-#include <sstream>
 
 namespace escale {
-
-Result<std::set<int64_t>> ParseStepList(const std::string& text, const char* flag) {
-  std::set<int64_t> out;
-  std::stringstream ss(text);
-  for (std::string item; std::getline(ss, item, ',');) {
-    if (item.empty()) continue;
-    char* end = nullptr;
-    const long long v = std::strtoll(item.c_str(), &end, 10);
-    if (*end != '\0' || v < 0)
-      return InvalidArgument(std::string(flag) + " takes step numbers, not '" + item + "'");
-    out.insert(v);
-  }
-  return out;
-}
 
 Result<FaultInjection> FaultInjection::FromOptions(const TrainOptions& o) {
   FaultInjection f;

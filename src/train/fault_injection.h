@@ -15,9 +15,6 @@
 
 namespace escale {
 
-// "3,7,12" -> {3, 7, 12}; `flag` names the option in the error.
-Result<std::set<int64_t>> ParseStepList(const std::string& text, const char* flag);
-
 class FaultInjection {
  public:
   // Empty when no --inject-* flag is set.

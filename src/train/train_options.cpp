@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <sstream>
 
 #include "core/atomic_output.h"
 #include "train/data_blend.h"
@@ -296,5 +297,19 @@ Status ApplyTomlTable(const toml::table& t, const std::string& path,
 }
 
 }  // namespace
+
+Result<std::set<int64_t>> ParseStepList(const std::string& text, const char* flag) {
+  std::set<int64_t> out;
+  std::stringstream ss(text);
+  for (std::string item; std::getline(ss, item, ',');) {
+    if (item.empty()) continue;
+    char* end = nullptr;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    if (*end != '\0' || v < 0)
+      return InvalidArgument(std::string(flag) + " takes step numbers, not '" + item + "'");
+    out.insert(v);
+  }
+  return out;
+}
 
 }  // namespace escale

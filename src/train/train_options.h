@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <variant>
 #include <vector>
@@ -96,5 +97,9 @@ Status ApplyTomlText(const std::string& text, const std::string& path,
                      const std::vector<OptionSpec>& table);
 // Sets one option from its text form (a flag's value); errors name the flag.
 Status ApplyOptionText(const OptionSpec& spec, const std::string& text);
+
+// A step list option ("3,7,12" -> {3, 7, 12}: --keep-steps, --inject-*-steps); `flag` names the
+// option in the error.
+Result<std::set<int64_t>> ParseStepList(const std::string& text, const char* flag);
 
 }  // namespace escale
