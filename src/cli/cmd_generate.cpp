@@ -9,8 +9,8 @@
 #include "core/atomic_output.h"
 #include "eval/generation.h"
 #include "io/hf_model.h"
-#include "io/tokenizer.h"
-#include "model/decoder.h"
+#include "model/train_model.h"
+#include "tokenizer/tokenizer.h"
 
 namespace escale::cli {
 namespace {
@@ -56,7 +56,7 @@ Status RunGenerate(GenerateArgs& a) {
   }
   // Rows of a padded head beyond the tokenizer decode to nothing: never sample them.
   a.opt.vocab_limit = tokenizer.vocab_size();
-  ESCALE_ASSIGN_OR_RETURN(auto dec, Decoder::Create(model.config, model.tensors, ctx));
+  ESCALE_ASSIGN_OR_RETURN(auto dec, CreateDecoder(model.config, model.tensors, ctx));
   model = HfModel();  // the decoder holds its own fp32 copy
   a.opt.stop = a.stop;
   auto stream = [&](std::string_view s) {

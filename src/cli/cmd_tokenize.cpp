@@ -5,7 +5,7 @@
 
 #include "cli/command.h"
 #include "core/progress.h"
-#include "io/token_shards.h"
+#include "data/token_shards.h"
 
 namespace escale::cli {
 namespace {

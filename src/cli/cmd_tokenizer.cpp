@@ -2,16 +2,15 @@
 // Face tokenizer.json; training writes byte-level BPE.
 #include <cstdio>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "cli/command.h"
 #include "core/atomic_output.h"
-#include "io/tokenizer.h"
-#include "io/tokenizer_train.h"
+#include "tokenizer/bpe_trainer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace escale::cli {
 namespace {

@@ -11,14 +11,14 @@
 #include "cli/command.h"
 #include "core/atomic_output.h"
 #include "core/json_text.h"
+#include "data/blend.h"
+#include "data/token_shards.h"
 #include "dist/communicator.h"
 #include "io/hf_model.h"
-#include "io/token_shards.h"
-#include "io/tokenizer.h"
 #include "model/init.h"
 #include "ops/cpu/sgemm_rate.h"
 #include "surgery/scale_out.h"
-#include "train/data_blend.h"
+#include "tokenizer/tokenizer.h"
 #include "train/trainer.h"
 
 namespace escale::cli {

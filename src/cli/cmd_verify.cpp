@@ -4,8 +4,8 @@
 
 #include "cli/command.h"
 #include "io/hf_model.h"
-#include "io/tokenizer.h"
 #include "surgery/verify.h"
+#include "tokenizer/tokenizer.h"
 
 namespace escale::cli {
 namespace {

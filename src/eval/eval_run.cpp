@@ -13,15 +13,15 @@
 
 #include "core/atomic_output.h"
 #include "core/progress.h"
+#include "data/token_shards.h"
 #include "eval/generation_task.h"
 #include "eval/lm_scorer.h"
 #include "eval/multiple_choice.h"
 #include "eval/perplexity.h"
 #include "io/hf_model.h"
-#include "io/token_shards.h"
-#include "io/tokenizer.h"
-#include "io/tokenizer_documents.h"
-#include "model/decoder.h"
+#include "model/train_model.h"
+#include "tokenizer/documents.h"
+#include "tokenizer/tokenizer.h"
 
 namespace escale::eval {
 namespace {
@@ -143,7 +143,7 @@ class Session {
   std::unique_ptr<LmScorer> scorer_;
   std::shared_ptr<const tok::Tokenizer> tokenizer_;
   std::unique_ptr<RequestEncoder> enc_;
-  std::unique_ptr<Decoder> decoder_;  // for generation tasks, made on first use
+  std::unique_ptr<TrainModel> decoder_;  // for generation tasks, made on first use
   std::optional<TaskFormat> forced_;
   std::optional<AtomicFile> samples_;
   json results_;
@@ -264,7 +264,7 @@ Status Session::Gsm8kTask(const std::string& path, const std::string& name) {
     ESCALE_ASSIGN_OR_RETURN(pool, LoadGsm8kFile(a_.fewshot_from));
   }
   if (!decoder_) {
-    ESCALE_ASSIGN_OR_RETURN(decoder_, Decoder::Create(model_.config, model_.tensors, max_length_));
+    ESCALE_ASSIGN_OR_RETURN(decoder_, CreateDecoder(model_.config, model_.tensors, max_length_));
   }
   GenerationTaskOptions go;
   go.num_fewshot = a_.num_fewshot;

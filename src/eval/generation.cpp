@@ -104,7 +104,7 @@ Result<int64_t> KvCacheLength(int64_t prompt_tokens, int64_t max_new_tokens, int
   return need;
 }
 
-Result<GenerateResult> Generate(Decoder& dec, const tok::Tokenizer& tokenizer,
+Result<GenerateResult> Generate(TrainModel& dec, const tok::Tokenizer& tokenizer,
                                 const std::vector<int32_t>& prompt, const GenerateOptions& opt,
                                 const std::function<void(std::string_view)>& on_text) {
   using Clock = std::chrono::steady_clock;
@@ -112,16 +112,17 @@ Result<GenerateResult> Generate(Decoder& dec, const tok::Tokenizer& tokenizer,
   if (opt.max_new_tokens < 0) return InvalidArgument("--max-new-tokens must be >= 0");
   if (opt.sampling.top_p <= 0 || opt.sampling.top_p > 1)
     return InvalidArgument("--top-p must be in (0, 1]");
-  if (static_cast<int64_t>(prompt.size()) + opt.max_new_tokens > dec.max_seq())
+  if (static_cast<int64_t>(prompt.size()) + opt.max_new_tokens > dec.kv_positions())
     return InvalidArgument("the prompt (" + std::to_string(prompt.size()) +
                            " tokens) plus --max-new-tokens " + std::to_string(opt.max_new_tokens) +
-                           " exceed the context of " + std::to_string(dec.max_seq()) + " tokens");
+                           " exceed the context of " + std::to_string(dec.kv_positions()) +
+                           " tokens");
   if (opt.vocab_limit < 0) return InvalidArgument("the vocabulary limit must be >= 0");
   GenerateResult r;
   r.prompt_tokens = static_cast<int64_t>(prompt.size());
-  dec.Reset();
+  dec.Truncate(0);
   auto t0 = Clock::now();
-  ESCALE_ASSIGN_OR_RETURN(std::span<const float> logits, dec.Append(prompt));
+  ESCALE_ASSIGN_OR_RETURN(std::span<const float> logits, dec.Decode(prompt));
   const size_t sampled = opt.vocab_limit > 0
                              ? std::min(logits.size(), static_cast<size_t>(opt.vocab_limit))
                              : logits.size();
@@ -165,7 +166,7 @@ Result<GenerateResult> Generate(Decoder& dec, const tok::Tokenizer& tokenizer,
     }
     if (i + 1 < opt.max_new_tokens) {
       const std::vector<int32_t> one = {next};
-      ESCALE_ASSIGN_OR_RETURN(logits, dec.Append(one));
+      ESCALE_ASSIGN_OR_RETURN(logits, dec.Decode(one));
     }
   }
   if (on_text && decoded.size() > emitted) on_text(std::string_view(decoded).substr(emitted));

@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "core/status.h"
-#include "io/tokenizer.h"
-#include "model/decoder.h"
+#include "model/train_model.h"
+#include "tokenizer/tokenizer.h"
 
 namespace escale::eval {
 
@@ -61,7 +61,7 @@ struct GenerateResult {
 
 // Runs the prompt through a reset decoder, then generates. `on_text` receives output text as soon
 // as it can no longer turn into a stop string (streaming); the concatenation is `text`.
-Result<GenerateResult> Generate(Decoder& decoder, const tok::Tokenizer& tokenizer,
+Result<GenerateResult> Generate(TrainModel& decoder, const tok::Tokenizer& tokenizer,
                                 const std::vector<int32_t>& prompt, const GenerateOptions& opt,
                                 const std::function<void(std::string_view)>& on_text = {});
 

@@ -38,7 +38,7 @@ Result<std::vector<Gsm8kDoc>> LoadGsm8kFile(const std::string& path) {
   return docs;
 }
 
-Result<Gsm8kResult> EvaluateGsm8k(Decoder& dec, const tok::Tokenizer& tokenizer,
+Result<Gsm8kResult> EvaluateGsm8k(TrainModel& dec, const tok::Tokenizer& tokenizer,
                                   RequestEncoder& enc, const std::vector<Gsm8kDoc>& all,
                                   const std::vector<Gsm8kDoc>& pool_in,
                                   const GenerationTaskOptions& opt,
@@ -51,7 +51,7 @@ Result<Gsm8kResult> EvaluateGsm8k(Decoder& dec, const tok::Tokenizer& tokenizer,
   ESCALE_ASSIGN_OR_RETURN(FewshotDraw draw,
                           FewshotDraw::Create(static_cast<int64_t>(pool.size()), opt.num_fewshot,
                                               same_split, false, opt.fewshot_seed));
-  const int64_t max_ctx = dec.max_seq() - opt.max_gen_toks;
+  const int64_t max_ctx = dec.kv_positions() - opt.max_gen_toks;
   if (max_ctx < 1)
     return InvalidArgument("--max-length must exceed the generation budget of " +
                            std::to_string(opt.max_gen_toks));

@@ -12,8 +12,8 @@
 
 #include "core/status.h"
 #include "eval/requests.h"
-#include "io/tokenizer.h"
-#include "model/decoder.h"
+#include "model/train_model.h"
+#include "tokenizer/tokenizer.h"
 
 namespace escale::eval {
 
@@ -49,7 +49,7 @@ struct Gsm8kResult {
 // `pool`: few-shot examples (the train split); empty = the evaluated file without the document
 // itself. The decoder's cache length is the model's max length (prompts are cut on the left to
 // leave max_gen_toks free).
-Result<Gsm8kResult> EvaluateGsm8k(Decoder& decoder, const tok::Tokenizer& tokenizer,
+Result<Gsm8kResult> EvaluateGsm8k(TrainModel& decoder, const tok::Tokenizer& tokenizer,
                                   RequestEncoder& enc, const std::vector<Gsm8kDoc>& docs,
                                   const std::vector<Gsm8kDoc>& pool,
                                   const GenerationTaskOptions& opt,

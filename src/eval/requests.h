@@ -10,7 +10,7 @@
 #include <string_view>
 #include <vector>
 
-#include "io/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace escale::eval {
 

@@ -12,9 +12,9 @@
 #include "core/json_text.h"
 #include "core/tensor.h"
 #include "io/hf_model.h"
-#include "io/tokenizer.h"
 #include "model/layout.h"
 #include "model/rope.h"
+#include "tokenizer/tokenizer.h"
 
 namespace escale::gguf {
 namespace {

@@ -60,6 +60,7 @@ struct Layer {
   std::vector<uint8_t> kept;
   std::vector<int64_t> load;
   Buf sgu, sh, sout, sgate;                                  // shared expert
+  Buf k_cache, v_cache;                                      // decoding: [kv_positions, kv]
   fast::RoutingBuffers rb() {
     return {expert.data(), prob.data(), kept.data(), softmax.data(), load.data()};
   }
@@ -73,6 +74,10 @@ struct TrainModel::Impl {
   LossCoefficients coef;
   int64_t N = 0, H = 0, V = 0, qd = 0, kvd = 0, qkvd = 0, F = 0, E = 0, K = 0, Fe = 0, Fs = 0;
   int threads = 1;
+  // Rows of the forward in progress: N, or a decoding pass's tokens at positions pos.. (decoding).
+  int64_t rows = 0, pos = 0;
+  bool decoding = false;
+  Buf kv_scratch;
   Buf weights, grads;
   std::vector<TensorSpec> specs;
   std::vector<size_t> offsets;
@@ -117,6 +122,7 @@ struct TrainModel::Impl {
   WG Named(const std::string& name) { return At(index.at(name)); }
 
   Status CheckBatch(std::span<const int32_t> tokens, std::span<const int32_t> targets) const;
+  Status CheckTokens(std::span<const int32_t> tokens) const;
   void Forward(std::span<const int32_t> tokens);
   void AttentionForward(Layer& L, const float* x, float* out);
   void DenseFfnForward(Layer& L, float* out);
@@ -252,7 +258,14 @@ void TrainModel::Impl::AllocateScratch(int64_t max_ffn) {
   logits.assign(Z(N * V), 0);
   attn_scratch.assign(Z(fast::AttentionScratchPerThread(shape.seq_len) * threads), 0);
   loss_rows.assign(Z(3 * N), 0);
-  if (c.is_moe()) route_scratch.assign(Z(shape.seq_len * K + E + 1), 0);
+  if (c.is_moe()) route_scratch.assign(Z(N * K + E + 1), 0);
+  if (shape.kv_positions > 0) {
+    for (Layer& L : layers) {
+      L.k_cache.assign(Z(shape.kv_positions * kvd), 0);
+      L.v_cache.assign(Z(shape.kv_positions * kvd), 0);
+    }
+    kv_scratch.assign(Z(fast::CachedAttentionScratch(shape.kv_positions, threads)), 0);
+  }
   if (!shape.training) return;
   dx.assign(Z(N * H), 0);
   dxn.assign(Z(N * H), 0);
@@ -271,7 +284,8 @@ void TrainModel::Impl::AllocateScratch(int64_t max_ffn) {
 }
 
 Status TrainModel::Impl::BuildRopeTables() {
-  ESCALE_ASSIGN_OR_RETURN(RopeTables t, ComputeRopeTables(c, shape.seq_len));
+  ESCALE_ASSIGN_OR_RETURN(RopeTables t,
+                          ComputeRopeTables(c, std::max(shape.seq_len, shape.kv_positions)));
   rope_cos = std::move(t.cos);
   rope_sin = std::move(t.sin);
   return Status::Ok();
@@ -285,7 +299,9 @@ Result<std::unique_ptr<TrainModel>> TrainModel::Create(
     return InvalidArgument("micro-batch size and sequence length must be positive (got " +
                            std::to_string(shape.micro_batch) + " x " + std::to_string(shape.seq_len) + ")");
   if (config.head_dim % 2 != 0) return InvalidArgument("head_dim must be even for RoPE");
-  if (config.router_untrainable())
+  if (shape.kv_positions < 0 || (shape.kv_positions > 0 && shape.training))
+    return InvalidArgument("a key/value cache is for an inference-mode model only");
+  if (shape.training && config.router_untrainable())
     return InvalidArgument("mixtral routing with top-k = 1 gives the router no gradient; use k >= 2 or st routing");
   const int64_t N = shape.micro_batch * shape.seq_len;
   if (N > (int64_t{1} << 30) / std::max<int64_t>(1, config.moe.top_k))
@@ -297,6 +313,7 @@ Result<std::unique_ptr<TrainModel>> TrainModel::Create(
   s.shape = shape;
   s.coef = coef;
   s.N = N;
+  s.rows = N;
   s.H = config.hidden_size;
   s.V = config.vocab_size;
   s.qd = config.q_dim();
@@ -309,7 +326,9 @@ Result<std::unique_ptr<TrainModel>> TrainModel::Create(
   s.Fs = config.moe.shared_intermediate;
   s.threads = std::max(1, omp_get_max_threads());
   fast::UseSingleThreadedBlas();
-  s.router = {s.E, s.K, config.moe.router == RouterType::kMixtral, config.moe.capacity_factor,
+  // Decoding routes dropless: a token's experts must not depend on how the prompt was chunked.
+  s.router = {s.E, s.K, config.moe.router == RouterType::kMixtral,
+              shape.kv_positions > 0 ? 0.0 : config.moe.capacity_factor,
               config.moe.drop_policy == DropPolicy::kPosition};
 
   ESCALE_RETURN_IF_ERROR(s.LoadWeights(init, copied));
@@ -335,42 +354,62 @@ Status TrainModel::Impl::CheckBatch(std::span<const int32_t> tokens, std::span<c
     return InvalidArgument("a micro-batch needs " + std::to_string(N) + " tokens and targets (" +
                            std::to_string(shape.micro_batch) + " x " + std::to_string(shape.seq_len) + "), got " +
                            std::to_string(tokens.size()) + " and " + std::to_string(targets.size()));
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    if (tokens[i] < 0 || tokens[i] >= V)
-      return InvalidArgument("token " + std::to_string(tokens[i]) + " at position " + std::to_string(i) +
-                             " is outside the vocabulary [0, " + std::to_string(V) + ")");
+  ESCALE_RETURN_IF_ERROR(CheckTokens(tokens));
+  for (size_t i = 0; i < targets.size(); ++i)
     if (targets[i] >= V)
-      return InvalidArgument("target " + std::to_string(targets[i]) + " at position " + std::to_string(i) +
-                             " is outside the vocabulary [0, " + std::to_string(V) + ")");
-  }
+      return InvalidArgument("target " + std::to_string(targets[i]) + " at position " +
+                             std::to_string(i) + " is outside the vocabulary [0, " +
+                             std::to_string(V) + ")");
   return Status::Ok();
 }
 
 void TrainModel::Impl::AttentionForward(Layer& L, const float* x, float* out) {
   {
     Timer tm(this, kNormF);
-    fast::RmsNormForward(x, N, H, L.attn_norm.w, static_cast<float>(c.rms_norm_eps), L.xn1.data(), L.rstd1.data());
+    fast::RmsNormForward(x, rows, H, L.attn_norm.w, static_cast<float>(c.rms_norm_eps),
+                         L.xn1.data(), L.rstd1.data());
   }
   {
     Timer tm(this, kQkvF);
-    fast::LinearForward(L.xn1.data(), N, H, L.wqkv.w, qkvd, L.qkv.data());
-    if (c.qkv_bias) fast::AddBias(L.qkv.data(), N, qkvd, qkvd, L.bqkv.w);
+    fast::LinearForward(L.xn1.data(), rows, H, L.wqkv.w, qkvd, L.qkv.data());
+    if (c.qkv_bias) fast::AddBias(L.qkv.data(), rows, qkvd, qkvd, L.bqkv.w);
   }
   if (c.qk_norm == QkNorm::kPerHead) {
     Timer tm(this, kNormF);
     const float eps = static_cast<float>(c.rms_norm_eps);
-    fast::HeadRmsNormForward(L.qkv.data(), N, qkvd, c.num_heads, c.head_dim, L.q_norm.w, eps,
+    fast::HeadRmsNormForward(L.qkv.data(), rows, qkvd, c.num_heads, c.head_dim, L.q_norm.w, eps,
                              L.q_raw.data(), L.q_rstd.data());
-    fast::HeadRmsNormForward(L.qkv.data() + qd, N, qkvd, c.num_kv_heads, c.head_dim, L.k_norm.w,
+    fast::HeadRmsNormForward(L.qkv.data() + qd, rows, qkvd, c.num_kv_heads, c.head_dim, L.k_norm.w,
                              eps, L.k_raw.data(), L.k_rstd.data());
   }
   {
     Timer tm(this, kRopeF);
-    // q heads and k heads are adjacent in a qkv row: one pass rotates both.
-    fast::RopeForward(L.qkv.data(), N, qkvd, c.num_heads + c.num_kv_heads, c.head_dim, shape.seq_len, rope_cos.data(),
-                      rope_sin.data());
+    // q heads and k heads are adjacent in a qkv row: one pass rotates both. Decoding rotates rows
+    // at positions pos.., so the tables start there (and a period of `rows` keeps row = offset).
+    const int64_t half = c.head_dim / 2, period = decoding ? rows : shape.seq_len;
+    fast::RopeForward(L.qkv.data(), rows, qkvd, c.num_heads + c.num_kv_heads, c.head_dim, period,
+                      rope_cos.data() + pos * half, rope_sin.data() + pos * half);
   }
-  {
+  if (decoding) {
+    Timer tm(this, kAttnF);
+    for (int64_t m = 0; m < rows; ++m) {
+      std::memcpy(L.k_cache.data() + (pos + m) * kvd, L.qkv.data() + m * qkvd + qd,
+                  Z(kvd) * sizeof(float));
+      std::memcpy(L.v_cache.data() + (pos + m) * kvd, L.qkv.data() + m * qkvd + qd + kvd,
+                  Z(kvd) * sizeof(float));
+    }
+    fast::AttentionShape as{1,
+                            0,
+                            c.num_heads,
+                            c.num_kv_heads,
+                            c.head_dim,
+                            qkvd,
+                            kvd,
+                            qd,
+                            std::min(threads, omp_get_max_threads())};
+    fast::CachedAttentionForward(as, pos, rows, L.qkv.data(), L.k_cache.data(), L.v_cache.data(),
+                                 L.att.data(), kv_scratch.data());
+  } else {
     Timer tm(this, kAttnF);
     fast::AttentionShape as{shape.micro_batch, shape.seq_len, c.num_heads, c.num_kv_heads, c.head_dim,
                             qkvd, qkvd, qd, std::min(threads, omp_get_max_threads())};
@@ -379,31 +418,32 @@ void TrainModel::Impl::AttentionForward(Layer& L, const float* x, float* out) {
   }
   {
     Timer tm(this, kWoF);
-    std::memcpy(out, x, Z(N * H) * sizeof(float));
-    fast::LinearForward(L.att.data(), N, qd, L.wo.w, H, out, 1.0f);
+    std::memcpy(out, x, Z(rows * H) * sizeof(float));
+    fast::LinearForward(L.att.data(), rows, qd, L.wo.w, H, out, 1.0f);
   }
 }
 
 void TrainModel::Impl::DenseFfnForward(Layer& L, float* out) {
   {
     Timer tm(this, kFfnGemmF);
-    fast::LinearForward(L.xn2.data(), N, H, L.gu.w, 2 * F, L.gu_act.data());
+    fast::LinearForward(L.xn2.data(), rows, H, L.gu.w, 2 * F, L.gu_act.data());
   }
   {
     Timer tm(this, kSwiGluF);
-    fast::SwiGluForward(L.gu_act.data(), N, F, L.h.data());
+    fast::SwiGluForward(L.gu_act.data(), rows, F, L.h.data());
   }
   Timer tm(this, kFfnGemmF);
-  fast::LinearForward(L.h.data(), N, F, L.down.w, H, out, 1.0f);
+  fast::LinearForward(L.h.data(), rows, F, L.down.w, H, out, 1.0f);
 }
 
 void TrainModel::Impl::MoeForward(int64_t l, Layer& L, float* out) {
   (void)l;
-  const int64_t A = N * K;
+  const int64_t A = rows * K;
   {
     Timer tm(this, kRouterF);
-    fast::LinearForward(L.xn2.data(), N, H, L.router.w, E, L.rlogits.data());
-    fast::RouteTokens(L.rlogits.data(), N, shape.seq_len, router, L.rb(), route_scratch.data());
+    fast::LinearForward(L.xn2.data(), rows, H, L.router.w, E, L.rlogits.data());
+    fast::RouteTokens(L.rlogits.data(), rows, decoding ? rows : shape.seq_len, router, L.rb(),
+                      route_scratch.data());
   }
   {
     Timer tm(this, kPermuteF);
@@ -427,10 +467,11 @@ void TrainModel::Impl::MoeForward(int64_t l, Layer& L, float* out) {
     const int64_t used = start[E];
     const float* xn = L.xn2.data();
     float* xe = L.xe.data();
-    const int32_t* rows = L.slot_row.data();
+    const int32_t* slot_row = L.slot_row.data();
     const int64_t Hh = H;
-#pragma omp parallel for schedule(static)
-    for (int64_t sl = 0; sl < used; ++sl) std::memcpy(xe + sl * Hh, xn + rows[sl] * Hh, Z(Hh) * sizeof(float));
+#pragma omp parallel for schedule(static) if (used * Hh > (1 << 14))
+    for (int64_t sl = 0; sl < used; ++sl)
+      std::memcpy(xe + sl * Hh, xn + slot_row[sl] * Hh, Z(Hh) * sizeof(float));
   }
   const int32_t* start = L.expert_start.data();
   const int64_t used = start[E];
@@ -449,15 +490,15 @@ void TrainModel::Impl::MoeForward(int64_t l, Layer& L, float* out) {
   if (Fs > 0) {
     {
       Timer tm(this, kFfnGemmF);
-      fast::LinearForward(L.xn2.data(), N, H, L.shared_gu.w, 2 * Fs, L.sgu.data());
+      fast::LinearForward(L.xn2.data(), rows, H, L.shared_gu.w, 2 * Fs, L.sgu.data());
     }
     {
       Timer tm(this, kSwiGluF);
-      fast::SwiGluForward(L.sgu.data(), N, Fs, L.sh.data());
+      fast::SwiGluForward(L.sgu.data(), rows, Fs, L.sh.data());
     }
     Timer tm(this, kFfnGemmF);
-    fast::LinearForward(L.sh.data(), N, Fs, L.shared_down.w, H, L.sout.data());
-    fast::LinearForward(L.xn2.data(), N, H, L.shared_router.w, 1, L.sgate.data());
+    fast::LinearForward(L.sh.data(), rows, Fs, L.shared_down.w, H, L.sout.data());
+    fast::LinearForward(L.xn2.data(), rows, H, L.shared_router.w, 1, L.sgate.data());
   }
   Timer tm(this, kPermuteF);
   const int64_t k = K, Hh = H;
@@ -468,7 +509,7 @@ void TrainModel::Impl::MoeForward(int64_t l, Layer& L, float* out) {
   const float* sout = shared ? L.sout.data() : nullptr;
   const float* sgate = shared ? L.sgate.data() : nullptr;
 #pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < N; ++t) {
+  for (int64_t t = 0; t < rows; ++t) {
     float* o = out + t * Hh;
     for (int64_t i = 0; i < k; ++i) {
       const int32_t sl = slot_of[t * k + i];
@@ -493,8 +534,8 @@ void TrainModel::Impl::Forward(std::span<const int32_t> tokens) {
     float* x = res[0].data();
     const float* emb = embed.w;
     const int64_t Hh = H;
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < N; ++t)
+#pragma omp parallel for schedule(static) if (rows >= 64)
+    for (int64_t t = 0; t < rows; ++t)
       std::memcpy(x + t * Hh, emb + int64_t{tokens[Z(t)]} * Hh, Z(Hh) * sizeof(float));
   }
   size_t moe_index = 0;
@@ -503,11 +544,11 @@ void TrainModel::Impl::Forward(std::span<const int32_t> tokens) {
     AttentionForward(L, res[Z(l)].data(), mid[Z(l)].data());
     {
       Timer tm(this, kNormF);
-      fast::RmsNormForward(mid[Z(l)].data(), N, H, L.ffn_norm.w, static_cast<float>(c.rms_norm_eps), L.xn2.data(),
-                           L.rstd2.data());
+      fast::RmsNormForward(mid[Z(l)].data(), rows, H, L.ffn_norm.w,
+                           static_cast<float>(c.rms_norm_eps), L.xn2.data(), L.rstd2.data());
     }
     float* out = res[Z(l + 1)].data();
-    std::memcpy(out, mid[Z(l)].data(), Z(N * H) * sizeof(float));
+    std::memcpy(out, mid[Z(l)].data(), Z(rows * H) * sizeof(float));
     if (!L.moe) {
       DenseFfnForward(L, out);
       continue;
@@ -515,16 +556,27 @@ void TrainModel::Impl::Forward(std::span<const int32_t> tokens) {
     MoeForward(l, L, out);
     MoeLayerStats& st = stats[moe_index++];
     st.dropped = 0;
-    for (int64_t a = 0; a < N * K; ++a) st.dropped += L.kept[Z(a)] ? 0 : 1;
+    for (int64_t a = 0; a < rows * K; ++a) st.dropped += L.kept[Z(a)] ? 0 : 1;
     for (int64_t e = 0; e < E; ++e) st.tokens_per_expert[Z(e)] = L.load[Z(e)];
   }
+  // Decoding needs the logits of the last position only.
+  const int64_t first = decoding ? rows - 1 : 0, n = rows - first;
   {
     Timer tm(this, kNormF);
-    fast::RmsNormForward(res[Z(c.num_layers)].data(), N, H, final_norm.w, static_cast<float>(c.rms_norm_eps),
-                         xn_f.data(), rstd_f.data());
+    fast::RmsNormForward(res[Z(c.num_layers)].data() + first * H, n, H, final_norm.w,
+                         static_cast<float>(c.rms_norm_eps), xn_f.data(), rstd_f.data());
   }
   Timer tm(this, kHeadF);
-  fast::LinearForward(xn_f.data(), N, H, head.w, V, logits.data());
+  fast::LinearForward(xn_f.data(), n, H, head.w, V, logits.data());
+}
+
+Status TrainModel::Impl::CheckTokens(std::span<const int32_t> tokens) const {
+  for (size_t i = 0; i < tokens.size(); ++i)
+    if (tokens[i] < 0 || tokens[i] >= V)
+      return InvalidArgument("token " + std::to_string(tokens[i]) + " at position " +
+                             std::to_string(i) + " is outside the vocabulary [0, " +
+                             std::to_string(V) + ")");
+  return Status::Ok();
 }
 
 LossTerms TrainModel::Impl::Losses(std::span<const int32_t> targets, bool write_grad, float grad_scale) {
@@ -776,6 +828,38 @@ Result<LossTerms> TrainModel::Evaluate(std::span<const int32_t> tokens, std::spa
   return s.Losses(targets, /*write_grad=*/false, 1.0f);
 }
 
+Result<std::span<const float>> TrainModel::Decode(std::span<const int32_t> tokens) {
+  Impl& s = *impl_;
+  const auto n = static_cast<int64_t>(tokens.size());
+  if (s.shape.kv_positions == 0)
+    return InternalError("Decode on a TrainModel without a key/value cache");
+  if (n == 0) return InvalidArgument("nothing to decode");
+  if (s.pos + n > s.shape.kv_positions)
+    return InvalidArgument("the sequence would reach " + std::to_string(s.pos + n) +
+                           " tokens, past the cache of " + std::to_string(s.shape.kv_positions));
+  ESCALE_RETURN_IF_ERROR(s.CheckTokens(tokens));
+  fast::UseSingleThreadedBlas();
+  s.decoding = true;
+  for (int64_t at = 0; at < n; at += s.N) {
+    s.rows = std::min(s.N, n - at);
+    s.Forward(tokens.subspan(Z(at), Z(s.rows)));
+    s.pos += s.rows;
+  }
+  s.decoding = false;
+  s.rows = s.N;
+  return std::span<const float>(s.logits.data(), Z(s.V));
+}
+
+int64_t TrainModel::position() const {
+  return impl_->pos;
+}
+int64_t TrainModel::kv_positions() const {
+  return impl_->shape.kv_positions;
+}
+void TrainModel::Truncate(int64_t n) {
+  impl_->pos = std::clamp<int64_t>(n, 0, impl_->pos);
+}
+
 void TrainModel::ZeroGrads() { std::fill(impl_->grads.begin(), impl_->grads.end(), 0.0f); }
 
 std::span<TrainModel::Param> TrainModel::params() { return impl_->params; }
@@ -833,6 +917,16 @@ std::vector<std::pair<std::string, double>> TrainModel::Profile() const {
   std::vector<std::pair<std::string, double>> out;
   for (int i = 0; i < kOpCount; ++i) out.emplace_back(kOpNames[Z(i)], impl_->prof[Z(i)]);
   return out;
+}
+
+Result<std::unique_ptr<TrainModel>> CreateDecoder(const ModelConfig& config,
+                                                  const TensorMap& weights, int64_t max_seq) {
+  if (max_seq < 1) return InvalidArgument("the decoder needs room for at least one position");
+  BatchShape shape;
+  shape.seq_len = std::min<int64_t>(max_seq, 256);
+  shape.training = false;
+  shape.kv_positions = max_seq;
+  return TrainModel::Create(config, weights, shape, LossCoefficients{});
 }
 
 }  // namespace escale

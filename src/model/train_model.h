@@ -1,6 +1,8 @@
-// The fp32 training model of the CPU fast path: forward, the docs/method.md §4 losses and the
-// backward of a dense or MoE Llama-family model on micro-batches of a fixed shape. Checked against
-// the fp64 reference (model/reference_model.h) by tests/model/train_model_test.cpp.
+// The fp32 engine of the CPU fast path, in three modes: training (forward, the docs/method.md §4
+// losses and the backward of a dense or MoE Llama-family model on micro-batches of a fixed shape),
+// scoring (inference mode: no gradient buffers) and decoding (inference mode with a key/value
+// cache). Checked against the fp64 reference (model/reference_model.h) by
+// tests/model/train_model_test.cpp and, decoding, tests/model/decoder_test.cpp.
 //
 // Design: fp32 master weights and gradients live in two flat buffers in canonical order, so q/k/v
 // (and gate/up) of a layer are adjacent and run as one sgemm. Every activation and scratch buffer
@@ -34,6 +36,9 @@ struct BatchShape {
   // false: inference mode (scoring, `escale eval`): forward and losses only, no gradient and no
   // backward buffers, so a model costs its fp32 weights and one step's activations.
   bool training = true;
+  // Inference mode only: > 0 keeps a key/value cache of this many positions for Decode (which then
+  // routes MoE tokens dropless); micro_batch·seq_len is the most tokens one decoding pass takes.
+  int64_t kv_positions = 0;
 };
 
 struct MoeLayerStats {
@@ -42,6 +47,12 @@ struct MoeLayerStats {
   int64_t dropped = 0;                     // assignments dropped by the capacity limit
   double router_entropy = 0;               // mean over tokens of the router softmax entropy (nats)
 };
+
+class TrainModel;
+// An inference-mode model with a cache of max_seq positions for generation, decoding in passes of
+// at most 256 tokens.
+Result<std::unique_ptr<TrainModel>> CreateDecoder(const ModelConfig& config,
+                                                  const TensorMap& weights, int64_t max_seq);
 
 class TrainModel {
  public:
@@ -65,6 +76,15 @@ class TrainModel {
   // Forward and loss terms only; gradients untouched. The only step of an inference-mode model.
   Result<LossTerms> Evaluate(std::span<const int32_t> tokens, std::span<const int32_t> targets);
   void ZeroGrads();
+
+  // Decoding (kv_positions > 0): runs `tokens` at positions position()..position()+n-1, in passes
+  // of at most micro_batch·seq_len tokens, caches their keys and values, and returns the logits
+  // [V] after the last one (valid until the next call). A generated token costs one token's
+  // forward, not the prefix's. Fails, cache unchanged, on overflow or an id outside the vocabulary.
+  Result<std::span<const float>> Decode(std::span<const int32_t> tokens);
+  int64_t position() const;      // positions in the cache
+  int64_t kv_positions() const;  // its capacity
+  void Truncate(int64_t n);      // forgets positions from n on (0: all), e.g. to reuse a prompt
 
   struct Param {
     std::string name;

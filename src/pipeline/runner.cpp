@@ -16,12 +16,12 @@
 #include "core/subprocess.h"
 #include "eval/savings.h"
 #include "io/hf_model.h"
-#include "io/tokenizer.h"
 #include "model/layout.h"
 #include "ops/cpu/sgemm_rate.h"
 #include "pipeline/compare.h"
 #include "pipeline/recipe_check.h"
 #include "pipeline/report.h"
+#include "tokenizer/tokenizer.h"
 #include "train/checkpoint_store.h"
 #include "train/train_options.h"
 

@@ -8,7 +8,7 @@
 #include <sstream>
 
 #include "core/atomic_output.h"
-#include "train/data_blend.h"
+#include "data/blend.h"
 
 namespace escale {
 

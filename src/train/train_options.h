@@ -19,7 +19,7 @@ struct TrainOptions {
   std::string init_from;      // --init-from: dense checkpoint to upcycle online
   std::string scale_out;      // --scale-out "E,K" (with --init-from)
   std::string data;           // token shard directory (with manifest.json)
-  std::string data_blend;     // or weighted sources "NAME=WEIGHT:DIR ..." (train/data_blend.h)
+  std::string data_blend;     // or weighted sources "NAME=WEIGHT:DIR ..." (data/blend.h)
   std::string out;            // run directory
   bool resume = false;
   std::string branch_from;    // --branch-from: another run's checkpoint to start from (decay branches)

@@ -17,6 +17,8 @@
 #include <vector>
 
 #include "core/status.h"
+#include "data/blend.h"
+#include "data/loader.h"
 #include "dist/communicator.h"
 #include "io/hf_model.h"
 #include "model/config.h"
@@ -24,8 +26,6 @@
 #include "model/train_model.h"
 #include "train/adamw.h"
 #include "train/checkpoint_store.h"
-#include "train/data_blend.h"
-#include "train/data_loader.h"
 #include "train/data_parallel.h"
 #include "train/fault_injection.h"
 #include "train/fault_policy.h"

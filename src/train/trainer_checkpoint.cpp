@@ -6,11 +6,11 @@
 #include <filesystem>
 
 #include "core/atomic_output.h"
+#include "data/blend.h"
 #include "io/hf_model.h"
 #include "io/optimizer_moments.h"
 #include "io/safetensors.h"
 #include "train/checkpoint_store.h"
-#include "train/data_blend.h"
 
 namespace escale {
 namespace fs = std::filesystem;

@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "core/status.h"
+#include "data/loader.h"
 #include "model/train_model.h"
-#include "train/data_loader.h"
 #include "train/train_options.h"
 
 namespace escale {

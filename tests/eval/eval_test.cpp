@@ -17,11 +17,11 @@
 #include "eval/python_random.h"
 #include "eval/requests.h"
 #include "io/hf_model.h"
-#include "io/tokenizer.h"
-#include "io/tokenizer_bytes.h"
-#include "model/decoder.h"
 #include "model/layout.h"
+#include "model/train_model.h"
 #include "support/test_support.h"
+#include "tokenizer/byte_level.h"
+#include "tokenizer/tokenizer.h"
 
 namespace escale::eval {
 namespace {
@@ -610,7 +610,7 @@ TEST(Generate, GreedyFollowsTheReferenceArgmaxAndStopsAtStopStrings) {
   const ModelConfig c = TinyModel(true);
   const TensorMap w = RandomWeights(c, 21);
   auto tok = ByteTokenizer();
-  auto dec = Decoder::Create(c, w, 32);
+  auto dec = CreateDecoder(c, w, 32);
   ASSERT_TRUE(dec.ok()) << dec.status().message();
   const std::vector<int32_t> prompt = Bytes("Hi there");
   GenerateOptions opt;
@@ -666,7 +666,7 @@ TEST(Generate, PaddedHeadRowsAreNeverSampled) {
   for (int64_t v = 0; v < c.vocab_size; ++v) head[v * c.hidden_size] = v >= 257 ? 100.0f : 0.0f;
   auto tok = ByteTokenizer();
   ASSERT_EQ(tok->vocab_size(), 257);
-  auto dec = Decoder::Create(c, w, 32);
+  auto dec = CreateDecoder(c, w, 32);
   ASSERT_TRUE(dec.ok()) << dec.status().message();
   GenerateOptions opt;
   opt.max_new_tokens = 6;
@@ -748,7 +748,7 @@ TEST(Generate, SentencePieceTextIsTheWholeContinuationDecoded) {
       {"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}, {"byte_fallback", true}};
   auto tok = tok::Tokenizer::FromJson(j.dump());
   ASSERT_TRUE(tok.ok()) << tok.status().message();
-  auto dec = Decoder::Create(c, w, 32);
+  auto dec = CreateDecoder(c, w, 32);
   ASSERT_TRUE(dec.ok());
   GenerateOptions opt;
   opt.max_new_tokens = 12;
@@ -883,7 +883,7 @@ TEST(Gsm8k, PromptsGenerationsAndScores) {
                     {"answer", "a\n#### " + std::to_string(i)}};
     docs.push_back({d, d["question"], d["answer"]});
   }
-  auto dec = Decoder::Create(c, w, 96);
+  auto dec = CreateDecoder(c, w, 96);
   ASSERT_TRUE(dec.ok());
   GenerationTaskOptions opt;
   opt.num_fewshot = 2;

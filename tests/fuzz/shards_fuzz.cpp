@@ -3,8 +3,8 @@
 // beside a valid shard.
 #include <string>
 
+#include "data/token_shards.h"
 #include "fuzz_input.h"
-#include "io/token_shards.h"
 
 namespace {
 

@@ -21,10 +21,10 @@
 #include "core/rng.h"
 #include "io/hf_model.h"
 #include "io/safetensors.h"
-#include "io/tokenizer.h"
 #include "model/reference_forward.h"
 #include "support/llama_cpp.h"
 #include "support/test_support.h"
+#include "tokenizer/tokenizer.h"
 
 namespace escale {
 namespace {

@@ -1,9 +1,7 @@
-// The KV-cache decoder against the fp64 reference: the logits after every chunk of tokens equal
-// the reference forward of the whole prefix at its last position (dense, GQA, biases, tied
-// embeddings, MoE with both routings and a shared expert, Qwen3's q/k norm), also after Truncate
-// and Reset.
-#include "model/decoder.h"
-
+// Decoding with the fast engine's key/value cache against the fp64 reference: the logits after
+// every chunk of tokens equal the reference forward of the whole prefix at its last position
+// (dense, GQA, biases, tied embeddings, MoE with both routings and a shared expert, Qwen3's q/k
+// norm), also after Truncate, and when one call is longer than a decoding pass.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,6 +10,7 @@
 
 #include "model/layout.h"
 #include "model/reference_forward.h"
+#include "model/train_model.h"
 
 namespace escale {
 namespace {
@@ -91,7 +90,7 @@ class DecoderTest : public ::testing::TestWithParam<Variant> {};
 TEST_P(DecoderTest, ChunksMatchTheReferenceAtEveryStep) {
   const ModelConfig c = Config(GetParam());
   const TensorMap w = Weights(c, 3);
-  auto dec = Decoder::Create(c, w, 16);
+  auto dec = CreateDecoder(c, w, 16);
   ASSERT_TRUE(dec.ok()) << dec.status().message();
   std::mt19937 rng(9);
   std::vector<int32_t> seq;
@@ -101,7 +100,7 @@ TEST_P(DecoderTest, ChunksMatchTheReferenceAtEveryStep) {
   for (size_t chunk : {5u, 1u, 1u, 3u, 2u}) {
     std::vector<int32_t> part(seq.begin() + static_cast<std::ptrdiff_t>(at),
                               seq.begin() + static_cast<std::ptrdiff_t>(at + chunk));
-    auto logits = (*dec)->Append(part);
+    auto logits = (*dec)->Decode(part);
     ASSERT_TRUE(logits.ok()) << logits.status().message();
     prefix.insert(prefix.end(), part.begin(), part.end());
     at += chunk;
@@ -112,19 +111,41 @@ TEST_P(DecoderTest, ChunksMatchTheReferenceAtEveryStep) {
   (*dec)->Truncate(5);
   prefix.resize(5);
   const std::vector<int32_t> other = {7, 8, 9};
-  auto logits = (*dec)->Append(other);
+  auto logits = (*dec)->Decode(other);
   ASSERT_TRUE(logits.ok());
   prefix.insert(prefix.end(), other.begin(), other.end());
   EXPECT_LT(Compare(c, w, prefix, *logits), 1e-5);
   // Overflow and bad ids are refused and leave the position unchanged.
   const std::vector<int32_t> too_many(9, 1), bad = {29};
-  EXPECT_FALSE((*dec)->Append(too_many).ok());
-  EXPECT_FALSE((*dec)->Append(bad).ok());
+  EXPECT_FALSE((*dec)->Decode(too_many).ok());
+  EXPECT_FALSE((*dec)->Decode(bad).ok());
   EXPECT_EQ((*dec)->position(), 8);
-  (*dec)->Reset();
-  logits = (*dec)->Append(std::vector<int32_t>{seq[0]});
+  (*dec)->Truncate(0);
+  logits = (*dec)->Decode(std::vector<int32_t>{seq[0]});
   ASSERT_TRUE(logits.ok());
   EXPECT_LT(Compare(c, w, {seq[0]}, *logits), 1e-5);
+}
+
+// Passes of at most 3 tokens: a 7-token prompt runs as 3 + 3 + 1, each pass attending to the
+// keys the earlier ones cached.
+TEST_P(DecoderTest, AppendsLongerThanAPassMatchTheReference) {
+  const ModelConfig c = Config(GetParam());
+  const TensorMap w = Weights(c, 5);
+  BatchShape shape;
+  shape.seq_len = 3;
+  shape.training = false;
+  shape.kv_positions = 12;
+  auto dec = TrainModel::Create(c, w, shape, LossCoefficients{});
+  ASSERT_TRUE(dec.ok()) << dec.status().message();
+  std::vector<int32_t> prefix = {3, 1, 4, 1, 5, 9, 2};
+  auto logits = (*dec)->Decode(prefix);
+  ASSERT_TRUE(logits.ok()) << logits.status().message();
+  EXPECT_LT(Compare(c, w, prefix, *logits), 1e-5);
+  prefix.push_back(6);
+  logits = (*dec)->Decode(std::vector<int32_t>{6});
+  ASSERT_TRUE(logits.ok());
+  EXPECT_LT(Compare(c, w, prefix, *logits), 1e-5);
+  EXPECT_EQ((*dec)->position(), 8);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -137,11 +158,21 @@ INSTANTIATE_TEST_SUITE_P(
                       Variant{"qwen3_moe_st", true, false, false, false, RouterType::kSt, true}),
     [](const auto& p) { return std::string(p.param.name); });
 
+TEST(Decoder, ACacheIsForInferenceOnly) {
+  const ModelConfig c = Config({"dense", false, false, false, false, RouterType::kMixtral});
+  BatchShape shape;
+  shape.seq_len = 4;
+  shape.kv_positions = 8;  // training = true
+  auto m = TrainModel::Create(c, Weights(c, 1), shape, LossCoefficients{});
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.status().message().find("inference"), std::string::npos);
+}
+
 TEST(Decoder, RefusesMissingTensors) {
   const ModelConfig c = Config({"dense", false, false, false, false, RouterType::kMixtral});
   TensorMap w = Weights(c, 1);
   w.erase("layers.1.wk");
-  auto dec = Decoder::Create(c, w, 8);
+  auto dec = CreateDecoder(c, w, 8);
   ASSERT_FALSE(dec.ok());
   EXPECT_NE(dec.status().message().find("layers.1.wk"), std::string::npos);
 }

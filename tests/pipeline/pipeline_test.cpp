@@ -10,11 +10,11 @@
 #include <sstream>
 
 #include "io/hf_model.h"
-#include "io/tokenizer_bytes.h"
 #include "model/init.h"
 #include "pipeline/recipe.h"
 #include "pipeline/runner.h"
 #include "support/test_support.h"
+#include "tokenizer/byte_level.h"
 
 namespace escale::pipeline {
 namespace {

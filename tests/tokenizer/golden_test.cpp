@@ -6,13 +6,12 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <random>
 
-#include <nlohmann/json.hpp>
-
-#include "io/tokenizer.h"
-#include "io/tokenizer_train.h"
 #include "support/test_support.h"
+#include "tokenizer/bpe_trainer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace escale::tok {
 namespace {

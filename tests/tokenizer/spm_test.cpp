@@ -13,8 +13,8 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
-#include "io/tokenizer.h"
 #include "support/test_support.h"
+#include "tokenizer/tokenizer.h"
 
 namespace escale::tok {
 namespace {

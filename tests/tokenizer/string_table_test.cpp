@@ -1,13 +1,13 @@
 // StringTable (the encoder's word cache and bytes -> id map) against std::unordered_map, and its
 // key comparison against memcmp at every length and every differing position.
+#include "tokenizer/string_table.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <random>
 #include <string>
 #include <unordered_map>
-
-#include "io/tokenizer_string_table.h"
 
 namespace escale::tok {
 namespace {

@@ -1,16 +1,16 @@
 // The tokenizer on small hand-built tokenizer.json files whose right answers follow from the
 // rules (merge rank order, ignore_merges, added-token options, split behaviours), plus the
 // byte table, UTF-8 helpers, SHA-256 and every load error.
+#include "tokenizer/tokenizer.h"
+
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <random>
 
-#include <nlohmann/json.hpp>
-
-#include "io/tokenizer.h"
-#include "io/tokenizer_bytes.h"
-#include "io/tokenizer_impl.h"
+#include "tokenizer/byte_level.h"
+#include "tokenizer/tokenizer_impl.h"
 
 namespace escale::tok {
 namespace {

@@ -5,9 +5,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "io/tokenizer.h"
-#include "io/tokenizer_train.h"
 #include "support/test_support.h"
+#include "tokenizer/bpe_trainer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace escale::tok {
 namespace {

@@ -8,10 +8,10 @@
 #include <filesystem>
 #include <fstream>
 
+#include "data/token_shards.h"
 #include "io/hf_model.h"
 #include "io/optimizer_moments.h"
 #include "io/safetensors.h"
-#include "io/token_shards.h"
 #include "model/init.h"
 #include "model/layout.h"
 #include "support/test_support.h"

@@ -118,4 +118,41 @@ void CausalAttentionBackward(const AttentionShape& s, const float* q, const floa
   }
 }
 
+int64_t CachedAttentionScratch(int64_t positions, int threads) {
+  return positions * threads;
+}
+
+void CachedAttentionForward(const AttentionShape& s, int64_t pos, int64_t rows, const float* q,
+                            const float* k_cache, const float* v_cache, float* out,
+                            float* scratch) {
+  const int64_t nh = s.heads, hd = s.head_dim, group = s.heads / s.kv_heads, width = pos + rows;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  // One (row, head) per task: a decoded token has only its heads to share out.
+#pragma omp parallel for collapse(2) schedule(static) \
+    num_threads(s.threads) if (rows * nh * width * hd > (1 << 16))
+  for (int64_t m = 0; m < rows; ++m)
+    for (int64_t h = 0; h < nh; ++h) {
+      float* sc = scratch + omp_get_thread_num() * width;
+      const float* qv = q + m * s.q_ld + h * hd;
+      const int64_t kvh = h / group, n = pos + m + 1;
+      float mx = -INFINITY;
+      for (int64_t j = 0; j < n; ++j) {
+        const float* kj = k_cache + j * s.kv_ld + kvh * hd;
+        float d = 0;
+        for (int64_t i = 0; i < hd; ++i) d += qv[i] * kj[i];
+        sc[j] = d * scale;
+        mx = std::max(mx, sc[j]);
+      }
+      float sum = 0;
+      for (int64_t j = 0; j < n; ++j) sum += (sc[j] = std::exp(sc[j] - mx));
+      float* o = out + m * s.o_ld + h * hd;
+      std::fill_n(o, hd, 0.0f);
+      for (int64_t j = 0; j < n; ++j) {
+        const float p = sc[j] / sum;
+        const float* vj = v_cache + j * s.kv_ld + kvh * hd;
+        for (int64_t i = 0; i < hd; ++i) o[i] += p * vj[i];
+      }
+    }
+}
+
 }  // namespace escale::ops::fast

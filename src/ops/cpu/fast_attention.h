@@ -29,4 +29,12 @@ void CausalAttentionForward(const AttentionShape& s, const float* q, const float
 void CausalAttentionBackward(const AttentionShape& s, const float* q, const float* k, const float* v, const float* out,
                              const float* lse, const float* dout, float* dq, float* dk, float* dv, float* scratch);
 
+// Decoding with a key/value cache: `rows` new queries at positions pos..pos+rows-1, row m attending
+// to cached positions 0..pos+m (its own key and value must already be in the cache). k_cache and
+// v_cache hold one row of stride kv_ld per position; s.batch and s.seq_len are unused. scratch:
+// CachedAttentionScratch(pos + rows, s.threads) floats.
+int64_t CachedAttentionScratch(int64_t positions, int threads);
+void CachedAttentionForward(const AttentionShape& s, int64_t pos, int64_t rows, const float* q,
+                            const float* k_cache, const float* v_cache, float* out, float* scratch);
+
 }  // namespace escale::ops::fast

@@ -47,33 +47,24 @@ void UseSingleThreadedBlas() { openblas_set_num_threads(1); }
 
 void LinearForward(const float* x, int64_t M, int64_t K, const float* W, int64_t N, float* y, float beta) {
   if (M == 0 || N == 0) return;
-  ForSlices(M, 2.0 * double(M) * double(N) * double(K), [&](int64_t m0, int64_t m1) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, I(m1 - m0), I(N), I(K), 1.0f, x + m0 * K, I(K), W, I(K),
-                beta, y + m0 * N, I(N));
-  });
-}
-
-void LinearForwardAnyRows(const float* x, int64_t M, int64_t K, const float* W, int64_t N,
-                          float* y) {
+  const double flops = 2.0 * double(M) * double(N) * double(K);
   const int threads = omp_get_max_threads();
-  if (M >= 4 * threads) {
-    LinearForward(x, M, K, W, N, y);
-    return;
-  }
-  // A parallel region costs microseconds; tiny products (test models, small experts) run alone.
-  if (threads == 1 || M * N * K < (int64_t{1} << 16)) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, I(M), I(N), I(K), 1.0f, x, I(K), W, I(K),
-                0.0f, y, I(N));
-    return;
-  }
+  if (threads > 1 && M < 4 * threads && flops >= kParallelFlops) {
+    // Too few rows to share (decoding a token): the threads split the output columns instead.
 #pragma omp parallel
-  {
-    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-    const int64_t n0 = N * t / nt, n1 = N * (t + 1) / nt;
-    if (n1 > n0)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, I(M), I(n1 - n0), I(K), 1.0f, x, I(K),
-                  W + n0 * K, I(K), 0.0f, y + n0, I(N));
+    {
+      const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+      const int64_t n0 = N * t / nt, n1 = N * (t + 1) / nt;
+      if (n1 > n0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, I(M), I(n1 - n0), I(K), 1.0f, x, I(K),
+                    W + n0 * K, I(K), beta, y + n0, I(N));
+    }
+    return;
   }
+  ForSlices(M, flops, [&](int64_t m0, int64_t m1) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, I(m1 - m0), I(N), I(K), 1.0f, x + m0 * K,
+                I(K), W, I(K), beta, y + m0 * N, I(N));
+  });
 }
 
 void LinearBackwardInput(const float* dy, int64_t M, int64_t N, const float* W, int64_t K, float* dx, float beta) {
@@ -103,6 +94,12 @@ void LinearBackwardWeight(const float* dy, int64_t M, int64_t N, const float* x,
 
 void GroupedLinearForward(const float* x, const int32_t* start, int64_t groups, int64_t K, const float* const* W,
                           int64_t N, float* y) {
+  if (start[groups] < 4 * omp_get_max_threads()) {
+    // A token or two per group (decoding): one group at a time, its columns split over the threads.
+    for (int64_t g = 0; g < groups; ++g)
+      LinearForward(x + start[g] * K, start[g + 1] - start[g], K, W[g], N, y + start[g] * N);
+    return;
+  }
 #pragma omp parallel
   for (int64_t g = 0; g < groups; ++g) {
     const int64_t r0 = start[g];

@@ -42,13 +42,10 @@ inline float FastExp(float x) {
 // and call BLAS from each thread. TrainModel::Create calls it.
 void UseSingleThreadedBlas();
 
-// y[M,N] = x[M,K] · W[N,K]^T + beta·y.
+// y[M,N] = x[M,K] · W[N,K]^T + beta·y. The threads split the rows, or the output columns when
+// there are fewer than 4 rows per thread (decoding).
 void LinearForward(const float* x, int64_t M, int64_t K, const float* W, int64_t N, float* y, float beta = 0.0f);
 
-// y[M,N] = x[M,K] · W[N,K]^T for any M, called outside a parallel region (decode): with fewer
-// rows than 4 per thread the output columns are split over the threads instead of the rows.
-void LinearForwardAnyRows(const float* x, int64_t M, int64_t K, const float* W, int64_t N,
-                          float* y);
 // dx[M,K] = dy[M,N] · W[N,K] + beta·dx.
 void LinearBackwardInput(const float* dy, int64_t M, int64_t N, const float* W, int64_t K, float* dx,
                          float beta = 0.0f);

@@ -1,16 +1,16 @@
 // Token shards: the llm.c layout byte for byte, every reader check, and `escale tokenize`
 // (documents recoverable from the shards, deterministic split, worker-count independence, no
 // manifest after a failed run).
+#include "data/token_shards.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
-
 #include <nlohmann/json.hpp>
 
-#include "io/token_shards.h"
-#include "io/tokenizer.h"
-#include "io/tokenizer_train.h"
 #include "support/test_support.h"
+#include "tokenizer/bpe_trainer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace escale::tok {
 namespace {
@@ -22,7 +22,8 @@ using escale::testing::WriteFile;
 
 uint32_t Le32(const std::string& s, size_t off) {
   uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(static_cast<unsigned char>(s[off + i])) << (8 * i);
+  for (int i = 0; i < 4; ++i)
+    v |= static_cast<uint32_t>(static_cast<unsigned char>(s[off + i])) << (8 * i);
   return v;
 }
 
@@ -86,7 +87,8 @@ TEST(Shards, UncommittedWriterLeavesNothing) {
   EXPECT_TRUE(fs::is_empty(dir.path()));
 }
 
-void ExpectOpenError(const std::string& path, const std::string& part, std::optional<int64_t> vocab = std::nullopt) {
+void ExpectOpenError(const std::string& path, const std::string& part,
+                     std::optional<int64_t> vocab = std::nullopt) {
   auto s = TokenShard::Open(path, vocab);
   ASSERT_FALSE(s.ok()) << "expected an error mentioning '" << part << "'";
   EXPECT_EQ(s.status().code(), ErrorCode::kFormat);
@@ -127,7 +129,8 @@ TEST(Shards, ValidationSplitIsDeterministicAndNearTheFraction) {
   EXPECT_GT(val, 1800);
   EXPECT_LT(val, 2200);
   int differ = 0;
-  for (uint64_t i = 0; i < 1000; ++i) differ += IsValidationDocument(1, i, 0.5) != IsValidationDocument(2, i, 0.5);
+  for (uint64_t i = 0; i < 1000; ++i)
+    differ += IsValidationDocument(1, i, 0.5) != IsValidationDocument(2, i, 0.5);
   EXPECT_GT(differ, 300);
   EXPECT_FALSE(IsValidationDocument(1, 3, 0.0));
   EXPECT_TRUE(IsValidationDocument(1, 3, 1.0));
@@ -137,8 +140,8 @@ class TokenizeTest : public ::testing::Test {
  protected:
   void SetUp() override {
     for (int i = 0; i < 300; ++i) {
-      docs_.push_back("Doc " + std::to_string(i) + " says: the quick brown fox, 狐狸 " + std::string(i % 5, '!') +
-                      (i % 17 == 0 ? " <|endoftext|> inside" : ""));
+      docs_.push_back("Doc " + std::to_string(i) + " says: the quick brown fox, 狐狸 " +
+                      std::string(i % 5, '!') + (i % 17 == 0 ? " <|endoftext|> inside" : ""));
     }
     TrainOptions o;
     o.vocab_size = 300;
@@ -149,16 +152,18 @@ class TokenizeTest : public ::testing::Test {
     WriteFile(dir_ / "tokenizer.json", *j);
     nlohmann::json lines;
     std::string jsonl;
-    for (size_t i = 0; i < 200; ++i) jsonl += nlohmann::json({{"text", docs_[i]}, {"id", i}}).dump() + "\n";
+    for (size_t i = 0; i < 200; ++i)
+      jsonl += nlohmann::json({{"text", docs_[i]}, {"id", i}}).dump() + "\n";
     WriteFile(dir_ / "a.jsonl", jsonl);
     fs::create_directories(dir_ / "more");
-    for (size_t i = 200; i < 300; ++i) WriteFile(dir_ / ("more/" + std::to_string(1000 + i) + ".txt"), docs_[i]);
+    for (size_t i = 200; i < 300; ++i)
+      WriteFile(dir_ / ("more/" + std::to_string(1000 + i) + ".txt"), docs_[i]);
   }
 
   escale::testing::CommandResult Tokenize(const std::string& out, const std::string& extra) {
-    return escale::testing::RunEscale("tokenize --tokenizer " + (dir_ / "tokenizer.json") + " --input " +
-                                      (dir_ / "a.jsonl") + " --input " + (dir_ / "more") + " --output " + out +
-                                      " " + extra);
+    return escale::testing::RunEscale("tokenize --tokenizer " + (dir_ / "tokenizer.json") +
+                                      " --input " + (dir_ / "a.jsonl") + " --input " +
+                                      (dir_ / "more") + " --output " + out + " " + extra);
   }
 
   std::vector<std::string> docs_;
@@ -166,7 +171,8 @@ class TokenizeTest : public ::testing::Test {
 };
 
 // Splits a shard's ids at the delimiter and decodes each document.
-std::vector<std::string> DocsOf(const Tokenizer& tok, const std::vector<int32_t>& ids, int32_t delim) {
+std::vector<std::string> DocsOf(const Tokenizer& tok, const std::vector<int32_t>& ids,
+                                int32_t delim) {
   std::vector<std::string> out;
   std::vector<int32_t> cur;
   for (size_t i = 0; i <= ids.size(); ++i) {
@@ -264,12 +270,15 @@ TEST_F(TokenizeTest, JsonlFilterKeepsOnlyMatchingDocuments) {
 }
 
 TEST_F(TokenizeTest, OutputDoesNotDependOnWorkerCount) {
-  ASSERT_EQ(Tokenize(dir_ / "w1", "--val-fraction 0.3 --workers 1 --shard-tokens 700").exit_code, 0);
-  ASSERT_EQ(Tokenize(dir_ / "w4", "--val-fraction 0.3 --workers 4 --shard-tokens 700").exit_code, 0);
+  ASSERT_EQ(Tokenize(dir_ / "w1", "--val-fraction 0.3 --workers 1 --shard-tokens 700").exit_code,
+            0);
+  ASSERT_EQ(Tokenize(dir_ / "w4", "--val-fraction 0.3 --workers 4 --shard-tokens 700").exit_code,
+            0);
   size_t files = 0;
   for (const auto& e : fs::directory_iterator(dir_ / "w1")) {
     if (e.path().extension() != ".bin") continue;
-    EXPECT_EQ(ReadFile(e.path().string()), ReadFile((dir_ / "w4") + "/" + e.path().filename().string()));
+    EXPECT_EQ(ReadFile(e.path().string()),
+              ReadFile((dir_ / "w4") + "/" + e.path().filename().string()));
     ++files;
   }
   EXPECT_GT(files, 2u);
@@ -286,7 +295,8 @@ TEST_F(TokenizeTest, FailedRunLeavesNoManifestAndNoOutput) {
   EXPECT_FALSE(fs::exists(out));
   EXPECT_FALSE(fs::exists(out + "/manifest.json"));
   for (const auto& e : fs::directory_iterator(dir_.path())) {
-    EXPECT_EQ(e.path().filename().string().find("broken"), std::string::npos) << "leftover " << e.path();
+    EXPECT_EQ(e.path().filename().string().find("broken"), std::string::npos)
+        << "leftover " << e.path();
   }
 }
 

@@ -1,4 +1,4 @@
-#include "io/token_shards.h"
+#include "data/token_shards.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -12,7 +12,7 @@
 
 #include "core/atomic_output.h"
 #include "core/json_text.h"
-#include "io/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace escale::tok {
 
@@ -22,7 +22,8 @@ void PutLe32(unsigned char* p, uint32_t v) {
 }
 uint32_t GetLe32(const std::byte* p) {
   uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(std::to_integer<unsigned>(p[i])) << (8 * i);
+  for (int i = 0; i < 4; ++i)
+    v |= static_cast<uint32_t>(std::to_integer<unsigned>(p[i])) << (8 * i);
   return v;
 }
 }  // namespace
@@ -39,7 +40,8 @@ ShardWriter::ShardWriter(ShardWriter&&) noexcept = default;
 ShardWriter::~ShardWriter() = default;
 
 Result<ShardWriter> ShardWriter::Create(const std::string& path, int token_bytes) {
-  if (token_bytes != 2 && token_bytes != 4) return InvalidArgument("shard token width must be 2 or 4 bytes");
+  if (token_bytes != 2 && token_bytes != 4)
+    return InvalidArgument("shard token width must be 2 or 4 bytes");
   ESCALE_ASSIGN_OR_RETURN(AtomicFile f, AtomicFile::Create(path));
   ShardWriter w;
   w.impl_ = std::make_unique<Impl>(std::move(f));
@@ -56,8 +58,8 @@ Status ShardWriter::Append(const int32_t* ids, size_t n) {
   for (size_t i = 0; i < n; ++i) {
     const int64_t id = ids[i];
     if (id < 0 || id >= limit) {
-      return InvalidArgument("token id " + std::to_string(id) + " does not fit a " + std::to_string(width * 8) +
-                             "-bit shard");
+      return InvalidArgument("token id " + std::to_string(id) + " does not fit a " +
+                             std::to_string(width * 8) + "-bit shard");
     }
     const auto v = static_cast<uint32_t>(id);
     buf.push_back(static_cast<unsigned char>(v));
@@ -77,7 +79,8 @@ Status ShardWriter::Append(const int32_t* ids, size_t n) {
 
 Status ShardWriter::Commit() {
   if (tokens_ > static_cast<uint64_t>(std::numeric_limits<int32_t>::max())) {
-    return InvalidArgument("a shard holds at most 2^31-1 tokens (llm.c's int32 header); use smaller shards");
+    return InvalidArgument(
+        "a shard holds at most 2^31-1 tokens (llm.c's int32 header); use smaller shards");
   }
   auto& buf = impl_->buf;
   if (!buf.empty()) ESCALE_RETURN_IF_ERROR(impl_->file.Write(buf.data(), buf.size()));
@@ -105,7 +108,8 @@ Result<TokenShard> TokenShard::Open(const std::string& path, std::optional<int64
   ESCALE_ASSIGN_OR_RETURN(auto file, MappedFile::Open(path));
   const size_t size = file->size();
   if (size < kShardHeaderBytes) {
-    return FormatError(path + ": " + std::to_string(size) + " bytes is too small for the 1024-byte token shard header");
+    return FormatError(path + ": " + std::to_string(size) +
+                       " bytes is too small for the 1024-byte token shard header");
   }
   const std::byte* p = file->data();
   const auto magic = static_cast<int32_t>(GetLe32(p));
@@ -115,22 +119,28 @@ Result<TokenShard> TokenShard::Open(const std::string& path, std::optional<int64
   if (magic == kShardMagicU16) {
     width = 2;
     if (version != kShardVersionU16) {
-      return FormatError(path + ": version " + std::to_string(version) + " with magic 20240520 (expected version 1, uint16 tokens)");
+      return FormatError(path + ": version " + std::to_string(version) +
+                         " with magic 20240520 (expected version 1, uint16 tokens)");
     }
   } else if (magic == kShardMagicU32) {
     width = 4;
     if (version != kShardVersionU32) {
-      return FormatError(path + ": version " + std::to_string(version) + " with magic 20240801 (expected version 7, uint32 tokens)");
+      return FormatError(path + ": version " + std::to_string(version) +
+                         " with magic 20240801 (expected version 7, uint32 tokens)");
     }
   } else {
-    return FormatError(path + ": magic " + std::to_string(magic) +
-                       " is not a token shard's (20240520 for uint16 or 20240801 for uint32 llm.c shards)");
+    return FormatError(
+        path + ": magic " + std::to_string(magic) +
+        " is not a token shard's (20240520 for uint16 or 20240801 for uint32 llm.c shards)");
   }
-  if (count < 0) return FormatError(path + ": negative token count " + std::to_string(count) + " in the header");
-  const uint64_t expected = kShardHeaderBytes + static_cast<uint64_t>(count) * static_cast<uint64_t>(width);
+  if (count < 0)
+    return FormatError(path + ": negative token count " + std::to_string(count) + " in the header");
+  const uint64_t expected =
+      kShardHeaderBytes + static_cast<uint64_t>(count) * static_cast<uint64_t>(width);
   if (expected != size) {
-    return FormatError(path + ": header says " + std::to_string(count) + " tokens (" + std::to_string(expected) +
-                       " bytes) but the file has " + std::to_string(size) + " bytes: truncated or corrupted");
+    return FormatError(path + ": header says " + std::to_string(count) + " tokens (" +
+                       std::to_string(expected) + " bytes) but the file has " +
+                       std::to_string(size) + " bytes: truncated or corrupted");
   }
   TokenShard s;
   s.file_ = std::move(file);
@@ -139,15 +149,18 @@ Result<TokenShard> TokenShard::Open(const std::string& path, std::optional<int64
   if (vocab_size) {
     for (uint64_t i = 0; i < s.count_; ++i) {
       if (static_cast<int64_t>(s[i]) >= *vocab_size) {
-        return FormatError(path + ": token " + std::to_string(s[i]) + " at position " + std::to_string(i) +
-                           " is not below the vocabulary size " + std::to_string(*vocab_size));
+        return FormatError(path + ": token " + std::to_string(s[i]) + " at position " +
+                           std::to_string(i) + " is not below the vocabulary size " +
+                           std::to_string(*vocab_size));
       }
     }
   }
   return s;
 }
 
-const void* TokenShard::data() const { return file_->data() + kShardHeaderBytes; }
+const void* TokenShard::data() const {
+  return file_->data() + kShardHeaderBytes;
+}
 
 uint32_t TokenShard::operator[](uint64_t i) const {
   const std::byte* p = file_->data() + kShardHeaderBytes + i * static_cast<uint64_t>(width_);

@@ -1,10 +1,10 @@
 // Weighted blends of data sources: spec parsing, exact proportions, determinism and resume.
+#include "data/blend.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <vector>
-
-#include "train/data_blend.h"
 
 namespace escale {
 namespace {

@@ -1,9 +1,10 @@
 // Megatron .bin/.idx reader on files assembled byte by byte from the documented layout.
+#include "data/megatron_dataset.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
 
-#include "io/token_shards_megatron.h"
 #include "support/test_support.h"
 
 namespace escale::tok {
@@ -69,8 +70,16 @@ TEST(Megatron, EveryInconsistencyIsAnError) {
     std::string bytes;
     const char* message_part;
   };
-  auto u64 = [](uint64_t v) { std::string s; Put(s, v); return s; };
-  auto i64 = [](int64_t v) { std::string s; Put(s, v); return s; };
+  auto u64 = [](uint64_t v) {
+    std::string s;
+    Put(s, v);
+    return s;
+  };
+  auto i64 = [](int64_t v) {
+    std::string s;
+    Put(s, v);
+    return s;
+  };
   const size_t lens = 34, ptrs = lens + 12, docs = ptrs + 24;
   const std::vector<Case> cases = {
       {"magic", 0, "XMIDIDX", "magic"},
@@ -91,18 +100,21 @@ TEST(Megatron, EveryInconsistencyIsAnError) {
     WriteFile(dir / "d.bin", good.bin);
     auto d = MegatronDataset::Open(dir / "d");
     ASSERT_FALSE(d.ok()) << c.what;
-    EXPECT_NE(d.status().message().find(c.message_part), std::string::npos) << c.what << ": " << d.status().message();
+    EXPECT_NE(d.status().message().find(c.message_part), std::string::npos)
+        << c.what << ": " << d.status().message();
   }
   TempDir dir;
   WriteFile(dir / "d.idx", good.idx);
   WriteFile(dir / "d.bin", good.bin.substr(0, good.bin.size() - 2));
   auto truncated = MegatronDataset::Open(dir / "d");
   ASSERT_FALSE(truncated.ok());
-  EXPECT_NE(truncated.status().message().find("truncated"), std::string::npos) << truncated.status().message();
+  EXPECT_NE(truncated.status().message().find("truncated"), std::string::npos)
+      << truncated.status().message();
   WriteFile(dir / "d.bin", good.bin);
   auto vocab = MegatronDataset::Open(dir / "d", 1000);
   ASSERT_FALSE(vocab.ok());
-  EXPECT_NE(vocab.status().message().find("token 65000"), std::string::npos) << vocab.status().message();
+  EXPECT_NE(vocab.status().message().find("token 65000"), std::string::npos)
+      << vocab.status().message();
 }
 
 }  // namespace

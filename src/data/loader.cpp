@@ -1,4 +1,4 @@
-#include "train/data_loader.h"
+#include "data/loader.h"
 
 #include <numeric>
 #include <string>
@@ -10,7 +10,8 @@ namespace escale {
 Result<DataLoader> DataLoader::Create(std::vector<TokenArray> arrays, int64_t seq_len,
                                       int64_t micro_batch, int64_t vocab_size, uint64_t seed,
                                       bool shuffle, const std::string& stream) {
-  if (seq_len < 1 || micro_batch < 1) return InvalidArgument("sequence length and micro-batch must be positive");
+  if (seq_len < 1 || micro_batch < 1)
+    return InvalidArgument("sequence length and micro-batch must be positive");
   DataLoader d;
   d.seq_len_ = seq_len;
   d.micro_batch_ = micro_batch;
@@ -25,8 +26,9 @@ Result<DataLoader> DataLoader::Create(std::vector<TokenArray> arrays, int64_t se
       d.windows_.push_back({static_cast<uint32_t>(a), s});
   }
   if (d.windows_.empty())
-    return InvalidArgument("the data holds no window of seq_len+1 = " + std::to_string(seq_len + 1) +
-                           " tokens; use more data or a shorter --seq-len");
+    return InvalidArgument(
+        "the data holds no window of seq_len+1 = " + std::to_string(seq_len + 1) +
+        " tokens; use more data or a shorter --seq-len");
   d.arrays_ = std::move(arrays);
   d.order_.resize(d.windows_.size());
   d.Reshuffle();
@@ -43,7 +45,8 @@ void DataLoader::Reshuffle() {
 Status DataLoader::Restore(const DataCursor& c) {
   if (c.epoch < 0 || c.position < 0 || c.position > windows())
     return FormatError("data cursor (epoch " + std::to_string(c.epoch) + ", position " +
-                       std::to_string(c.position) + ") does not fit this data (" + std::to_string(windows()) +
+                       std::to_string(c.position) + ") does not fit this data (" +
+                       std::to_string(windows()) +
                        " windows); was the run resumed with other shards or --seq-len?");
   cursor_ = c;
   Reshuffle();

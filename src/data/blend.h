@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "core/status.h"
-#include "train/data_loader.h"
+#include "data/loader.h"
 
 namespace escale {
 

@@ -1,15 +1,19 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
-#include "io/tokenizer_regex.h"
+#include "tokenizer/pretokenizer_regex.h"
 
 #include <pcre2.h>
 
-#include "io/tokenizer_bytes.h"
+#include "tokenizer/byte_level.h"
 
 namespace escale::tok {
 
 namespace {
-pcre2_code* Code(void* p) { return static_cast<pcre2_code*>(p); }
-pcre2_match_data* Data(void* p) { return static_cast<pcre2_match_data*>(p); }
+pcre2_code* Code(void* p) {
+  return static_cast<pcre2_code*>(p);
+}
+pcre2_match_data* Data(void* p) {
+  return static_cast<pcre2_match_data*>(p);
+}
 
 // Work bounds of one match attempt. A pre-tokenizer match is one word, number or run of
 // whitespace: real patterns (GPT-2, Llama 3, Qwen) need a few hundred steps; (a+)+$ on a 2 kB line

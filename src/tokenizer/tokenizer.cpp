@@ -1,4 +1,4 @@
-#include "io/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #include <utf8proc.h>
 
@@ -8,15 +8,19 @@
 #include <span>
 #include <unordered_map>
 
-#include "io/tokenizer_bytes.h"
-#include "io/tokenizer_impl.h"
+#include "tokenizer/byte_level.h"
+#include "tokenizer/tokenizer_impl.h"
 
 namespace escale::tok {
 
 namespace {
 
-bool IsAsciiSpace(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
-bool IsWordByte(unsigned char c) { return std::isalnum(c) != 0 || c == '_' || c >= 0x80; }
+bool IsAsciiSpace(unsigned char c) {
+  return c == ' ' || (c >= '\t' && c <= '\r');
+}
+bool IsWordByte(unsigned char c) {
+  return std::isalnum(c) != 0 || c == '_' || c >= 0x80;
+}
 
 // NFC of `in` into `out`. Invalid bytes pass through untouched; the valid runs between them are
 // normalized. Code points below U+0300 are already NFC, so text without a byte >= 0xCC is copied.
@@ -204,7 +208,8 @@ struct Encoder::State {
   std::vector<uint64_t> hashes;
 
   State(const TokenizerImpl& impl, size_t max_entries) : t(impl), max_cache(max_entries) {
-    for (const auto& step : t.pretok) matchers.push_back(std::make_unique<Regex::Matcher>(*step.regex));
+    for (const auto& step : t.pretok)
+      matchers.push_back(std::make_unique<Regex::Matcher>(*step.regex));
   }
 
   // `h` is HashBytes(w), shared by the cache and the vocabulary table.
@@ -445,11 +450,13 @@ struct Encoder::State {
       for (int32_t idx : m.tokens) {  // longest first
         const AddedToken& a = t.added[idx];
         if (a.special && !opts.parse_special) continue;
-        if (text.size() - i < a.content.size() || text.compare(i, a.content.size(), a.content) != 0) continue;
+        if (text.size() - i < a.content.size() || text.compare(i, a.content.size(), a.content) != 0)
+          continue;
         if (a.single_word) {
           const bool left_ok = i == 0 || !IsWordByte(static_cast<unsigned char>(text[i - 1]));
           const size_t e = i + a.content.size();
-          const bool right_ok = e == text.size() || !IsWordByte(static_cast<unsigned char>(text[e]));
+          const bool right_ok =
+              e == text.size() || !IsWordByte(static_cast<unsigned char>(text[e]));
           if (!left_ok || !right_ok) continue;
         }
         hit = &a;
@@ -519,7 +526,9 @@ std::string Tokenizer::Normalize(std::string_view text) const {
   return out;
 }
 
-int32_t Tokenizer::vocab_size() const { return static_cast<int32_t>(impl_->id_bytes.size()); }
+int32_t Tokenizer::vocab_size() const {
+  return static_cast<int32_t>(impl_->id_bytes.size());
+}
 
 std::optional<int32_t> Tokenizer::TokenToId(std::string_view token) const {
   auto it = impl_->token_to_id.find(token);
@@ -535,14 +544,24 @@ bool Tokenizer::IsSpecial(int32_t id) const {
   return id >= 0 && id < vocab_size() && impl_->id_special[id] != 0;
 }
 
-const std::vector<AddedToken>& Tokenizer::added_tokens() const { return impl_->added; }
-std::optional<int32_t> Tokenizer::bos_id() const { return impl_->bos; }
-std::optional<int32_t> Tokenizer::eos_id() const { return impl_->eos; }
+const std::vector<AddedToken>& Tokenizer::added_tokens() const {
+  return impl_->added;
+}
+std::optional<int32_t> Tokenizer::bos_id() const {
+  return impl_->bos;
+}
+std::optional<int32_t> Tokenizer::eos_id() const {
+  return impl_->eos;
+}
 bool Tokenizer::decodes_by_concatenation() const {
   return !impl_->literal;
 }
-bool Tokenizer::template_adds_bos() const { return !impl_->template_prefix.empty(); }
-const std::string& Tokenizer::sha256() const { return impl_->sha256; }
+bool Tokenizer::template_adds_bos() const {
+  return !impl_->template_prefix.empty();
+}
+const std::string& Tokenizer::sha256() const {
+  return impl_->sha256;
+}
 
 Encoder::Encoder(const Tokenizer& tok, size_t max_cache_entries)
     : tok_(&tok), st_(std::make_unique<State>(*tok.impl_, max_cache_entries)) {}
@@ -557,9 +576,11 @@ void Encoder::ClearError() {
 
 void Encoder::Encode(std::string_view text, const EncodeOptions& opts, std::vector<int32_t>& out) {
   const TokenizerImpl& t = *tok_->impl_;
-  if (opts.add_special_tokens) out.insert(out.end(), t.template_prefix.begin(), t.template_prefix.end());
+  if (opts.add_special_tokens)
+    out.insert(out.end(), t.template_prefix.begin(), t.template_prefix.end());
   st_->WithAdded(text, /*at_start=*/true, t.raw_matcher, opts, out, /*normalized_stage=*/false);
-  if (opts.add_special_tokens) out.insert(out.end(), t.template_suffix.begin(), t.template_suffix.end());
+  if (opts.add_special_tokens)
+    out.insert(out.end(), t.template_suffix.begin(), t.template_suffix.end());
 }
 
 }  // namespace escale::tok

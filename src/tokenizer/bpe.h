@@ -12,7 +12,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "io/tokenizer_string_table.h"
+#include "tokenizer/string_table.h"
 
 namespace escale::tok {
 

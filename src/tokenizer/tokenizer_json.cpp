@@ -12,8 +12,8 @@
 
 #include "core/atomic_output.h"
 #include "core/json_text.h"
-#include "io/tokenizer_bytes.h"
-#include "io/tokenizer_impl.h"
+#include "tokenizer/byte_level.h"
+#include "tokenizer/tokenizer_impl.h"
 
 namespace escale::tok {
 
@@ -172,7 +172,8 @@ Status LoadPreTokenizer(const json& j, TokenizerImpl& t, bool& byte_level) {
   if (j.is_null()) return Status::Ok();
   const std::string type = TypeOf(j);
   if (type == "Sequence") {
-    for (const json& p : j.at("pretokenizers")) ESCALE_RETURN_IF_ERROR(LoadPreTokenizer(p, t, byte_level));
+    for (const json& p : j.at("pretokenizers"))
+      ESCALE_RETURN_IF_ERROR(LoadPreTokenizer(p, t, byte_level));
     return Status::Ok();
   }
   if (type == "Metaspace") {
@@ -184,14 +185,16 @@ Status LoadPreTokenizer(const json& j, TokenizerImpl& t, bool& byte_level) {
     byte_level = true;
     if (j.value("add_prefix_space", false)) {
       if (!t.pretok.empty()) {
-        return Unsupported("ByteLevel pre-tokenizer with add_prefix_space after another "
-                           "pre-tokenizer step is not supported");
+        return Unsupported(
+            "ByteLevel pre-tokenizer with add_prefix_space after another "
+            "pre-tokenizer step is not supported");
       }
       t.prefix_space = true;
     }
     if (j.value("use_regex", true)) {
       ESCALE_ASSIGN_OR_RETURN(auto re, Regex::Compile(kGpt2Pattern));
-      t.pretok.push_back({PreTokStep::Kind::kByteLevelRegex, std::move(re), SplitBehavior::kIsolated});
+      t.pretok.push_back(
+          {PreTokStep::Kind::kByteLevelRegex, std::move(re), SplitBehavior::kIsolated});
     }
     return Status::Ok();
   }
@@ -201,14 +204,20 @@ Status LoadPreTokenizer(const json& j, TokenizerImpl& t, bool& byte_level) {
           "Split pre-tokenizer in a SentencePiece-style (non-ByteLevel) tokenizer is "
           "not supported");
     }
-    if (j.value("invert", false)) return Unsupported("Split pre-tokenizer with invert=true is not supported");
+    if (j.value("invert", false))
+      return Unsupported("Split pre-tokenizer with invert=true is not supported");
     const std::string b = j.value("behavior", "Isolated");
     SplitBehavior behavior;
-    if (b == "Isolated") behavior = SplitBehavior::kIsolated;
-    else if (b == "Removed") behavior = SplitBehavior::kRemoved;
-    else if (b == "MergedWithPrevious") behavior = SplitBehavior::kMergedWithPrevious;
-    else if (b == "MergedWithNext") behavior = SplitBehavior::kMergedWithNext;
-    else return Unsupported("Split behavior '" + b + "' is not supported");
+    if (b == "Isolated")
+      behavior = SplitBehavior::kIsolated;
+    else if (b == "Removed")
+      behavior = SplitBehavior::kRemoved;
+    else if (b == "MergedWithPrevious")
+      behavior = SplitBehavior::kMergedWithPrevious;
+    else if (b == "MergedWithNext")
+      behavior = SplitBehavior::kMergedWithNext;
+    else
+      return Unsupported("Split behavior '" + b + "' is not supported");
     ESCALE_ASSIGN_OR_RETURN(auto re, CompileSplitPattern(j.at("pattern")));
     t.pretok.push_back({PreTokStep::Kind::kSplit, std::move(re), behavior});
     return Status::Ok();
@@ -244,7 +253,8 @@ Status LoadPostProcessor(const json& j, TokenizerImpl& t) {
       for (const json& id : specials.at(name).at("ids")) {
         const int64_t v = id.get<int64_t>();
         if (v < 0 || v >= static_cast<int64_t>(t.id_bytes.size())) {
-          return FormatError("post_processor special token id " + std::to_string(v) + " is out of range");
+          return FormatError("post_processor special token id " + std::to_string(v) +
+                             " is out of range");
         }
         dst.push_back(static_cast<int32_t>(v));
       }
@@ -292,7 +302,8 @@ Status LoadModelOptions(const json& root, const json& model, TokenizerImpl& t) {
       return Unsupported(std::string("BPE ") + k + " is not supported");
     }
   }
-  if (model.contains("dropout") && model.at("dropout").is_number() && model.at("dropout").get<double>() > 0) {
+  if (model.contains("dropout") && model.at("dropout").is_number() &&
+      model.at("dropout").get<double>() > 0) {
     return Unsupported("BPE dropout is training-time only; set it to null");
   }
   t.bpe.ignore_merges = model.value("ignore_merges", false);
@@ -308,22 +319,25 @@ Status LoadVocabulary(const json& model, const json& added, TokenizerImpl& t,
   if (!vocab.is_object()) return FormatError("model.vocab must be an object of token -> id");
   int64_t max_id = -1;
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    if (!it.value().is_number_integer()) return FormatError("model.vocab['" + it.key() + "'] is not an integer");
+    if (!it.value().is_number_integer())
+      return FormatError("model.vocab['" + it.key() + "'] is not an integer");
     const int64_t id = it.value().get<int64_t>();
-    if (id < 0 || id >= kMaxId) return FormatError("model.vocab id " + std::to_string(id) + " is out of range");
+    if (id < 0 || id >= kMaxId)
+      return FormatError("model.vocab id " + std::to_string(id) + " is out of range");
     max_id = std::max(max_id, id);
   }
   for (const json& a : added) {
     const int64_t id = a.at("id").get<int64_t>();
-    if (id < 0 || id >= kMaxId) return FormatError("added token id " + std::to_string(id) + " is out of range");
+    if (id < 0 || id >= kMaxId)
+      return FormatError("added token id " + std::to_string(id) + " is out of range");
     max_id = std::max(max_id, id);
   }
   // Ids index dense tables: refuse files whose ids are far sparser than their entries, so a
   // malformed file cannot make us allocate gigabytes.
   const auto entries = static_cast<int64_t>(vocab.size() + added.size());
   if (max_id >= 2 * entries + 65536) {
-    return FormatError("token id " + std::to_string(max_id) + " is far beyond the " + std::to_string(entries) +
-                       " tokens defined (ids must be dense)");
+    return FormatError("token id " + std::to_string(max_id) + " is far beyond the " +
+                       std::to_string(entries) + " tokens defined (ids must be dense)");
   }
   const size_t n = static_cast<size_t>(max_id + 1);
   t.id_bytes.assign(n, std::string());
@@ -420,15 +434,18 @@ Status LoadMerges(const json& model, TokenizerImpl& t, std::vector<int32_t>& mer
       a = m[0].get_ref<const std::string&>();
       b = m[1].get_ref<const std::string&>();
     } else {
-      return FormatError("merge " + std::to_string(rank + 1) + " is neither \"a b\" nor [\"a\", \"b\"]");
+      return FormatError("merge " + std::to_string(rank + 1) +
+                         " is neither \"a b\" nor [\"a\", \"b\"]");
     }
     ab.assign(a).append(b);
-    auto ia = t.token_to_id.find(a), ib = t.token_to_id.find(b), iab = t.token_to_id.find(std::string_view(ab));
+    auto ia = t.token_to_id.find(a), ib = t.token_to_id.find(b),
+         iab = t.token_to_id.find(std::string_view(ab));
     if (ia == t.token_to_id.end() || ib == t.token_to_id.end() || iab == t.token_to_id.end()) {
-      return FormatError("merge " + std::to_string(rank + 1) + " ('" + std::string(a) + "' + '" + std::string(b) +
-                         "') uses a token missing from model.vocab");
+      return FormatError("merge " + std::to_string(rank + 1) + " ('" + std::string(a) + "' + '" +
+                         std::string(b) + "') uses a token missing from model.vocab");
     }
-    t.bpe.merges.InsertOrAssign(BpeModel::Key(ia->second, ib->second), MergeInfo{rank, iab->second});
+    t.bpe.merges.InsertOrAssign(BpeModel::Key(ia->second, ib->second),
+                                MergeInfo{rank, iab->second});
     merge_sides.push_back(ia->second);
     merge_sides.push_back(ib->second);
     ++rank;

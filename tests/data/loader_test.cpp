@@ -1,10 +1,10 @@
 // Windows, shuffling by seed, epochs and cursor restore of the training data loader.
+#include "data/loader.h"
+
 #include <gtest/gtest.h>
 
 #include <set>
 #include <vector>
-
-#include "train/data_loader.h"
 
 namespace escale {
 namespace {
@@ -40,7 +40,9 @@ TEST(DataLoader, WindowsAreShiftedPairsWithinOneShard) {
 }
 
 TEST(DataLoader, ShuffleDependsOnSeedAndRestoresExactly) {
-  auto make = [](uint64_t seed) { return DataLoader::Create({Array(Ramp(2000, 0))}, 8, 2, 5000, seed, true).value(); };
+  auto make = [](uint64_t seed) {
+    return DataLoader::Create({Array(Ramp(2000, 0))}, 8, 2, 5000, seed, true).value();
+  };
   DataLoader a = make(1), b = make(1), c = make(2);
   std::vector<int32_t> xa(16), ya(16), xb(16), yb(16), xc(16), yc(16);
   std::set<int32_t> firsts;

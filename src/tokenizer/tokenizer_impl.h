@@ -9,9 +9,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "io/tokenizer.h"
-#include "io/tokenizer_bpe.h"
-#include "io/tokenizer_regex.h"
+#include "tokenizer/bpe.h"
+#include "tokenizer/pretokenizer_regex.h"
+#include "tokenizer/tokenizer.h"
 
 namespace escale::tok {
 
@@ -57,8 +57,8 @@ class TokenizerImpl {
  public:
   BpeModel bpe;
   std::vector<PreTokStep> pretok;
-  bool prefix_space = false;  // ByteLevel(add_prefix_space) as the first pre-tokenizer step
-  bool nfc = false;           // the normalizer is exactly NFC (byte-level fast path)
+  bool prefix_space = false;   // ByteLevel(add_prefix_space) as the first pre-tokenizer step
+  bool nfc = false;            // the normalizer is exactly NFC (byte-level fast path)
   std::vector<NormStep> norm;  // the whole normalizer; empty = none
   // SentencePiece-style BPE (Llama 2, Mistral v0.1): vocabulary strings are literal UTF-8, the
   // model starts from characters with byte fallback, and decoding follows `decoder`.
@@ -73,12 +73,13 @@ class TokenizerImpl {
   bool has_decoder = false;
   std::vector<DecodeStep> decoder;
   std::vector<AddedToken> added;
-  AddedMatcher raw_matcher;         // normalized == false
-  AddedMatcher normalized_matcher;  // normalized == true
-  std::vector<std::string> id_bytes;   // exact bytes each id decodes to
-  std::vector<std::string> id_token;   // the token's string in tokenizer.json
+  AddedMatcher raw_matcher;           // normalized == false
+  AddedMatcher normalized_matcher;    // normalized == true
+  std::vector<std::string> id_bytes;  // exact bytes each id decodes to
+  std::vector<std::string> id_token;  // the token's string in tokenizer.json
   std::vector<uint8_t> id_special;
-  std::unordered_map<std::string, int32_t, StringViewHash, std::equal_to<>> token_to_id;  // tokenizer.json strings
+  std::unordered_map<std::string, int32_t, StringViewHash, std::equal_to<>>
+      token_to_id;                       // tokenizer.json strings
   std::vector<int32_t> template_prefix;  // post-processor ids before the text
   std::vector<int32_t> template_suffix;  // and after it
   std::optional<int32_t> bos;

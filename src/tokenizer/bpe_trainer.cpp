@@ -1,15 +1,14 @@
-#include "io/tokenizer_train.h"
+#include "tokenizer/bpe_trainer.h"
 
 #include <algorithm>
+#include <nlohmann/json.hpp>
 #include <queue>
 #include <unordered_map>
 
-#include <nlohmann/json.hpp>
-
 #include "core/progress.h"
-#include "io/tokenizer_bytes.h"
-#include "io/tokenizer_documents.h"
-#include "io/tokenizer_regex.h"
+#include "tokenizer/byte_level.h"
+#include "tokenizer/documents.h"
+#include "tokenizer/pretokenizer_regex.h"
 
 namespace escale::tok {
 
@@ -62,7 +61,9 @@ struct HeapItem {
   uint64_t count;
   uint64_t pair;
   // Max count first; on equal counts the smaller pair key (left id, then right id) first.
-  bool operator<(const HeapItem& o) const { return count != o.count ? count < o.count : pair > o.pair; }
+  bool operator<(const HeapItem& o) const {
+    return count != o.count ? count < o.count : pair > o.pair;
+  }
 };
 
 // The trained tokenizer as a Hugging Face tokenizer.json (byte-level BPE, specials after the
@@ -124,12 +125,15 @@ Result<std::string> TokenizerJson(const std::vector<std::string>& vocab,
   return j.dump(1);
 }
 
-Result<std::string> Train(std::unordered_map<std::string, uint64_t>& word_counts, const TrainOptions& opts) {
+Result<std::string> Train(std::unordered_map<std::string, uint64_t>& word_counts,
+                          const TrainOptions& opts) {
   std::vector<std::string> specials = opts.special_tokens;
   if (specials.empty()) specials.push_back("<|endoftext|>");
-  const int64_t model_target = static_cast<int64_t>(opts.vocab_size) - static_cast<int64_t>(specials.size());
+  const int64_t model_target =
+      static_cast<int64_t>(opts.vocab_size) - static_cast<int64_t>(specials.size());
   if (model_target < 256) {
-    return InvalidArgument("--vocab-size " + std::to_string(opts.vocab_size) + " leaves no room: it must be at least 256 + " +
+    return InvalidArgument("--vocab-size " + std::to_string(opts.vocab_size) +
+                           " leaves no room: it must be at least 256 + " +
                            std::to_string(specials.size()) + " special tokens");
   }
 
@@ -169,7 +173,8 @@ Result<std::string> Train(std::unordered_map<std::string, uint64_t>& word_counts
 
   std::vector<uint32_t> seen(words.size(), 0);
   uint32_t stamp = 0;
-  Progress progress("training BPE", static_cast<uint64_t>(model_target - 256), "merges", opts.progress);
+  Progress progress("training BPE", static_cast<uint64_t>(model_target - 256), "merges",
+                    opts.progress);
   std::vector<uint64_t> touched;
   while (static_cast<int64_t>(vocab.size()) < model_target && !heap.empty()) {
     const HeapItem top = heap.top();
@@ -252,7 +257,8 @@ Result<std::string> Train(std::unordered_map<std::string, uint64_t>& word_counts
 
 }  // namespace
 
-Result<std::string> TrainByteLevelBpeFromTexts(const std::vector<std::string>& docs, const TrainOptions& opts) {
+Result<std::string> TrainByteLevelBpeFromTexts(const std::vector<std::string>& docs,
+                                               const TrainOptions& opts) {
   ESCALE_ASSIGN_OR_RETURN(auto re, Regex::Compile(kGpt2Pattern));
   WordCounter counter(*re);
   for (const auto& d : docs) counter.Add(d);

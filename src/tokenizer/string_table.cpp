@@ -1,4 +1,4 @@
-#include "io/tokenizer_string_table.h"
+#include "tokenizer/string_table.h"
 
 #include "core/check.h"
 

@@ -1,10 +1,9 @@
-#include "io/tokenizer_documents.h"
+#include "tokenizer/documents.h"
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-
 #include <nlohmann/json.hpp>
 
 namespace escale::tok {
@@ -26,8 +25,8 @@ Result<std::vector<SourceFile>> ListSources(const std::vector<std::string>& inpu
     if (ec || !fs::exists(st)) return NotFound("input " + in + " does not exist");
     std::vector<std::string> files;
     if (fs::is_directory(st)) {
-      for (auto it = fs::recursive_directory_iterator(in, ec); !ec && it != fs::recursive_directory_iterator();
-           it.increment(ec)) {
+      for (auto it = fs::recursive_directory_iterator(in, ec);
+           !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
         if (it->is_regular_file(ec)) files.push_back(it->path().string());
       }
       if (ec) return IoError("cannot list directory " + in + ": " + ec.message());

@@ -2,6 +2,8 @@
 // (one Encoder each), and the calling thread writes the results in input order, so the shards
 // are byte-identical for any --workers. Everything is built in a staging directory whose
 // manifest.json is written last; the directory is renamed into place only when complete.
+#include <time.h>
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -9,18 +11,15 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
-#include <thread>
-
-#include <time.h>
-
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "core/atomic_output.h"
 #include "core/progress.h"
 #include "core/rng.h"
-#include "io/token_shards.h"
-#include "io/tokenizer.h"
-#include "io/tokenizer_documents.h"
+#include "data/token_shards.h"
+#include "tokenizer/documents.h"
+#include "tokenizer/tokenizer.h"
 
 namespace escale::tok {
 
@@ -49,13 +48,18 @@ double ProcessCpuSeconds() {
 }
 
 // One SplitMix64 step from state x: the increment, then core/rng.h's finaliser.
-uint64_t SplitMix64(uint64_t x) { return Mix64(x + 0x9e3779b97f4a7c15ull); }
+uint64_t SplitMix64(uint64_t x) {
+  return Mix64(x + 0x9e3779b97f4a7c15ull);
+}
 
 // One split's shard sequence: rolls to a new file every `shard_tokens`.
 class SplitWriter {
  public:
   SplitWriter(std::string dir, std::string split, int width, uint64_t shard_tokens)
-      : dir_(std::move(dir)), split_(std::move(split)), width_(width), shard_tokens_(shard_tokens) {}
+      : dir_(std::move(dir)),
+        split_(std::move(split)),
+        width_(width),
+        shard_tokens_(shard_tokens) {}
 
   Status Add(const std::vector<int32_t>& ids) {
     size_t off = 0;
@@ -133,7 +137,9 @@ Result<std::pair<int32_t, std::string>> ChooseDelimiter(const TokenizeOptions& o
   std::string delim_name = opts.delimiter;
   if (!delim_name.empty()) {
     delim = tok->TokenToId(delim_name);
-    if (!delim) return InvalidArgument("--delimiter " + delim_name + " is not a token of " + opts.tokenizer_path);
+    if (!delim)
+      return InvalidArgument("--delimiter " + delim_name + " is not a token of " +
+                             opts.tokenizer_path);
   } else if (tok->bos_id()) {
     delim = tok->bos_id();
   } else if (auto e = tok->TokenToId("<|endoftext|>")) {
@@ -142,7 +148,8 @@ Result<std::pair<int32_t, std::string>> ChooseDelimiter(const TokenizeOptions& o
     delim = tok->eos_id();
   }
   if (!delim) {
-    return InvalidArgument(opts.tokenizer_path + " names no BOS, <|endoftext|> or EOS token to separate documents; "
+    return InvalidArgument(opts.tokenizer_path +
+                           " names no BOS, <|endoftext|> or EOS token to separate documents; "
                            "pass --delimiter TOKEN");
   }
   delim_name = tok->IdToToken(*delim);
@@ -244,7 +251,9 @@ Status WriteInOrder(Pipeline& pl, SplitWriter& train, SplitWriter& val, Progress
     Encoded e;
     {
       std::unique_lock<std::mutex> lk(pl.mu);
-      pl.cv.wait(lk, [&] { return pl.done.count(next) != 0 || (pl.reader_finished && next >= pl.batches_total); });
+      pl.cv.wait(lk, [&] {
+        return pl.done.count(next) != 0 || (pl.reader_finished && next >= pl.batches_total);
+      });
       if (pl.done.count(next) == 0) break;
       e = std::move(pl.done[next]);
       pl.done.erase(next);
@@ -353,8 +362,10 @@ Result<TokenizeSummary> TokenizeToShards(const TokenizeOptions& opts) {
   if (filter.active()) m["jsonl_filter"] = {{"key", filter.key}, {"value", filter.value}};
   nlohmann::ordered_json src = nlohmann::ordered_json::array();
   for (size_t i = 0; i < sources.size(); ++i) {
-    src.push_back({{"path", sources[i].path}, {"format", sources[i].jsonl ? "jsonl" : "text"},
-                   {"bytes", sources[i].size}, {"documents", source_docs[i]}});
+    src.push_back({{"path", sources[i].path},
+                   {"format", sources[i].jsonl ? "jsonl" : "text"},
+                   {"bytes", sources[i].size},
+                   {"documents", source_docs[i]}});
   }
   m["sources"] = src;
   m["documents"] = sum.documents;

@@ -1,8 +1,8 @@
-#include "io/tokenizer_bpe.h"
+#include "tokenizer/bpe.h"
 
 #include <algorithm>
 
-#include "io/tokenizer_bytes.h"
+#include "tokenizer/byte_level.h"
 
 namespace escale::tok {
 
@@ -28,7 +28,9 @@ void MergeTable::Reserve(size_t n) {
   }
 }
 
-void MergeTable::Grow() { Reserve(std::max<size_t>(size_ + 1, slots_.size())); }
+void MergeTable::Grow() {
+  Reserve(std::max<size_t>(size_ + 1, slots_.size()));
+}
 
 void MergeTable::InsertOrAssign(uint64_t key, MergeInfo v) {
   if ((size_ + 1) * 2 > slots_.size()) Grow();

@@ -13,8 +13,8 @@
 namespace escale::tok {
 
 struct TrainOptions {
-  std::vector<std::string> inputs;  // files or directories, see tokenizer_documents.h
-  int vocab_size = 0;               // bytes + merges + special tokens
+  std::vector<std::string> inputs;          // files or directories, see tokenizer/documents.h
+  int vocab_size = 0;                       // bytes + merges + special tokens
   std::vector<std::string> special_tokens;  // default: {"<|endoftext|>"}
   int min_frequency = 2;
   bool progress = true;

@@ -1,4 +1,4 @@
-#include "io/tokenizer_bytes.h"
+#include "tokenizer/byte_level.h"
 
 namespace escale::tok {
 
@@ -29,9 +29,13 @@ const Tables& GetTables() {
 }
 }  // namespace
 
-const std::array<uint32_t, 256>& ByteToCodepoint() { return GetTables().byte_to_cp; }
+const std::array<uint32_t, 256>& ByteToCodepoint() {
+  return GetTables().byte_to_cp;
+}
 
-int CodepointToByte(uint32_t cp) { return cp < 512 ? GetTables().cp_to_byte[cp] : -1; }
+int CodepointToByte(uint32_t cp) {
+  return cp < 512 ? GetTables().cp_to_byte[cp] : -1;
+}
 
 void AppendUtf8(uint32_t cp, std::string& out) {
   if (cp < 0x80) {
@@ -66,9 +70,12 @@ bool ByteLevelToBytes(std::string_view token, std::string& out) {
     if (len == 0) return false;
     const auto* p = reinterpret_cast<const unsigned char*>(token.data() + i);
     uint32_t cp = 0;
-    if (len == 1) cp = p[0];
-    else if (len == 2) cp = ((p[0] & 0x1fu) << 6) | (p[1] & 0x3fu);
-    else return false;  // every stand-in is below U+0800
+    if (len == 1)
+      cp = p[0];
+    else if (len == 2)
+      cp = ((p[0] & 0x1fu) << 6) | (p[1] & 0x3fu);
+    else
+      return false;  // every stand-in is below U+0800
     const int b = CodepointToByte(cp);
     if (b < 0) return false;
     out.push_back(static_cast<char>(b));

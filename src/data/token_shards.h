@@ -25,7 +25,9 @@ constexpr size_t kShardHeaderInts = 256;
 constexpr size_t kShardHeaderBytes = kShardHeaderInts * 4;
 
 // Token width a vocabulary needs: 2 bytes while every id fits in uint16.
-inline int ShardTokenBytes(int64_t vocab_size) { return vocab_size <= 65536 ? 2 : 4; }
+inline int ShardTokenBytes(int64_t vocab_size) {
+  return vocab_size <= 65536 ? 2 : 4;
+}
 
 // Writes one shard through an AtomicFile: it appears under its name complete or not at all.
 class ShardWriter {
@@ -52,7 +54,8 @@ class TokenShard {
  public:
   // Checks magic, version, the token count against the file size, and, when `vocab_size` is
   // given, that every id is below it. Each failure is one line naming the file and the problem.
-  static Result<TokenShard> Open(const std::string& path, std::optional<int64_t> vocab_size = std::nullopt);
+  static Result<TokenShard> Open(const std::string& path,
+                                 std::optional<int64_t> vocab_size = std::nullopt);
   uint64_t size() const { return count_; }
   int token_bytes() const { return width_; }
   uint32_t operator[](uint64_t i) const;

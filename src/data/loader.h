@@ -4,7 +4,7 @@
 // targets; windows never cross a shard boundary). An epoch visits every window once in an order
 // shuffled by (seed, epoch) with a portable RNG, so the data order depends on the seed alone and
 // a cursor of two integers (epoch, position) restores it exactly on resume. Blends of several
-// loaders are in train/data_blend.h.
+// loaders are in data/blend.h.
 #pragma once
 
 #include <algorithm>
@@ -25,7 +25,8 @@ struct TokenArray {
   int bytes_per_token = 2;
   std::shared_ptr<const void> owner;
   uint32_t at(int64_t i) const {
-    return bytes_per_token == 2 ? static_cast<const uint16_t*>(data)[i] : static_cast<const uint32_t*>(data)[i];
+    return bytes_per_token == 2 ? static_cast<const uint16_t*>(data)[i]
+                                : static_cast<const uint32_t*>(data)[i];
   }
 };
 

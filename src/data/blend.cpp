@@ -1,4 +1,4 @@
-#include "train/data_blend.h"
+#include "data/blend.h"
 
 #include <cctype>
 #include <cmath>

@@ -44,7 +44,7 @@ class Tokenizer {
   // `tokenizer_config.json` beside `path`, when present, supplies bos/eos token names.
   static Result<std::shared_ptr<const Tokenizer>> FromFile(const std::string& path);
   static Result<std::shared_ptr<const Tokenizer>> FromJson(const std::string& json_text,
-                                                          const std::string& config_json = "");
+                                                           const std::string& config_json = "");
   ~Tokenizer();
   Tokenizer(const Tokenizer&) = delete;
   Tokenizer& operator=(const Tokenizer&) = delete;
