@@ -16,7 +16,7 @@
 #include "core/status.h"
 #include "eval/requests.h"
 #include "model/config.h"
-#include "model/reference_forward.h"
+#include "model/tensor_map.h"
 
 namespace escale {
 class TrainModel;

@@ -6,7 +6,7 @@
 #include <cstdint>
 
 #include "model/config.h"
-#include "model/reference_forward.h"
+#include "model/tensor_map.h"
 
 namespace escale {
 

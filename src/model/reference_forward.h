@@ -11,10 +11,9 @@
 #include "core/status.h"
 #include "core/tensor.h"
 #include "model/config.h"
+#include "model/tensor_map.h"
 
 namespace escale {
-
-using TensorMap = std::map<std::string, Tensor>;  // canonical name -> tensor (any float dtype)
 
 struct ReferenceForwardOptions {
   bool collect_residuals = false;  // keep the residual stream after every layer

@@ -26,8 +26,8 @@
 
 #include "core/status.h"
 #include "model/config.h"
-#include "model/reference_forward.h"
-#include "model/reference_model.h"
+#include "model/loss_terms.h"
+#include "model/tensor_map.h"
 
 namespace escale {
 

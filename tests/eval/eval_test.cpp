@@ -18,6 +18,7 @@
 #include "eval/requests.h"
 #include "io/hf_model.h"
 #include "model/layout.h"
+#include "model/reference_forward.h"
 #include "model/train_model.h"
 #include "support/test_support.h"
 #include "tokenizer/byte_level.h"
