@@ -15,6 +15,16 @@ for preset in ${ESCALE_TEST_PRESETS:-release}; do
   echo "== testing ($preset)"
   ctest --preset "$preset" -j "$(nproc)"
 done
+# The tests of every reader of a user file (core, io, tokenizer, data) under clang's ASan + UBSan,
+# in the fuzz preset's build (the fuzzers below need its instrumented library anyway; the whole
+# suite under ASan takes ~40 min on 2 cores, ESCALE_TEST_PRESETS=asan). ESCALE_SANITIZE_TESTS=0
+# skips them.
+if [[ ${ESCALE_SANITIZE_TESTS:-1} != 0 ]]; then
+  echo "== building (fuzz: ASan + UBSan, the readers' tests)"
+  scripts/build.sh fuzz
+  echo "== testing under ASan + UBSan (core, io, tokenizer, data)"
+  ctest --preset fuzz -j "$(nproc)"
+fi
 # Each libFuzzer target briefly under ASan + UBSan from its committed seeds (scripts/fuzz.sh; long
 # runs are a benchmark, see docs/formats.md). ESCALE_FUZZ_SECONDS=0 skips it.
 if [[ ${ESCALE_FUZZ_SECONDS:-10} != 0 ]]; then

@@ -5,10 +5,15 @@ zero_grad + forward + loss + backward + AdamW). Run with /usr/bin/python3.
 
   /usr/bin/python3 scripts/bench/pytorch_train_bench.py --preset bench-dense --steps 5 --threads 2
 
-Model (both presets): vocab 8192, hidden 256, 4 layers, 8 heads, 4 KV heads (GQA), head_dim 32,
-SwiGLU FFN 688, QKV bias, untied head, RoPE theta 1e4, RMSNorm eps 1e-6; batch 8 x seq 256.
-bench-moe: every FFN is 8 experts of FFN 688, top-2, mixtral routing (softmax over the selected
-logits), dropless, loss = CE + 0.001 * Switch aux (E * sum_e f_e P_e) + 0.001 * router z-loss.
+Models (the presets of `escale bench train`, model/presets.cpp):
+  bench-dense: vocab 8192, hidden 256, 4 layers, 8 heads, 4 KV heads (GQA), head_dim 32, SwiGLU FFN
+    688, QKV bias; batch 8 x seq 256.
+  bench-124m: vocab 32000, hidden 768, 12 layers, 12 heads, 4 KV heads, head_dim 64, FFN 2048, no
+    bias; batch 4 x seq 1024.
+  bench-moe / bench-moe-124m: the same with every FFN as 8 experts of the same FFN, top-2, mixtral
+    routing (softmax over the selected logits), dropless, loss = CE + 0.001 * Switch aux
+    (E * sum_e f_e P_e) + 0.001 * router z-loss.
+All: untied head, RoPE theta 1e4, RMSNorm eps 1e-6.
 AdamW lr 1e-3, betas (0.9, 0.95), eps 1e-8, weight decay 0.1 (none on norms, biases, embedding).
 """
 import argparse
@@ -20,8 +25,23 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-V, H, L, NH, NKV, HD, FF, T, B = 8192, 256, 4, 8, 4, 32, 688, 256, 8
+# name: (vocab, hidden, layers, heads, kv heads, FFN, seq, batch, QKV bias, MoE)
+PRESETS = {
+    "bench-dense": (8192, 256, 4, 8, 4, 688, 256, 8, True, False),
+    "bench-moe": (8192, 256, 4, 8, 4, 688, 256, 8, True, True),
+    "bench-124m": (32000, 768, 12, 12, 4, 2048, 1024, 4, False, False),
+    "bench-moe-124m": (32000, 768, 12, 12, 4, 2048, 1024, 4, False, True),
+}
 E, K = 8, 2
+V = H = L = NH = NKV = HD = FF = T = B = 0
+BIAS = True
+
+
+def configure(preset):
+    global V, H, L, NH, NKV, HD, FF, T, B, BIAS
+    V, H, L, NH, NKV, FF, T, B, BIAS, moe = PRESETS[preset]
+    HD = H // NH
+    return moe
 
 
 class RMSNorm(nn.Module):
@@ -49,9 +69,9 @@ def rotate_half(x):
 class Attention(nn.Module):
     def __init__(self):
         super().__init__()
-        self.wq = nn.Linear(H, NH * HD, bias=True)
-        self.wk = nn.Linear(H, NKV * HD, bias=True)
-        self.wv = nn.Linear(H, NKV * HD, bias=True)
+        self.wq = nn.Linear(H, NH * HD, bias=BIAS)
+        self.wk = nn.Linear(H, NKV * HD, bias=BIAS)
+        self.wv = nn.Linear(H, NKV * HD, bias=BIAS)
         self.wo = nn.Linear(NH * HD, H, bias=False)
 
     def forward(self, x, cos, sin, mask):
@@ -156,14 +176,14 @@ class Model(nn.Module):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--preset", choices=["bench-dense", "bench-moe"], default="bench-dense")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="bench-dense")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(1)
-    model = Model(args.preset == "bench-moe")
+    model = Model(configure(args.preset))
     decay = [p for n, p in model.named_parameters() if p.dim() == 2 and n != "embed.weight"]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() == 2 and n != "embed.weight")]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],

@@ -28,11 +28,13 @@ struct Preset {
 
 // The model shapes are the named presets of model/presets.cpp (also used by `escale init`).
 Result<Preset> MakePreset(const std::string& name) {
-  if (name != "bench-dense" && name != "bench-moe")
-    return InvalidArgument("unknown preset '" + name + "' (use bench-dense or bench-moe)");
+  const bool large = name == "bench-124m" || name == "bench-moe-124m";
+  if (!large && name != "bench-dense" && name != "bench-moe")
+    return InvalidArgument("unknown preset '" + name +
+                           "' (use bench-dense, bench-moe, bench-124m or bench-moe-124m)");
   Preset p;
   ESCALE_ASSIGN_OR_RETURN(p.config, FindModelPreset(name));
-  p.shape = {8, 256};
+  p.shape = large ? BatchShape{4, 1024} : BatchShape{8, 256};
   if (p.config.is_moe()) {
     p.coef.aux = 0.001;
     p.coef.router_z = 0.001;

@@ -56,8 +56,11 @@ Status RunGenerate(GenerateArgs& a) {
   }
   // Rows of a padded head beyond the tokenizer decode to nothing: never sample them.
   a.opt.vocab_limit = tokenizer.vocab_size();
-  ESCALE_ASSIGN_OR_RETURN(auto dec, CreateDecoder(model.config, model.tensors, ctx));
-  model = HfModel();  // the decoder holds its own fp32 copy
+  // The decoder holds its own fp32 copy: each mapped tensor's pages go once copied.
+  ESCALE_ASSIGN_OR_RETURN(
+      auto dec, CreateDecoder(model.config, model.tensors, ctx,
+                              [&model](const Tensor& copied) { ReleasePages(model, copied); }));
+  model = HfModel();
   a.opt.stop = a.stop;
   auto stream = [&](std::string_view s) {
     if (!a.json_out) {

@@ -264,7 +264,9 @@ Status Session::Gsm8kTask(const std::string& path, const std::string& name) {
     ESCALE_ASSIGN_OR_RETURN(pool, LoadGsm8kFile(a_.fewshot_from));
   }
   if (!decoder_) {
-    ESCALE_ASSIGN_OR_RETURN(decoder_, CreateDecoder(model_.config, model_.tensors, max_length_));
+    ESCALE_ASSIGN_OR_RETURN(decoder_,
+                            CreateDecoder(model_.config, model_.tensors, max_length_,
+                                          [this](const Tensor& t) { ReleasePages(model_, t); }));
   }
   GenerationTaskOptions go;
   go.num_fewshot = a_.num_fewshot;

@@ -22,7 +22,7 @@ ModelConfig Dense(Architecture arch, int64_t vocab, int64_t hidden, int64_t ffn,
 }
 
 ModelConfig Moe(ModelConfig c, int64_t experts, int64_t k) {
-  c.arch = Architecture::kQwen2Moe;
+  c.arch = c.arch == Architecture::kQwen2 ? Architecture::kQwen2Moe : Architecture::kMixtral;
   c.moe.num_experts = experts;
   c.moe.top_k = k;
   c.moe.expert_intermediate = c.intermediate_size;
@@ -38,6 +38,13 @@ const std::vector<ModelPreset>& ModelPresets() {
        Dense(Architecture::kQwen2, 8192, 256, 688, 4, 8, 4, true)},
       {"bench-moe", "benchmark: bench-dense with 8 experts of FFN 688, top-2, mixtral routing",
        Moe(Dense(Architecture::kQwen2, 8192, 256, 688, 4, 8, 4, true), 8, 2)},
+      {"bench-124m",
+       "benchmark at GPT-2-small scale: vocab 32000, hidden 768, 12 layers, 12/4 heads, FFN 2048, "
+       "no "
+       "bias (125M parameters)",
+       Dense(Architecture::kLlama, 32000, 768, 2048, 12, 12, 4, false)},
+      {"bench-moe-124m", "benchmark: bench-124m with 8 experts of FFN 2048, top-2, mixtral routing",
+       Moe(Dense(Architecture::kLlama, 32000, 768, 2048, 12, 12, 4, false), 8, 2)},
       {"demo-small", "the demo's preparation model: hidden 128, 4 layers, 4/2 heads, FFN 344",
        Dense(Architecture::kLlama, 8192, 128, 344, 4, 4, 2, false)},
   };

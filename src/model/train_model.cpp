@@ -43,6 +43,28 @@ struct WG {
   float* g = nullptr;
 };
 
+// One layer's activations, kept for the backward. A training model has a set per layer; an
+// inference-mode model has one set, sized for its largest layer, that every layer reuses.
+struct Acts {
+  Buf rstd1, xn1, qkv, att, lse, rstd2, xn2;
+  Buf q_raw, k_raw, q_rstd, k_rstd;             // q/k before their norm
+  Buf gu_act, h;                                // dense FFN [N,2F], [N,F]
+  Buf rlogits, softmax, prob, xe, gue, he, oe;  // MoE
+  std::vector<int32_t> expert, slot_of, slot_row, expert_start;
+  std::vector<uint8_t> kept;
+  std::vector<int64_t> load;
+  Buf sgu, sh, sout, sgate;  // shared expert
+  fast::RoutingBuffers rb() {
+    return {expert.data(), prob.data(), kept.data(), softmax.data(), load.data()};
+  }
+};
+
+// Grows a buffer to at least n elements (a shared set takes the largest layer's sizes).
+template <class T>
+void Fit(std::vector<T>& b, int64_t n) {
+  if (b.size() < Z(n)) b.assign(Z(n), T{});
+}
+
 struct Layer {
   bool moe = false;
   WG attn_norm, wqkv, bqkv, wo, ffn_norm, gu, down;          // gu: gate then up, [2F, H]
@@ -51,19 +73,8 @@ struct Layer {
   std::vector<WG> expert_gu, expert_down;
   std::vector<const float*> egu_w, edown_w;  // the same, as pointer arrays for the grouped GEMMs
   std::vector<float*> egu_g, edown_g;
-  // Activations kept for the backward.
-  Buf rstd1, xn1, qkv, att, lse, rstd2, xn2;
-  Buf q_raw, k_raw, q_rstd, k_rstd;                          // q/k before their norm
-  Buf gu_act, h;                                             // dense FFN [N,2F], [N,F]
-  Buf rlogits, softmax, prob, xe, gue, he, oe;               // MoE
-  std::vector<int32_t> expert, slot_of, slot_row, expert_start;
-  std::vector<uint8_t> kept;
-  std::vector<int64_t> load;
-  Buf sgu, sh, sout, sgate;                                  // shared expert
-  Buf k_cache, v_cache;                                      // decoding: [kv_positions, kv]
-  fast::RoutingBuffers rb() {
-    return {expert.data(), prob.data(), kept.data(), softmax.data(), load.data()};
-  }
+  Acts* a = nullptr;     // this layer's activations (shared by every layer in inference mode)
+  Buf k_cache, v_cache;  // decoding: [kv_positions, kv]
 };
 
 }  // namespace
@@ -87,7 +98,11 @@ struct TrainModel::Impl {
   std::vector<MoeLayerStats> stats;
   fast::RouterSpec router;
   // Residual stream: res[l] enters layer l, mid[l] is after its attention, res[L] is final.
-  std::vector<Buf> res, mid;
+  // Inference mode needs no history: res[l] all alias one buffer, mid[l] another.
+  std::vector<Buf> res_store, mid_store;
+  std::vector<float*> res, mid;
+  std::vector<Acts> acts;
+  std::vector<fast::RouterLossValues> router_losses;  // per MoE layer, of the last forward
   Buf rstd_f, xn_f, logits;
   Buf rope_cos, rope_sin;
   // Backward scratch, shared by all layers.
@@ -181,6 +196,7 @@ Status TrainModel::Impl::LoadWeights(const TensorMap& init,
 
 int64_t TrainModel::Impl::AllocateLayer(int64_t l) {
   Layer& ly = layers[Z(l)];
+  ly.a = &acts[shape.training ? Z(l) : 0];
   int64_t max_ffn = 0;
   ly.attn_norm = Named(LayerTensorName(l, "attn_norm"));
   ly.wqkv = Named(LayerTensorName(l, "wq"));
@@ -188,26 +204,26 @@ int64_t TrainModel::Impl::AllocateLayer(int64_t l) {
   if (c.qk_norm == QkNorm::kPerHead) {
     ly.q_norm = Named(LayerTensorName(l, "q_norm"));
     ly.k_norm = Named(LayerTensorName(l, "k_norm"));
-    ly.q_raw.assign(Z(N * qd), 0);
-    ly.k_raw.assign(Z(N * kvd), 0);
-    ly.q_rstd.assign(Z(N * c.num_heads), 0);
-    ly.k_rstd.assign(Z(N * c.num_kv_heads), 0);
+    Fit(ly.a->q_raw, N * qd);
+    Fit(ly.a->k_raw, N * kvd);
+    Fit(ly.a->q_rstd, N * c.num_heads);
+    Fit(ly.a->k_rstd, N * c.num_kv_heads);
   }
   ly.wo = Named(LayerTensorName(l, "wo"));
   ly.ffn_norm = Named(LayerTensorName(l, "ffn_norm"));
-  ly.rstd1.assign(Z(N), 0);
-  ly.xn1.assign(Z(N * H), 0);
-  ly.qkv.assign(Z(N * qkvd), 0);
-  ly.att.assign(Z(N * qd), 0);
-  ly.lse.assign(Z(N * c.num_heads), 0);
-  ly.rstd2.assign(Z(N), 0);
-  ly.xn2.assign(Z(N * H), 0);
+  Fit(ly.a->rstd1, N);
+  Fit(ly.a->xn1, N * H);
+  Fit(ly.a->qkv, N * qkvd);
+  Fit(ly.a->att, N * qd);
+  Fit(ly.a->lse, N * c.num_heads);
+  Fit(ly.a->rstd2, N);
+  Fit(ly.a->xn2, N * H);
   ly.moe = c.IsMoeLayer(l);
   if (!ly.moe) {
     ly.gu = Named(LayerTensorName(l, "ffn.gate"));
     ly.down = Named(LayerTensorName(l, "ffn.down"));
-    ly.gu_act.assign(Z(N * 2 * F), 0);
-    ly.h.assign(Z(N * F), 0);
+    Fit(ly.a->gu_act, N * 2 * F);
+    Fit(ly.a->h, N * F);
     max_ffn = std::max(max_ffn, N * F);
     return max_ffn;
   }
@@ -221,28 +237,28 @@ int64_t TrainModel::Impl::AllocateLayer(int64_t l) {
     ly.edown_w.push_back(ly.expert_down.back().w);
     ly.edown_g.push_back(ly.expert_down.back().g);
   }
-  ly.rlogits.assign(Z(N * E), 0);
-  ly.softmax.assign(Z(N * E), 0);
-  ly.prob.assign(Z(A), 0);
-  ly.expert.assign(Z(A), 0);
-  ly.kept.assign(Z(A), 0);
-  ly.load.assign(Z(E), 0);
-  ly.slot_of.assign(Z(A), -1);
-  ly.slot_row.assign(Z(A), 0);
-  ly.expert_start.assign(Z(E + 1), 0);
-  ly.xe.assign(Z(A * H), 0);
-  ly.gue.assign(Z(A * 2 * Fe), 0);
-  ly.he.assign(Z(A * Fe), 0);
-  ly.oe.assign(Z(A * H), 0);
+  Fit(ly.a->rlogits, N * E);
+  Fit(ly.a->softmax, N * E);
+  Fit(ly.a->prob, A);
+  Fit(ly.a->expert, A);
+  Fit(ly.a->kept, A);
+  Fit(ly.a->load, E);
+  Fit(ly.a->slot_of, A);
+  Fit(ly.a->slot_row, A);
+  Fit(ly.a->expert_start, E + 1);
+  Fit(ly.a->xe, A * H);
+  Fit(ly.a->gue, A * 2 * Fe);
+  Fit(ly.a->he, A * Fe);
+  Fit(ly.a->oe, A * H);
   max_ffn = std::max(max_ffn, A * Fe);
   if (Fs > 0) {
     ly.shared_gu = Named(LayerTensorName(l, "moe.shared.gate"));
     ly.shared_down = Named(LayerTensorName(l, "moe.shared.down"));
     ly.shared_router = Named(LayerTensorName(l, "moe.shared_router"));
-    ly.sgu.assign(Z(N * 2 * Fs), 0);
-    ly.sh.assign(Z(N * Fs), 0);
-    ly.sout.assign(Z(N * H), 0);
-    ly.sgate.assign(Z(N), 0);
+    Fit(ly.a->sgu, N * 2 * Fs);
+    Fit(ly.a->sh, N * Fs);
+    Fit(ly.a->sout, N * H);
+    Fit(ly.a->sgate, N);
     max_ffn = std::max(max_ffn, N * Fs);
   }
   MoeLayerStats st;
@@ -255,7 +271,7 @@ int64_t TrainModel::Impl::AllocateLayer(int64_t l) {
 void TrainModel::Impl::AllocateScratch(int64_t max_ffn) {
   rstd_f.assign(Z(N), 0);
   xn_f.assign(Z(N * H), 0);
-  logits.assign(Z(N * V), 0);
+  logits.assign(Z(shape.kv_positions > 0 ? V : N * V), 0);  // decoding: the last position's only
   attn_scratch.assign(Z(fast::AttentionScratchPerThread(shape.seq_len) * threads), 0);
   loss_rows.assign(Z(3 * N), 0);
   if (c.is_moe()) route_scratch.assign(Z(N * K + E + 1), 0);
@@ -337,8 +353,13 @@ Result<std::unique_ptr<TrainModel>> TrainModel::Create(
   s.head = config.tie_word_embeddings ? s.embed : s.Named("lm_head");
   const int64_t L = config.num_layers, H = s.H;
   s.layers.resize(Z(L));
-  s.res.assign(Z(L + 1), Buf(Z(N * H)));
-  s.mid.assign(Z(L), Buf(Z(N * H)));
+  const bool history = shape.training;  // the backward reads every layer's activations
+  s.res_store.assign(history ? Z(L + 1) : 1, Buf(Z(N * H)));
+  s.mid_store.assign(history ? Z(L) : 1, Buf(Z(N * H)));
+  for (int64_t l = 0; l <= L; ++l) s.res.push_back(s.res_store[history ? Z(l) : 0].data());
+  for (int64_t l = 0; l < L; ++l) s.mid.push_back(s.mid_store[history ? Z(l) : 0].data());
+  s.acts.resize(history ? Z(L) : 1);
+  s.router_losses.resize(Z(MoeLayerCount(config)));
   int64_t max_ffn = 0;  // largest [rows, F] of any SwiGLU, for the shared backward scratch
   for (int64_t l = 0; l < L; ++l) max_ffn = std::max(max_ffn, s.AllocateLayer(l));
   s.AllocateScratch(max_ffn);
@@ -367,35 +388,35 @@ void TrainModel::Impl::AttentionForward(Layer& L, const float* x, float* out) {
   {
     Timer tm(this, kNormF);
     fast::RmsNormForward(x, rows, H, L.attn_norm.w, static_cast<float>(c.rms_norm_eps),
-                         L.xn1.data(), L.rstd1.data());
+                         L.a->xn1.data(), L.a->rstd1.data());
   }
   {
     Timer tm(this, kQkvF);
-    fast::LinearForward(L.xn1.data(), rows, H, L.wqkv.w, qkvd, L.qkv.data());
-    if (c.qkv_bias) fast::AddBias(L.qkv.data(), rows, qkvd, qkvd, L.bqkv.w);
+    fast::LinearForward(L.a->xn1.data(), rows, H, L.wqkv.w, qkvd, L.a->qkv.data());
+    if (c.qkv_bias) fast::AddBias(L.a->qkv.data(), rows, qkvd, qkvd, L.bqkv.w);
   }
   if (c.qk_norm == QkNorm::kPerHead) {
     Timer tm(this, kNormF);
     const float eps = static_cast<float>(c.rms_norm_eps);
-    fast::HeadRmsNormForward(L.qkv.data(), rows, qkvd, c.num_heads, c.head_dim, L.q_norm.w, eps,
-                             L.q_raw.data(), L.q_rstd.data());
-    fast::HeadRmsNormForward(L.qkv.data() + qd, rows, qkvd, c.num_kv_heads, c.head_dim, L.k_norm.w,
-                             eps, L.k_raw.data(), L.k_rstd.data());
+    fast::HeadRmsNormForward(L.a->qkv.data(), rows, qkvd, c.num_heads, c.head_dim, L.q_norm.w, eps,
+                             L.a->q_raw.data(), L.a->q_rstd.data());
+    fast::HeadRmsNormForward(L.a->qkv.data() + qd, rows, qkvd, c.num_kv_heads, c.head_dim,
+                             L.k_norm.w, eps, L.a->k_raw.data(), L.a->k_rstd.data());
   }
   {
     Timer tm(this, kRopeF);
     // q heads and k heads are adjacent in a qkv row: one pass rotates both. Decoding rotates rows
     // at positions pos.., so the tables start there (and a period of `rows` keeps row = offset).
     const int64_t half = c.head_dim / 2, period = decoding ? rows : shape.seq_len;
-    fast::RopeForward(L.qkv.data(), rows, qkvd, c.num_heads + c.num_kv_heads, c.head_dim, period,
+    fast::RopeForward(L.a->qkv.data(), rows, qkvd, c.num_heads + c.num_kv_heads, c.head_dim, period,
                       rope_cos.data() + pos * half, rope_sin.data() + pos * half);
   }
   if (decoding) {
     Timer tm(this, kAttnF);
     for (int64_t m = 0; m < rows; ++m) {
-      std::memcpy(L.k_cache.data() + (pos + m) * kvd, L.qkv.data() + m * qkvd + qd,
+      std::memcpy(L.k_cache.data() + (pos + m) * kvd, L.a->qkv.data() + m * qkvd + qd,
                   Z(kvd) * sizeof(float));
-      std::memcpy(L.v_cache.data() + (pos + m) * kvd, L.qkv.data() + m * qkvd + qd + kvd,
+      std::memcpy(L.v_cache.data() + (pos + m) * kvd, L.a->qkv.data() + m * qkvd + qd + kvd,
                   Z(kvd) * sizeof(float));
     }
     fast::AttentionShape as{1,
@@ -407,33 +428,34 @@ void TrainModel::Impl::AttentionForward(Layer& L, const float* x, float* out) {
                             kvd,
                             qd,
                             std::min(threads, omp_get_max_threads())};
-    fast::CachedAttentionForward(as, pos, rows, L.qkv.data(), L.k_cache.data(), L.v_cache.data(),
-                                 L.att.data(), kv_scratch.data());
+    fast::CachedAttentionForward(as, pos, rows, L.a->qkv.data(), L.k_cache.data(), L.v_cache.data(),
+                                 L.a->att.data(), kv_scratch.data());
   } else {
     Timer tm(this, kAttnF);
     fast::AttentionShape as{shape.micro_batch, shape.seq_len, c.num_heads, c.num_kv_heads, c.head_dim,
                             qkvd, qkvd, qd, std::min(threads, omp_get_max_threads())};
-    fast::CausalAttentionForward(as, L.qkv.data(), L.qkv.data() + qd, L.qkv.data() + qd + kvd, L.att.data(),
-                                 L.lse.data(), attn_scratch.data());
+    fast::CausalAttentionForward(as, L.a->qkv.data(), L.a->qkv.data() + qd,
+                                 L.a->qkv.data() + qd + kvd, L.a->att.data(), L.a->lse.data(),
+                                 attn_scratch.data());
   }
   {
     Timer tm(this, kWoF);
     std::memcpy(out, x, Z(rows * H) * sizeof(float));
-    fast::LinearForward(L.att.data(), rows, qd, L.wo.w, H, out, 1.0f);
+    fast::LinearForward(L.a->att.data(), rows, qd, L.wo.w, H, out, 1.0f);
   }
 }
 
 void TrainModel::Impl::DenseFfnForward(Layer& L, float* out) {
   {
     Timer tm(this, kFfnGemmF);
-    fast::LinearForward(L.xn2.data(), rows, H, L.gu.w, 2 * F, L.gu_act.data());
+    fast::LinearForward(L.a->xn2.data(), rows, H, L.gu.w, 2 * F, L.a->gu_act.data());
   }
   {
     Timer tm(this, kSwiGluF);
-    fast::SwiGluForward(L.gu_act.data(), rows, F, L.h.data());
+    fast::SwiGluForward(L.a->gu_act.data(), rows, F, L.a->h.data());
   }
   Timer tm(this, kFfnGemmF);
-  fast::LinearForward(L.h.data(), rows, F, L.down.w, H, out, 1.0f);
+  fast::LinearForward(L.a->h.data(), rows, F, L.down.w, H, out, 1.0f);
 }
 
 void TrainModel::Impl::MoeForward(int64_t l, Layer& L, float* out) {
@@ -441,73 +463,74 @@ void TrainModel::Impl::MoeForward(int64_t l, Layer& L, float* out) {
   const int64_t A = rows * K;
   {
     Timer tm(this, kRouterF);
-    fast::LinearForward(L.xn2.data(), rows, H, L.router.w, E, L.rlogits.data());
-    fast::RouteTokens(L.rlogits.data(), rows, decoding ? rows : shape.seq_len, router, L.rb(),
+    fast::LinearForward(L.a->xn2.data(), rows, H, L.router.w, E, L.a->rlogits.data());
+    fast::RouteTokens(L.a->rlogits.data(), rows, decoding ? rows : shape.seq_len, router, L.a->rb(),
                       route_scratch.data());
   }
   {
     Timer tm(this, kPermuteF);
     // Kept assignments grouped by expert, in assignment order within each expert.
-    int32_t* start = L.expert_start.data();
+    int32_t* start = L.a->expert_start.data();
     for (int64_t e = 0; e <= E; ++e) start[e] = 0;
     for (int64_t a = 0; a < A; ++a)
-      if (L.kept[Z(a)]) ++start[L.expert[Z(a)] + 1];
+      if (L.a->kept[Z(a)]) ++start[L.a->expert[Z(a)] + 1];
     for (int64_t e = 0; e < E; ++e) start[e + 1] += start[e];
     for (int64_t a = 0; a < A; ++a) {
-      if (!L.kept[Z(a)]) {
-        L.slot_of[Z(a)] = -1;
+      if (!L.a->kept[Z(a)]) {
+        L.a->slot_of[Z(a)] = -1;
         continue;
       }
-      const int32_t slot = start[L.expert[Z(a)]]++;
-      L.slot_of[Z(a)] = slot;
-      L.slot_row[Z(slot)] = static_cast<int32_t>(a / K);
+      const int32_t slot = start[L.a->expert[Z(a)]]++;
+      L.a->slot_of[Z(a)] = slot;
+      L.a->slot_row[Z(slot)] = static_cast<int32_t>(a / K);
     }
     for (int64_t e = E; e > 0; --e) start[e] = start[e - 1];
     start[0] = 0;
     const int64_t used = start[E];
-    const float* xn = L.xn2.data();
-    float* xe = L.xe.data();
-    const int32_t* slot_row = L.slot_row.data();
+    const float* xn = L.a->xn2.data();
+    float* xe = L.a->xe.data();
+    const int32_t* slot_row = L.a->slot_row.data();
     const int64_t Hh = H;
 #pragma omp parallel for schedule(static) if (used * Hh > (1 << 14))
     for (int64_t sl = 0; sl < used; ++sl)
       std::memcpy(xe + sl * Hh, xn + slot_row[sl] * Hh, Z(Hh) * sizeof(float));
   }
-  const int32_t* start = L.expert_start.data();
+  const int32_t* start = L.a->expert_start.data();
   const int64_t used = start[E];
   {
     Timer tm(this, kExpertGemmF);
-    fast::GroupedLinearForward(L.xe.data(), start, E, H, L.egu_w.data(), 2 * Fe, L.gue.data());
+    fast::GroupedLinearForward(L.a->xe.data(), start, E, H, L.egu_w.data(), 2 * Fe,
+                               L.a->gue.data());
   }
   {
     Timer tm(this, kSwiGluF);
-    fast::SwiGluForward(L.gue.data(), used, Fe, L.he.data());
+    fast::SwiGluForward(L.a->gue.data(), used, Fe, L.a->he.data());
   }
   {
     Timer tm(this, kExpertGemmF);
-    fast::GroupedLinearForward(L.he.data(), start, E, Fe, L.edown_w.data(), H, L.oe.data());
+    fast::GroupedLinearForward(L.a->he.data(), start, E, Fe, L.edown_w.data(), H, L.a->oe.data());
   }
   if (Fs > 0) {
     {
       Timer tm(this, kFfnGemmF);
-      fast::LinearForward(L.xn2.data(), rows, H, L.shared_gu.w, 2 * Fs, L.sgu.data());
+      fast::LinearForward(L.a->xn2.data(), rows, H, L.shared_gu.w, 2 * Fs, L.a->sgu.data());
     }
     {
       Timer tm(this, kSwiGluF);
-      fast::SwiGluForward(L.sgu.data(), rows, Fs, L.sh.data());
+      fast::SwiGluForward(L.a->sgu.data(), rows, Fs, L.a->sh.data());
     }
     Timer tm(this, kFfnGemmF);
-    fast::LinearForward(L.sh.data(), rows, Fs, L.shared_down.w, H, L.sout.data());
-    fast::LinearForward(L.xn2.data(), rows, H, L.shared_router.w, 1, L.sgate.data());
+    fast::LinearForward(L.a->sh.data(), rows, Fs, L.shared_down.w, H, L.a->sout.data());
+    fast::LinearForward(L.a->xn2.data(), rows, H, L.shared_router.w, 1, L.a->sgate.data());
   }
   Timer tm(this, kPermuteF);
   const int64_t k = K, Hh = H;
   const bool shared = Fs > 0;
-  const float* oe = L.oe.data();
-  const float* prob = L.prob.data();
-  const int32_t* slot_of = L.slot_of.data();
-  const float* sout = shared ? L.sout.data() : nullptr;
-  const float* sgate = shared ? L.sgate.data() : nullptr;
+  const float* oe = L.a->oe.data();
+  const float* prob = L.a->prob.data();
+  const int32_t* slot_of = L.a->slot_of.data();
+  const float* sout = shared ? L.a->sout.data() : nullptr;
+  const float* sgate = shared ? L.a->sgate.data() : nullptr;
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < rows; ++t) {
     float* o = out + t * Hh;
@@ -531,7 +554,7 @@ void TrainModel::Impl::MoeForward(int64_t l, Layer& L, float* out) {
 void TrainModel::Impl::Forward(std::span<const int32_t> tokens) {
   {
     Timer tm(this, kEmbedF);
-    float* x = res[0].data();
+    float* x = res[0];
     const float* emb = embed.w;
     const int64_t Hh = H;
 #pragma omp parallel for schedule(static) if (rows >= 64)
@@ -541,14 +564,14 @@ void TrainModel::Impl::Forward(std::span<const int32_t> tokens) {
   size_t moe_index = 0;
   for (int64_t l = 0; l < c.num_layers; ++l) {
     Layer& L = layers[Z(l)];
-    AttentionForward(L, res[Z(l)].data(), mid[Z(l)].data());
+    AttentionForward(L, res[Z(l)], mid[Z(l)]);
     {
       Timer tm(this, kNormF);
-      fast::RmsNormForward(mid[Z(l)].data(), rows, H, L.ffn_norm.w,
-                           static_cast<float>(c.rms_norm_eps), L.xn2.data(), L.rstd2.data());
+      fast::RmsNormForward(mid[Z(l)], rows, H, L.ffn_norm.w, static_cast<float>(c.rms_norm_eps),
+                           L.a->xn2.data(), L.a->rstd2.data());
     }
-    float* out = res[Z(l + 1)].data();
-    std::memcpy(out, mid[Z(l)].data(), Z(rows * H) * sizeof(float));
+    float* out = res[Z(l + 1)];
+    std::memcpy(out, mid[Z(l)], Z(rows * H) * sizeof(float));
     if (!L.moe) {
       DenseFfnForward(L, out);
       continue;
@@ -556,14 +579,21 @@ void TrainModel::Impl::Forward(std::span<const int32_t> tokens) {
     MoeForward(l, L, out);
     MoeLayerStats& st = stats[moe_index++];
     st.dropped = 0;
-    for (int64_t a = 0; a < rows * K; ++a) st.dropped += L.kept[Z(a)] ? 0 : 1;
-    for (int64_t e = 0; e < E; ++e) st.tokens_per_expert[Z(e)] = L.load[Z(e)];
+    for (int64_t a = 0; a < rows * K; ++a) st.dropped += L.a->kept[Z(a)] ? 0 : 1;
+    for (int64_t e = 0; e < E; ++e) st.tokens_per_expert[Z(e)] = L.a->load[Z(e)];
+    if (!decoding) {  // now: an inference-mode model reuses this layer's activations for the next
+      Timer tr(this, kRouterF);
+      const fast::RouterLossValues rv =
+          fast::ComputeRouterLosses(L.a->rlogits.data(), rows, router, L.a->rb());
+      router_losses[moe_index - 1] = rv;
+      st.router_entropy = rv.entropy;
+    }
   }
   // Decoding needs the logits of the last position only.
   const int64_t first = decoding ? rows - 1 : 0, n = rows - first;
   {
     Timer tm(this, kNormF);
-    fast::RmsNormForward(res[Z(c.num_layers)].data() + first * H, n, H, final_norm.w,
+    fast::RmsNormForward(res[Z(c.num_layers)] + first * H, n, H, final_norm.w,
                          static_cast<float>(c.rms_norm_eps), xn_f.data(), rstd_f.data());
   }
   Timer tm(this, kHeadF);
@@ -594,16 +624,11 @@ LossTerms TrainModel::Impl::Losses(std::span<const int32_t> targets, bool write_
     r.output_z = ov.output_z;
     r.output_max_z = ov.output_max_z;
   }
-  Timer tm(this, kRouterF);
-  const int64_t moe_layers = MoeLayerCount(c);
-  size_t moe_index = 0;
-  for (Layer& L : layers) {
-    if (!L.moe) continue;
-    const fast::RouterLossValues rv = fast::ComputeRouterLosses(L.rlogits.data(), N, router, L.rb());
+  const auto moe_layers = static_cast<int64_t>(router_losses.size());
+  for (const fast::RouterLossValues& rv : router_losses) {
     r.aux += rv.aux;
     r.router_max_z += rv.router_max_z;
     r.router_z += rv.router_z;
-    stats[moe_index++].router_entropy = rv.entropy;
   }
   if (moe_layers > 0) {
     r.aux /= double(moe_layers);
@@ -617,14 +642,14 @@ LossTerms TrainModel::Impl::Losses(std::span<const int32_t> targets, bool write_
 
 void TrainModel::Impl::MoeBackward(Layer& L, float grad_scale) {
   const int64_t k = K, Hh = H;
-  const int32_t* start = L.expert_start.data();
+  const int32_t* start = L.a->expert_start.data();
   const int64_t used = start[E];
   {
     Timer tm(this, kPermuteB);
     const float* dy = dx.data();
-    const float* oe = L.oe.data();
-    const float* prob = L.prob.data();
-    const int32_t* slot_of = L.slot_of.data();
+    const float* oe = L.a->oe.data();
+    const float* prob = L.a->prob.data();
+    const int32_t* slot_of = L.a->slot_of.data();
     float* dw = dweight.data();
     float* doe_ = doe.data();
 #pragma omp parallel for schedule(static)
@@ -652,21 +677,23 @@ void TrainModel::Impl::MoeBackward(Layer& L, float grad_scale) {
   {
     Timer tm(this, kExpertGemmB);
     fast::GroupedLinearBackwardInput(doe.data(), start, E, H, L.edown_w.data(), Fe, dh.data());
-    fast::GroupedLinearBackwardWeight(doe.data(), start, E, H, L.he.data(), Fe, L.edown_g.data());
+    fast::GroupedLinearBackwardWeight(doe.data(), start, E, H, L.a->he.data(), Fe,
+                                      L.edown_g.data());
   }
   {
     Timer tm(this, kSwiGluB);
-    fast::SwiGluBackward(L.gue.data(), dh.data(), used, Fe, dgu.data());
+    fast::SwiGluBackward(L.a->gue.data(), dh.data(), used, Fe, dgu.data());
   }
   {
     Timer tm(this, kExpertGemmB);
-    fast::GroupedLinearBackwardWeight(dgu.data(), start, E, 2 * Fe, L.xe.data(), H, L.egu_g.data());
+    fast::GroupedLinearBackwardWeight(dgu.data(), start, E, 2 * Fe, L.a->xe.data(), H,
+                                      L.egu_g.data());
     fast::GroupedLinearBackwardInput(dgu.data(), start, E, 2 * Fe, L.egu_w.data(), H, dxe.data());
   }
   {
     Timer tm(this, kPermuteB);
     const float* dxe_ = dxe.data();
-    const int32_t* slot_of = L.slot_of.data();
+    const int32_t* slot_of = L.a->slot_of.data();
     float* out = dxn.data();
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < N; ++t) {
@@ -685,16 +712,17 @@ void TrainModel::Impl::MoeBackward(Layer& L, float grad_scale) {
     Timer tm(this, kRouterB);
     const double per_layer = double(grad_scale) / double(MoeLayerCount(c));
     const fast::RouterGradScales gs{coef.aux * per_layer, coef.router_max_z * per_layer, coef.router_z * per_layer};
-    fast::RouterBackward(L.rlogits.data(), N, router, L.rb(), dweight.data(), gs, drlogits.data());
-    fast::LinearBackwardWeight(drlogits.data(), N, E, L.xn2.data(), H, L.router.g);
+    fast::RouterBackward(L.a->rlogits.data(), N, router, L.a->rb(), dweight.data(), gs,
+                         drlogits.data());
+    fast::LinearBackwardWeight(drlogits.data(), N, E, L.a->xn2.data(), H, L.router.g);
     fast::LinearBackwardInput(drlogits.data(), N, E, L.router.w, H, dxn.data(), 1.0f);
   }
   if (Fs > 0) {
     {
       Timer tm(this, kPermuteB);
       const float* dy = dx.data();
-      const float* sout = L.sout.data();
-      const float* sgate = L.sgate.data();
+      const float* sout = L.a->sout.data();
+      const float* sgate = L.a->sgate.data();
       float* ds = doe.data();
       float* dg = dsgate.data();
 #pragma omp parallel for schedule(static)
@@ -711,17 +739,17 @@ void TrainModel::Impl::MoeBackward(Layer& L, float grad_scale) {
     }
     {
       Timer tm(this, kFfnGemmB);
-      fast::LinearBackwardWeight(dsgate.data(), N, 1, L.xn2.data(), H, L.shared_router.g);
+      fast::LinearBackwardWeight(dsgate.data(), N, 1, L.a->xn2.data(), H, L.shared_router.g);
       fast::LinearBackwardInput(dsgate.data(), N, 1, L.shared_router.w, H, dxn.data(), 1.0f);
       fast::LinearBackwardInput(doe.data(), N, H, L.shared_down.w, Fs, dh.data());
-      fast::LinearBackwardWeight(doe.data(), N, H, L.sh.data(), Fs, L.shared_down.g);
+      fast::LinearBackwardWeight(doe.data(), N, H, L.a->sh.data(), Fs, L.shared_down.g);
     }
     {
       Timer tm(this, kSwiGluB);
-      fast::SwiGluBackward(L.sgu.data(), dh.data(), N, Fs, dgu.data());
+      fast::SwiGluBackward(L.a->sgu.data(), dh.data(), N, Fs, dgu.data());
     }
     Timer tm(this, kFfnGemmB);
-    fast::LinearBackwardWeight(dgu.data(), N, 2 * Fs, L.xn2.data(), H, L.shared_gu.g);
+    fast::LinearBackwardWeight(dgu.data(), N, 2 * Fs, L.a->xn2.data(), H, L.shared_gu.g);
     fast::LinearBackwardInput(dgu.data(), N, 2 * Fs, L.shared_gu.w, H, dxn.data(), 1.0f);
   }
 }
@@ -736,8 +764,8 @@ void TrainModel::Impl::Backward(std::span<const int32_t> tokens, float grad_scal
   {
     Timer tm(this, kNormB);
     std::fill(dx.begin(), dx.end(), 0.0f);
-    fast::RmsNormBackward(res[Z(c.num_layers)].data(), rstd_f.data(), N, H, final_norm.w, dxn.data(), dx.data(),
-                          final_norm.g);
+    fast::RmsNormBackward(res[Z(c.num_layers)], rstd_f.data(), N, H, final_norm.w, dxn.data(),
+                          dx.data(), final_norm.g);
   }
   for (int64_t l = c.num_layers - 1; l >= 0; --l) {
     Layer& L = layers[Z(l)];
@@ -748,34 +776,35 @@ void TrainModel::Impl::Backward(std::span<const int32_t> tokens, float grad_scal
       {
         Timer tm(this, kFfnGemmB);
         fast::LinearBackwardInput(dx.data(), N, H, L.down.w, F, dh.data());
-        fast::LinearBackwardWeight(dx.data(), N, H, L.h.data(), F, L.down.g);
+        fast::LinearBackwardWeight(dx.data(), N, H, L.a->h.data(), F, L.down.g);
       }
       {
         Timer tm(this, kSwiGluB);
-        fast::SwiGluBackward(L.gu_act.data(), dh.data(), N, F, dgu.data());
+        fast::SwiGluBackward(L.a->gu_act.data(), dh.data(), N, F, dgu.data());
       }
       Timer tm(this, kFfnGemmB);
-      fast::LinearBackwardWeight(dgu.data(), N, 2 * F, L.xn2.data(), H, L.gu.g);
+      fast::LinearBackwardWeight(dgu.data(), N, 2 * F, L.a->xn2.data(), H, L.gu.g);
       fast::LinearBackwardInput(dgu.data(), N, 2 * F, L.gu.w, H, dxn.data());
     }
     {
       Timer tm(this, kNormB);
-      fast::RmsNormBackward(mid[Z(l)].data(), L.rstd2.data(), N, H, L.ffn_norm.w, dxn.data(), dx.data(),
+      fast::RmsNormBackward(mid[Z(l)], L.a->rstd2.data(), N, H, L.ffn_norm.w, dxn.data(), dx.data(),
                             L.ffn_norm.g);
     }
     // dx is now the gradient of mid[l] = res[l] + wo·attention.
     {
       Timer tm(this, kWoB);
       fast::LinearBackwardInput(dx.data(), N, H, L.wo.w, qd, datt.data());
-      fast::LinearBackwardWeight(dx.data(), N, H, L.att.data(), qd, L.wo.g);
+      fast::LinearBackwardWeight(dx.data(), N, H, L.a->att.data(), qd, L.wo.g);
     }
     {
       Timer tm(this, kAttnB);
       fast::AttentionShape as{shape.micro_batch, shape.seq_len, c.num_heads, c.num_kv_heads, c.head_dim,
                               qkvd, qkvd, qd, std::min(threads, omp_get_max_threads())};
-      fast::CausalAttentionBackward(as, L.qkv.data(), L.qkv.data() + qd, L.qkv.data() + qd + kvd, L.att.data(),
-                                    L.lse.data(), datt.data(), dqkv.data(), dqkv.data() + qd, dqkv.data() + qd + kvd,
-                                    attn_scratch.data());
+      fast::CausalAttentionBackward(as, L.a->qkv.data(), L.a->qkv.data() + qd,
+                                    L.a->qkv.data() + qd + kvd, L.a->att.data(), L.a->lse.data(),
+                                    datt.data(), dqkv.data(), dqkv.data() + qd,
+                                    dqkv.data() + qd + kvd, attn_scratch.data());
     }
     {
       Timer tm(this, kRopeB);
@@ -784,19 +813,20 @@ void TrainModel::Impl::Backward(std::span<const int32_t> tokens, float grad_scal
     }
     if (c.qk_norm == QkNorm::kPerHead) {
       Timer tm(this, kNormB);
-      fast::HeadRmsNormBackward(L.q_raw.data(), L.q_rstd.data(), N, qkvd, c.num_heads, c.head_dim,
-                                L.q_norm.w, dqkv.data(), L.q_norm.g);
-      fast::HeadRmsNormBackward(L.k_raw.data(), L.k_rstd.data(), N, qkvd, c.num_kv_heads,
+      fast::HeadRmsNormBackward(L.a->q_raw.data(), L.a->q_rstd.data(), N, qkvd, c.num_heads,
+                                c.head_dim, L.q_norm.w, dqkv.data(), L.q_norm.g);
+      fast::HeadRmsNormBackward(L.a->k_raw.data(), L.a->k_rstd.data(), N, qkvd, c.num_kv_heads,
                                 c.head_dim, L.k_norm.w, dqkv.data() + qd, L.k_norm.g);
     }
     {
       Timer tm(this, kQkvB);
       if (c.qkv_bias) fast::ColumnSumAccumulate(dqkv.data(), N, qkvd, qkvd, L.bqkv.g);
-      fast::LinearBackwardWeight(dqkv.data(), N, qkvd, L.xn1.data(), H, L.wqkv.g);
+      fast::LinearBackwardWeight(dqkv.data(), N, qkvd, L.a->xn1.data(), H, L.wqkv.g);
       fast::LinearBackwardInput(dqkv.data(), N, qkvd, L.wqkv.w, H, dxn.data());
     }
     Timer tm(this, kNormB);
-    fast::RmsNormBackward(res[Z(l)].data(), L.rstd1.data(), N, H, L.attn_norm.w, dxn.data(), dx.data(), L.attn_norm.g);
+    fast::RmsNormBackward(res[Z(l)], L.a->rstd1.data(), N, H, L.attn_norm.w, dxn.data(), dx.data(),
+                          L.attn_norm.g);
   }
   Timer tm(this, kEmbedB);
   // Sequential: rows with the same token add into the same embedding row in a fixed order.
@@ -822,6 +852,7 @@ Result<LossTerms> TrainModel::ForwardBackward(std::span<const int32_t> tokens, s
 
 Result<LossTerms> TrainModel::Evaluate(std::span<const int32_t> tokens, std::span<const int32_t> targets) {
   Impl& s = *impl_;
+  if (s.shape.kv_positions > 0) return InternalError("Evaluate on a TrainModel made for decoding");
   ESCALE_RETURN_IF_ERROR(s.CheckBatch(tokens, targets));
   fast::UseSingleThreadedBlas();
   s.Forward(tokens);
@@ -889,18 +920,20 @@ void TrainModel::PoisonActivationsForTesting() {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   auto poison = [nan](Buf& b) { std::fill(b.begin(), b.end(), nan); };
   for (Layer& L : s.layers) {
-    for (Buf* b : {&L.rstd1, &L.xn1, &L.qkv, &L.att, &L.lse, &L.rstd2, &L.xn2, &L.gu_act, &L.h, &L.rlogits, &L.softmax,
-                   &L.prob, &L.xe, &L.gue, &L.he, &L.oe, &L.sgu, &L.sh, &L.sout, &L.sgate})
+    for (Buf* b :
+         {&L.a->rstd1,  &L.a->xn1, &L.a->qkv,     &L.a->att,     &L.a->lse,  &L.a->rstd2, &L.a->xn2,
+          &L.a->gu_act, &L.a->h,   &L.a->rlogits, &L.a->softmax, &L.a->prob, &L.a->xe,    &L.a->gue,
+          &L.a->he,     &L.a->oe,  &L.a->sgu,     &L.a->sh,      &L.a->sout, &L.a->sgate})
       poison(*b);
-    std::fill(L.expert.begin(), L.expert.end(), -7);
-    std::fill(L.slot_of.begin(), L.slot_of.end(), -7);
-    std::fill(L.slot_row.begin(), L.slot_row.end(), -7);
-    std::fill(L.expert_start.begin(), L.expert_start.end(), -7);
-    std::fill(L.kept.begin(), L.kept.end(), uint8_t{7});
-    std::fill(L.load.begin(), L.load.end(), int64_t{-7});
+    std::fill(L.a->expert.begin(), L.a->expert.end(), -7);
+    std::fill(L.a->slot_of.begin(), L.a->slot_of.end(), -7);
+    std::fill(L.a->slot_row.begin(), L.a->slot_row.end(), -7);
+    std::fill(L.a->expert_start.begin(), L.a->expert_start.end(), -7);
+    std::fill(L.a->kept.begin(), L.a->kept.end(), uint8_t{7});
+    std::fill(L.a->load.begin(), L.a->load.end(), int64_t{-7});
   }
-  for (Buf& b : s.res) poison(b);
-  for (Buf& b : s.mid) poison(b);
+  for (Buf& b : s.res_store) poison(b);
+  for (Buf& b : s.mid_store) poison(b);
   for (Buf* b : {&s.rstd_f, &s.xn_f, &s.logits, &s.dx, &s.dxn, &s.dqkv, &s.datt, &s.dgu, &s.dh, &s.doe, &s.dxe,
                  &s.dweight, &s.drlogits, &s.dsgate, &s.attn_scratch})
     poison(*b);
@@ -919,14 +952,15 @@ std::vector<std::pair<std::string, double>> TrainModel::Profile() const {
   return out;
 }
 
-Result<std::unique_ptr<TrainModel>> CreateDecoder(const ModelConfig& config,
-                                                  const TensorMap& weights, int64_t max_seq) {
+Result<std::unique_ptr<TrainModel>> CreateDecoder(
+    const ModelConfig& config, const TensorMap& weights, int64_t max_seq,
+    const std::function<void(const Tensor&)>& copied) {
   if (max_seq < 1) return InvalidArgument("the decoder needs room for at least one position");
   BatchShape shape;
   shape.seq_len = std::min<int64_t>(max_seq, 256);
   shape.training = false;
   shape.kv_positions = max_seq;
-  return TrainModel::Create(config, weights, shape, LossCoefficients{});
+  return TrainModel::Create(config, weights, shape, LossCoefficients{}, copied);
 }
 
 }  // namespace escale

@@ -34,7 +34,8 @@ namespace escale {
 struct BatchShape {
   int64_t micro_batch = 1, seq_len = 1;
   // false: inference mode (scoring, `escale eval`): forward and losses only, no gradient and no
-  // backward buffers, so a model costs its fp32 weights and one step's activations.
+  // backward buffers; every layer reuses one layer's activations, so a model costs its fp32
+  // weights and a single layer's activations for the batch.
   bool training = true;
   // Inference mode only: > 0 keeps a key/value cache of this many positions for Decode (which then
   // routes MoE tokens dropless); micro_batch·seq_len is the most tokens one decoding pass takes.
@@ -50,9 +51,10 @@ struct MoeLayerStats {
 
 class TrainModel;
 // An inference-mode model with a cache of max_seq positions for generation, decoding in passes of
-// at most 256 tokens.
-Result<std::unique_ptr<TrainModel>> CreateDecoder(const ModelConfig& config,
-                                                  const TensorMap& weights, int64_t max_seq);
+// at most 256 tokens; `copied` as in TrainModel::Create.
+Result<std::unique_ptr<TrainModel>> CreateDecoder(
+    const ModelConfig& config, const TensorMap& weights, int64_t max_seq,
+    const std::function<void(const Tensor&)>& copied = {});
 
 class TrainModel {
  public:

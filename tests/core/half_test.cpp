@@ -29,6 +29,7 @@ TEST(Half, F16EveryPatternRoundTrips) {
   }
 }
 
+#if defined(__FLT16_MANT_DIG__)
 TEST(Half, F16MatchesCompilerConversionOnEveryMidpoint) {
   // _Float16 conversions in GCC are correctly rounded (RNE): an independent oracle.
   for (uint32_t i = 0; i < 0x7c00; ++i) {  // finite positive values
@@ -45,6 +46,11 @@ TEST(Half, F16MatchesCompilerConversionOnEveryMidpoint) {
   EXPECT_EQ(F32ToF16(0x1p-25f), 0x0000);  // ties to even: half the smallest subnormal -> 0
   EXPECT_EQ(F32ToF16(0x1.8p-24f), 0x0002);
 }
+#else
+TEST(Half, F16MatchesCompilerConversionOnEveryMidpoint) {
+  GTEST_SKIP() << "this compiler has no _Float16 (clang before 15 on x86); the GCC builds run it";
+}
+#endif
 
 TEST(Half, Bf16EveryPatternRoundTripsAndMidpointsRoundToEven) {
   for (uint32_t i = 0; i < 65536; ++i) {

@@ -394,18 +394,42 @@ TEST(TrainModel, RefusesBadInput) {
 // Inference mode (escale eval): the same losses and logits bit for bit, with no gradient buffers,
 // and a training step refused.
 TEST(TrainModel, InferenceModeEvaluatesIdenticallyWithoutGradients) {
-  for (const bool moe : {false, true}) {
-    const ModelConfig c = moe ? TinyMoe(RouterType::kMixtral, 4, 2) : TinyDense(true, false);
+  for (const int variant : {0, 1, 2}) {  // dense; MoE; dense and MoE layers with a shared expert
+    const bool moe = variant > 0;
+    ModelConfig c = moe ? TinyMoe(RouterType::kMixtral, 4, 2) : TinyDense(true, false);
+    if (variant == 2) {
+      c.arch = Architecture::kQwen2Moe;
+      c.num_layers = 3;
+      c.moe.every = 2;
+      c.moe.shared_intermediate = 20;
+    }
     const TensorMap w = RandomWeights(c, 9);
     const Batch b = RandomBatch(c, {2, 6}, 4);
-    auto train = TrainModel::Create(c, w, {2, 6}, {});
-    auto infer = TrainModel::Create(c, w, {2, 6, /*training=*/false}, {});
-    ASSERT_TRUE(train.ok() && infer.ok()) << (moe ? "moe" : "dense");
+    // Router terms too: an inference-mode model keeps one layer's activations, so they must be
+    // taken while each layer runs.
+    LossCoefficients coef;
+    coef.aux = 0.01;
+    coef.router_z = 0.001;
+    auto train = TrainModel::Create(c, w, {2, 6}, coef);
+    auto infer = TrainModel::Create(c, w, {2, 6, /*training=*/false}, coef);
+    ASSERT_TRUE(train.ok() && infer.ok()) << "variant " << variant;
     auto lt = (*train)->Evaluate(b.tokens, b.targets);
     auto li = (*infer)->Evaluate(b.tokens, b.targets);
     ASSERT_TRUE(lt.ok() && li.ok());
     EXPECT_EQ(lt->total, li->total);
     EXPECT_EQ(lt->ce, li->ce);
+    EXPECT_EQ(lt->aux, li->aux);
+    EXPECT_EQ(lt->router_z, li->router_z);
+    EXPECT_EQ(lt->router_max_z, li->router_max_z);
+    if (moe) {
+      EXPECT_GT(li->aux, 0.0);
+    }
+    ASSERT_EQ((*train)->moe_stats().size(), (*infer)->moe_stats().size());
+    for (size_t i = 0; i < (*infer)->moe_stats().size(); ++i) {
+      EXPECT_EQ((*train)->moe_stats()[i].router_entropy, (*infer)->moe_stats()[i].router_entropy);
+      EXPECT_EQ((*train)->moe_stats()[i].tokens_per_expert,
+                (*infer)->moe_stats()[i].tokens_per_expert);
+    }
     const auto a = (*train)->logits(), z = (*infer)->logits();
     ASSERT_EQ(a.size(), z.size());
     EXPECT_TRUE(std::equal(a.begin(), a.end(), z.begin()));

@@ -245,16 +245,16 @@ TEST(OpGrad, MoeCombine) {
     const ref::RoutingParams p = ParamsOf(s);
     const std::vector<double> logits = SkewedLogits(rng, s);
     const ref::Routing r = ref::RouteTokens(logits.data(), s.T, p);
-    const int64_t H = 3;
+    constexpr int64_t H = 3;
     OpCase op;
     op.name = "moe combine";
     op.inputs = {rng.Vector(Z(s.T * s.k * H)), r.weight};
-    op.forward = [r, H](const std::vector<std::vector<C>>& in) {
+    op.forward = [r](const std::vector<std::vector<C>>& in) {
       std::vector<C> y(Z(r.tokens * H));
       ref::MoeCombine(in[0].data(), in[1].data(), r, H, y.data());
       return y;
     };
-    op.backward = [r, H](const Buffers& in, const std::vector<double>& dy) {
+    op.backward = [r](const Buffers& in, const std::vector<double>& dy) {
       Buffers g = {Zeros(in[0].size()), Zeros(in[1].size())};
       ref::MoeCombineBackward(in[0].data(), in[1].data(), r, H, dy.data(), g[0].data(), g[1].data());
       return g;
