@@ -156,10 +156,9 @@ Status PrepareTrain(Args& a, dist::Communicator& comm, TrainerInputs& in) {
   if (a.peak_gflops > 0)
     in.sgemm_gflops = a.peak_gflops;
   else if (!a.no_mfu)
-    in.sgemm_gflops =
-        MeasureSgemmRate(512, o.threads > 0 ? static_cast<int>(o.threads) : omp_get_max_threads(),
-                         0.5)
-            .gflops;
+    in.sgemm_gflops = MeasurePeakSgemmRate(
+                          o.threads > 0 ? static_cast<int>(o.threads) : omp_get_max_threads(), 1.0)
+                          .gflops;
   return Status::Ok();
 }
 

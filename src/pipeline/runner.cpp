@@ -628,8 +628,7 @@ Result<double> RunPeakGflops(const std::string& out, int threads) {
       m["sgemm_gflops"].contains(key) && m["sgemm_gflops"][key].is_number() &&
       m["sgemm_gflops"][key].get<double>() > 0)
     return m["sgemm_gflops"][key].get<double>();
-  double best = 0;
-  for (int i = 0; i < 3; ++i) best = std::max(best, MeasureSgemmRate(512, threads, 0.5).gflops);
+  const double best = MeasurePeakSgemmRate(threads, 2.0).gflops;
   if (!m.contains("sgemm_gflops") || !m["sgemm_gflops"].is_object())
     m["sgemm_gflops"] = json::object();
   m["sgemm_gflops"][key] = best;
