@@ -20,9 +20,9 @@ done
 # suite under ASan takes ~40 min on 2 cores, ESCALE_TEST_PRESETS=asan). ESCALE_SANITIZE_TESTS=0
 # skips them.
 if [[ ${ESCALE_SANITIZE_TESTS:-1} != 0 ]]; then
-  echo "== building (fuzz: ASan + UBSan, the readers' tests)"
+  echo "== building (fuzz: ASan + UBSan, with part of the tests)"
   scripts/build.sh fuzz
-  echo "== testing under ASan + UBSan (core, io, tokenizer, data)"
+  echo "== testing under ASan + UBSan (the tests of ESCALE_TEST_DIRS in CMakePresets.json)"
   ctest --preset fuzz -j "$(nproc)"
 fi
 # Each libFuzzer target briefly under ASan + UBSan from its committed seeds (scripts/fuzz.sh; long

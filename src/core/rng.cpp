@@ -4,8 +4,9 @@
 
 #include "core/check.h"
 
-// GCC in ISO C++ mode (-std=c++20, which CMake uses) never contracts a*b+c into an FMA; clang's
-// default would, inside one expression, so it is switched off for this file.
+// No a*b+c may become an FMA here, or the streams would depend on the compiler and the CPU:
+// CMakeLists.txt compiles this file with -ffp-contract=off (GCC contracts by default, even with
+// -std=c++20, when -march=native has FMA); the pragma says the same to clang without CMake.
 #if defined(__clang__)
 #pragma clang fp contract(off)
 #endif
