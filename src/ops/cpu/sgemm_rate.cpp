@@ -69,6 +69,9 @@ SgemmRate MeasureTeamSgemmRate(int64_t n, int threads, double min_seconds) {
 }
 
 SgemmRate MeasurePeakSgemmRate(int threads, double seconds) {
+  // One count for both ways: the team measurement leaves OpenBLAS at one thread, so "its default"
+  // would mean something else for the next size.
+  if (threads <= 0) threads = omp_get_max_threads();
   SgemmRate best;
   const auto start = std::chrono::steady_clock::now();
   for (const int64_t n : {1024, 2048}) {
@@ -85,8 +88,7 @@ SgemmRate MeasurePeakSgemmRate(int threads, double seconds) {
 SgemmRate MeasureSgemmRate(int64_t n, int threads, double min_seconds) {
   if (threads > 0) openblas_set_num_threads(threads);
   Product p(n);
-  auto once = [&] { p.Run(); };
-  once();  // warm up caches and OpenBLAS's thread pool
+  p.Run();  // warm up caches and OpenBLAS's thread pool
   SgemmRate r;
   r.size = n;
   r.threads = openblas_get_num_threads();
@@ -94,10 +96,9 @@ SgemmRate MeasureSgemmRate(int64_t n, int threads, double min_seconds) {
   double best = 0;
   for (;;) {
     const auto t0 = std::chrono::steady_clock::now();
-    once();
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    best = std::max(best, 2.0 * static_cast<double>(n) * n * n / dt / 1e9);
-    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    p.Run();
+    best = std::max(best, 2.0 * static_cast<double>(n) * n * n / Seconds(t0) / 1e9);
+    r.seconds = Seconds(start);
     if (r.seconds >= min_seconds) break;
   }
   r.gflops = best;
